@@ -1,0 +1,75 @@
+// swift-tools-version:6.0
+//
+// agentd: the node software of the .agent network. See README.md and ../shared/DESIGN.md.
+import PackageDescription
+
+let package = Package(
+    name: "agentd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "agentd", targets: ["agentd"]),
+        .executable(name: "agentctl", targets: ["agentctl"]),
+        .executable(name: "agent-bench", targets: ["agent-bench"]),
+        .library(name: "Multiformats", targets: ["Multiformats"]),
+        .library(name: "Identity", targets: ["Identity"]),
+        .library(name: "Resolution", targets: ["Resolution"]),
+        .library(name: "AgentNode", targets: ["AgentNode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // libsodium, found through pkg-config; Debian/Ubuntu package libsodium-dev.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]
+        ),
+        .target(
+            name: "Multiformats",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
+            name: "Identity",
+            dependencies: ["CSodium", "Multiformats", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
+            name: "Resolution",
+            dependencies: ["Identity", "Multiformats", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
+            name: "AgentNode",
+            dependencies: ["Identity", "Multiformats", "Resolution"]
+        ),
+        .executableTarget(
+            name: "agentd",
+            dependencies: [
+                "AgentNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "agentctl",
+            dependencies: [
+                "AgentNode", "Identity", "Multiformats", "Resolution",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "agent-bench",
+            dependencies: [
+                "Identity", "Resolution", "Multiformats",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats"]),
+        .testTarget(name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats"]),
+        .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats"]),
+        .testTarget(name: "agentctlTests", dependencies: ["Identity", "Resolution", "Multiformats"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,84 @@
+import CSodium
+
+/// Entry point to libsodium. Every use of a libsodium primitive in this module goes through a type
+/// that first touches `Sodium.ready`, so `sodium_init` runs exactly once before any primitive.
+public enum Sodium {
+    /// `sodium_init()` result: 0 on first success, 1 when already initialised, -1 on failure.
+    /// Swift initialises globals and static lets once, thread-safely.
+    private static let initResult: Int32 = sodium_init()
+
+    /// Ensures libsodium is initialised; traps if it cannot be, since no crypto is possible then.
+    @inline(__always)
+    public static func ensureInitialized() {
+        precondition(initResult >= 0, "libsodium failed to initialise (sodium_init returned \(initResult))")
+    }
+
+    /// The libsodium version string, for diagnostics.
+    public static var version: String {
+        ensureInitialized()
+        return String(cString: sodium_version_string())
+    }
+
+    /// `count` bytes from libsodium's CSPRNG.
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        ensureInitialized()
+        var bytes = [UInt8](repeating: 0, count: count)
+        guard count > 0 else { return bytes }
+        withMutableBytePointer(&bytes) { randombytes_buf($0, count) }
+        return bytes
+    }
+
+    /// Overwrites `bytes` with zeros in a way the compiler may not elide.
+    public static func zero(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { buffer in
+            if let base = buffer.baseAddress { sodium_memzero(base, buffer.count) }
+        }
+    }
+
+    /// Constant-time comparison of two byte strings of equal length.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBytes { pa in
+            b.withUnsafeBytes { pb in sodium_memcmp(pa.baseAddress, pb.baseAddress, pa.count) == 0 }
+        }
+    }
+}
+
+/// Secret bytes held in memory from `sodium_malloc` (guard pages, `mlock` where permitted) and
+/// zeroed by `sodium_free` when the last reference goes.
+///
+/// `@unchecked Sendable`: the memory is written only in `init` and read-only afterwards, so sharing
+/// a reference across threads cannot race.
+public final class SecretBytes: @unchecked Sendable {
+    private let pointer: UnsafeMutableRawPointer
+    /// Number of bytes held.
+    public let count: Int
+
+    /// Allocates `count` protected bytes and lets `initializer` fill them.
+    public init(count: Int, initializer: (UnsafeMutableRawBufferPointer) -> Void) {
+        Sodium.ensureInitialized()
+        guard let pointer = sodium_malloc(max(count, 1)) else {
+            preconditionFailure("sodium_malloc(\(count)) failed: out of memory")
+        }
+        self.pointer = pointer
+        self.count = count
+        initializer(UnsafeMutableRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// Copies `bytes` into protected memory and zeroes `bytes`.
+    public convenience init(consuming bytes: inout [UInt8]) {
+        self.init(count: bytes.count) { target in
+            bytes.withUnsafeBytes { target.copyMemory(from: $0) }
+        }
+        Sodium.zero(&bytes)
+    }
+
+    deinit {
+        sodium_free(pointer)
+    }
+
+    /// Gives read access to the secret for the duration of `body`.
+    public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try body(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+}
