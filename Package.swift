@@ -65,11 +65,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats"]),
-        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats"]),
-        .testTarget(name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats"]),
-        .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats"]),
-        .testTarget(name: "agentctlTests", dependencies: ["Identity", "Resolution", "Multiformats"]),
+        // Test support shared by the test targets: vectors, hex, seeded randomness; later the
+        // in-process network and the py-libp2p launcher.
+        .target(name: "AgentTesting", path: "Sources/AgentTesting"),
+        .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats", "AgentTesting"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats", "AgentTesting"]),
+        .testTarget(
+            name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),
+        .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting"]),
+        .testTarget(
+            name: "agentctlTests", dependencies: ["Identity", "Resolution", "Multiformats", "AgentTesting"]),
     ],
     swiftLanguageModes: [.v6]
 )

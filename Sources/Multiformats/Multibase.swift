@@ -17,15 +17,28 @@ public enum Multibase: Character, Sendable, CaseIterable {
     }
 
     /// Decodes a multibase string, returning its encoding and bytes.
+    ///
+    /// base32 and base36 are case-insensitive (multibase spec): the upper-case prefixes `B` and `K`
+    /// and mixed-case bodies decode to the same bytes.
     /// - Throws: `.unsupportedMultibase` for an empty string or unknown prefix, or the decoder's error.
     public static func decode(_ text: String) throws(MultiformatsError) -> (Multibase, [UInt8]) {
         guard let first = text.first else {
             throw MultiformatsError(.unsupportedMultibase, "empty multibase string")
         }
-        guard let encoding = Multibase(rawValue: first) else {
-            throw MultiformatsError(.unsupportedMultibase, "unsupported multibase prefix '\(first)'")
+        let encoding: Multibase
+        var body = text.dropFirst()
+        switch first {
+        case "B", "K":
+            encoding = first == "B" ? .base32 : .base36
+        default:
+            guard let known = Multibase(rawValue: first) else {
+                throw MultiformatsError(.unsupportedMultibase, "unsupported multibase prefix '\(first)'")
+            }
+            encoding = known
         }
-        let body = text.dropFirst()
+        if encoding != .base58btc, body.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) {
+            body = Substring(body.lowercased())
+        }
         switch encoding {
         case .base32: return (encoding, try Base32.decode(body))
         case .base36: return (encoding, try Multiformats.base36.decode(body))

@@ -65,6 +65,10 @@ public enum UVarint {
                 throw MultiformatsError(.invalidVarint, "varint is longer than \(maximumByteCount) bytes")
             }
             value |= UInt64(byte & 0x7f) << shift
+            if byte & 0x80 != 0 && length == maximumByteCount {
+                // A tenth byte would follow: reject now rather than wait for bytes that cannot help.
+                throw MultiformatsError(.invalidVarint, "varint is longer than \(maximumByteCount) bytes")
+            }
             if byte & 0x80 == 0 {
                 // A final zero group after the first byte means a shorter encoding existed.
                 if byte == 0 && length > 1 {

@@ -1,0 +1,19 @@
+/// The one error type of the `AgentNode` module (configuration, data directory, bootstrap list).
+public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Hashable, Sendable {
+        /// A configuration file (e.g. `bootstrap-nodes.json`) is malformed or inconsistent.
+        case invalidConfiguration = "invalid_configuration"
+        /// A file could not be read.
+        case fileSystem = "file_system"
+    }
+
+    public let kind: Kind
+    public let message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}
