@@ -73,8 +73,10 @@ let package = Package(
         .testTarget(
             name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),
         .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting"]),
+        // Runs the built executables as processes; depending on them makes `swift test` build them.
         .testTarget(
-            name: "agentctlTests", dependencies: ["Identity", "Resolution", "Multiformats", "AgentTesting"]),
+            name: "agentctlTests",
+            dependencies: ["agentctl", "agentd", "Identity", "Resolution", "Multiformats", "AgentTesting"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -8,21 +8,21 @@ public struct MultiformatsError: Error, Hashable, Sendable, CustomStringConverti
         /// The input ended before a complete value was read.
         case truncated
         /// A varint was longer than 9 bytes, overflowed, or was not minimally encoded.
-        case invalidVarint
+        case invalidVarint = "invalid_varint"
         /// A character is not part of the encoding's alphabet, or the text is not canonical.
-        case invalidEncoding
+        case invalidEncoding = "invalid_encoding"
         /// The multibase prefix is unknown or not accepted here.
-        case unsupportedMultibase
+        case unsupportedMultibase = "unsupported_multibase"
         /// A multihash is malformed (length mismatch, unsupported function, bad digest size).
-        case invalidMultihash
+        case invalidMultihash = "invalid_multihash"
         /// A multiaddr names a protocol code or name this implementation does not know.
-        case unknownProtocol
+        case unknownProtocol = "unknown_protocol"
         /// A multiaddr component value is malformed (bad IP address, port out of range, ...).
-        case invalidMultiaddr
+        case invalidMultiaddr = "invalid_multiaddr"
         /// Bytes remained after a value that must span its whole input.
-        case trailingBytes
+        case trailingBytes = "trailing_bytes"
         /// A length is over the limit this implementation accepts.
-        case tooLarge
+        case tooLarge = "too_large"
     }
 
     public let kind: Kind

@@ -1,0 +1,27 @@
+# Entry points for people and CI. `make run` and `make test` are the README's two commands.
+SWIFT ?= swift
+
+.PHONY: deps build run test bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+# Build, then create this host's identity if there is none, and show it.
+run: build
+	@bin=$$($(SWIFT) build --show-bin-path); \
+	$$bin/agentctl identity show 2>/dev/null || $$bin/agentctl identity new
+
+# The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests.
+test: deps
+	$(SWIFT) build --build-tests
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build
+
+bench: deps
+	$(SWIFT) build -c release --product agent-bench
+	$$($(SWIFT) build -c release --show-bin-path)/agent-bench records
+
+clean:
+	rm -rf .build .venv
