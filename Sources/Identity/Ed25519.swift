@@ -11,22 +11,25 @@ public enum Ed25519 {
         /// The 32-byte encoded point (RFC 8032 §5.1.2).
         public let rawRepresentation: [UInt8]
 
-        /// Wraps 32 raw bytes after checking that they encode a usable point.
+        /// Wraps 32 raw bytes.
         ///
-        /// Small-order points are rejected: a signature under such a key can be valid for many
-        /// messages, which would let a forger claim a record with a key nobody holds the secret of.
-        /// - Throws: `IdentityError.invalidKey`.
+        /// No curve check happens here: it would cost as much as a verification, and
+        /// `isValidSignature` already refuses non-canonical and small-order keys (libsodium ≥ 1.0.16),
+        /// so a key under which signatures prove nothing can never verify anything. Call
+        /// `isValidPoint` where a key must be checked without a signature.
+        /// - Throws: `IdentityError.invalidKey` when not 32 bytes.
         public init<Bytes: Collection<UInt8>>(rawRepresentation bytes: Bytes) throws(IdentityError) {
             guard bytes.count == publicKeyLength else {
                 throw IdentityError(.invalidKey, "Ed25519 public key must be 32 bytes, not \(bytes.count)")
             }
+            self.rawRepresentation = Array(bytes)
+        }
+
+        /// Whether the key is a valid curve point in the main subgroup and not of small order
+        /// (libsodium `crypto_core_ed25519_is_valid_point`). About as costly as one verification.
+        public var isValidPoint: Bool {
             Sodium.ensureInitialized()
-            let raw = Array(bytes)
-            let valid = withBytePointer(raw) { point, _ in crypto_core_ed25519_is_valid_point(point) == 1 }
-            guard valid else {
-                throw IdentityError(.invalidKey, "Ed25519 public key is not a valid curve point of full order")
-            }
-            self.rawRepresentation = raw
+            return withBytePointer(rawRepresentation) { point, _ in crypto_core_ed25519_is_valid_point(point) == 1 }
         }
 
         /// Whether `signature` is a valid signature of `message` under this key.
@@ -77,7 +80,6 @@ public enum Ed25519 {
                 }
             }
             self.secretKey = secretKey
-            // libsodium derived it from a valid seed, so it is a valid point.
             self.publicKey = try PublicKey(rawRepresentation: publicKey)
         }
 

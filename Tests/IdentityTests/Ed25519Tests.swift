@@ -34,10 +34,21 @@ struct Ed25519Tests {
     func invalidKeys() {
         #expect(throws: IdentityError.self) { _ = try Ed25519.PrivateKey(seed: [1, 2, 3]) }
         #expect(throws: IdentityError.self) { _ = try Ed25519.PublicKey(rawRepresentation: [UInt8](repeating: 1, count: 31)) }
-        // The identity point (0, 1) has small order: a "signature" under it proves nothing.
+        #expect(Ed25519.PrivateKey().publicKey.isValidPoint)
+    }
+
+    @Test("a small-order key is flagged and nothing ever verifies under it")
+    func smallOrder() throws {
+        // The identity point (0, 1) has order 1: with R = identity and S = 0, the verification
+        // equation [S]B = R + [k]A holds for every message unless the implementation refuses it.
         var identity = [UInt8](repeating: 0, count: 32)
         identity[0] = 1
-        #expect(throws: IdentityError.self) { _ = try Ed25519.PublicKey(rawRepresentation: identity) }
+        let key = try Ed25519.PublicKey(rawRepresentation: identity)
+        #expect(!key.isValidPoint)
+        let forged = identity + [UInt8](repeating: 0, count: 32)
+        for message in [[UInt8](), [1, 2, 3], Array("agent-record:v1\n".utf8)] {
+            #expect(!key.isValidSignature(forged, for: message))
+        }
     }
 }
 
