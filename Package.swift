@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "agent-bench", targets: ["agent-bench"]),
         .library(name: "Multiformats", targets: ["Multiformats"]),
         .library(name: "Identity", targets: ["Identity"]),
+        .library(name: "Session", targets: ["Session"]),
         .library(name: "Resolution", targets: ["Resolution"]),
         .library(name: "AgentNode", targets: ["AgentNode"]),
     ],
@@ -33,6 +34,13 @@ let package = Package(
         .target(
             name: "Identity",
             dependencies: ["CSodium", "Multiformats", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
+            name: "Session",
+            dependencies: [
+                "Identity", "Multiformats", "CSodium",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "Resolution",
@@ -70,6 +78,13 @@ let package = Package(
         .target(name: "AgentTesting", path: "Sources/AgentTesting"),
         .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats", "AgentTesting"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats", "AgentTesting"]),
+        .testTarget(
+            name: "SessionTests",
+            dependencies: [
+                "Session", "Identity", "Multiformats", "AgentTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),
         .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting"]),

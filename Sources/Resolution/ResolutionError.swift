@@ -5,9 +5,10 @@ public struct ResolutionError: Error, Hashable, Sendable, CustomStringConvertibl
     public enum Kind: String, Hashable, Sendable, CaseIterable {
         /// The name is not a valid `.agent` name.
         case invalidName = "invalid_name"
-        /// The record bytes do not follow the wire format (truncated, bad field, trailing bytes).
+        /// The record bytes do not follow the wire format (truncated, bad field, a field or list over
+        /// its limit, trailing bytes).
         case malformed
-        /// The record is over 8192 bytes, or a list in it is over its limit.
+        /// The record is over 8192 bytes.
         case oversized
         /// The record's signature does not verify under its key.
         case badSignature = "bad_signature"

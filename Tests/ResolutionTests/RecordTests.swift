@@ -33,7 +33,7 @@ struct RecordTests {
         let tooMany = AgentRecord(
             name: Fixtures.name, publicKey: Fixtures.alice.publicKey, seq: 1, timestamp: Fixtures.now,
             addresses: (0..<33).map { _ in try! Multiaddr("/ip4/1.2.3.4/tcp/1") })
-        do { _ = try tooMany.signed(with: Fixtures.alice) } catch { #expect(error.kind == .oversized) }
+        do { _ = try tooMany.signed(with: Fixtures.alice) } catch { #expect(error.kind == .malformed) }
     }
 
     /// Every reason a lone record is refused, each produced on purpose.

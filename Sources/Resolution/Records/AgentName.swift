@@ -18,7 +18,12 @@ public struct AgentName: Hashable, Sendable, Comparable, CustomStringConvertible
     /// Parses `text`, with or without the `.agent` suffix, in any case.
     /// - Throws: `ResolutionError.invalidName` saying which rule is broken.
     public init(_ text: String) throws(ResolutionError) {
-        let lowered = String(text.lowercased())
+        // Lower-case ASCII only: Unicode case mapping would turn look-alikes into letters (U+212A
+        // KELVIN SIGN lower-cases to "k"), so "\u{212A}ate" would silently become "kate".
+        guard text.utf8.allSatisfy({ $0 < 0x80 }) else {
+            throw ResolutionError(.invalidName, "name \"\(text.prefix(80))\" contains non-ASCII characters; labels use only a-z, 0-9 and '-'")
+        }
+        let lowered = String(decoding: text.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 }, as: UTF8.self)
         let full = lowered.hasSuffix(Self.suffix) ? lowered : lowered + Self.suffix
         try self.init(canonical: full, original: text)
     }
@@ -71,11 +76,15 @@ public struct AgentName: Hashable, Sendable, Comparable, CustomStringConvertible
     /// The 256-bit Kademlia key: SHA-256 of `recordKey`.
     public var dhtKey: [UInt8] { SHA256.hash(recordKey) }
 
-    /// For a self-certifying name (`<peer id as base36 CIDv1>.agent`), the peer id it names.
+    /// For a self-certifying name, the peer id it names: the only label is `k` ‖ base36 of a CIDv1
+    /// `libp2p-key` holding an identity multihash of an Ed25519 key (spec/records.md §1). Labels
+    /// that decode to other kinds of peer id are ordinary names: records carry Ed25519 keys only.
     public var selfCertifyingPeerID: PeerID? {
         let stem = value.dropLast(Self.suffix.count)
-        guard !stem.contains("."), stem.hasPrefix("k") else { return nil }
-        return try? PeerID(String(stem))
+        guard !stem.contains("."), stem.hasPrefix("k"), let peerID = try? PeerID(String(stem)),
+            peerID.ed25519PublicKey != nil
+        else { return nil }
+        return peerID
     }
 
     /// The self-certifying name of `peerID`.

@@ -40,8 +40,12 @@ public struct AgentRecord: Hashable, Sendable {
     /// The peer id of the signing key.
     public var peerID: PeerID { PeerID(publicKey: publicKey) }
 
-    /// `timestamp + ttl`, in seconds since the epoch.
-    public var expires: UInt64 { timestamp + UInt64(ttl) }
+    /// `timestamp + ttl`, in seconds since the epoch; saturates at `UInt64.max` rather than wrap
+    /// (spec/records.md §4: the arithmetic is exact, and every `now` is below a saturated sum).
+    public var expires: UInt64 {
+        let (sum, overflow) = timestamp.addingReportingOverflow(UInt64(ttl))
+        return overflow ? .max : sum
+    }
 
     /// Whether the record has expired at `now`.
     public func isExpired(at now: UInt64) -> Bool { now > expires }

@@ -102,10 +102,10 @@ extension AgentRecord {
 
     func encodeBody(into bytes: inout [UInt8]) throws(ResolutionError) {
         guard addresses.count <= RecordLimits.maximumAddresses else {
-            throw ResolutionError(.oversized, "record has \(addresses.count) addresses; at most \(RecordLimits.maximumAddresses)")
+            throw ResolutionError(.malformed, "record has \(addresses.count) addresses; at most \(RecordLimits.maximumAddresses)")
         }
         guard protocols.count <= RecordLimits.maximumProtocols else {
-            throw ResolutionError(.oversized, "record has \(protocols.count) protocols; at most \(RecordLimits.maximumProtocols)")
+            throw ResolutionError(.malformed, "record has \(protocols.count) protocols; at most \(RecordLimits.maximumProtocols)")
         }
         for proto in protocols { try Self.checkProtocol(proto) }
         bytes.append(Self.wireVersion)
@@ -142,6 +142,7 @@ extension AgentRecord {
             throw ResolutionError(.malformed, "record version \(version) is not supported (expected \(wireVersion))")
         }
         let nameLength = try reader.readLength("name", limit: AgentName.maximumLength)
+        guard nameLength > 0 else { throw ResolutionError(.malformed, "record name is empty") }
         let nameBytes = try reader.readBytes(nameLength, "name")
         guard let nameText = String(validating: nameBytes, as: UTF8.self) else {
             throw ResolutionError(.invalidName, "record name is not valid UTF-8")
@@ -158,7 +159,7 @@ extension AgentRecord {
         let addressCount = try reader.readLength("address count", limit: RecordLimits.maximumAddresses)
         var addresses: [Multiaddr] = []
         for index in 0..<addressCount {
-            let length = try reader.readLength("address \(index)", limit: Multiaddr.maximumByteCount)
+            let length = try reader.readLength("address \(index) length", limit: Multiaddr.maximumByteCount)
             let binary = try reader.readBytes(length, "address \(index)")
             do {
                 addresses.append(try Multiaddr(bytes: binary))
@@ -243,7 +244,7 @@ struct RecordReader {
             throw ResolutionError(.malformed, "record \(field) is not a valid varint: \(error.message)")
         }
         guard value <= UInt64(limit) else {
-            throw ResolutionError(.oversized, "record \(field) is \(value); the limit is \(limit)")
+            throw ResolutionError(.malformed, "record \(field) is \(value); the limit is \(limit)")
         }
         return Int(value)
     }
