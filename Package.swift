@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // libsodium, found through pkg-config; Debian/Ubuntu package libsodium-dev.
@@ -40,7 +41,9 @@ let package = Package(
             dependencies: [
                 "Identity", "Multiformats", "CSodium",
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Noise/Generated/noise.proto"]
         ),
         .target(
             name: "Resolution",

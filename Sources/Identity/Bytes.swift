@@ -2,7 +2,7 @@
 /// the collection has no contiguous storage of its own. The pointer is never null, even for an empty
 /// collection, since libsodium declares its buffer arguments `nonnull`.
 @inlinable
-func withBytePointer<Bytes: Collection<UInt8>, Result>(
+public func withBytePointer<Bytes: Collection<UInt8>, Result>(
     _ bytes: Bytes, _ body: (UnsafePointer<UInt8>, Int) -> Result
 ) -> Result {
     func call(_ buffer: UnsafeBufferPointer<UInt8>) -> Result {
@@ -20,7 +20,7 @@ func withBytePointer<Bytes: Collection<UInt8>, Result>(
 
 /// `body` with a non-null mutable pointer to `array`'s storage; `array` must not be empty.
 @inlinable
-func withMutableBytePointer<Result>(_ array: inout [UInt8], _ body: (UnsafeMutablePointer<UInt8>) -> Result) -> Result {
+public func withMutableBytePointer<Result>(_ array: inout [UInt8], _ body: (UnsafeMutablePointer<UInt8>) -> Result) -> Result {
     precondition(!array.isEmpty, "output buffer must not be empty")
     return array.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
 }
@@ -28,7 +28,7 @@ func withMutableBytePointer<Result>(_ array: inout [UInt8], _ body: (UnsafeMutab
 extension UnsafeRawBufferPointer {
     /// The bytes as a non-null `UInt8` pointer; the buffer must not be empty.
     @inlinable
-    var bytePointer: UnsafePointer<UInt8> {
+    public var bytePointer: UnsafePointer<UInt8> {
         precondition(count > 0, "buffer must not be empty")
         return baseAddress!.assumingMemoryBound(to: UInt8.self)
     }
@@ -37,7 +37,7 @@ extension UnsafeRawBufferPointer {
 extension UnsafeMutableRawBufferPointer {
     /// The bytes as a non-null mutable `UInt8` pointer; the buffer must not be empty.
     @inlinable
-    var bytePointer: UnsafeMutablePointer<UInt8> {
+    public var bytePointer: UnsafeMutablePointer<UInt8> {
         precondition(count > 0, "buffer must not be empty")
         return baseAddress!.assumingMemoryBound(to: UInt8.self)
     }

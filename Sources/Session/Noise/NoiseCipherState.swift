@@ -1,0 +1,132 @@
+import CSodium
+import Identity
+import NIOCore
+
+/// A Noise `CipherState` for ChaChaPoly (Noise spec rev. 34, §5.1 and §12.3): a 32-byte key and a
+/// 64-bit counter nonce, encoded as 4 zero bytes ‖ little-endian counter, with
+/// ChaCha20-Poly1305 (IETF, RFC 8439) from libsodium.
+///
+/// Used for the handshake's `EncryptAndHash` and, after `Split()`, for transport messages.
+public struct NoiseCipherState: Sendable {
+    /// Poly1305 tag length.
+    public static let tagLength = 16
+    /// Noise spec §11.2: a transport message is at most 65535 bytes, tag included.
+    public static let maximumMessageLength = 65535
+    /// The largest plaintext of one transport message.
+    public static let maximumPlaintextLength = maximumMessageLength - tagLength
+
+    private let key: SecretBytes
+    /// The next nonce. Noise spec §5.1: 2^64 − 1 is reserved; reaching it is an error.
+    public private(set) var nonce: UInt64 = 0
+
+    init(key: SecretBytes) {
+        precondition(key.count == 32, "a ChaChaPoly key has 32 bytes")
+        self.key = key
+    }
+
+    private mutating func nextNonce() throws(SessionError) -> [UInt8] {
+        guard nonce < UInt64.max else {
+            throw SessionError(.nonceExhausted, "Noise cipher state used up its 2^64 - 1 nonces")
+        }
+        var bytes = [UInt8](repeating: 0, count: 12)
+        var counter = nonce.littleEndian
+        withUnsafeBytes(of: &counter) { bytes.replaceSubrange(4..<12, with: $0) }
+        nonce += 1
+        return bytes
+    }
+
+    /// `ENCRYPT(k, n++, ad, plaintext)` into a new array (handshake use).
+    public mutating func encrypt(_ plaintext: [UInt8], associatedData: [UInt8]) throws(SessionError) -> [UInt8] {
+        let nonceBytes = try nextNonce()
+        var output = [UInt8](repeating: 0, count: plaintext.count + Self.tagLength)
+        var outputLength: UInt64 = 0
+        key.withUnsafeBytes { keyBytes in
+            withMutableBytePointer(&output) { out in
+                withBytePointer(plaintext) { input, inputCount in
+                    withBytePointer(associatedData) { ad, adCount in
+                        _ = crypto_aead_chacha20poly1305_ietf_encrypt(
+                            out, &outputLength, input, UInt64(inputCount), ad, UInt64(adCount), nil, nonceBytes,
+                            keyBytes.bytePointer)
+                    }
+                }
+            }
+        }
+        return output
+    }
+
+    /// `DECRYPT(k, n++, ad, ciphertext)` (handshake use).
+    /// - Throws: `.decryptionFailed` when the tag does not verify; the nonce still advances, as the
+    ///   session is over anyway.
+    public mutating func decrypt(_ ciphertext: [UInt8], associatedData: [UInt8]) throws(SessionError) -> [UInt8] {
+        guard ciphertext.count >= Self.tagLength else {
+            throw SessionError(.decryptionFailed, "Noise ciphertext of \(ciphertext.count) bytes is shorter than its tag")
+        }
+        let nonceBytes = try nextNonce()
+        // One spare byte keeps the output pointer non-null for an empty plaintext.
+        var output = [UInt8](repeating: 0, count: ciphertext.count - Self.tagLength + 1)
+        var outputLength: UInt64 = 0
+        let result = key.withUnsafeBytes { keyBytes in
+            withMutableBytePointer(&output) { out in
+                withBytePointer(ciphertext) { input, inputCount in
+                    withBytePointer(associatedData) { ad, adCount in
+                        crypto_aead_chacha20poly1305_ietf_decrypt(
+                            out, &outputLength, nil, input, UInt64(inputCount), ad, UInt64(adCount), nonceBytes,
+                            keyBytes.bytePointer)
+                    }
+                }
+            }
+        }
+        output.removeLast()
+        guard result == 0 else {
+            throw SessionError(.decryptionFailed, "Noise message failed authentication")
+        }
+        return output
+    }
+
+    /// Encrypts `plaintext` (at most `maximumPlaintextLength` bytes) as one transport message and
+    /// appends `uint16 length ‖ ciphertext ‖ tag` to `output`, encrypting in place in `output`'s
+    /// storage: no intermediate buffer on the hot path.
+    public mutating func sealFrame(_ plaintext: ByteBuffer, into output: inout ByteBuffer) throws(SessionError) {
+        let length = plaintext.readableBytes
+        precondition(length <= Self.maximumPlaintextLength, "Noise plaintext of \(length) bytes is over one message")
+        let nonceBytes = try nextNonce()
+        output.writeInteger(UInt16(length + Self.tagLength))
+        let start = output.writerIndex
+        output.writeImmutableBuffer(plaintext)
+        output.writeRepeatingByte(0, count: Self.tagLength)
+        let offset = start - output.readerIndex
+        output.withUnsafeMutableReadableBytes { buffer in
+            let base = buffer.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self)
+            key.withUnsafeBytes { keyBytes in
+                _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+                    base, base + length, nil, base, UInt64(length), nil, 0, nil, nonceBytes,
+                    keyBytes.bytePointer)
+            }
+        }
+    }
+
+    /// Decrypts one transport message body (`ciphertext ‖ tag`, without the length prefix) in place
+    /// and returns the plaintext as a slice of the same storage.
+    /// - Throws: `.decryptionFailed` when the tag does not verify.
+    public mutating func openFrame(_ message: ByteBuffer) throws(SessionError) -> ByteBuffer {
+        var message = message
+        let length = message.readableBytes
+        guard length >= Self.tagLength else {
+            throw SessionError(.decryptionFailed, "Noise message of \(length) bytes is shorter than its tag")
+        }
+        let nonceBytes = try nextNonce()
+        let plaintextLength = length - Self.tagLength
+        let result = message.withUnsafeMutableReadableBytes { buffer in
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return key.withUnsafeBytes { keyBytes in
+                crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                    base, nil, base, UInt64(plaintextLength), base + plaintextLength, nil, 0, nonceBytes,
+                    keyBytes.bytePointer)
+            }
+        }
+        guard result == 0 else {
+            throw SessionError(.decryptionFailed, "Noise transport message failed authentication")
+        }
+        return message.getSlice(at: message.readerIndex, length: plaintextLength)!
+    }
+}
