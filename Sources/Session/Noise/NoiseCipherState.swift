@@ -84,49 +84,59 @@ public struct NoiseCipherState: Sendable {
     }
 
     /// Encrypts `plaintext` (at most `maximumPlaintextLength` bytes) as one transport message and
-    /// appends `uint16 length ‖ ciphertext ‖ tag` to `output`, encrypting in place in `output`'s
-    /// storage: no intermediate buffer on the hot path.
+    /// appends `uint16 length ‖ ciphertext ‖ tag` to `output`. The cipher reads the plaintext where
+    /// it lies and writes straight into `output`'s storage: one pass, no intermediate buffer.
     public mutating func sealFrame(_ plaintext: ByteBuffer, into output: inout ByteBuffer) throws(SessionError) {
         let length = plaintext.readableBytes
         precondition(length <= Self.maximumPlaintextLength, "Noise plaintext of \(length) bytes is over one message")
         let nonceBytes = try nextNonce()
-        output.writeInteger(UInt16(length + Self.tagLength))
-        let start = output.writerIndex
-        output.writeImmutableBuffer(plaintext)
-        output.writeRepeatingByte(0, count: Self.tagLength)
-        let offset = start - output.readerIndex
-        output.withUnsafeMutableReadableBytes { buffer in
-            let base = buffer.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self)
-            key.withUnsafeBytes { keyBytes in
-                _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                    base, base + length, nil, base, UInt64(length), nil, 0, nil, nonceBytes,
-                    keyBytes.bytePointer)
+        let frameLength = 2 + length + Self.tagLength
+        output.reserveCapacity(minimumWritableBytes: frameLength)
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: frameLength) { target in
+            let base = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            base[0] = UInt8(truncatingIfNeeded: (length + Self.tagLength) >> 8)
+            base[1] = UInt8(truncatingIfNeeded: length + Self.tagLength)
+            plaintext.withUnsafeReadableBytes { source in
+                let input = source.baseAddress.map { $0.assumingMemoryBound(to: UInt8.self) } ?? UnsafePointer(base)
+                key.withUnsafeBytes { keyBytes in
+                    _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+                        base + 2, base + 2 + length, nil, input, UInt64(length), nil, 0, nil, nonceBytes,
+                        keyBytes.bytePointer)
+                }
             }
+            return frameLength
         }
     }
 
-    /// Decrypts one transport message body (`ciphertext ‖ tag`, without the length prefix) in place
-    /// and returns the plaintext as a slice of the same storage.
+    /// Decrypts one transport message body (`ciphertext ‖ tag`, without the length prefix) into a
+    /// new buffer from `allocator`, in one pass.
     /// - Throws: `.decryptionFailed` when the tag does not verify.
-    public mutating func openFrame(_ message: ByteBuffer) throws(SessionError) -> ByteBuffer {
-        var message = message
+    public mutating func openFrame(
+        _ message: ByteBuffer, allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) throws(SessionError) -> ByteBuffer {
         let length = message.readableBytes
         guard length >= Self.tagLength else {
             throw SessionError(.decryptionFailed, "Noise message of \(length) bytes is shorter than its tag")
         }
         let nonceBytes = try nextNonce()
         let plaintextLength = length - Self.tagLength
-        let result = message.withUnsafeMutableReadableBytes { buffer in
-            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            return key.withUnsafeBytes { keyBytes in
-                crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-                    base, nil, base, UInt64(plaintextLength), base + plaintextLength, nil, 0, nonceBytes,
-                    keyBytes.bytePointer)
+        var output = allocator.buffer(capacity: max(plaintextLength, 1))
+        var result: Int32 = -1
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: max(plaintextLength, 1)) { target in
+            let out = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            message.withUnsafeReadableBytes { source in
+                let input = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                result = key.withUnsafeBytes { keyBytes in
+                    crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                        out, nil, input, UInt64(plaintextLength), input + plaintextLength, nil, 0, nonceBytes,
+                        keyBytes.bytePointer)
+                }
             }
+            return result == 0 ? plaintextLength : 0
         }
         guard result == 0 else {
             throw SessionError(.decryptionFailed, "Noise transport message failed authentication")
         }
-        return message.getSlice(at: message.readerIndex, length: plaintextLength)!
+        return output
     }
 }

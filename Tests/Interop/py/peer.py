@@ -84,14 +84,14 @@ class PeerError(Exception):
 # ---------------------------------------------------------------- host
 
 
-def make_host(seed_hex: str | None):
+def make_host(seed_hex: str | None, auto_connect: bool = False):
     seed = None
     if seed_hex is not None:
         seed = bytes.fromhex(seed_hex)
         if len(seed) != 32:
             raise PeerError("--seed must be 32 bytes of hex")
     key_pair = ed25519_key_pair(seed)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={
             TProtocol(NOISE_PROTOCOL_ID): NoiseTransport(
@@ -102,6 +102,14 @@ def make_host(seed_hex: str | None):
         # With the default of 3, every dial waits out a 250 ms happy-eyeballs delay.
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
+    if not auto_connect:
+        # py's AutoConnector re-dials peers it learnt about (e.g. a peer that disconnected)
+        # every 5-30 s; a test peer must not open connections nobody asked for.
+        async def _no_auto_connect() -> None:
+            return None
+
+        host.get_network().auto_connector.maybe_connect = _no_auto_connect
+    return host
 
 
 LISTEN_ADDR = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -264,7 +272,8 @@ class ListenNotifee(INotifee):
         peer_id = getattr(conn.muxed_conn, "peer_id", None)
         if peer_id is None:
             return
-        emit({"event": "connected", "peer_id": peer_id.to_base58()})
+        direction = getattr(getattr(conn, "direction", None), "name", "UNKNOWN").lower()
+        emit({"event": "connected", "peer_id": peer_id.to_base58(), "direction": direction})
         # Never block here: the swarm awaits notifees on the connection path.
         self.nursery.start_soon(self._identify, conn, peer_id)
 
@@ -311,7 +320,7 @@ async def wait_stdin_eof() -> None:
 
 
 async def run_listen(args, stop: trio.CancelScope) -> int:
-    host = make_host(args.seed)
+    host = make_host(args.seed, args.auto_connect)
     async with host.run([LISTEN_ADDR]):
         perf = PerfService(host)
         await perf.start()
@@ -336,7 +345,7 @@ async def run_listen(args, stop: trio.CancelScope) -> int:
 async def run_dial(args) -> int:
     target = multiaddr.Multiaddr(args.multiaddr)
     info = info_from_p2p_addr(target)  # raises when /p2p/ is missing
-    host = make_host(args.seed)
+    host = make_host(args.seed, args.auto_connect)
     async with host.run([LISTEN_ADDR]):
         perf = PerfService(host)
         await perf.start()
@@ -357,11 +366,17 @@ async def run_dial(args) -> int:
 # ---------------------------------------------------------------- main
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, depth: int = 0) -> str:
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(e) for e in exc.exceptions)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return "; ".join(describe(e, depth) for e in exc.exceptions)
+    if type(exc).__name__ == "MultiError" and depth < 6:  # libp2p.exceptions.MultiError
+        return "; ".join(describe(e, depth + 1) for e in getattr(exc, "errors", []))
+    text = str(exc).replace("\n", " | ")
+    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and depth < 6:
+        out += f" <- {describe(cause, depth + 1)}"
+    return out
 
 
 async def amain(args) -> int:
@@ -410,6 +425,8 @@ def main() -> None:
     pl.add_argument("--seed")
     pl.add_argument("--ignore-stdin", action="store_true",
                     help="do not exit on stdin EOF (only on SIGTERM/SIGINT)")
+    pl.add_argument("--auto-connect", action="store_true",
+                    help="keep py-libp2p's AutoConnector (re-dials known peers)")
     pd = sub.add_parser("dial")
     pd.add_argument("multiaddr")
     pd.add_argument("--seed")
@@ -418,6 +435,7 @@ def main() -> None:
     pd.add_argument("--perf-upload", type=int, metavar="BYTES")
     pd.add_argument("--perf-download", type=int, metavar="BYTES")
     pd.add_argument("--timeout", type=float, default=30.0, metavar="S")
+    pd.add_argument("--auto-connect", action="store_true")
     args = p.parse_args()
 
     level = os.environ.get("PEER_LOG", "WARNING").upper()
