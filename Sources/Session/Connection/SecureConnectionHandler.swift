@@ -1,0 +1,328 @@
+import Identity
+import NIOCore
+
+/// Upgrades a raw byte stream (a TCP connection) to an authenticated, encrypted libp2p connection,
+/// as libp2p/specs `connections/README.md` describes: multistream-select `/noise`, the Noise XX
+/// handshake, then multistream-select of the muxer inside the encrypted channel.
+///
+/// Thin NIO glue over `MultistreamNegotiation`, `NoiseHandshake` and `NoiseCipherState`. Once the
+/// muxer is agreed it fires `SecureConnectionEvent.established` and from then on passes decrypted
+/// bytes up and encrypts what is written down. Outbound plaintext is gathered until `flush` and
+/// sealed in messages of up to 65519 bytes, so many small muxer frames cost one AEAD call.
+///
+/// Any failure (a peer that breaks a protocol, a bad signature, the wrong peer, a handshake that
+/// outlives its deadline) closes the channel after firing the `SessionError`.
+public final class SecureConnectionHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public struct Configuration: Sendable {
+        public var role: NoiseHandshakeState.Role
+        public var identity: Ed25519.PrivateKey
+        public var staticKey: X25519.PrivateKey
+        /// The peer being dialled (initiator only); another authenticated peer aborts.
+        public var expectedPeer: PeerID?
+        /// Muxers in order of preference.
+        public var muxers: [String]
+        /// The whole upgrade must finish within this time.
+        public var handshakeTimeout: TimeAmount
+
+        public init(
+            role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
+            expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"], handshakeTimeout: TimeAmount = .seconds(10)
+        ) {
+            self.role = role
+            self.identity = identity
+            self.staticKey = staticKey
+            self.expectedPeer = expectedPeer
+            self.muxers = muxers
+            self.handshakeTimeout = handshakeTimeout
+        }
+    }
+
+    /// Security protocol id (libp2p/specs `noise/README.md`).
+    public static let noiseProtocolID = "/noise"
+
+    private enum Phase {
+        case idle
+        case securityNegotiation(MultistreamNegotiation)
+        case handshake(NoiseHandshake)
+        case muxerNegotiation(MultistreamNegotiation)
+        case established
+        case failed
+    }
+
+    private let configuration: Configuration
+    private var phase = Phase.idle
+    private var inbound = ByteBuffer()
+    private var plaintext = ByteBuffer()
+    private var send: NoiseCipherState?
+    private var receive: NoiseCipherState?
+    private var pendingOutbound: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+    private var timeout: Scheduled<Void>?
+    private var result: SecureConnectionEvent.Established?
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    // MARK: Lifecycle
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        inbound = context.channel.allocator.buffer(capacity: 0)
+        if context.channel.isActive { start(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        pendingPromise?.fail(SessionError(.streamClosed, "connection handler removed"))
+        pendingPromise = nil
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        if case .established = phase {} else if case .failed = phase {} else {
+            phase = .failed
+            context.fireErrorCaught(SessionError(.protocolViolation, "connection closed during the upgrade"))
+        }
+        pendingPromise?.fail(SessionError(.streamClosed, "connection closed"))
+        pendingPromise = nil
+        context.fireChannelInactive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard case .idle = phase else { return }
+        var negotiation =
+            configuration.role == .initiator
+            ? MultistreamNegotiation(dialerProposing: [Self.noiseProtocolID])
+            : MultistreamNegotiation(listenerSupporting: [Self.noiseProtocolID])
+        let actions = negotiation.start(allocator: context.channel.allocator)
+        phase = .securityNegotiation(negotiation)
+        writeRaw(actions, context: context)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let deadline = configuration.handshakeTimeout
+        timeout = context.eventLoop.scheduleTask(in: deadline) {
+            let (handler, context) = loopBound.value
+            handler.fail(
+                SessionError(.timeout, "connection upgrade did not finish within \(deadline.nanoseconds / 1_000_000) ms"),
+                context: context)
+        }
+    }
+
+    // MARK: Inbound
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if case .failed = phase { return }
+        if case .established = phase, inbound.readableBytes == 0 {
+            // Fast path: decrypt whole messages straight from the read buffer.
+            process(&bytes, context: context)
+            if bytes.readableBytes > 0 { inbound.writeBuffer(&bytes) }
+            return
+        }
+        inbound.writeBuffer(&bytes)
+        process(&inbound, context: context)
+        inbound.discardReadBytes()
+    }
+
+    private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        do {
+            try drive(&buffer, context: context)
+        } catch {
+            fail(error, context: context)
+        }
+    }
+
+    private func drive(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) throws(SessionError) {
+        while true {
+            switch phase {
+            case .idle, .failed:
+                return
+            case .securityNegotiation(var negotiation):
+                let actions = try negotiation.receive(&buffer)
+                phase = .securityNegotiation(negotiation)
+                writeRaw(actions, context: context)
+                guard negotiation.negotiatedProtocol != nil else { return }
+                var handshake = NoiseHandshake(
+                    role: configuration.role, identity: configuration.identity, staticKey: configuration.staticKey,
+                    expectedPeer: configuration.expectedPeer)
+                if handshake.isOurTurn {
+                    writeHandshakeMessage(try handshake.writeMessage(), context: context)
+                }
+                phase = .handshake(handshake)
+            case .handshake(var handshake):
+                guard let message = try Self.readFrame(&buffer) else { return }
+                try handshake.readMessage(Array(message.readableBytesView))
+                if handshake.isOurTurn && !handshake.isComplete {
+                    writeHandshakeMessage(try handshake.writeMessage(), context: context)
+                }
+                guard handshake.isComplete else {
+                    phase = .handshake(handshake)
+                    continue
+                }
+                let outcome = handshake.finish()
+                send = outcome.send
+                receive = outcome.receive
+                result = SecureConnectionEvent.Established(
+                    remotePeer: outcome.remotePeer, remoteIdentity: outcome.remoteIdentity, muxer: "")
+                var negotiation =
+                    configuration.role == .initiator
+                    ? MultistreamNegotiation(dialerProposing: configuration.muxers)
+                    : MultistreamNegotiation(listenerSupporting: configuration.muxers)
+                phase = .muxerNegotiation(negotiation)
+                try writeEncrypted(negotiation.start(allocator: context.channel.allocator), context: context)
+                phase = .muxerNegotiation(negotiation)
+            case .muxerNegotiation(var negotiation):
+                guard let message = try Self.readFrame(&buffer) else { return }
+                var decrypted = try decrypt(message, context: context)
+                plaintext.writeBuffer(&decrypted)
+                let actions = try negotiation.receive(&plaintext)
+                phase = .muxerNegotiation(negotiation)
+                try writeEncrypted(actions, context: context)
+                guard let muxer = negotiation.negotiatedProtocol else { continue }
+                phase = .established
+                timeout?.cancel()
+                timeout = nil
+                let established = SecureConnectionEvent.Established(
+                    remotePeer: result!.remotePeer, remoteIdentity: result!.remoteIdentity, muxer: muxer)
+                context.fireUserInboundEventTriggered(SecureConnectionEvent.established(established))
+                if plaintext.readableBytes > 0 {
+                    let leftover = plaintext
+                    plaintext = ByteBuffer()
+                    context.fireChannelRead(wrapInboundOut(leftover))
+                }
+            case .established:
+                var delivered = false
+                while let message = try Self.readFrame(&buffer) {
+                    context.fireChannelRead(wrapInboundOut(try decrypt(message, context: context)))
+                    delivered = true
+                }
+                if delivered { context.fireChannelReadComplete() }
+                return
+            }
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        // Reads are forwarded as they are decrypted; read-complete is fired with them.
+    }
+
+    /// One Noise message: `uint16 length ‖ body`. A 2-byte length can never exceed 65535, the Noise
+    /// limit, so the buffered amount per message is bounded by construction.
+    static func readFrame(_ buffer: inout ByteBuffer) throws(SessionError) -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) else { return nil }
+        guard buffer.readableBytes >= 2 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 2)
+        return buffer.readSlice(length: Int(length))
+    }
+
+    private func decrypt(_ message: ByteBuffer, context: ChannelHandlerContext) throws(SessionError) -> ByteBuffer {
+        guard var cipher = receive else { preconditionFailure("decrypt before the handshake") }
+        defer { receive = cipher }
+        return try cipher.openFrame(message, allocator: context.channel.allocator)
+    }
+
+    // MARK: Outbound
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .established = phase else {
+            promise?.fail(SessionError(.streamClosed, "write before the secure connection was established"))
+            return
+        }
+        var bytes = unwrapOutboundIn(data)
+        if pendingOutbound == nil {
+            pendingOutbound = bytes
+        } else {
+            pendingOutbound!.writeBuffer(&bytes)
+        }
+        if let promise {
+            if let pendingPromise { pendingPromise.futureResult.cascade(to: promise) } else { pendingPromise = promise }
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        guard case .established = phase, var pending = pendingOutbound else {
+            context.flush()
+            return
+        }
+        pendingOutbound = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        do {
+            let sealed = try seal(&pending, context: context)
+            context.writeAndFlush(wrapOutboundOut(sealed), promise: promise)
+        } catch {
+            promise?.fail(error)
+            fail(error, context: context)
+        }
+    }
+
+    private func seal(_ pending: inout ByteBuffer, context: ChannelHandlerContext) throws(SessionError) -> ByteBuffer {
+        guard var cipher = send else { preconditionFailure("encrypt before the handshake") }
+        defer { send = cipher }
+        let messages = (pending.readableBytes + NoiseCipherState.maximumPlaintextLength - 1) / NoiseCipherState.maximumPlaintextLength
+        var output = context.channel.allocator.buffer(
+            capacity: pending.readableBytes + messages * (2 + NoiseCipherState.tagLength))
+        while pending.readableBytes > 0 {
+            let chunk = pending.readSlice(length: min(pending.readableBytes, NoiseCipherState.maximumPlaintextLength))!
+            try cipher.sealFrame(chunk, into: &output)
+        }
+        return output
+    }
+
+    private func writeRaw(_ actions: [MultistreamNegotiation.Action], context: ChannelHandlerContext) {
+        var wrote = false
+        for case .send(let bytes) in actions {
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            wrote = true
+        }
+        if wrote { context.flush() }
+    }
+
+    private func writeHandshakeMessage(_ message: [UInt8], context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: message.count + 2)
+        buffer.writeInteger(UInt16(message.count))
+        buffer.writeBytes(message)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func writeEncrypted(_ actions: [MultistreamNegotiation.Action], context: ChannelHandlerContext) throws(SessionError) {
+        var plain = context.channel.allocator.buffer(capacity: 64)
+        for case .send(var bytes) in actions { plain.writeBuffer(&bytes) }
+        guard plain.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(try seal(&plain, context: context)), promise: nil)
+    }
+
+    private func fail(_ error: Error, context: ChannelHandlerContext) {
+        if case .failed = phase { return }
+        phase = .failed
+        timeout?.cancel()
+        timeout = nil
+        pendingPromise?.fail(error)
+        pendingPromise = nil
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+}
+
+/// Events `SecureConnectionHandler` fires up the pipeline.
+public enum SecureConnectionEvent: Sendable {
+    public struct Established: Sendable {
+        /// The authenticated peer.
+        public let remotePeer: PeerID
+        public let remoteIdentity: Ed25519.PublicKey
+        /// The agreed muxer protocol id.
+        public let muxer: String
+    }
+
+    /// The connection is authenticated and encrypted, and the muxer agreed.
+    case established(Established)
+}
