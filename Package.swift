@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Multiformats", targets: ["Multiformats"]),
         .library(name: "Identity", targets: ["Identity"]),
         .library(name: "Session", targets: ["Session"]),
+        .library(name: "Network", targets: ["Network"]),
         .library(name: "Resolution", targets: ["Resolution"]),
         .library(name: "AgentNode", targets: ["AgentNode"]),
     ],
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // libsodium, found through pkg-config; Debian/Ubuntu package libsodium-dev.
@@ -44,6 +46,17 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             exclude: ["Noise/Generated/noise.proto"]
+        ),
+        .target(
+            name: "Network",
+            dependencies: [
+                "Session", "Identity", "Multiformats",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Identify/Generated/identify.proto"]
         ),
         .target(
             name: "Resolution",
@@ -87,6 +100,14 @@ let package = Package(
                 "Session", "Identity", "Multiformats", "AgentTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
+        .testTarget(
+            name: "NetworkTests",
+            dependencies: [
+                "Network", "Session", "Identity", "Multiformats", "AgentTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
             name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),

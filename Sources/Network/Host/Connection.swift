@@ -1,0 +1,445 @@
+import Identity
+import Logging
+import Multiformats
+import NIOCore
+import Session
+
+/// Which side opened a connection.
+public enum ConnectionDirection: String, Sendable {
+    case inbound
+    case outbound
+}
+
+/// A snapshot of a connection, for `agentctl peers` and tests.
+public struct ConnectionInfo: Sendable {
+    public let id: Int
+    public let remotePeer: PeerID
+    public let remoteAddress: Multiaddr?
+    public let direction: ConnectionDirection
+    public let streams: Int
+    /// Smoothed RTT from yamux pings, once measured.
+    public let latency: TimeAmount?
+}
+
+/// One upgraded libp2p connection: the yamux session over a `SecureConnectionHandler`, as the
+/// pipeline handler that performs the session's actions, plus the streams' application-facing state.
+///
+/// `@unchecked Sendable`: every mutable property is read and written only on `eventLoop` — the
+/// handler callbacks run there, and every public method hops there before touching state.
+public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = Never
+    public typealias OutboundOut = ByteBuffer
+
+    /// Largest yamux frame payload accepted: py-libp2p and go send at most 64 KiB frames.
+    static let maximumInboundFramePayload = 1 << 20
+    /// Bytes of frames pulled from the session per pump before checking socket writability.
+    static let pumpBudget = 256 * 1024
+
+    public let id: Int
+    public let direction: ConnectionDirection
+    public let eventLoop: EventLoop
+    let logger: Logger
+    private let configuration: YamuxConfiguration
+    private weak var host: HostCore?
+
+    private var context: ChannelHandlerContext?
+    private var session: YamuxSession?
+    private var inbound = ByteBuffer()
+    private var streams: [YamuxStreamID: StreamState] = [:]
+    private var tickTask: RepeatedTask?
+    private var closed = false
+    private let established: EventLoopPromise<Connection>
+    private var establishedDone = false
+
+    /// Set when the handshake completes.
+    public private(set) var remotePeer: PeerID?
+    public private(set) var remoteAddress: Multiaddr?
+    /// Completes when the connection is closed.
+    public let closeFuture: EventLoopFuture<Void>
+    private let closePromise: EventLoopPromise<Void>
+
+    init(
+        id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
+        configuration: YamuxConfiguration, logger: Logger
+    ) {
+        self.id = id
+        self.direction = direction
+        self.eventLoop = eventLoop
+        self.host = host
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "conn"] = "\(id)"
+        self.logger = logger
+        self.established = eventLoop.makePromise()
+        self.closePromise = eventLoop.makePromise()
+        self.closeFuture = closePromise.futureResult
+    }
+
+    /// Completes with the connection once it is authenticated and the muxer runs, or fails.
+    var establishedFuture: EventLoopFuture<Connection> { established.futureResult }
+
+    // MARK: Pipeline events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.inbound = context.channel.allocator.buffer(capacity: 0)
+        remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:))
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case .established(let info)? = event as? SecureConnectionEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        remotePeer = info.remotePeer
+        logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer)"])
+        session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            loopBound.value.tick()
+        }
+        establishedDone = true
+        established.succeed(self)
+        pump()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        guard session != nil else { return }
+        inbound.writeBuffer(&bytes)
+        do {
+            while let frame = try inbound.readYamuxFrame(maximumPayload: Self.maximumInboundFramePayload) {
+                guard var session = self.session else { return }
+                let actions: [YamuxAction]
+                do {
+                    actions = try session.receive(frame, now: .now())
+                    self.session = session
+                } catch {
+                    self.session = session
+                    throw error
+                }
+                perform(actions)
+            }
+            inbound.discardReadBytes()
+        } catch {
+            logger.warning("closing connection: \(error)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+            pump()
+            close(error: error)
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pump() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.info("connection error: \(error)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+        failEstablished(error)
+        close(error: error)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let error = NetworkError(.connectionClosed, "connection to \(remotePeer?.description ?? "peer") closed")
+        failEstablished(error)
+        finish(error: error)
+        context.fireChannelInactive()
+    }
+
+    private func failEstablished(_ error: Error) {
+        guard !establishedDone else { return }
+        establishedDone = true
+        established.fail(error)
+    }
+
+    private func tick() {
+        guard var session else { return }
+        do {
+            let actions = try session.tick(now: .now())
+            self.session = session
+            perform(actions)
+        } catch {
+            self.session = session
+            logger.info("connection keepalive failed: \(error)")
+            pump()
+            close(error: error)
+        }
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [YamuxAction]) {
+        for action in actions {
+            switch action {
+            case .streamOpened(let id):
+                streams[id] = StreamState()
+                let stream = RawStream(connection: self, id: id)
+                host?.acceptStream(stream, on: self)
+            case .deliver(let id, let bytes):
+                guard let state = streams[id] else { continue }
+                if let reader = state.reader {
+                    state.reader = nil
+                    consumed(bytes.readableBytes, on: id)
+                    reader.resume(returning: bytes)
+                } else {
+                    state.inbound.append(bytes)
+                }
+            case .remoteClosedWrite(let id):
+                guard let state = streams[id] else { continue }
+                state.remoteClosed = true
+                if let reader = state.reader, state.inbound.isEmpty, state.unread == nil {
+                    state.reader = nil
+                    reader.resume(returning: nil)
+                }
+            case .streamReset(let id):
+                fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset by the peer"))
+                streams[id] = nil
+            case .streamClosed(let id):
+                if let state = streams[id], state.inbound.isEmpty, state.reader == nil, state.pendingWrites.isEmpty {
+                    streams[id] = nil
+                } else {
+                    streams[id]?.fullyClosed = true
+                }
+            case .writable(let id):
+                drainWrites(id)
+            case .pingResult:
+                break
+            case .goAwayReceived(let code):
+                logger.debug("peer sent GoAway \(code)")
+            case .outboundReady:
+                break
+            }
+        }
+        pump()
+    }
+
+    private func consumed(_ count: Int, on id: YamuxStreamID) {
+        guard var session, count > 0 else { return }
+        let actions = session.consumed(count, on: id, now: .now())
+        self.session = session
+        if !actions.isEmpty { perform(actions) } else { pump() }
+    }
+
+    /// Writes what the session has to send while the socket accepts it.
+    private func pump() {
+        guard let context, var session else { return }
+        var wrote = false
+        var followUp: [YamuxAction] = []
+        while context.channel.isWritable || closed {
+            let (frames, actions) = session.nextOutboundFrames(maximumBytes: Self.pumpBudget)
+            followUp += actions
+            if frames.isEmpty { break }
+            var buffer = context.channel.allocator.buffer(capacity: frames.reduce(0) { $0 + 12 + $1.payload.readableBytes })
+            for frame in frames { buffer.writeYamuxFrame(frame) }
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            wrote = true
+        }
+        self.session = session
+        if wrote { context.flush() }
+        // Sending frees queue space (.writable) and may finish streams (.streamClosed).
+        let pending = followUp.filter { if case .outboundReady = $0 { return false } else { return true } }
+        if !pending.isEmpty { perform(pending) }
+    }
+
+    // MARK: Streams (all on the event loop)
+
+    func openStream() -> EventLoopFuture<RawStream> {
+        eventLoop.assertInEventLoop()
+        guard var session, !closed else {
+            return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
+        }
+        do {
+            let id = try session.openStream()
+            self.session = session
+            streams[id] = StreamState()
+            pump()
+            return eventLoop.makeSucceededFuture(RawStream(connection: self, id: id))
+        } catch {
+            self.session = session
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    func read(_ id: YamuxStreamID, continuation: CheckedContinuation<ByteBuffer?, Error>) {
+        eventLoop.assertInEventLoop()
+        guard let state = streams[id] else {
+            continuation.resume(returning: nil)
+            return
+        }
+        if let bytes = state.unread {
+            // Already credited back to the peer when first read.
+            state.unread = nil
+            continuation.resume(returning: bytes)
+        } else if let bytes = state.inbound.popFirst() {
+            consumed(bytes.readableBytes, on: id)
+            continuation.resume(returning: bytes)
+        } else if let error = state.error {
+            continuation.resume(throwing: error)
+        } else if state.remoteClosed || state.fullyClosed {
+            continuation.resume(returning: nil)
+        } else if state.reader != nil {
+            continuation.resume(throwing: NetworkError(.protocolViolation, "concurrent reads on one stream"))
+        } else {
+            state.reader = continuation
+        }
+    }
+
+    /// Puts bytes back at the front of a stream's inbound queue (multistream read ahead).
+    func unread(_ bytes: ByteBuffer, on id: YamuxStreamID) {
+        eventLoop.assertInEventLoop()
+        guard bytes.readableBytes > 0, let state = streams[id] else { return }
+        // The window for these bytes was already returned when they were first read, so they are
+        // kept apart and not credited again; they are at most one read's worth.
+        precondition(state.unread == nil, "unread twice without a read in between")
+        state.unread = bytes
+    }
+
+    func write(_ bytes: ByteBuffer, on id: YamuxStreamID, continuation: CheckedContinuation<Void, Error>) {
+        eventLoop.assertInEventLoop()
+        guard let state = streams[id] else {
+            continuation.resume(throwing: SessionError(.streamClosed, "stream \(id) is closed"))
+            return
+        }
+        if let error = state.error {
+            continuation.resume(throwing: error)
+            return
+        }
+        state.pendingWrites.append(.data(bytes, continuation))
+        drainWrites(id)
+    }
+
+    func closeWrite(_ id: YamuxStreamID, continuation: CheckedContinuation<Void, Error>) {
+        eventLoop.assertInEventLoop()
+        guard let state = streams[id] else {
+            continuation.resume()
+            return
+        }
+        state.pendingWrites.append(.close(continuation))
+        drainWrites(id)
+    }
+
+    func reset(_ id: YamuxStreamID) {
+        eventLoop.assertInEventLoop()
+        guard var session, streams[id] != nil else { return }
+        session.reset(id)
+        self.session = session
+        fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset"))
+        streams[id] = nil
+        pump()
+    }
+
+    /// Moves queued application writes into the session as far as its per-stream queue allows;
+    /// writers wait (their continuation is held) until `.writable`.
+    private func drainWrites(_ id: YamuxStreamID) {
+        guard let state = streams[id], var session else { return }
+        defer {
+            self.session = session
+            pump()
+        }
+        while let first = state.pendingWrites.first {
+            switch first {
+            case .data(var bytes, let continuation):
+                let room = session.writableBytes(on: id)
+                if room <= 0 { return }
+                let chunk = bytes.readSlice(length: min(room, bytes.readableBytes))!
+                do {
+                    try session.write(chunk, to: id)
+                } catch {
+                    state.pendingWrites.removeFirst()
+                    continuation.resume(throwing: error)
+                    continue
+                }
+                if bytes.readableBytes == 0 {
+                    state.pendingWrites.removeFirst()
+                    continuation.resume()
+                } else {
+                    state.pendingWrites[state.pendingWrites.startIndex] = .data(bytes, continuation)
+                }
+            case .close(let continuation):
+                state.pendingWrites.removeFirst()
+                do {
+                    try session.closeWrite(id)
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    private func fail(stream id: YamuxStreamID, with error: Error) {
+        guard let state = streams[id] else { return }
+        state.error = error
+        if let reader = state.reader {
+            state.reader = nil
+            reader.resume(throwing: error)
+        }
+        while let pending = state.pendingWrites.popFirst() {
+            switch pending {
+            case .data(_, let continuation), .close(let continuation): continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    // MARK: Closing
+
+    /// Sends GoAway and closes the connection.
+    public func close() {
+        eventLoop.execute { self.close(error: nil) }
+    }
+
+    private func close(error: Error?) {
+        guard !closed else { return }
+        closed = true
+        if var session {
+            session.goAway(code: error == nil ? .normal : .protocolError)
+            self.session = session
+            pump()
+        }
+        context?.close(promise: nil)
+    }
+
+    private func finish(error: Error) {
+        tickTask?.cancel()
+        tickTask = nil
+        closed = true
+        for id in Array(streams.keys) { fail(stream: id, with: error) }
+        streams.removeAll()
+        host?.connectionClosed(self)
+        closePromise.succeed(())
+        context = nil
+    }
+
+    /// A snapshot for status output; must be called on the event loop.
+    func info() -> ConnectionInfo? {
+        guard let remotePeer else { return nil }
+        return ConnectionInfo(
+            id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, streams: streams.count,
+            latency: session?.smoothedRTT)
+    }
+
+    /// Sends a yamux ping now (measures RTT).
+    func ping() {
+        guard var session else { return }
+        try? session.ping(now: .now())
+        self.session = session
+        pump()
+    }
+}
+
+/// The application-facing state of one stream; lives on the connection's event loop.
+final class StreamState {
+    enum PendingWrite {
+        case data(ByteBuffer, CheckedContinuation<Void, Error>)
+        case close(CheckedContinuation<Void, Error>)
+    }
+
+    var inbound = CircularBuffer<ByteBuffer>()
+    var unread: ByteBuffer?
+    var reader: CheckedContinuation<ByteBuffer?, Error>?
+    var pendingWrites = CircularBuffer<PendingWrite>()
+    var remoteClosed = false
+    var fullyClosed = false
+    var error: Error?
+}

@@ -1,0 +1,339 @@
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Session
+
+/// A libp2p host over TCP: listens and dials, upgrades connections (Noise, yamux), keeps one
+/// logical connection per peer, and routes inbound streams to protocol handlers by protocol id.
+public final class Host: Sendable {
+    public struct Configuration: Sendable {
+        /// At most this many established connections; further inbound ones are closed at once.
+        public var maximumConnections = 512
+        /// At most this many connections in the upgrade phase at once (a slow-handshake flood
+        /// cannot pin more than this many sockets and Noise states).
+        public var maximumPendingHandshakes = 64
+        /// The whole upgrade (multistream, Noise, muxer) must finish within this time.
+        public var handshakeTimeout: TimeAmount = .seconds(10)
+        /// Dials give up after this long.
+        public var dialTimeout: TimeAmount = .seconds(15)
+        /// Connections without streams for this long are closed (nil: never).
+        public var idleTimeout: TimeAmount? = .seconds(300)
+        public var yamux = YamuxConfiguration()
+        /// identify's agent version.
+        public var agentVersion = "agentd/0.1.0"
+
+        public init() {}
+    }
+
+    public let identity: Ed25519.PrivateKey
+    public let peerID: PeerID
+    let core: HostCore
+
+    public init(
+        identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "agentd.host")
+    ) {
+        self.identity = identity
+        self.peerID = PeerID(publicKey: identity.publicKey)
+        self.core = HostCore(identity: identity, group: group, configuration: configuration, logger: logger)
+        Identify.register(on: self)
+        Ping.register(on: self)
+    }
+
+    /// Listens on a `/ip4|ip6/…/tcp/PORT` address (`/tcp/0` picks a port) and returns the bound
+    /// address.
+    public func listen(on address: Multiaddr) async throws -> Multiaddr {
+        try await core.listen(on: address)
+    }
+
+    /// The addresses we listen on, as bound.
+    public var listenAddresses: [Multiaddr] { core.listenAddresses }
+
+    /// Registers `handler` for inbound streams that negotiate `protocolID`.
+    public func handle(_ protocolID: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
+        core.setHandler(protocolID, handler)
+    }
+
+    /// The protocol ids we serve.
+    public var protocols: [String] { core.protocolIDs }
+
+    /// Connects to `address`, which must end in `/p2p/<peer id>`; reuses a live connection to that
+    /// peer. Fails if the peer that answers is not that peer.
+    public func connect(to address: Multiaddr) async throws -> Connection {
+        try await core.connect(to: address)
+    }
+
+    /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.
+    public func newStream(to peer: PeerID, protocols: [String]) async throws -> MuxedStream {
+        guard let connection = core.connection(to: peer) else {
+            throw NetworkError(.connectionFailed, "not connected to \(peer)")
+        }
+        return try await newStream(on: connection, protocols: protocols)
+    }
+
+    /// Opens a stream on `connection` and agrees one of `protocols`.
+    public func newStream(on connection: Connection, protocols: [String]) async throws -> MuxedStream {
+        let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
+        do {
+            return try await raw.negotiateOutbound(proposals: protocols)
+        } catch {
+            raw.reset()
+            throw error
+        }
+    }
+
+    /// The live connection to `peer`, if any.
+    public func connection(to peer: PeerID) -> Connection? { core.connection(to: peer) }
+
+    /// Snapshots of all established connections.
+    public func connections() async -> [ConnectionInfo] { await core.connectionInfos() }
+
+    /// What identify told us about `peer`.
+    public func peerInfo(_ peer: PeerID) -> IdentifyInfo? { core.peerInfo(peer) }
+
+    /// Closes listeners and connections (GoAway on each).
+    public func shutdown() async {
+        await core.shutdown()
+    }
+}
+
+/// The shared state of a host, guarded by a lock; connections call into it from their loops.
+///
+/// `@unchecked Sendable`: every mutable property is accessed only under `lock`.
+final class HostCore: @unchecked Sendable {
+    let identity: Ed25519.PrivateKey
+    let peerID: PeerID
+    let staticKey = X25519.PrivateKey()
+    let group: EventLoopGroup
+    let configuration: Host.Configuration
+    let logger: Logger
+
+    private let lock = NIOLock()
+    private var handlers: [String: @Sendable (MuxedStream) async -> Void] = [:]
+    private var connectionsByPeer: [PeerID: [Connection]] = [:]
+    private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
+    private var pendingHandshakes = 0
+    private var listeners: [Channel] = []
+    private var boundAddresses: [Multiaddr] = []
+    private var peerInfos: [PeerID: IdentifyInfo] = [:]
+    private var nextConnectionID = 1
+    private var isShutDown = false
+
+    init(identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) {
+        self.identity = identity
+        self.peerID = PeerID(publicKey: identity.publicKey)
+        self.group = group
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "self"] = "\(peerID)"
+        self.logger = logger
+    }
+
+    var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
+    var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
+
+    func setHandler(_ id: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
+        lock.withLock { handlers[id] = handler }
+    }
+
+    func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerInfos[peer] } }
+
+    func setPeerInfo(_ info: IdentifyInfo, for peer: PeerID) { lock.withLock { peerInfos[peer] = info } }
+
+    func connection(to peer: PeerID) -> Connection? {
+        lock.withLock { connectionsByPeer[peer]?.first }
+    }
+
+    private func makeConnection(direction: ConnectionDirection, channel: Channel) -> Connection {
+        let id = lock.withLock {
+            defer { nextConnectionID += 1 }
+            return nextConnectionID
+        }
+        return Connection(
+            id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: configuration.yamux,
+            logger: logger)
+    }
+
+    // MARK: Listening
+
+    func listen(on address: Multiaddr) async throws -> Multiaddr {
+        let (host, port) = try TCPAddress.hostAndPort(of: address)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.initializeInbound(channel) }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            throw NetworkError(.connectionFailed, "cannot listen on \(address): \(error)")
+        }
+        guard let local = channel.localAddress.flatMap(TCPAddress.multiaddr(of:)) else {
+            throw NetworkError(.invalidAddress, "listener on \(address) has no usable local address")
+        }
+        lock.withLock {
+            listeners.append(channel)
+            boundAddresses.append(local)
+        }
+        logger.info("listening", metadata: ["addr": "\(local)"])
+        return local
+    }
+
+    private func initializeInbound(_ channel: Channel) throws {
+        let admitted = lock.withLock { () -> Bool in
+            let established = connectionsByPeer.values.reduce(0) { $0 + $1.count }
+            guard !isShutDown, pendingHandshakes < configuration.maximumPendingHandshakes,
+                established < configuration.maximumConnections
+            else { return false }
+            pendingHandshakes += 1
+            return true
+        }
+        guard admitted else {
+            logger.warning("refusing inbound connection: limit reached", metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            channel.close(promise: nil)
+            return
+        }
+        let connection = makeConnection(direction: .inbound, channel: channel)
+        try channel.pipeline.syncOperations.addHandlers([
+            SecureConnectionHandler(
+                configuration: .init(
+                    role: .responder, identity: identity, staticKey: staticKey,
+                    handshakeTimeout: configuration.handshakeTimeout)),
+            connection,
+        ])
+        connection.establishedFuture.whenComplete { [self] result in
+            lock.withLock { pendingHandshakes -= 1 }
+            if case .success(let connection) = result { register(connection) }
+        }
+    }
+
+    // MARK: Dialling
+
+    func connect(to address: Multiaddr) async throws -> Connection {
+        guard let multihash = address.peerIDMultihash else {
+            throw NetworkError(.invalidAddress, "\(address) has no /p2p/<peer id>: the peer to authenticate is unknown")
+        }
+        let peer: PeerID
+        do {
+            peer = try PeerID(multihash: multihash)
+        } catch {
+            throw NetworkError(.invalidAddress, "\(address): \(error.message)")
+        }
+        guard peer != peerID else {
+            throw NetworkError(.invalidAddress, "\(address) is this node itself")
+        }
+        let (future, isNew) = lock.withLock { () -> (EventLoopFuture<Connection>?, Bool) in
+            if let existing = connectionsByPeer[peer]?.first {
+                return (existing.eventLoop.makeSucceededFuture(existing), false)
+            }
+            if let pending = pendingDials[peer] { return (pending, false) }
+            return (nil, true)
+        }
+        if let future, !isNew { return try await future.get() }
+        let eventLoop = group.next()
+        let dial = eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }
+        lock.withLock { pendingDials[peer] = dial }
+        defer { lock.withLock { pendingDials[peer] = nil } }
+        return try await dial.get()
+    }
+
+    private func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
+        let (host, port): (String, Int)
+        do {
+            (host, port) = try TCPAddress.hostAndPort(of: address)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let connectionBox = NIOLockedValueBox<Connection?>(nil)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(configuration.dialTimeout)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connection = makeConnection(direction: .outbound, channel: channel)
+                    connectionBox.withLockedValue { $0 = connection }
+                    try channel.pipeline.syncOperations.addHandlers([
+                        SecureConnectionHandler(
+                            configuration: .init(
+                                role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
+                                handshakeTimeout: configuration.handshakeTimeout)),
+                        connection,
+                    ])
+                }
+            }
+        return bootstrap.connect(host: host, port: port)
+            .flatMapError { error in
+                eventLoop.makeFailedFuture(NetworkError(.connectionFailed, "cannot connect to \(address): \(error)"))
+            }
+            .flatMap { _ in connectionBox.withLockedValue { $0! }.establishedFuture }
+            .map { [self] connection in
+                register(connection)
+                return connection
+            }
+    }
+
+    // MARK: Registry
+
+    private func register(_ connection: Connection) {
+        guard let peer = connection.remotePeer else { return }
+        lock.withLock { connectionsByPeer[peer, default: []].append(connection) }
+        logger.info(
+            "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
+        Identify.identify(connection: connection, host: self)
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        guard let peer = connection.remotePeer else { return }
+        lock.withLock {
+            connectionsByPeer[peer]?.removeAll { $0 === connection }
+            if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
+        }
+        logger.info("disconnected", metadata: ["peer": "\(peer)", "conn": "\(connection.id)"])
+    }
+
+    func connectionInfos() async -> [ConnectionInfo] {
+        let all = lock.withLock { connectionsByPeer.values.flatMap { $0 } }
+        var infos: [ConnectionInfo] = []
+        for connection in all {
+            if let info = try? await connection.eventLoop.submit({ connection.info() }).get() { infos.append(info) }
+        }
+        return infos.sorted { $0.id < $1.id }
+    }
+
+    // MARK: Streams
+
+    func acceptStream(_ stream: RawStream, on connection: Connection) {
+        let supported = protocolIDs
+        Task { [self] in
+            do {
+                let muxed = try await stream.negotiateInbound(supported: supported)
+                guard let handler = lock.withLock({ handlers[muxed.protocolID] }) else {
+                    stream.reset()
+                    return
+                }
+                await handler(muxed)
+            } catch {
+                logger.debug("inbound stream failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
+                stream.reset()
+            }
+        }
+    }
+
+    func shutdown() async {
+        let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
+            isShutDown = true
+            return (self.listeners, connectionsByPeer.values.flatMap { $0 })
+        }
+        for listener in listeners { try? await listener.close() }
+        for connection in connections {
+            connection.close()
+            try? await connection.closeFuture.get()
+        }
+    }
+}

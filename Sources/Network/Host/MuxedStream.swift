@@ -1,0 +1,173 @@
+import Identity
+import Multiformats
+import NIOCore
+import Session
+
+/// A yamux stream before its protocol is agreed: the async face of the connection's stream state.
+/// Every call hops to the connection's event loop.
+struct RawStream: Sendable {
+    let connection: Connection
+    let id: YamuxStreamID
+
+    func read() async throws -> ByteBuffer? {
+        try await withCheckedThrowingContinuation { continuation in
+            connection.eventLoop.execute { connection.read(id, continuation: continuation) }
+        }
+    }
+
+    func write(_ bytes: ByteBuffer) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            connection.eventLoop.execute { connection.write(bytes, on: id, continuation: continuation) }
+        }
+    }
+
+    func closeWrite() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            connection.eventLoop.execute { connection.closeWrite(id, continuation: continuation) }
+        }
+    }
+
+    func unread(_ bytes: ByteBuffer) {
+        connection.eventLoop.execute { connection.unread(bytes, on: id) }
+    }
+
+    func reset() {
+        connection.eventLoop.execute { connection.reset(id) }
+    }
+}
+
+/// A multiplexed stream whose protocol is agreed: what protocol handlers and clients use.
+///
+/// Reads return the bytes as they arrive (`nil` once the peer closed its side). Writes return when
+/// the bytes are queued in the session; a writer that outpaces the peer waits there, which is how
+/// backpressure reaches it (the queue per stream is bounded, and the peer's window bounds sending).
+public struct MuxedStream: Sendable {
+    let raw: RawStream
+    /// The protocol agreed with multistream-select.
+    public let protocolID: String
+
+    public var remotePeer: PeerID { raw.connection.remotePeer! }
+    public var connection: Connection { raw.connection }
+
+    /// The next bytes from the peer, or `nil` at end of stream.
+    public func read() async throws -> ByteBuffer? { try await raw.read() }
+
+    /// Queues `bytes`; suspends while the stream's outbound queue is full.
+    public func write(_ bytes: ByteBuffer) async throws { try await raw.write(bytes) }
+
+    /// Half-closes: sends FIN after all queued bytes.
+    public func closeWrite() async throws { try await raw.closeWrite() }
+
+    /// Aborts the stream both ways (RST).
+    public func reset() { raw.reset() }
+
+    /// Reads exactly `count` bytes, or throws if the stream ends first. For fixed-size fields.
+    public func readExactly(_ count: Int) async throws -> ByteBuffer {
+        var result = ByteBuffer()
+        while result.readableBytes < count {
+            guard var chunk = try await read() else {
+                throw NetworkError(.protocolViolation, "stream ended after \(result.readableBytes) of \(count) bytes")
+            }
+            let needed = count - result.readableBytes
+            if chunk.readableBytes > needed {
+                var head = chunk.readSlice(length: needed)!
+                result.writeBuffer(&head)
+                raw.unread(chunk)
+            } else {
+                result.writeBuffer(&chunk)
+            }
+        }
+        return result
+    }
+
+    /// Reads one unsigned-varint-length-prefixed message of at most `maximumLength` bytes.
+    public func readLengthPrefixed(maximumLength: Int) async throws -> ByteBuffer? {
+        var buffer = ByteBuffer()
+        while true {
+            var peek = buffer
+            if let length = try peek.readUVarint() {
+                guard length <= UInt64(maximumLength) else {
+                    throw NetworkError(.protocolViolation, "message of \(length) bytes is over the \(maximumLength)-byte limit")
+                }
+                if peek.readableBytes >= Int(length) {
+                    let message = peek.readSlice(length: Int(length))!
+                    if peek.readableBytes > 0 { raw.unread(peek) }
+                    return message
+                }
+            }
+            guard var chunk = try await read() else {
+                if buffer.readableBytes == 0 { return nil }
+                throw NetworkError(.protocolViolation, "stream ended inside a length-prefixed message")
+            }
+            buffer.writeBuffer(&chunk)
+        }
+    }
+
+    /// Writes `message` with an unsigned-varint length prefix.
+    public func writeLengthPrefixed(_ message: ByteBuffer) async throws {
+        var buffer = ByteBuffer()
+        buffer.writeUVarint(UInt64(message.readableBytes))
+        var body = message
+        buffer.writeBuffer(&body)
+        try await write(buffer)
+    }
+}
+
+extension RawStream {
+    /// multistream-select as the listener on an inbound stream.
+    func negotiateInbound(supported: [String]) async throws -> MuxedStream {
+        var negotiation = MultistreamNegotiation(listenerSupporting: supported)
+        try await send(negotiation.start())
+        var buffer = ByteBuffer()
+        while true {
+            guard var chunk = try await read() else {
+                throw NetworkError(.protocolViolation, "stream closed during protocol negotiation")
+            }
+            buffer.writeBuffer(&chunk)
+            let actions = try negotiation.receive(&buffer)
+            try await send(actions)
+            if let agreed = negotiation.negotiatedProtocol {
+                if buffer.readableBytes > 0 { unread(buffer) }
+                return MuxedStream(raw: self, protocolID: agreed)
+            }
+            guard buffer.readableBytes <= MultistreamMessage.maximumLength * 2 else {
+                throw NetworkError(.protocolViolation, "protocol negotiation overflowed its buffer")
+            }
+        }
+    }
+
+    /// multistream-select as the dialer on an outbound stream.
+    func negotiateOutbound(proposals: [String]) async throws -> MuxedStream {
+        var negotiation = MultistreamNegotiation(dialerProposing: proposals)
+        try await send(negotiation.start())
+        var buffer = ByteBuffer()
+        while true {
+            guard var chunk = try await read() else {
+                throw NetworkError(.protocolNotSupported, "peer closed the stream while negotiating \(proposals)")
+            }
+            buffer.writeBuffer(&chunk)
+            let actions: [MultistreamNegotiation.Action]
+            do {
+                actions = try negotiation.receive(&buffer)
+            } catch {
+                throw Self.outboundFailure(error, proposals: proposals)
+            }
+            try await send(actions)
+            if let agreed = negotiation.negotiatedProtocol {
+                if buffer.readableBytes > 0 { unread(buffer) }
+                return MuxedStream(raw: self, protocolID: agreed)
+            }
+        }
+    }
+
+    private static func outboundFailure(_ error: SessionError, proposals: [String]) -> Error {
+        guard error.kind == .negotiationFailed else { return error }
+        return NetworkError(.protocolNotSupported, "peer supports none of \(proposals.joined(separator: ", "))")
+    }
+
+    private func send(_ actions: [MultistreamNegotiation.Action]) async throws {
+        var out = ByteBuffer()
+        for case .send(var bytes) in actions { out.writeBuffer(&bytes) }
+        if out.readableBytes > 0 { try await write(out) }
+    }
+}

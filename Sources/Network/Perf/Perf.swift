@@ -1,0 +1,76 @@
+import Identity
+import NIOCore
+
+/// perf (libp2p/specs `perf/perf.md`): the client sends the number of bytes it wants back as a
+/// big-endian u64, then uploads its bytes and closes its side; the server counts them until EOF,
+/// then sends the requested bytes and closes.
+public enum Perf {
+    public static let protocolID = "/perf/1.0.0"
+    /// Chunk size for generated traffic: fills yamux frames and Noise messages well.
+    static let chunkSize = 64 * 1024
+
+    /// The measurement of one run.
+    public struct Result: Sendable {
+        public var uploadBytes: UInt64
+        public var uploadSeconds: Double
+        public var downloadBytes: UInt64
+        public var downloadSeconds: Double
+
+        public var uploadBytesPerSecond: Double { uploadSeconds > 0 ? Double(uploadBytes) / uploadSeconds : 0 }
+        public var downloadBytesPerSecond: Double { downloadSeconds > 0 ? Double(downloadBytes) / downloadSeconds : 0 }
+    }
+
+    /// Registers the perf server on `host`.
+    public static func register(on host: Host) {
+        host.handle(protocolID) { stream in
+            do {
+                let header = try await stream.readExactly(8)
+                let requested = header.getInteger(at: header.readerIndex, as: UInt64.self)!
+                while try await stream.read() != nil {}
+                try await send(requested, on: stream)
+                try await stream.closeWrite()
+            } catch {
+                stream.reset()
+            }
+        }
+    }
+
+    /// Runs perf against `peer`: uploads `upload` bytes, then downloads `download` bytes.
+    public static func run(_ host: Host, peer: PeerID, upload: UInt64, download: UInt64) async throws -> Result {
+        let stream = try await host.newStream(to: peer, protocols: [protocolID])
+        let clock = ContinuousClock()
+        let start = clock.now
+        var header = ByteBuffer()
+        header.writeInteger(download)
+        try await stream.write(header)
+        try await send(upload, on: stream)
+        try await stream.closeWrite()
+        let uploaded = clock.now
+        var received: UInt64 = 0
+        while let chunk = try await stream.read() { received += UInt64(chunk.readableBytes) }
+        let downloaded = clock.now
+        guard received == download else {
+            throw NetworkError(.protocolViolation, "perf: asked for \(download) bytes, received \(received)")
+        }
+        return Result(
+            uploadBytes: upload, uploadSeconds: (uploaded - start).seconds, downloadBytes: received,
+            downloadSeconds: (downloaded - uploaded).seconds)
+    }
+
+    static func send(_ count: UInt64, on stream: MuxedStream) async throws {
+        let chunk = ByteBuffer(repeating: 0, count: chunkSize)
+        var remaining = count
+        while remaining > 0 {
+            let size = Int(min(remaining, UInt64(chunkSize)))
+            try await stream.write(size == chunkSize ? chunk : chunk.getSlice(at: 0, length: size)!)
+            remaining -= UInt64(size)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds as a `Double`.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

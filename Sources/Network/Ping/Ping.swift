@@ -1,0 +1,44 @@
+import Identity
+import NIOCore
+
+/// ping (libp2p/specs `ping/ping.md`): the dialer sends 32 random bytes, the listener echoes them;
+/// repeated on one stream.
+public enum Ping {
+    public static let protocolID = "/ipfs/ping/1.0.0"
+    public static let payloadLength = 32
+
+    static func register(on host: Host) {
+        host.handle(protocolID) { stream in
+            do {
+                // Spec: the listener echoes every 32-byte payload until the stream closes.
+                while true {
+                    let payload = try await stream.readExactly(payloadLength)
+                    try await stream.write(payload)
+                }
+            } catch {
+                try? await stream.closeWrite()
+            }
+        }
+    }
+
+    /// Pings `peer` `count` times on one stream and returns the round-trip times.
+    /// - Throws: `NetworkError.protocolViolation` if an echo differs from what was sent.
+    public static func ping(_ host: Host, peer: PeerID, count: Int = 1) async throws -> [Duration] {
+        let stream = try await host.newStream(to: peer, protocols: [protocolID])
+        defer { stream.reset() }
+        var rtts: [Duration] = []
+        let clock = ContinuousClock()
+        for _ in 0..<count {
+            let payload = ByteBuffer(bytes: Sodium.randomBytes(payloadLength))
+            let start = clock.now
+            try await stream.write(payload)
+            let echo = try await stream.readExactly(payloadLength)
+            rtts.append(clock.now - start)
+            guard echo == payload else {
+                throw NetworkError(.protocolViolation, "ping echo from \(peer) differs from what was sent")
+            }
+        }
+        try? await stream.closeWrite()
+        return rtts
+    }
+}

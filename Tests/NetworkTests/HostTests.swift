@@ -1,0 +1,115 @@
+import Identity
+import Logging
+import Multiformats
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import Network
+
+/// Two or more hosts in one process talking over real TCP sockets on 127.0.0.1.
+@Suite("Host over loopback TCP: Noise + yamux, ping, identify, perf")
+struct HostTests {
+    static func makeHost(_ group: EventLoopGroup) async throws -> (Host, Multiaddr) {
+        let host = Host(identity: Ed25519.PrivateKey(), group: group)
+        Perf.register(on: host)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        return (host, bound.appending(.p2p(host.peerID.multihash)))
+    }
+
+    @Test("connect, ping, identify both ways, perf")
+    func basics() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        let connection = try await a.connect(to: bAddress)
+        #expect(connection.remotePeer == b.peerID)
+
+        let rtts = try await Ping.ping(a, peer: b.peerID, count: 5)
+        #expect(rtts.count == 5)
+
+        // identify runs in the background on every new connection.
+        var info: IdentifyInfo?
+        for _ in 0..<100 where info == nil {
+            info = a.peerInfo(b.peerID)
+            if info == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let identified = try #require(info)
+        #expect(identified.agentVersion.hasPrefix("agentd/"))
+        #expect(identified.protocols.contains(Ping.protocolID))
+        #expect(identified.protocols.contains(Perf.protocolID))
+        #expect(identified.listenAddresses == b.listenAddresses)
+        #expect(identified.observedAddress != nil)
+
+        let result = try await Perf.run(a, peer: b.peerID, upload: 3_000_000, download: 5_000_000)
+        #expect(result.uploadBytes == 3_000_000 && result.downloadBytes == 5_000_000)
+
+        // A second connect reuses the connection.
+        let again = try await a.connect(to: bAddress)
+        #expect(again === connection)
+        #expect(await a.connections().count == 1)
+
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("dialling an address whose /p2p names another peer fails with both ids")
+    func wrongPeer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        let impostor = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
+        var components = bAddress.components
+        components[components.count - 1] = .p2p(impostor.multihash)
+        do {
+            _ = try await a.connect(to: Multiaddr(components))
+            Issue.record("connected to the wrong peer")
+        } catch {
+            #expect("\(error)".contains(impostor.description))
+            #expect("\(error)".contains(b.peerID.description))
+        }
+        #expect(await a.connections().isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("an unsupported protocol is refused, the connection keeps serving")
+    func unsupportedProtocol() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        _ = try await a.connect(to: bAddress)
+        do {
+            _ = try await a.newStream(to: b.peerID, protocols: ["/nope/1.0.0"])
+            Issue.record("negotiated an unknown protocol")
+        } catch let error as NetworkError {
+            #expect(error.kind == .protocolNotSupported)
+        }
+        #expect(try await Ping.ping(a, peer: b.peerID).count == 1)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("many concurrent streams on one connection")
+    func manyStreams() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        _ = try await a.connect(to: bAddress)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for _ in 0..<16 {
+                tasks.addTask {
+                    let result = try await Perf.run(a, peer: b.peerID, upload: 1_000_000, download: 1_000_000)
+                    #expect(result.downloadBytes == 1_000_000)
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
