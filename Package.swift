@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Session", targets: ["Session"]),
         .library(name: "Network", targets: ["Network"]),
         .library(name: "Resolution", targets: ["Resolution"]),
+        .library(name: "Application", targets: ["Application"]),
         .library(name: "AgentNode", targets: ["AgentNode"]),
     ],
     dependencies: [
@@ -62,6 +63,16 @@ let package = Package(
             name: "Resolution",
             dependencies: ["Identity", "Multiformats", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Application: so far the control API (JSON-RPC 2.0 over the Unix socket), server and client.
+        .target(
+            name: "Application",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "AgentNode",
             dependencies: ["Identity", "Multiformats", "Resolution"]
@@ -76,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "agentctl",
             dependencies: [
-                "AgentNode", "Identity", "Multiformats", "Resolution",
+                "AgentNode", "Identity", "Multiformats", "Resolution", "Application",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -91,7 +102,10 @@ let package = Package(
         ),
         // Test support shared by the test targets: vectors, hex, seeded randomness; later the
         // in-process network and the py-libp2p launcher.
-        .target(name: "AgentTesting", path: "Sources/AgentTesting"),
+        .target(
+            name: "AgentTesting",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            path: "Sources/AgentTesting"),
         .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats", "AgentTesting"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats", "AgentTesting"]),
         .testTarget(
@@ -111,6 +125,16 @@ let package = Package(
             ]),
         .testTarget(
             name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),
+        // Control API tests over real Unix sockets; the CLI ones run the built agentctl.
+        .testTarget(
+            name: "ApplicationTests",
+            dependencies: [
+                "Application", "AgentTesting", "agentctl",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting"]),
         // Runs the built executables as processes; depending on them makes `swift test` build them.
         .testTarget(

@@ -3,7 +3,7 @@ import Foundation
 
 /// `agentctl`: drives a running agentd and works offline on keys and records.
 @main
-struct AgentCtl: ParsableCommand {
+struct AgentCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agentctl",
         abstract: "Control an agentd node and work with .agent identities and records.",
@@ -12,15 +12,19 @@ struct AgentCtl: ParsableCommand {
             Every command takes --json for machine-readable output; errors go to stderr.
             The data directory is --data-dir, else $AGENTD_HOME, else ~/.agentd.
             """,
-        subcommands: [IdentityCommand.self, RecordCommand.self, BootstrapCommand.self]
+        subcommands: [IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, APICommand.self]
     )
 
     /// Parses and runs, mapping every failure to the exit codes above (ArgumentParser's own usage
-    /// errors would otherwise exit with 64).
-    static func main() {
+    /// errors would otherwise exit with 64). Commands that talk to the daemon are async.
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let error as ExitCodeError {
             Foundation.exit(error.status.rawValue)
         } catch {

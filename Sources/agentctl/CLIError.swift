@@ -1,4 +1,5 @@
 import AgentNode
+import Application
 import Foundation
 import Identity
 import Multiformats
@@ -49,6 +50,8 @@ struct CLIError: Error {
             self.init(.usage, kind: error.kind.rawValue, error.message)
         case let error as MultiformatsError:
             self.init(.usage, kind: error.kind.rawValue, error.message)
+        case let error as ControlAPIError:
+            self.init(controlAPI: error, dataDirectory: nil)
         case let error as NodeError:
             self.init(error.kind == .fileSystem ? .failed : .usage, kind: error.kind.rawValue, error.message)
         default:

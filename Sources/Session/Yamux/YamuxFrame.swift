@@ -78,8 +78,9 @@ public struct YamuxFrame: Hashable, Sendable {
     /// The bytes after the header; empty for every type but data.
     public var payload: ByteBuffer
 
-    public init(type: FrameType, flags: Flags, streamID: YamuxStreamID, length: UInt32, payload: ByteBuffer = ByteBuffer())
-    {
+    public init(
+        type: FrameType, flags: Flags, streamID: YamuxStreamID, length: UInt32, payload: ByteBuffer = ByteBuffer()
+    ) {
         self.type = type
         self.flags = flags
         self.streamID = streamID
@@ -175,7 +176,8 @@ extension ByteBuffer {
     public mutating func writeYamuxHeader(_ frame: YamuxFrame) -> Int {
         precondition(
             frame.type != .data || Int(frame.length) == frame.payload.readableBytes,
-            "a yamux data frame's length (\(frame.length)) must equal its payload size (\(frame.payload.readableBytes))")
+            "a yamux data frame's length (\(frame.length)) must equal its payload size (\(frame.payload.readableBytes))"
+        )
         precondition(frame.type == .data || frame.payload.readableBytes == 0, "only data frames carry a payload")
         var written = writeInteger(YamuxFrame.version)
         written += writeInteger(frame.type.rawValue)

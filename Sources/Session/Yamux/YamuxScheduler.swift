@@ -14,7 +14,8 @@ import NIOCore
 /// most one entry (the session keeps an `isScheduled` flag), so the rings hold at most one id per live
 /// stream.
 struct YamuxScheduler: Sendable {
-    private var rings = [CircularBuffer<YamuxStreamID>](repeating: CircularBuffer(), count: YamuxPriority.allCases.count)
+    private var rings = [CircularBuffer<YamuxStreamID>](
+        repeating: CircularBuffer(), count: YamuxPriority.allCases.count)
     private var deficits = [Int](repeating: 0, count: YamuxPriority.allCases.count)
     private var current = 0
     /// Whether the current level already got its quantum for this visit.
@@ -63,6 +64,13 @@ struct YamuxScheduler: Sendable {
         }
         visiting = false
         return nil
+    }
+
+    /// Drops the entries of streams for which `isGone` is true (stale entries of freed streams).
+    mutating func removeAll(where isGone: (YamuxStreamID) -> Bool) {
+        for level in rings.indices {
+            rings[level] = CircularBuffer(rings[level].filter { !isGone($0) })
+        }
     }
 
     /// Charges `bytes` sent on the wire to the deficit of `priority`.

@@ -13,11 +13,16 @@ extension YamuxSession {
         var outboundReady = false
         while true {
             let frame: YamuxFrame?
+            let window = receiveWindowLimit(forNextFrameIn: bytes)
             do {
-                frame = try bytes.readYamuxFrame(maximumPayload: maximumInboundFramePayload)
+                frame = try bytes.readYamuxFrame(maximumPayload: window ?? maximumInboundFramePayload)
             } catch {
-                fail(error)
-                throw error
+                let reported =
+                    window != nil && error.kind == .messageTooLarge
+                    ? SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
+                    : error
+                fail(reported)
+                throw reported
             }
             guard let frame else { break }
             for action in try receive(frame, now: now) {
@@ -26,6 +31,20 @@ extension YamuxSession {
         }
         if outboundReady { actions.append(.outboundReady) }
         return actions
+    }
+
+    /// The credit the next frame in `bytes` may use, known from its header before its payload
+    /// arrives: a live stream's remaining credit, or the spec's initial window for a SYN. `nil` when
+    /// the stream is unknown (a late frame for a closed stream may use credit we no longer track); the
+    /// largest window bounds it then. So a peer cannot make the caller buffer more than a window of a
+    /// frame we will refuse.
+    private func receiveWindowLimit(forNextFrameIn bytes: ByteBuffer) -> Int? {
+        guard let rawFlags: UInt16 = bytes.getInteger(at: bytes.readerIndex + 2),
+            let rawStreamID: UInt32 = bytes.getInteger(at: bytes.readerIndex + 4)
+        else { return nil }
+        if let stream = streams[YamuxStreamID(rawStreamID)] { return Int(stream.receiveWindow.credit.size) }
+        if YamuxFrame.Flags(rawValue: rawFlags).contains(.syn) { return Int(YamuxConfiguration.specInitialWindow) }
+        return nil
     }
 
     /// Handles one frame from the peer.

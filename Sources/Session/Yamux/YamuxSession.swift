@@ -74,6 +74,8 @@ public struct YamuxSession: Sendable {
     var lastPingSentAt: NIODeadline?
     /// Set when a call queued something to send; turned into `.outboundReady`.
     var queuedOutbound = false
+    /// Control and scheduler entries left behind by freed streams since the last compaction.
+    var staleEntries = 0
 
     /// The smoothed round-trip time from our pings (RFC 6298 style, 7/8 old + 1/8 new), or `nil`
     /// before the first answer. Auto-tuning needs it.
@@ -151,7 +153,8 @@ public struct YamuxSession: Sendable {
         guard !sentGoAway && !receivedGoAway else {
             throw SessionError(
                 .goingAway,
-                sentGoAway ? "yamux session is going away: we sent GoAway" : "the peer sent GoAway; it takes no new streams")
+                sentGoAway
+                    ? "yamux session is going away: we sent GoAway" : "the peer sent GoAway; it takes no new streams")
         }
         guard streams.count < configuration.maximumStreams else {
             throw SessionError(.resourceLimit, "yamux session has \(streams.count) streams, the most it allows")
@@ -250,12 +253,23 @@ public struct YamuxSession: Sendable {
 
     /// Resets `stream`: queued bytes are dropped, RST goes out, the state is freed at once (no action
     /// follows). Resetting a stream that is not live does nothing.
+    ///
+    /// The RST for a stream the peer opened counts as owed to the peer (see
+    /// `maximumPendingControlFrames`): a peer that opens streams we reset, and never reads our
+    /// answers, would otherwise grow the queue without bound. Past the limit the session fails with
+    /// `.resourceLimit`, reported by the next `receive` or `tick`.
     public mutating func reset(_ stream: YamuxStreamID) {
         guard case .active = state, let current = streams[stream] else { return }
-        if current.synSent {
+        free(stream)
+        if !current.isOutbound {
+            do {
+                try enqueueOwed(.windowUpdate(stream, delta: 0, flags: .rst))
+            } catch {
+                fail(error)
+            }
+        } else if current.synSent {
             enqueue(.windowUpdate(stream, delta: 0, flags: .rst))
         }
-        free(stream)
     }
 
     /// Sends GoAway: no new streams either way from now on (an inbound SYN is refused with RST); open
@@ -318,6 +332,7 @@ public struct YamuxSession: Sendable {
         streams.removeAll()
         control.removeAll()
         owedControlFrames = 0
+        staleEntries = 0
         scheduler = YamuxScheduler(quantumUnit: configuration.maximumFramePayload + YamuxFrame.headerSize)
         outstandingPings.removeAll()
         let code: YamuxFrame.GoAwayCode =
@@ -334,7 +349,20 @@ public struct YamuxSession: Sendable {
         totalReceiveWindow -= Int(removed.receiveWindow.size)
         if removed.isOutbound && !removed.acknowledged { unacknowledgedOutbound -= 1 }
         if !removed.isOutbound { closedInbound.insert(stream) }
-        // Its control and scheduler entries, if any, are dropped when they come up.
+        // Its control and scheduler entries, if any, are skipped when they come up. A peer that
+        // opens and resets streams while not reading could pile them up, so once they make up half
+        // the queues they are swept out: the queues stay within twice their live entries.
+        if removed.hasControlEntry { staleEntries += 1 }
+        if removed.isScheduled { staleEntries += 1 }
+        if staleEntries > 64 && 2 * staleEntries > control.count + scheduler.count {
+            control = CircularBuffer(
+                control.filter { entry in
+                    guard case .stream(let id) = entry else { return true }
+                    return streams[id] != nil
+                })
+            scheduler.removeAll { streams[$0] == nil }
+            staleEntries = 0
+        }
     }
 
     mutating func sendPing(now: NIODeadline) {

@@ -1,0 +1,152 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// One JSON event line of peer.py.
+///
+/// `@unchecked Sendable`: a parsed JSON object (strings, numbers, arrays, dictionaries), never
+/// mutated after parsing.
+public struct PyEvent: @unchecked Sendable {
+    public let fields: [String: Any]
+
+    public subscript(_ key: String) -> Any? { fields[key] }
+}
+
+/// A py-libp2p peer (Tests/Interop/py/peer.py) run as a child process: reads its JSON-line events,
+/// and stops it by PID when the test is done.
+///
+/// `@unchecked Sendable`: `process` is only started in `init` and signalled by PID; all mutable state
+/// sits in `state`, under its lock.
+public final class PyPeer: @unchecked Sendable {
+    public static var script: String {
+        TestVectors.repositoryRoot.appendingPathComponent("Tests/Interop/py/peer.py").path
+    }
+
+    private let process: Process
+    private let state = NIOLockedValueBox(State())
+    private let stdinPipe = Pipe()
+
+    /// `@unchecked Sendable`: only ever touched inside `state.withLockedValue`.
+    private struct State: @unchecked Sendable {
+        var buffer: [UInt8] = []
+        var events: [PyEvent] = []
+        var waiters: [(token: UInt64, predicate: (PyEvent) -> Bool, continuation: CheckedContinuation<PyEvent, Error>)] = []
+        var ended = false
+        var exitStatus: Int32?
+        var exitWaiters: [CheckedContinuation<Int32, Never>] = []
+    }
+
+    /// The process id, for the record.
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Starts `peer.py` with `arguments` (e.g. `["listen"]` or `["dial", addr, "--ping", "3"]`).
+    public init(_ arguments: [String]) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try Python.executable())
+        process.arguments = [Self.script] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = stdinPipe
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONUNBUFFERED"] = "1"
+        process.environment = environment
+        let state = self.state
+        out.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            PyPeer.consume(Array(data), state: state)
+        }
+        process.terminationHandler = { process in
+            let waiters = state.withLockedValue { state -> [CheckedContinuation<Int32, Never>] in
+                state.exitStatus = process.terminationStatus
+                defer { state.exitWaiters = [] }
+                return state.exitWaiters
+            }
+            for waiter in waiters { waiter.resume(returning: process.terminationStatus) }
+        }
+        try process.run()
+    }
+
+    private static func consume(_ bytes: [UInt8], state: NIOLockedValueBox<State>) {
+        let ready = state.withLockedValue { state -> [(CheckedContinuation<PyEvent, Error>, Result<PyEvent, Error>)] in
+            if bytes.isEmpty { state.ended = true }
+            state.buffer += bytes
+            while let newline = state.buffer.firstIndex(of: 0x0a) {
+                let line = Array(state.buffer[..<newline])
+                state.buffer.removeFirst(newline + 1)
+                if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] {
+                    state.events.append(PyEvent(fields: object))
+                }
+            }
+            var resumed: [(CheckedContinuation<PyEvent, Error>, Result<PyEvent, Error>)] = []
+            state.waiters.removeAll { waiter in
+                if let match = state.events.first(where: waiter.predicate) {
+                    resumed.append((waiter.continuation, .success(match)))
+                    return true
+                }
+                if state.ended {
+                    resumed.append((waiter.continuation, .failure(VectorError("peer.py ended; events: \(state.events)"))))
+                    return true
+                }
+                return false
+            }
+            return resumed
+        }
+        for (continuation, result) in ready { continuation.resume(with: result) }
+    }
+
+    /// All events so far.
+    public var events: [PyEvent] { state.withLockedValue { $0.events } }
+
+    /// Waits (at most `timeout`) for an event whose `"event"` is `name` and that satisfies `where`.
+    public func waitFor(
+        _ name: String, timeout: Duration = .seconds(30), where predicate: @escaping @Sendable (PyEvent) -> Bool = { _ in true }
+    ) async throws -> PyEvent {
+        let match: @Sendable (PyEvent) -> Bool = { ($0["event"] as? String) == name && predicate($0) }
+        let token = UInt64.random(in: 0...UInt64.max)
+        let state = self.state
+        // The deadline resumes the waiter with an error; whichever comes first wins, once.
+        let deadline = Task {
+            try await Task.sleep(for: timeout)
+            let waiter = state.withLockedValue { state in
+                let index = state.waiters.firstIndex { $0.token == token }
+                return index.map { state.waiters.remove(at: $0) }
+            }
+            waiter?.continuation.resume(
+                throwing: VectorError("timed out after \(timeout) waiting for \(name); events: \(self.events.map(\.fields))"))
+        }
+        defer { deadline.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let immediate = state.withLockedValue { state -> PyEvent? in
+                if let found = state.events.first(where: match) { return found }
+                state.waiters.append((token, match, continuation))
+                return nil
+            }
+            if let immediate { continuation.resume(returning: immediate) }
+        }
+    }
+
+    /// Waits for the process to exit and returns its status.
+    public func waitForExit() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let status = state.withLockedValue { state -> Int32? in
+                if let status = state.exitStatus { return status }
+                state.exitWaiters.append(continuation)
+                return nil
+            }
+            if let status { continuation.resume(returning: status) }
+        }
+    }
+
+    /// Stops the process and waits for it: closes its stdin (peer.py exits cleanly on EOF), and if
+    /// it is still running after 5 s, kills it by PID. (SIGTERM is not used: a child spawned from a
+    /// test-runner thread inherits that thread's blocked signal mask and may never see it.)
+    public func stop() async {
+        try? stdinPipe.fileHandleForWriting.close()
+        let pid = process.processIdentifier
+        let killer = Task {
+            try await Task.sleep(for: .seconds(5))
+            kill(pid, SIGKILL)
+        }
+        _ = await waitForExit()
+        killer.cancel()
+    }
+}
