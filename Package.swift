@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // libsodium, found through pkg-config; Debian/Ubuntu package libsodium-dev.
@@ -75,12 +76,20 @@ let package = Package(
         ),
         .target(
             name: "AgentNode",
-            dependencies: ["Identity", "Multiformats", "Resolution"]
+            dependencies: [
+                "Identity", "Multiformats", "Resolution", "Network", "Session", "Application",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .executableTarget(
             name: "agentd",
             dependencies: [
-                "AgentNode",
+                "AgentNode", "Identity", "Multiformats",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -95,9 +104,11 @@ let package = Package(
         .executableTarget(
             name: "agent-bench",
             dependencies: [
-                "Identity", "Resolution", "Multiformats",
+                "Identity", "Resolution", "Multiformats", "Session", "Network", "CSodium",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Test support shared by the test targets: vectors, hex, seeded randomness; later the

@@ -2,70 +2,109 @@ import AgentNode
 import ArgumentParser
 import Foundation
 import Identity
+import Logging
+import Multiformats
+import ServiceLifecycle
 
 /// `agentd`: the node daemon of the .agent network.
-///
-/// This build prepares the node's identity and checks its bootstrap list. Listening, the control
-/// socket and the DHT arrive with the Session and Resolution work (issues #3 and #4); until then the
-/// daemon says so and exits 1 rather than pretend to serve.
 @main
-struct Agentd: ParsableCommand {
+struct Agentd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agentd",
         abstract: "Run an agent node of the .agent network.",
         discussion: """
             agentd holds this host's Ed25519 identity (DATA_DIR/identity.key, created on first start),
-            joins the network through the peers in bootstrap-nodes.json, publishes a signed record for
-            NAME.agent in the Kademlia DHT and keeps it fresh, resolves other names, and opens
-            encrypted, multiplexed libp2p connections (Noise, yamux) to other agents, directly,
-            hole-punched or relayed. Local agents and agentctl talk to it over a JSON-RPC socket
-            (DATA_DIR/agentd.sock, mode 0600). When ready it prints one JSON line on stdout:
-            {"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}; logs go to stderr.
+            listens for libp2p connections (TCP, Noise, yamux; identify, ping and perf are served), and
+            serves the control API that agentctl and local agents use: JSON-RPC 2.0 over the Unix
+            socket DATA_DIR/agentd.sock (mode 0600). When it is ready it prints one JSON line on
+            stdout: {"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}; logs go to stderr.
+            SIGINT or SIGTERM shut it down cleanly (GoAway on every connection, socket removed).
 
-            This build implements the identity and record layers only: it creates or loads the
-            identity, validates the bootstrap file, prints the node's peer id, and exits with status 1
-            because networking (listen, DHT, control API) is not built yet.
+            Coming with the Resolution work: joining the network through bootstrap-nodes.json,
+            publishing NAME.agent in the Kademlia DHT and resolving other names.
+
+            Two daemons on one host need different data directories and listen ports, e.g.
+            agentd --data-dir /tmp/a --listen /ip4/127.0.0.1/tcp/0
             """
     )
+
+    /// Parses and runs; usage errors exit 2 (DESIGN §5), not ArgumentParser's 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                FileHandle.standardOutput.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(0)
+            }
+            if error is ExitCode { Foundation.exit(code.rawValue) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
 
     @Option(name: .customLong("data-dir"), help: "Data directory (default: $AGENTD_HOME, else ~/.agentd).")
     var dataDir: String?
 
-    @Option(help: "Bootstrap file (default: DATA_DIR/bootstrap-nodes.json when present).")
-    var bootstrap: String?
+    @Option(
+        name: .customLong("listen"),
+        help: "A multiaddr to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; /tcp/0 picks a port; default: \(NodeConfiguration.defaultListenAddresses.joined(separator: " and ")))."
+    )
+    var listen: [String] = []
 
-    /// Reads the key file, creating it with a new key when it does not exist yet.
-    static func loadOrCreateIdentity(at path: String) throws(IdentityError) -> Ed25519.PrivateKey {
-        if FileManager.default.fileExists(atPath: path) {
-            return try KeyFile.read(from: path)
+    @Option(name: .customLong("api-socket"), help: "Control API socket path (default: DATA_DIR/agentd.sock).")
+    var apiSocket: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    @Option(name: .customLong("log-format"), help: "text or json.")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let key = Ed25519.PrivateKey()
-        try KeyFile.write(key, to: path, overwrite: false)
-        FileHandle.standardError.write(Data("agentd: created identity \(path)\n".utf8))
-        return key
+        guard LogFormat(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be text or json")
+        }
+        for text in listen {
+            do {
+                _ = try Multiaddr(text)
+            } catch {
+                throw ValidationError("bad --listen \"\(text)\": \(error.message)")
+            }
+        }
     }
 
-    func run() throws {
+    func run() async throws {
+        LogFormat(rawValue: logFormat)!.bootstrap(level: Logger.Level(rawValue: logLevel)!)
+        let logger = Logger(label: "agentd")
         let directory = DataDirectory.resolve(explicit: dataDir)
+        let addresses = try (listen.isEmpty ? NodeConfiguration.defaultListenAddresses : listen).map { try Multiaddr($0) }
+        let configuration = NodeConfiguration(dataDirectory: directory, listenAddresses: addresses, apiSocketPath: apiSocket)
+        let node = AgentNode(configuration: configuration, logger: logger) { ready in
+            FileHandle.standardOutput.write(Data((ready.jsonLine + "\n").utf8))
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: node)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
-            try PrivateFile.createDirectory(directory.path)
-            let key = try Self.loadOrCreateIdentity(at: directory.identityKeyPath)
-            let bootstrapPath = bootstrap ?? directory.bootstrapPath
-            if bootstrap != nil || FileManager.default.fileExists(atPath: bootstrapPath) {
-                let list = try BootstrapList.load(path: bootstrapPath)
-                FileHandle.standardError.write(Data("agentd: bootstrap list \(bootstrapPath): \(list.peers.count) peers\n".utf8))
-            }
-            FileHandle.standardError.write(
-                Data(
-                    "agentd: peer id \(PeerID(publicKey: key.publicKey)); networking is not built yet (issue #3), exiting\n"
-                        .utf8))
-            throw ExitCode(1)
+            try await group.run()
         } catch let error as IdentityError {
             FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
             throw ExitCode(1)
         } catch let error as NodeError {
             FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
-            throw ExitCode(2)
+            throw ExitCode(error.kind == .invalidConfiguration ? 2 : 1)
+        } catch {
+            FileHandle.standardError.write(Data("agentd: \(error)\n".utf8))
+            throw ExitCode(1)
         }
     }
 }

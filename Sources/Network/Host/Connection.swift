@@ -93,6 +93,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             return
         }
         remotePeer = info.remotePeer
+        remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer)"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)

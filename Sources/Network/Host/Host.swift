@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Identity
 import Logging
 import Multiformats
@@ -269,13 +272,29 @@ final class HostCore: @unchecked Sendable {
             }
         return bootstrap.connect(host: host, port: port)
             .flatMapError { error in
-                eventLoop.makeFailedFuture(NetworkError(.connectionFailed, "cannot connect to \(address): \(error)"))
+                eventLoop.makeFailedFuture(
+                    NetworkError(.connectionFailed, "cannot connect to \(address): \(Self.describe(connectError: error))"))
             }
             .flatMap { _ in connectionBox.withLockedValue { $0! }.establishedFuture }
             .map { [self] connection in
                 register(connection)
                 return connection
             }
+    }
+
+    /// A short reason for a failed TCP connect ("connection refused" rather than NIO's nested dump).
+    static func describe(connectError error: Error) -> String {
+        var underlying = error
+        if let connectionError = error as? NIOConnectionError, let first = connectionError.connectionErrors.first {
+            underlying = first.error
+        }
+        if let ioError = underlying as? IOError {
+            return String(cString: strerror(ioError.errnoCode)).lowercased()
+        }
+        if underlying is ChannelError, case .connectTimeout = underlying as! ChannelError {
+            return "timed out"
+        }
+        return "\(underlying)"
     }
 
     // MARK: Registry

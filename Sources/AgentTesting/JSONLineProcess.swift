@@ -11,12 +11,12 @@ public struct PyEvent: @unchecked Sendable {
     public subscript(_ key: String) -> Any? { fields[key] }
 }
 
-/// A py-libp2p peer (Tests/Interop/py/peer.py) run as a child process: reads its JSON-line events,
-/// and stops it by PID when the test is done.
+/// A child process that prints one JSON object per line on stdout — a py-libp2p peer
+/// (Tests/Interop/py/peer.py) or `agentd` — whose lines the test awaits; stopped by PID when done.
 ///
 /// `@unchecked Sendable`: `process` is only started in `init` and signalled by PID; all mutable state
 /// sits in `state`, under its lock.
-public final class PyPeer: @unchecked Sendable {
+public final class JSONLineProcess: @unchecked Sendable {
     public static var script: String {
         TestVectors.repositoryRoot.appendingPathComponent("Tests/Interop/py/peer.py").path
     }
@@ -39,20 +39,26 @@ public final class PyPeer: @unchecked Sendable {
     public var pid: Int32 { process.processIdentifier }
 
     /// Starts `peer.py` with `arguments` (e.g. `["listen"]` or `["dial", addr, "--ping", "3"]`).
-    public init(_ arguments: [String]) throws {
+    public convenience init(_ arguments: [String]) throws {
+        try self.init(executable: try Python.executable(), arguments: [Self.script] + arguments)
+    }
+
+    /// Starts `executable` with `arguments`; stderr goes to the test's stderr.
+    public init(executable: String, arguments: [String], environment extra: [String: String] = [:]) throws {
         process = Process()
-        process.executableURL = URL(fileURLWithPath: try Python.executable())
-        process.arguments = [Self.script] + arguments
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardInput = stdinPipe
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONUNBUFFERED"] = "1"
+        for (key, value) in extra { environment[key] = value }
         process.environment = environment
         let state = self.state
         out.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
-            PyPeer.consume(Array(data), state: state)
+            JSONLineProcess.consume(Array(data), state: state)
         }
         process.terminationHandler = { process in
             let waiters = state.withLockedValue { state -> [CheckedContinuation<Int32, Never>] in
@@ -136,6 +142,11 @@ public final class PyPeer: @unchecked Sendable {
         }
     }
 
+    /// Sends `signal` to the process by PID.
+    public func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
     /// Stops the process and waits for it: closes its stdin (peer.py exits cleanly on EOF), and if
     /// it is still running after 5 s, kills it by PID. (SIGTERM is not used: a child spawned from a
     /// test-runner thread inherits that thread's blocked signal mask and may never see it.)
@@ -150,3 +161,6 @@ public final class PyPeer: @unchecked Sendable {
         killer.cancel()
     }
 }
+
+/// The py-libp2p test peer.
+public typealias PyPeer = JSONLineProcess

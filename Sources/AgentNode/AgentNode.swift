@@ -1,0 +1,101 @@
+import Application
+import Foundation
+import Identity
+import Logging
+import Multiformats
+import NIOCore
+import NIOPosix
+import Network
+import ServiceLifecycle
+
+/// The agentd node: identity, libp2p host, control API; a `Service` that runs until a graceful
+/// shutdown (SIGINT/SIGTERM through `ServiceGroup`), then closes connections with GoAway and removes
+/// its socket.
+public final class AgentNode: Service, Sendable {
+    /// What `agentd` prints on stdout once it serves (DESIGN §5).
+    public struct Ready: Sendable {
+        public let peerID: PeerID
+        public let addresses: [Multiaddr]
+        public let apiSocketPath: String
+
+        /// `{"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}`.
+        public var jsonLine: String {
+            let object: JSONValue = .object([
+                "event": "ready", "peer_id": .string(peerID.description),
+                "addrs": .array(addresses.map { .string($0.description) }), "api": .string(apiSocketPath),
+            ])
+            return object.jsonText
+        }
+    }
+
+    public let configuration: NodeConfiguration
+    let logger: Logger
+    let onReady: @Sendable (Ready) -> Void
+
+    public init(configuration: NodeConfiguration, logger: Logger, onReady: @escaping @Sendable (Ready) -> Void) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onReady = onReady
+    }
+
+    /// Reads the identity key, creating it (mode 0600) on first start.
+    public static func loadOrCreateIdentity(in directory: DataDirectory, logger: Logger) throws(IdentityError) -> Ed25519.PrivateKey {
+        try PrivateFile.createDirectory(directory.path)
+        do {
+            return try KeyFile.read(from: directory.identityKeyPath)
+        } catch {
+            guard error.kind == .notFound else { throw error }
+        }
+        let key = Ed25519.PrivateKey()
+        try KeyFile.write(key, to: directory.identityKeyPath, overwrite: false)
+        logger.info("created identity", metadata: ["path": "\(directory.identityKeyPath)", "peer": "\(PeerID(publicKey: key.publicKey))"])
+        return key
+    }
+
+    public func run() async throws {
+        let identity = try Self.loadOrCreateIdentity(in: configuration.dataDirectory, logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
+        let host = Network.Host(identity: identity, group: group, configuration: configuration.host, logger: logger)
+        Perf.register(on: host)
+
+        var bound: [Multiaddr] = []
+        var failures: [String] = []
+        for address in configuration.listenAddresses {
+            do {
+                bound.append(try await host.listen(on: address))
+            } catch {
+                failures.append("\(error)")
+                logger.warning("cannot listen on \(address): \(error)")
+            }
+        }
+        guard !bound.isEmpty || configuration.listenAddresses.isEmpty else {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw NodeError(.invalidConfiguration, "could not listen on any address: \(failures.joined(separator: "; "))")
+        }
+
+        let methods = NodeControlAPI.methods(host: host, identity: identity)
+        let server: ControlAPIServer
+        do {
+            server = try await ControlAPIServer.bind(
+                socketPath: configuration.apiSocketPath, methods: methods, logger: logger, eventLoopGroup: group)
+        } catch {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let addresses = bound.map { $0.appending(.p2p(host.peerID.multihash)) }
+        onReady(Ready(peerID: host.peerID, addresses: addresses, apiSocketPath: server.socketPath))
+        logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)"])
+
+        await withGracefulShutdownHandler {
+            await server.run()
+        } onGracefulShutdown: {
+            Task { await server.shutdown() }
+        }
+        logger.info("shutting down")
+        await server.shutdown()
+        await host.shutdown()
+        try? await group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,139 @@
+import Application
+import Foundation
+import Identity
+import Multiformats
+import NIOCore
+import Network
+import Session
+
+/// The control API methods of the node (spec/control-api.md, "Methods").
+enum NodeControlAPI {
+    static func methods(host: Network.Host, identity: Ed25519.PrivateKey) -> ControlAPIMethods {
+        var methods = ControlAPIMethods()
+
+        methods.register("id") { _ in
+            .object([
+                "peer_id": .string(host.peerID.description),
+                "did": .string(DIDKey.string(for: identity.publicKey)),
+                "public_key": .string(Data(identity.publicKey.rawRepresentation).base64EncodedString()),
+                "addrs": .array(host.listenAddresses.map { .string($0.appending(.p2p(host.peerID.multihash)).description) }),
+                "protocols": .array(host.protocols.map { .string($0) }),
+                "agent_version": .string(Network.Host.Configuration().agentVersion),
+            ])
+        }
+
+        methods.register("peers") { _ in
+            let connections = await host.connections()
+            return .object([
+                "peers": .array(
+                    connections.map { info in
+                        var object: [String: JSONValue] = [
+                            "peer_id": .string(info.remotePeer.description),
+                            "addr": info.remoteAddress.map { .string($0.description) } ?? .null,
+                            "direction": .string(info.direction.rawValue),
+                            "streams": .number(info.streams),
+                            "latency_ms": info.latency.map { .number(Double($0.nanoseconds) / 1e6) } ?? .null,
+                        ]
+                        if let identify = host.peerInfo(info.remotePeer) {
+                            object["agent_version"] = .string(identify.agentVersion)
+                            object["protocols"] = .array(identify.protocols.map { .string($0) })
+                        }
+                        return .object(object)
+                    })
+            ])
+        }
+
+        methods.register("connect") { params in
+            let address = try multiaddr(params, "addr")
+            let connection = try await call { try await host.connect(to: address) }
+            return .object([
+                "peer_id": .string(connection.remotePeer?.description ?? ""),
+                "addr": .string(address.description),
+                "direction": .string(connection.direction.rawValue),
+            ])
+        }
+
+        methods.register("ping") { params in
+            guard let target = params["target"]?.stringValue else {
+                throw ControlAPIError.invalidParams("ping needs \"target\": a multiaddr with /p2p/ or a connected peer id")
+            }
+            let count = params["count"]?.intValue ?? 1
+            guard (1...1000).contains(count) else {
+                throw ControlAPIError.invalidParams("\"count\" must be 1 to 1000")
+            }
+            let peer = try await resolvePeer(target, host: host)
+            let rtts = try await call { try await Ping.ping(host, peer: peer, count: count) }
+            return .object([
+                "peer_id": .string(peer.description),
+                "rtts_ms": .array(rtts.map { .number($0.seconds * 1000) }),
+            ])
+        }
+
+        methods.register("perf") { params in
+            guard let target = params["target"]?.stringValue else {
+                throw ControlAPIError.invalidParams("perf needs \"target\": a multiaddr with /p2p/ or a connected peer id")
+            }
+            guard let upload = params["upload"]?.uint64Value, let download = params["download"]?.uint64Value else {
+                throw ControlAPIError.invalidParams("perf needs \"upload\" and \"download\" byte counts")
+            }
+            let peer = try await resolvePeer(target, host: host)
+            let result = try await call { try await Perf.run(host, peer: peer, upload: upload, download: download) }
+            return .object([
+                "peer_id": .string(peer.description),
+                "upload_bytes": .number(result.uploadBytes),
+                "upload_seconds": .number(result.uploadSeconds),
+                "upload_bytes_per_second": .number(result.uploadBytesPerSecond),
+                "download_bytes": .number(result.downloadBytes),
+                "download_seconds": .number(result.downloadSeconds),
+                "download_bytes_per_second": .number(result.downloadBytesPerSecond),
+            ])
+        }
+        return methods
+    }
+
+    static func multiaddr(_ params: JSONValue, _ key: String) throws -> Multiaddr {
+        guard let text = params[key]?.stringValue else {
+            throw ControlAPIError.invalidParams("missing \"\(key)\": a multiaddr")
+        }
+        do {
+            return try Multiaddr(text)
+        } catch {
+            throw ControlAPIError.invalidInput("bad multiaddr \"\(text)\": \(error.message)", kind: error.kind.rawValue)
+        }
+    }
+
+    /// A multiaddr (connects) or the peer id of a connected peer.
+    static func resolvePeer(_ target: String, host: Network.Host) async throws -> PeerID {
+        if target.hasPrefix("/") {
+            let address = try multiaddr(.object(["addr": .string(target)]), "addr")
+            let connection = try await call { try await host.connect(to: address) }
+            guard let peer = connection.remotePeer else { throw ControlAPIError.failed("connection has no peer") }
+            return peer
+        }
+        let peer: PeerID
+        do {
+            peer = try PeerID(target)
+        } catch {
+            throw ControlAPIError.invalidInput("\"\(target)\" is neither a multiaddr nor a peer id: \(error.message)")
+        }
+        guard host.connection(to: peer) != nil else {
+            throw ControlAPIError.notFound("not connected to \(peer); give a multiaddr ending in /p2p/\(peer)", kind: "not_connected")
+        }
+        return peer
+    }
+
+    /// Maps network and session errors to control API errors with their stable kinds.
+    static func call<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as NetworkError {
+            switch error.kind {
+            case .invalidAddress: throw ControlAPIError.invalidInput(error.message, kind: error.kind.rawValue)
+            case .timeout: throw ControlAPIError.timeout(error.message, kind: error.kind.rawValue)
+            default: throw ControlAPIError.failed(error.message, kind: error.kind.rawValue)
+            }
+        } catch let error as SessionError {
+            throw ControlAPIError.failed(error.message, kind: error.kind.rawValue)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Identity
+
+/// One measured figure of a benchmark run, with its ratios against the baselines of the same run.
+struct Figure: Codable, Sendable {
+    enum Unit: String, Codable, Sendable {
+        case bytesPerSecond = "bytes/s"
+        case perSecond = "1/s"
+        case seconds = "s"
+    }
+
+    /// Stable key for `--json` consumers (`ours.perf.single`, `baseline.aead`, …).
+    let key: String
+    /// Short tag shown in the table and used by other rows' ratios (`A`, `B`, …), if this is a baseline.
+    let tag: String?
+    let label: String
+    let value: Double
+    let unit: Unit
+    /// Ratio of `value` to the named baseline's value (for a time, > 1 means slower than the baseline).
+    let ratios: [Ratio]
+
+    struct Ratio: Codable, Sendable {
+        let against: String
+        let value: Double
+    }
+}
+
+/// The figures of one `agent-bench session` run, printed as a table or as one JSON document.
+struct BenchmarkReport: Codable, Sendable {
+    struct Machine: Codable, Sendable {
+        let cores: Int
+        let cpu: String
+        let loadAverage: String
+        let libsodium: String
+        let build: String
+    }
+
+    let machine: Machine
+    var parameters: [String: String] = [:]
+    private(set) var figures: [Figure] = []
+    private(set) var notes: [String] = []
+
+    init(machine: Machine) {
+        self.machine = machine
+    }
+
+    /// The value of the figure with `key`, if measured.
+    func value(_ key: String) -> Double? { figures.first { $0.key == key }?.value }
+
+    /// Adds a figure; `against` lists (shown name, figure key) pairs to take ratios with, skipping any
+    /// baseline that was not measured.
+    mutating func add(
+        _ key: String, tag: String? = nil, _ label: String, _ value: Double, _ unit: Figure.Unit,
+        against: [(String, String)] = []
+    ) {
+        let ratios = against.compactMap { name, baselineKey -> Figure.Ratio? in
+            guard let baseline = self.value(baselineKey), baseline > 0 else { return nil }
+            return Figure.Ratio(against: name, value: value / baseline)
+        }
+        figures.append(Figure(key: key, tag: tag, label: label, value: value, unit: unit, ratios: ratios))
+    }
+
+    mutating func note(_ text: String) { notes.append(text) }
+
+    // MARK: Output
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    func table() -> String {
+        var lines: [String] = []
+        lines.append(
+            "agent-bench session — \(machine.cores) cores (\(machine.cpu)), load \(machine.loadAverage), "
+                + "libsodium \(machine.libsodium), \(machine.build) build")
+        if !parameters.isEmpty {
+            lines.append(parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
+        }
+        lines.append("")
+        let labelWidth = max(40, figures.map(\.label.count).max() ?? 0)
+        lines.append(pad("", 3) + pad("figure", labelWidth) + "  " + leftPad("value", 14) + "   ratios")
+        for figure in figures {
+            let ratios = figure.ratios.map { String(format: "%.2f× %@", $0.value, $0.against) }.joined(separator: ", ")
+            lines.append(
+                pad(figure.tag ?? "", 3) + pad(figure.label, labelWidth) + "  "
+                    + leftPad(Self.format(figure.value, figure.unit), 14) + "   " + ratios)
+        }
+        if !notes.isEmpty {
+            lines.append("")
+            lines += notes.map { "- " + $0 }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func format(_ value: Double, _ unit: Figure.Unit) -> String {
+        switch unit {
+        case .bytesPerSecond: String(format: "%.1f MB/s", value / 1e6)
+        case .perSecond: String(format: "%.0f /s", value)
+        case .seconds: value < 1e-3 ? String(format: "%.1f µs", value * 1e6) : String(format: "%.2f ms", value * 1e3)
+        }
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+
+    private func leftPad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
+    }
+}
+
+extension BenchmarkReport.Machine {
+    /// Facts about this machine and build, read once at the start.
+    static func current() -> Self {
+        let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model =
+            cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .flatMap { $0.split(separator: ":", maxSplits: 1).last }
+            .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        let load =
+            ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
+            .split(separator: " ").prefix(3).joined(separator: " ")
+        #if DEBUG
+            let build = "DEBUG (figures mean nothing; use -c release)"
+        #else
+            let build = "release"
+        #endif
+        return Self(
+            cores: ProcessInfo.processInfo.activeProcessorCount, cpu: model, loadAverage: load.isEmpty ? "?" : load,
+            libsodium: Sodium.version, build: build)
+    }
+}

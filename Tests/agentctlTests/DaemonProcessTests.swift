@@ -1,0 +1,113 @@
+import AgentTesting
+import Foundation
+import Testing
+
+/// Real `agentd` processes driven by real `agentctl` processes, as a user runs them.
+@Suite("agentd and agentctl as processes", .serialized, .timeLimit(.minutes(2)))
+struct DaemonProcessTests {
+    static func temporaryDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("agentd-proc-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    static func startDaemon(_ dataDir: String) async throws -> (JSONLineProcess, PyEvent) {
+        let daemon = try JSONLineProcess(
+            executable: ProcessRunner.executable("agentd"),
+            arguments: ["--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warning"])
+        let ready = try await daemon.waitFor("ready", timeout: .seconds(20))
+        return (daemon, ready)
+    }
+
+    func agentctl(_ arguments: String...) throws -> ProcessRunner.Result {
+        try ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments)
+    }
+
+    @Test("two daemons side by side: id, connect, ping, peers, perf; clean shutdown on SIGTERM")
+    func twoDaemons() async throws {
+        let dirA = try Self.temporaryDirectory()
+        let dirB = try Self.temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: dirA)
+            try? FileManager.default.removeItem(atPath: dirB)
+        }
+        let (a, readyA) = try await Self.startDaemon(dirA)
+        let (b, readyB) = try await Self.startDaemon(dirB)
+        do {
+            #expect(readyA["api"] as? String == dirA + "/agentd.sock")
+            let peerB = try #require(readyB["peer_id"] as? String)
+            let addrB = try #require((readyB["addrs"] as? [String])?.first)
+            #expect(addrB.hasSuffix("/p2p/" + peerB))
+            let socketMode = try FileManager.default.attributesOfItem(atPath: dirA + "/agentd.sock")[.posixPermissions] as? Int
+            #expect(socketMode == 0o600)
+
+            let id = try agentctl("id", "--data-dir", dirA, "--json")
+            #expect(id.status == 0, "\(id.stderr)")
+            #expect(try id.json()["peer_id"] as? String == readyA["peer_id"] as? String)
+            #expect((try id.json()["protocols"] as? [String] ?? []).contains("/ipfs/ping/1.0.0"))
+
+            let connect = try agentctl("connect", addrB, "--data-dir", dirA, "--json")
+            #expect(connect.status == 0, "\(connect.stderr)")
+            #expect(try connect.json()["peer_id"] as? String == peerB)
+
+            let ping = try agentctl("ping", peerB, "--count", "3", "--data-dir", dirA, "--json")
+            #expect(ping.status == 0, "\(ping.stderr)")
+            #expect((try ping.json()["rtts_ms"] as? [Double])?.count == 3)
+            let humanPing = try agentctl("ping", addrB, "--count", "2", "--data-dir", dirA)
+            #expect(humanPing.stdoutText.contains("pong from \(peerB)"))
+
+            let peers = try agentctl("peers", "--data-dir", dirA, "--json")
+            let listed = try #require(try peers.json()["peers"] as? [[String: Any]])
+            #expect(listed.contains { $0["peer_id"] as? String == peerB && $0["direction"] as? String == "outbound" })
+            let peersOfB = try agentctl("peers", "--data-dir", dirB, "--json")
+            #expect((try peersOfB.json()["peers"] as? [[String: Any]])?.first?["direction"] as? String == "inbound")
+
+            let perf = try agentctl("perf", addrB, "--upload", "2000000", "--download", "3000000", "--data-dir", dirA, "--json")
+            #expect(perf.status == 0, "\(perf.stderr)")
+            let perfJSON = try perf.json()
+            #expect(perfJSON["upload_bytes"] as? Int == 2_000_000)
+            #expect(perfJSON["download_bytes"] as? Int == 3_000_000)
+            #expect((perfJSON["download_bytes_per_second"] as? Double ?? 0) > 0)
+            #expect(perfJSON["upload_seconds"] != nil)
+
+            // Failures: a peer that is not there (1), a bad target (2).
+            let refused = try agentctl(
+                "ping", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", "--data-dir", dirA)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("refused"))
+            #expect(try agentctl("ping", "not-a-peer", "--data-dir", dirA).status == 2)
+            #expect(try agentctl("ping", addrB, "--count", "0", "--data-dir", dirA).status == 2)
+        } catch {
+            await a.stop()
+            await b.stop()
+            throw error
+        }
+
+        // SIGTERM: clean exit, socket removed; then the CLI says the daemon is unreachable (3).
+        a.signal(SIGTERM)
+        let status = await a.waitForExit()
+        #expect(status == 0)
+        #expect(!FileManager.default.fileExists(atPath: dirA + "/agentd.sock"))
+        let unreachable = try agentctl("id", "--data-dir", dirA)
+        #expect(unreachable.status == 3)
+        #expect(unreachable.stderr.contains("agentd --data-dir"))
+
+        // SIGKILL the other: its stale socket must not stop a new daemon from starting.
+        b.signal(SIGKILL)
+        _ = await b.waitForExit()
+        let (again, _) = try await Self.startDaemon(dirB)
+        #expect(try agentctl("id", "--data-dir", dirB).status == 0)
+        again.signal(SIGTERM)
+        #expect(await again.waitForExit() == 0)
+    }
+
+    @Test("bad daemon arguments exit 2 with a message")
+    func badArguments() throws {
+        let agentd = ProcessRunner.executable("agentd")
+        for arguments in [["--listen", "/ip4/1.2.3.4/tcp/99999"], ["--log-level", "loud"], ["--log-format", "xml"], ["--bogus"]] {
+            let result = try ProcessRunner.run(agentd, arguments)
+            #expect(result.status == 2, "\(arguments): \(result.stderr)")
+            #expect(!result.stderr.isEmpty)
+        }
+    }
+}
