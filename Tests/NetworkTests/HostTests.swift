@@ -113,3 +113,49 @@ struct HostTests {
         try await group.shutdownGracefully()
     }
 }
+
+@Suite("connection manager")
+struct ConnectionManagerTests {
+    @Test("simultaneous dials leave one connection per peer, the same one on both sides")
+    func simultaneousDial() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, aAddress) = try await HostTests.makeHost(group)
+        let (b, bAddress) = try await HostTests.makeHost(group)
+        async let fromA = a.connect(to: bAddress)
+        async let fromB = b.connect(to: aAddress)
+        _ = try await (fromA, fromB)
+        var aConnections: [ConnectionInfo] = []
+        var bConnections: [ConnectionInfo] = []
+        for _ in 0..<100 {
+            aConnections = await a.connections()
+            bConnections = await b.connections()
+            if aConnections.count == 1 && bConnections.count == 1 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(aConnections.count == 1 && bConnections.count == 1)
+        // The kept connection is the same TCP connection seen from both ends.
+        #expect(aConnections.first?.direction != bConnections.first?.direction)
+        #expect(try await Ping.ping(a, peer: b.peerID).count == 1)
+        #expect(try await Ping.ping(b, peer: a.peerID).count == 1)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a connection without streams is closed after the idle timeout")
+    func idleTimeout() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var configuration = Host.Configuration()
+        configuration.idleTimeout = .seconds(2)
+        let a = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
+        let (b, bAddress) = try await HostTests.makeHost(group)
+        let connection = try await a.connect(to: bAddress)
+        #expect(await a.connections().count == 1)
+        // Identify's stream ends at once; then nothing: closed within idle timeout + one tick.
+        try await connection.closeFuture.get()
+        #expect(await a.connections().isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+}

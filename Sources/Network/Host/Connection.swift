@@ -41,6 +41,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public let eventLoop: EventLoop
     let logger: Logger
     private let configuration: YamuxConfiguration
+    private let idleTimeout: TimeAmount?
+    /// When the last stream went away (or the connection was established); nil while streams live.
+    private var idleSince: NIODeadline?
     private weak var host: HostCore?
 
     private var context: ChannelHandlerContext?
@@ -61,9 +64,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     init(
         id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
-        configuration: YamuxConfiguration, logger: Logger
+        configuration: YamuxConfiguration, idleTimeout: TimeAmount? = nil, logger: Logger
     ) {
         self.id = id
+        self.idleTimeout = idleTimeout
         self.direction = direction
         self.eventLoop = eventLoop
         self.host = host
@@ -156,6 +160,18 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     private func tick() {
         guard var session else { return }
+        // Idle timeout: a connection that carried no stream for `idleTimeout` is closed.
+        if streams.isEmpty {
+            let now = NIODeadline.now()
+            if let since = idleSince, let idleTimeout, now - since >= idleTimeout {
+                logger.debug("closing idle connection", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+                close(error: nil)
+                return
+            }
+            if idleSince == nil { idleSince = now }
+        } else {
+            idleSince = nil
+        }
         do {
             let actions = try session.tick(now: .now())
             self.session = session
@@ -179,7 +195,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 host?.acceptStream(stream, on: self)
             case .deliver(let id, let bytes):
                 guard let state = streams[id] else { continue }
-                if let reader = state.reader {
+                if state.abandoned {
+                    // Nobody will read: credit it back and drop it.
+                    consumed(bytes.readableBytes, on: id)
+                } else if let reader = state.reader {
                     state.reader = nil
                     consumed(bytes.readableBytes, on: id)
                     reader.resume(returning: bytes)
@@ -197,7 +216,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset by the peer"))
                 streams[id] = nil
             case .streamClosed(let id):
-                if let state = streams[id], state.inbound.isEmpty, state.reader == nil, state.pendingWrites.isEmpty {
+                if let state = streams[id], state.abandoned || (state.inbound.isEmpty && state.reader == nil && state.pendingWrites.isEmpty) {
                     streams[id] = nil
                 } else {
                     streams[id]?.fullyClosed = true
@@ -245,13 +264,13 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     // MARK: Streams (all on the event loop)
 
-    func openStream() -> EventLoopFuture<RawStream> {
+    func openStream(priority: YamuxPriority = .normal) -> EventLoopFuture<RawStream> {
         eventLoop.assertInEventLoop()
         guard var session, !closed else {
             return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
         }
         do {
-            let id = try session.openStream()
+            let id = try session.openStream(priority: priority)
             self.session = session
             streams[id] = StreamState()
             pump()
@@ -320,6 +339,22 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         drainWrites(id)
     }
 
+    /// The stream's user is done with it (a handler returned): drop what it did not read, close our
+    /// side gracefully after queued writes, and free the state when the peer closes too.
+    func abandon(_ id: YamuxStreamID) {
+        eventLoop.assertInEventLoop()
+        guard let state = streams[id] else { return }
+        state.abandoned = true
+        var unread = state.unread?.readableBytes ?? 0
+        state.unread = nil
+        while let bytes = state.inbound.popFirst() { unread += bytes.readableBytes }
+        consumed(unread, on: id)
+        if !state.writeClosed {
+            state.pendingWrites.append(.close(nil))
+            drainWrites(id)
+        }
+    }
+
     func reset(_ id: YamuxStreamID) {
         eventLoop.assertInEventLoop()
         guard var session, streams[id] != nil else { return }
@@ -359,11 +394,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 }
             case .close(let continuation):
                 state.pendingWrites.removeFirst()
+                guard !state.writeClosed else {
+                    continuation?.resume()
+                    continue
+                }
                 do {
                     try session.closeWrite(id)
-                    continuation.resume()
+                    state.writeClosed = true
+                    continuation?.resume()
                 } catch {
-                    continuation.resume(throwing: error)
+                    continuation?.resume(throwing: error)
                 }
             }
         }
@@ -378,7 +418,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
         while let pending = state.pendingWrites.popFirst() {
             switch pending {
-            case .data(_, let continuation), .close(let continuation): continuation.resume(throwing: error)
+            case .data(_, let continuation): continuation.resume(throwing: error)
+            case .close(let continuation): continuation?.resume(throwing: error)
             }
         }
     }
@@ -433,7 +474,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 final class StreamState {
     enum PendingWrite {
         case data(ByteBuffer, CheckedContinuation<Void, Error>)
-        case close(CheckedContinuation<Void, Error>)
+        /// FIN after what is queued; no continuation when the stream was abandoned.
+        case close(CheckedContinuation<Void, Error>?)
     }
 
     var inbound = CircularBuffer<ByteBuffer>()
@@ -442,5 +484,8 @@ final class StreamState {
     var pendingWrites = CircularBuffer<PendingWrite>()
     var remoteClosed = false
     var fullyClosed = false
+    var writeClosed = false
+    /// Its user is gone: inbound bytes are credited and dropped, the state is freed on close.
+    var abandoned = false
     var error: Error?
 }

@@ -70,16 +70,20 @@ public final class Host: Sendable {
     }
 
     /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.
-    public func newStream(to peer: PeerID, protocols: [String]) async throws -> MuxedStream {
+    /// - Parameter priority: the stream's share of the connection when several streams send at
+    ///   once (weighted fair queueing over four levels, see `YamuxPriority`).
+    public func newStream(to peer: PeerID, protocols: [String], priority: YamuxPriority = .normal) async throws -> MuxedStream {
         guard let connection = core.connection(to: peer) else {
             throw NetworkError(.connectionFailed, "not connected to \(peer)")
         }
-        return try await newStream(on: connection, protocols: protocols)
+        return try await newStream(on: connection, protocols: protocols, priority: priority)
     }
 
     /// Opens a stream on `connection` and agrees one of `protocols`.
-    public func newStream(on connection: Connection, protocols: [String]) async throws -> MuxedStream {
-        let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
+    public func newStream(
+        on connection: Connection, protocols: [String], priority: YamuxPriority = .normal
+    ) async throws -> MuxedStream {
+        let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
         do {
             return try await raw.negotiateOutbound(proposals: protocols)
         } catch {
@@ -157,7 +161,7 @@ final class HostCore: @unchecked Sendable {
         }
         return Connection(
             id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: configuration.yamux,
-            logger: logger)
+            idleTimeout: configuration.idleTimeout, logger: logger)
     }
 
     // MARK: Listening
@@ -301,7 +305,28 @@ final class HostCore: @unchecked Sendable {
 
     private func register(_ connection: Connection) {
         guard let peer = connection.remotePeer else { return }
-        lock.withLock { connectionsByPeer[peer, default: []].append(connection) }
+        // One logical connection per peer. When both sides dialled at once, each holds two; both
+        // keep the one initiated by the smaller peer id (the same choice on both sides) and close
+        // the other. Two connections with the same initiator: keep the older.
+        let redundant = lock.withLock { () -> Connection? in
+            guard let existing = connectionsByPeer[peer]?.first else {
+                connectionsByPeer[peer] = [connection]
+                return nil
+            }
+            let initiator = { (c: Connection) -> PeerID in c.direction == .outbound ? self.peerID : peer }
+            let existingInitiator = initiator(existing)
+            let newInitiator = initiator(connection)
+            if existingInitiator != newInitiator, newInitiator.bytes.lexicographicallyPrecedes(existingInitiator.bytes) {
+                connectionsByPeer[peer] = [connection]
+                return existing
+            }
+            return connection
+        }
+        if let redundant {
+            logger.debug("closing duplicate connection", metadata: ["peer": "\(peer)", "conn": "\(redundant.id)"])
+            redundant.close()
+            if redundant === connection { return }
+        }
         logger.info(
             "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
         Identify.identify(connection: connection, host: self)
@@ -309,6 +334,8 @@ final class HostCore: @unchecked Sendable {
 
     func connectionClosed(_ connection: Connection) {
         guard let peer = connection.remotePeer else { return }
+        let wasRegistered = lock.withLock { connectionsByPeer[peer]?.contains { $0 === connection } ?? false }
+        guard wasRegistered else { return }
         lock.withLock {
             connectionsByPeer[peer]?.removeAll { $0 === connection }
             if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
@@ -337,6 +364,8 @@ final class HostCore: @unchecked Sendable {
                     return
                 }
                 await handler(muxed)
+                // The handler is done: whatever it left open is closed gracefully and freed.
+                stream.abandon()
             } catch {
                 logger.debug("inbound stream failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
                 stream.reset()

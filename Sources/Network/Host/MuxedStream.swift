@@ -34,6 +34,10 @@ struct RawStream: Sendable {
     func reset() {
         connection.eventLoop.execute { connection.reset(id) }
     }
+
+    func abandon() {
+        connection.eventLoop.execute { connection.abandon(id) }
+    }
 }
 
 /// A multiplexed stream whose protocol is agreed: what protocol handlers and clients use.

@@ -61,6 +61,7 @@ public enum Identify {
                 let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
                 let stream = try await raw.negotiateOutbound(proposals: [protocolID])
                 let info = try await read(stream)
+                try? await stream.closeWrite()
                 if let peer = connection.remotePeer { core.setPeerInfo(info, for: peer) }
             } catch {
                 core.logger.debug("identify failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
