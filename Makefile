@@ -9,10 +9,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Build, then create this host's identity if there is none, and show it.
+# Build, then run a node (identity created on first start); Ctrl-C stops it cleanly.
 run: build
-	@bin=$$($(SWIFT) build --show-bin-path); \
-	$$bin/agentctl identity show 2>/dev/null || $$bin/agentctl identity new
+	$$($(SWIFT) build --show-bin-path)/agentd $(AGENTD_ARGS)
 
 # The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests.
 test: deps
