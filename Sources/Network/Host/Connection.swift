@@ -39,7 +39,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public let id: Int
     public let direction: ConnectionDirection
     public let eventLoop: EventLoop
-    let logger: Logger
+    var logger: Logger
     private let configuration: YamuxConfiguration
     private let idleTimeout: TimeAmount?
     /// When the last stream went away (or the connection was established); nil while streams live.
@@ -49,7 +49,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var session: YamuxSession?
     private var inbound = ByteBuffer()
-    private var streams: [YamuxStreamID: StreamState] = [:]
+    private(set) var streams: [YamuxStreamID: StreamState] = [:]
     private var tickTask: RepeatedTask?
     private var closed = false
     private let established: EventLoopPromise<Connection>
@@ -89,6 +89,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         self.context = context
         self.inbound = context.channel.allocator.buffer(capacity: 0)
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:))
+        // Failures before the peer is authenticated can only name the address: log it.
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -114,8 +116,20 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         guard session != nil else { return }
         inbound.writeBuffer(&bytes)
         do {
-            while let frame = try inbound.readYamuxFrame(maximumPayload: Self.maximumInboundFramePayload) {
+            while true {
                 guard var session = self.session else { return }
+                // Refuse a data frame from its header when it exceeds what the stream's window (or a
+                // new stream's initial window) allows: never wait for, and buffer, such a payload.
+                let window = session.receiveWindowLimit(forNextFrameIn: inbound)
+                let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
+                let next: YamuxFrame?
+                do {
+                    next = try inbound.readYamuxFrame(maximumPayload: limit)
+                } catch {
+                    guard window != nil, error.kind == .messageTooLarge else { throw error }
+                    throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
+                }
+                guard let frame = next else { break }
                 let actions: [YamuxAction]
                 do {
                     actions = try session.receive(frame, now: .now())

@@ -123,6 +123,9 @@ final class HostCore: @unchecked Sendable {
     private var connectionsByPeer: [PeerID: [Connection]] = [:]
     private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
     private var pendingHandshakes = 0
+    private var pendingConnections: [ObjectIdentifier: Connection] = [:]
+    private var tasks: [Int: Task<Void, Never>] = [:]
+    private var nextTaskID = 0
     private var listeners: [Channel] = []
     private var boundAddresses: [Multiaddr] = []
     private var peerInfos: [PeerID: IdentifyInfo] = [:]
@@ -207,6 +210,7 @@ final class HostCore: @unchecked Sendable {
             return
         }
         let connection = makeConnection(direction: .inbound, channel: channel)
+        lock.withLock { pendingConnections[ObjectIdentifier(connection)] = connection }
         try channel.pipeline.syncOperations.addHandlers([
             SecureConnectionHandler(
                 configuration: .init(
@@ -215,7 +219,10 @@ final class HostCore: @unchecked Sendable {
             connection,
         ])
         connection.establishedFuture.whenComplete { [self] result in
-            lock.withLock { pendingHandshakes -= 1 }
+            lock.withLock {
+                pendingHandshakes -= 1
+                pendingConnections[ObjectIdentifier(connection)] = nil
+            }
             if case .success(let connection) = result { register(connection) }
         }
     }
@@ -305,6 +312,10 @@ final class HostCore: @unchecked Sendable {
 
     private func register(_ connection: Connection) {
         guard let peer = connection.remotePeer else { return }
+        guard !lock.withLock({ isShutDown }) else {
+            connection.close()
+            return
+        }
         // One logical connection per peer. When both sides dialled at once, each holds two; both
         // keep the one initiated by the smaller peer id (the same choice on both sides) and close
         // the other. Two connections with the same initiator: keep the older.
@@ -356,7 +367,7 @@ final class HostCore: @unchecked Sendable {
 
     func acceptStream(_ stream: RawStream, on connection: Connection) {
         let supported = protocolIDs
-        Task { [self] in
+        spawn { [self] in
             do {
                 let muxed = try await stream.negotiateInbound(supported: supported)
                 guard let handler = lock.withLock({ handlers[muxed.protocolID] }) else {
@@ -373,15 +384,33 @@ final class HostCore: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` as a task of this host: `shutdown()` waits for it, so that nothing of the host
+    /// touches an event loop after `shutdown()` returns.
+    func spawn(_ body: @escaping @Sendable () async -> Void) {
+        lock.withLock {
+            let id = nextTaskID
+            nextTaskID += 1
+            tasks[id] = Task { [self] in
+                await body()
+                _ = lock.withLock { tasks.removeValue(forKey: id) }
+            }
+        }
+    }
+
     func shutdown() async {
         let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
             isShutDown = true
-            return (self.listeners, connectionsByPeer.values.flatMap { $0 })
+            return (self.listeners, connectionsByPeer.values.flatMap { $0 } + pendingConnections.values)
         }
         for listener in listeners { try? await listener.close() }
         for connection in connections {
             connection.close()
             try? await connection.closeFuture.get()
+        }
+        // Handlers see their streams fail and return; wait for them (and for identify).
+        while let running = lock.withLock({ tasks.first?.value }) {
+            running.cancel()
+            await running.value
         }
     }
 }

@@ -38,7 +38,7 @@ extension YamuxSession {
     /// the stream is unknown (a late frame for a closed stream may use credit we no longer track); the
     /// largest window bounds it then. So a peer cannot make the caller buffer more than a window of a
     /// frame we will refuse.
-    private func receiveWindowLimit(forNextFrameIn bytes: ByteBuffer) -> Int? {
+    public func receiveWindowLimit(forNextFrameIn bytes: ByteBuffer) -> Int? {
         guard let rawFlags: UInt16 = bytes.getInteger(at: bytes.readerIndex + 2),
             let rawStreamID: UInt32 = bytes.getInteger(at: bytes.readerIndex + 4)
         else { return nil }
