@@ -135,7 +135,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
-            name: "ResolutionTests", dependencies: ["Resolution", "Identity", "Multiformats", "AgentTesting"]),
+            name: "ResolutionTests",
+            dependencies: [
+                "Resolution", "Identity", "Multiformats", "AgentTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]),
         // Control API tests over real Unix sockets; the CLI ones run the built agentctl.
         .testTarget(
             name: "ApplicationTests",

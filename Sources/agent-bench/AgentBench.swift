@@ -7,11 +7,11 @@ import Resolution
 /// `agent-bench`: measures agentd's hot paths against baselines taken in the same run, and prints
 /// the ratios. Build with `-c release`; debug figures mean nothing.
 @main
-struct AgentBench: ParsableCommand {
+struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-bench",
         abstract: "Benchmarks of agentd, as ratios against baselines measured in the same run.",
-        subcommands: [RecordsBenchmark.self],
+        subcommands: [RecordsBenchmark.self, SessionBenchmark.self],
         defaultSubcommand: RecordsBenchmark.self
     )
 }

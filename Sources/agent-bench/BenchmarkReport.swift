@@ -16,11 +16,13 @@ struct Figure: Codable, Sendable {
     let label: String
     let value: Double
     let unit: Unit
-    /// Ratio of `value` to the named baseline's value (for a time, > 1 means slower than the baseline).
     let ratios: [Ratio]
 
+    /// A quotient of two figures of the run, named for what it divides: `÷A` is this figure over
+    /// baseline A (for a time, above 1 means slower than the baseline); `ours÷py` is our figure over
+    /// py-libp2p's.
     struct Ratio: Codable, Sendable {
-        let against: String
+        let name: String
         let value: Double
     }
 }
@@ -36,6 +38,9 @@ struct BenchmarkReport: Codable, Sendable {
     }
 
     let machine: Machine
+    /// Cores other processes kept busy on average while the run lasted (Linux only): a run on a busy
+    /// machine understates every figure that needs both cores.
+    var otherProcessesCores: Double?
     var parameters: [String: String] = [:]
     private(set) var figures: [Figure] = []
     private(set) var notes: [String] = []
@@ -47,17 +52,17 @@ struct BenchmarkReport: Codable, Sendable {
     /// The value of the figure with `key`, if measured.
     func value(_ key: String) -> Double? { figures.first { $0.key == key }?.value }
 
-    /// Adds a figure; `against` lists (shown name, figure key) pairs to take ratios with, skipping any
-    /// baseline that was not measured.
+    /// Adds a figure with its ratios to the baselines named by key in `over` (shown as `÷tag`;
+    /// baselines not measured are skipped) and any `extra` ratios.
     mutating func add(
         _ key: String, tag: String? = nil, _ label: String, _ value: Double, _ unit: Figure.Unit,
-        against: [(String, String)] = []
+        over baselines: [String] = [], extra: [Figure.Ratio] = []
     ) {
-        let ratios = against.compactMap { name, baselineKey -> Figure.Ratio? in
-            guard let baseline = self.value(baselineKey), baseline > 0 else { return nil }
-            return Figure.Ratio(against: name, value: value / baseline)
+        let ratios = baselines.compactMap { baselineKey -> Figure.Ratio? in
+            guard let baseline = figures.first(where: { $0.key == baselineKey }), baseline.value > 0 else { return nil }
+            return Figure.Ratio(name: "÷" + (baseline.tag ?? baseline.key), value: value / baseline.value)
         }
-        figures.append(Figure(key: key, tag: tag, label: label, value: value, unit: unit, ratios: ratios))
+        figures.append(Figure(key: key, tag: tag, label: label, value: value, unit: unit, ratios: ratios + extra))
     }
 
     mutating func note(_ text: String) { notes.append(text) }
@@ -74,17 +79,24 @@ struct BenchmarkReport: Codable, Sendable {
         var lines: [String] = []
         lines.append(
             "agent-bench session — \(machine.cores) cores (\(machine.cpu)), load \(machine.loadAverage), "
-                + "libsodium \(machine.libsodium), \(machine.build) build")
+                + "libsodium \(machine.libsodium), \(machine.build) build"
+                + (machine.build == "release" ? "" : " (figures mean nothing: build with -c release)"))
+        if let otherProcessesCores {
+            lines.append(
+                String(
+                    format: "other processes kept %.2f of %d cores busy during the run", otherProcessesCores,
+                    machine.cores))
+        }
         if !parameters.isEmpty {
             lines.append(parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
         }
         lines.append("")
         let labelWidth = max(40, figures.map(\.label.count).max() ?? 0)
-        lines.append(pad("", 3) + pad("figure", labelWidth) + "  " + leftPad("value", 14) + "   ratios")
+        lines.append(pad("", 4) + pad("figure", labelWidth) + "  " + leftPad("value", 14) + "   ratios")
         for figure in figures {
-            let ratios = figure.ratios.map { String(format: "%.2f× %@", $0.value, $0.against) }.joined(separator: ", ")
+            let ratios = figure.ratios.map { $0.name + " " + String(format: "%.2f", $0.value) }.joined(separator: "  ")
             lines.append(
-                pad(figure.tag ?? "", 3) + pad(figure.label, labelWidth) + "  "
+                pad(figure.tag ?? "", 4) + pad(figure.label, labelWidth) + "  "
                     + leftPad(Self.format(figure.value, figure.unit), 14) + "   " + ratios)
         }
         if !notes.isEmpty {
@@ -123,7 +135,7 @@ extension BenchmarkReport.Machine {
             ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
             .split(separator: " ").prefix(3).joined(separator: " ")
         #if DEBUG
-            let build = "DEBUG (figures mean nothing; use -c release)"
+            let build = "debug"
         #else
             let build = "release"
         #endif

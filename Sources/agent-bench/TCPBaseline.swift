@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Network
 
 /// Plain loopback TCP through NIO, with no security and no muxer: the link a session runs over.
 /// Client and server sit on separate event loop groups (one thread each), as the hosts do, and use
