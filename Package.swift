@@ -49,10 +49,12 @@ let package = Package(
             ],
             exclude: ["Noise/Generated/noise.proto"]
         ),
+        // Small libc shims (allocator tuning) that Swift's Glibc module does not expose.
+        .target(name: "CAgentSystem"),
         .target(
             name: "Network",
             dependencies: [
-                "Session", "Identity", "Multiformats",
+                "Session", "Identity", "Multiformats", "CAgentSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -101,6 +101,8 @@ struct SessionBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // The node's allocator settings (agentd applies the same at start).
+        MemoryTuning.apply()
         let settings = self.settings
         let foreignLoad = ForeignLoad()
         var report = BenchmarkReport(machine: .current())

@@ -33,6 +33,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Largest yamux frame payload accepted: py-libp2p and go send at most 64 KiB frames.
     static let maximumInboundFramePayload = 1 << 20
+    /// Most bytes one `read()` returns when several frames are queued.
+    static let maximumReadBatch = 256 * 1024
     /// Bytes of frames pulled from the session per pump before checking socket writability.
     static let pumpBudget = 256 * 1024
 
@@ -117,10 +119,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         inbound.writeBuffer(&bytes)
         do {
             while true {
-                guard var session = self.session else { return }
+                guard session != nil else { return }
                 // Refuse a data frame from its header when it exceeds what the stream's window (or a
                 // new stream's initial window) allows: never wait for, and buffer, such a payload.
-                let window = session.receiveWindowLimit(forNextFrameIn: inbound)
+                let window = session!.receiveWindowLimit(forNextFrameIn: inbound)
                 let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
                 let next: YamuxFrame?
                 do {
@@ -130,14 +132,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                     throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
                 }
                 guard let frame = next else { break }
-                let actions: [YamuxAction]
-                do {
-                    actions = try session.receive(frame, now: .now())
-                    self.session = session
-                } catch {
-                    self.session = session
-                    throw error
-                }
+                // `session!` mutates in place: a local copy would copy the stream table per frame.
+                let actions = try session!.receive(frame, now: .now())
                 perform(actions)
             }
             inbound.discardReadBytes()
@@ -173,7 +169,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func tick() {
-        guard var session else { return }
+        guard session != nil else { return }
         // Idle timeout: a connection that carried no stream for `idleTimeout` is closed.
         if streams.isEmpty {
             let now = NIODeadline.now()
@@ -187,11 +183,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             idleSince = nil
         }
         do {
-            let actions = try session.tick(now: .now())
-            self.session = session
+            let actions = try session!.tick(now: .now())
             perform(actions)
         } catch {
-            self.session = session
             logger.info("connection keepalive failed: \(error)")
             pump()
             close(error: error)
@@ -249,19 +243,18 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func consumed(_ count: Int, on id: YamuxStreamID) {
-        guard var session, count > 0 else { return }
-        let actions = session.consumed(count, on: id, now: .now())
-        self.session = session
+        guard session != nil, count > 0 else { return }
+        let actions = session!.consumed(count, on: id, now: .now())
         if !actions.isEmpty { perform(actions) } else { pump() }
     }
 
     /// Writes what the session has to send while the socket accepts it.
     private func pump() {
-        guard let context, var session else { return }
+        guard let context, session != nil else { return }
         var wrote = false
         var followUp: [YamuxAction] = []
         while context.channel.isWritable || closed {
-            let (frames, actions) = session.nextOutboundFrames(maximumBytes: Self.pumpBudget)
+            let (frames, actions) = session!.nextOutboundFrames(maximumBytes: Self.pumpBudget)
             followUp += actions
             if frames.isEmpty { break }
             var buffer = context.channel.allocator.buffer(capacity: frames.reduce(0) { $0 + 12 + $1.payload.readableBytes })
@@ -269,7 +262,6 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(buffer), promise: nil)
             wrote = true
         }
-        self.session = session
         if wrote { context.flush() }
         // Sending frees queue space (.writable) and may finish streams (.streamClosed).
         let pending = followUp.filter { if case .outboundReady = $0 { return false } else { return true } }
@@ -280,17 +272,15 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     func openStream(priority: YamuxPriority = .normal) -> EventLoopFuture<RawStream> {
         eventLoop.assertInEventLoop()
-        guard var session, !closed else {
+        guard session != nil, !closed else {
             return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
         }
         do {
-            let id = try session.openStream(priority: priority)
-            self.session = session
+            let id = try session!.openStream(priority: priority)
             streams[id] = StreamState()
             pump()
             return eventLoop.makeSucceededFuture(RawStream(connection: self, id: id))
         } catch {
-            self.session = session
             return eventLoop.makeFailedFuture(error)
         }
     }
@@ -305,7 +295,19 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             // Already credited back to the peer when first read.
             state.unread = nil
             continuation.resume(returning: bytes)
-        } else if let bytes = state.inbound.popFirst() {
+        } else if var bytes = state.inbound.popFirst() {
+            // Hand over what is queued at once (up to `maximumReadBatch`): one wake-up of the reader
+            // per batch rather than per frame is what keeps a fast stream from being bound by
+            // thread hand-offs.
+            if let next = state.inbound.first, bytes.readableBytes + next.readableBytes <= Self.maximumReadBatch {
+                var batch = context?.channel.allocator.buffer(capacity: Self.maximumReadBatch) ?? ByteBuffer()
+                batch.writeBuffer(&bytes)
+                while let more = state.inbound.first, batch.readableBytes + more.readableBytes <= Self.maximumReadBatch {
+                    var chunk = state.inbound.removeFirst()
+                    batch.writeBuffer(&chunk)
+                }
+                bytes = batch
+            }
             consumed(bytes.readableBytes, on: id)
             continuation.resume(returning: bytes)
         } else if let error = state.error {
@@ -371,9 +373,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     func reset(_ id: YamuxStreamID) {
         eventLoop.assertInEventLoop()
-        guard var session, streams[id] != nil else { return }
-        session.reset(id)
-        self.session = session
+        guard session != nil, streams[id] != nil else { return }
+        session!.reset(id)
         fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset"))
         streams[id] = nil
         pump()
@@ -382,19 +383,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Moves queued application writes into the session as far as its per-stream queue allows;
     /// writers wait (their continuation is held) until `.writable`.
     private func drainWrites(_ id: YamuxStreamID) {
-        guard let state = streams[id], var session else { return }
-        defer {
-            self.session = session
-            pump()
-        }
+        guard let state = streams[id], session != nil else { return }
+        defer { pump() }
         while let first = state.pendingWrites.first {
             switch first {
             case .data(var bytes, let continuation):
-                let room = session.writableBytes(on: id)
+                let room = session!.writableBytes(on: id)
                 if room <= 0 { return }
                 let chunk = bytes.readSlice(length: min(room, bytes.readableBytes))!
                 do {
-                    try session.write(chunk, to: id)
+                    try session!.write(chunk, to: id)
                 } catch {
                     state.pendingWrites.removeFirst()
                     continuation.resume(throwing: error)
@@ -413,7 +411,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                     continue
                 }
                 do {
-                    try session.closeWrite(id)
+                    try session!.closeWrite(id)
                     state.writeClosed = true
                     continuation?.resume()
                 } catch {
@@ -448,9 +446,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private func close(error: Error?) {
         guard !closed else { return }
         closed = true
-        if var session {
-            session.goAway(code: error == nil ? .normal : .protocolError)
-            self.session = session
+        if session != nil {
+            session!.goAway(code: error == nil ? .normal : .protocolError)
             pump()
         }
         context?.close(promise: nil)
@@ -477,9 +474,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Sends a yamux ping now (measures RTT).
     func ping() {
-        guard var session else { return }
-        try? session.ping(now: .now())
-        self.session = session
+        guard session != nil else { return }
+        try? session!.ping(now: .now())
         pump()
     }
 }

@@ -24,7 +24,14 @@ public final class Host: Sendable {
         public var dialTimeout: TimeAmount = .seconds(15)
         /// Connections without streams for this long are closed (nil: never).
         public var idleTimeout: TimeAmount? = .seconds(300)
-        public var yamux = YamuxConfiguration()
+        /// yamux settings; data frames are sized so that a frame with its header fills one Noise
+        /// message (65519 bytes), which halves per-frame work on bulk streams compared with the
+        /// state machine's conservative 16 KiB default.
+        public var yamux: YamuxConfiguration = {
+            var configuration = YamuxConfiguration()
+            configuration.maximumFramePayload = NoiseCipherState.maximumPlaintextLength - YamuxFrame.headerSize
+            return configuration
+        }()
         /// identify's agent version.
         public var agentVersion = "agentd/0.1.0"
 
