@@ -21,6 +21,7 @@ test: deps
 bench: deps
 	$(SWIFT) build -c release --product agent-bench
 	$$($(SWIFT) build -c release --show-bin-path)/agent-bench records
+	$$($(SWIFT) build -c release --show-bin-path)/agent-bench session
 
 clean:
 	rm -rf .build .venv
