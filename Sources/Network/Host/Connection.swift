@@ -36,7 +36,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Most bytes one `read()` returns when several frames are queued.
     static let maximumReadBatch = 256 * 1024
     /// Bytes of frames pulled from the session per pump before checking socket writability.
-    static let pumpBudget = 256 * 1024
+    static let pumpBudget = 1024 * 1024
+    /// The wire size of the largest frame we send (header + one Noise message of payload).
+    static let largestFrame = 65519
 
     public let id: Int
     public let direction: ConnectionDirection
@@ -54,6 +56,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private(set) var streams: [YamuxStreamID: StreamState] = [:]
     private var tickTask: RepeatedTask?
     private var closed = false
+    private var pumpScheduled = false
     private let established: EventLoopPromise<Connection>
     private var establishedDone = false
 
@@ -250,19 +253,32 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Writes what the session has to send while the socket accepts it.
     private func pump() {
-        guard let context, session != nil else { return }
-        var wrote = false
-        var followUp: [YamuxAction] = []
-        while context.channel.isWritable || closed {
-            let (frames, actions) = session!.nextOutboundFrames(maximumBytes: Self.pumpBudget)
-            followUp += actions
-            if frames.isEmpty { break }
-            var buffer = context.channel.allocator.buffer(capacity: frames.reduce(0) { $0 + 12 + $1.payload.readableBytes })
+        guard let context, session != nil, context.channel.isWritable || closed else { return }
+        // One buffer per pump: the frames are copied once, here, to put each header next to its
+        // payload (a Noise message must be contiguous); the security handler then seals this buffer
+        // without another copy. At most `pumpBudget` per call: the next pump follows from the
+        // socket's writability.
+        let (frames, followUp) = session!.nextOutboundFrames(maximumBytes: Self.pumpBudget)
+        let pulled = frames.reduce(0) { $0 + 12 + $1.payload.readableBytes }
+        if !frames.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: pulled)
             for frame in frames { buffer.writeYamuxFrame(frame) }
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            wrote = true
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
-        if wrote { context.flush() }
+        // More to send and the socket still takes it: continue on the next loop turn (a write that
+        // the kernel accepted at once fires no writability change to resume us).
+        // (Only when the budget was used up: a short pull means nothing else can go now, e.g. the
+        // rest waits for window, and rescheduling then would spin.)
+        if pulled > Self.pumpBudget - Self.largestFrame, session?.hasOutboundFrames == true, context.channel.isWritable,
+            !pumpScheduled
+        {
+            pumpScheduled = true
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                loopBound.value.pumpScheduled = false
+                loopBound.value.pump()
+            }
+        }
         // Sending frees queue space (.writable) and may finish streams (.streamClosed).
         let pending = followUp.filter { if case .outboundReady = $0 { return false } else { return true } }
         if !pending.isEmpty { perform(pending) }

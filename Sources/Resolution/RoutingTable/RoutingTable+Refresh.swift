@@ -1,0 +1,63 @@
+import NIOCore
+
+extension RoutingTable {
+    /// A lookup the caller should run to keep a bucket fresh: `key` is uniformly random within the
+    /// bucket's range of the keyspace.
+    public struct RefreshTarget: Hashable, Sendable {
+        /// The bucket the key lies in.
+        public let bucket: Int
+        /// The lookup target.
+        public let key: KademliaKey
+    }
+
+    /// Summary of one bucket, for `agentctl dht peers` and metrics.
+    public struct BucketSummary: Hashable, Sendable {
+        /// Bucket index: `floor(log2(distance))` of its keys from ours.
+        public let index: Int
+        /// Leading bits its keys share with ours: `255 - index`.
+        public var commonPrefixLength: Int { RoutingTable.bucketCount - 1 - index }
+        public let entries: Int
+        public let replacements: Int
+        /// Last lookup into the bucket's range; `nil` for never.
+        public let lastRefreshed: NIODeadline?
+    }
+
+    /// Summaries of the buckets that hold entries or replacements, closest first.
+    public var bucketSummaries: [BucketSummary] {
+        buckets.indices.compactMap { index in
+            let bucket = buckets[index]
+            guard !bucket.entries.isEmpty || !bucket.replacements.isEmpty else { return nil }
+            return BucketSummary(
+                index: index, entries: bucket.entries.count, replacements: bucket.replacements.count,
+                lastRefreshed: bucket.lastRefreshed)
+        }
+    }
+
+    /// Notes that a lookup for `target` ran at `now`, which keeps `target`'s bucket fresh. The caller
+    /// reports every lookup it starts (Kademlia paper §2.3: ordinary lookups refresh buckets too).
+    public mutating func recordLookup(of target: KademliaKey, now: NIODeadline) {
+        guard let bucket = bucketIndex(for: target) else { return }
+        buckets[bucket].lastRefreshed = now
+    }
+
+    /// The buckets no lookup has touched for `refreshInterval` (or ever), each with a random target
+    /// drawn from `generator`, for common prefix lengths 0 through the deepest non-empty bucket's
+    /// (at most `maximumRefreshCommonPrefixLength`). The returned buckets count as refreshed at
+    /// `now`: the caller runs one lookup per target, plus a lookup of `localKey` (the self-lookup
+    /// that keeps the deepest buckets full).
+    public mutating func refreshTargets<G: RandomNumberGenerator>(
+        now: NIODeadline, using generator: inout G
+    ) -> [RefreshTarget] {
+        let deepestIndex = buckets.firstIndex { !$0.entries.isEmpty } ?? (Self.bucketCount - 1)
+        let deepest = Swift.min(Self.bucketCount - 1 - deepestIndex, configuration.maximumRefreshCommonPrefixLength)
+        var targets: [RefreshTarget] = []
+        for commonPrefixLength in 0...deepest {
+            let bucket = Self.bucketCount - 1 - commonPrefixLength
+            if let last = buckets[bucket].lastRefreshed, now - last < configuration.refreshInterval { continue }
+            let key = KademliaKey.random(inBucket: bucket, from: localKey, using: &generator)
+            targets.append(RefreshTarget(bucket: bucket, key: key))
+            buckets[bucket].lastRefreshed = now
+        }
+        return targets
+    }
+}

@@ -1,0 +1,203 @@
+import Identity
+import Multiformats
+import NIOCore
+
+/// The Kademlia routing table: 256 k-buckets over the SHA-256 keyspace, bucket `i` holding the peers
+/// whose distance from us is in `[2^i, 2^(i+1))` (so bucket 255 is the half of the keyspace that
+/// differs from us in the first bit).
+///
+/// A pure value: it performs no I/O and reads no clock. Where Kademlia would ping a peer, the table
+/// returns `Update.pendingLivenessCheck` and the caller reports the outcome with
+/// `livenessCheckSucceeded` / `livenessCheckFailed`; refresh asks for lookups with
+/// `refreshTargets(now:using:)`.
+///
+/// Admission rules:
+/// - Only peers that proved they serve the DHT enter: they answered one of our kad requests, or
+///   opened a kad stream while advertising server mode (`Evidence`). Peers merely *named* in someone
+///   else's answer never do; otherwise one liar could fill our table with ids of its choosing.
+/// - libp2p kad-dht spec, "Client and server mode": "Nodes, both those operating in client and server
+///   mode, add another node to their routing table if and only if that node operates in server mode."
+/// - The local peer is never an entry.
+/// - Kademlia paper §2.2: a full bucket prefers the peers it has (long-lived nodes tend to stay),
+///   so a newcomer waits in the replacement cache while the least recently seen entry is checked;
+///   only a failed check evicts it.
+public struct RoutingTable: Sendable {
+    /// Number of buckets: one per possible `floor(log2(distance))`.
+    public static let bucketCount = KademliaKey.bitCount
+
+    /// How a peer proved it serves the DHT; the caller must say which, so nothing enters by hearsay.
+    public enum Evidence: Hashable, Sendable {
+        /// The peer answered a kad request of ours (which only a server-mode node accepts).
+        case answeredRequest
+        /// The peer opened a kad stream to us, in the mode it advertises through identify (server
+        /// when it lists the kad protocol id).
+        case inboundStream(KademliaMode)
+    }
+
+    /// What `add` did.
+    public enum Update: Hashable, Sendable {
+        /// The peer is a new entry.
+        case inserted
+        /// The peer was an entry; it is now the most recently seen one of its bucket and its
+        /// addresses are updated.
+        case updated
+        /// The bucket is full. The peer waits in the replacement cache; the caller should ping this
+        /// entry, the bucket's least recently seen, and report `livenessCheckSucceeded` or
+        /// `livenessCheckFailed`.
+        case pendingLivenessCheck(KademliaPeer)
+        /// The bucket is full and no check is needed now (one is in flight, or every entry was seen
+        /// within `livenessCheckInterval`); the peer waits in the replacement cache.
+        case cached
+        /// The peer was not admitted.
+        case rejected(Rejection)
+    }
+
+    /// Why `add` turned a peer away.
+    public enum Rejection: Hashable, Sendable {
+        /// It is us.
+        case localPeer
+        /// It runs in client mode (and was removed if it had been an entry).
+        case clientMode
+        /// The table holds `maximumEntries`.
+        case tableFull
+    }
+
+    /// An entry that left the table, and the replacement that took its place, if the bucket had one.
+    public struct Eviction: Hashable, Sendable {
+        public let evicted: RoutingTableEntry
+        public let promoted: RoutingTableEntry?
+    }
+
+    /// The local peer.
+    public let localPeer: PeerID
+    /// The local peer's key; distances in the table are measured from it.
+    public let localKey: KademliaKey
+    /// Sizes, bounds and timings.
+    public let configuration: Configuration
+    /// Entries in the table (replacement caches not counted).
+    public private(set) var count = 0
+
+    var buckets: [KBucket]
+
+    /// An empty table for `localPeer`.
+    public init(localPeer: PeerID, configuration: Configuration = Configuration()) {
+        precondition(configuration.bucketSize > 0, "bucket size must be positive")
+        self.localPeer = localPeer
+        self.localKey = KademliaKey(peer: localPeer)
+        self.configuration = configuration
+        self.buckets = Array(repeating: KBucket(), count: Self.bucketCount)
+    }
+
+    /// The bucket `key` belongs in; `nil` for the local key.
+    public func bucketIndex(for key: KademliaKey) -> Int? {
+        localKey.distance(to: key).bucketIndex
+    }
+
+    /// The entry for `peer`, if it is in the table (replacement caches not included).
+    public func entry(for peer: PeerID) -> RoutingTableEntry? {
+        let key = KademliaKey(peer: peer)
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return nil }
+        return buckets[bucket].entries[index]
+    }
+
+    /// Whether `peer` is an entry.
+    public func contains(_ peer: PeerID) -> Bool {
+        entry(for: peer) != nil
+    }
+
+    /// The entries of bucket `index`, least recently seen first.
+    public func entries(inBucket index: Int) -> [RoutingTableEntry] {
+        buckets[index].entries
+    }
+
+    /// The replacement candidates of bucket `index`, least recently seen first.
+    public func replacements(inBucket index: Int) -> [RoutingTableEntry] {
+        buckets[index].replacements
+    }
+
+    /// Every entry, bucket 0 (closest to us) first.
+    public var entries: [RoutingTableEntry] {
+        buckets.flatMap(\.entries)
+    }
+
+    /// Records that `peer` proved it serves the DHT (see `Evidence`) at `now`, with the addresses it
+    /// was reached at (empty keeps the known ones).
+    ///
+    /// A client-mode peer is rejected, and removed if it was an entry: the spec keeps only server-mode
+    /// nodes in routing tables, and a node that switched to client mode no longer answers.
+    public mutating func add(_ peer: KademliaPeer, evidence: Evidence, now: NIODeadline) -> Update {
+        guard let bucket = bucketIndex(for: peer.key) else { return .rejected(.localPeer) }
+        if case .inboundStream(.client) = evidence {
+            _ = remove(key: peer.key, bucket: bucket)
+            return .rejected(.clientMode)
+        }
+        var peer = peer
+        if peer.addresses.count > configuration.maximumAddressesPerPeer {
+            peer.addresses.removeLast(peer.addresses.count - configuration.maximumAddressesPerPeer)
+        }
+        if let index = buckets[bucket].index(of: peer.key) {
+            buckets[bucket].touch(at: index, addresses: peer.addresses, evidence: evidence, now: now)
+            return .updated
+        }
+        let entry = RoutingTableEntry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
+        if buckets[bucket].entries.count < configuration.bucketSize {
+            guard count < configuration.maximumEntries else { return .rejected(.tableFull) }
+            buckets[bucket].append(entry)
+            count += 1
+            return .inserted
+        }
+        buckets[bucket].cacheReplacement(entry, capacity: configuration.replacementCacheSize)
+        if let check = buckets[bucket].livenessCheck, now - check.started < configuration.livenessCheckTimeout {
+            return .cached
+        }
+        let leastRecentlySeen = buckets[bucket].entries[0]
+        if now - leastRecentlySeen.lastSeen < configuration.livenessCheckInterval {
+            return .cached
+        }
+        buckets[bucket].livenessCheck = KBucket.LivenessCheck(key: leastRecentlySeen.key, started: now)
+        return .pendingLivenessCheck(leastRecentlySeen.peer)
+    }
+
+    /// The caller's ping of `peer` (asked for by `.pendingLivenessCheck`) was answered at `now`: the
+    /// entry stays and becomes its bucket's most recently seen. The newcomer stays in the
+    /// replacement cache for the next vacancy.
+    public mutating func livenessCheckSucceeded(_ peer: PeerID, now: NIODeadline) {
+        let key = KademliaKey(peer: peer)
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
+        buckets[bucket].touch(at: index, addresses: nil, evidence: nil, now: now)
+    }
+
+    /// The caller's ping of `peer` failed: the entry is evicted and the most recently seen
+    /// replacement takes its place. `nil` if `peer` was not an entry (it may have left already).
+    public mutating func livenessCheckFailed(_ peer: PeerID, now: NIODeadline) -> Eviction? {
+        remove(peer)
+    }
+
+    /// Removes `peer` (an entry or a replacement candidate), promoting the most recently seen
+    /// replacement into a vacated bucket slot. Returns the eviction when an entry left.
+    public mutating func remove(_ peer: PeerID) -> Eviction? {
+        let key = KademliaKey(peer: peer)
+        guard let bucket = bucketIndex(for: key) else { return nil }
+        return remove(key: key, bucket: bucket)
+    }
+
+    /// Notes whether the caller holds a connection to `peer` (informational; see
+    /// `RoutingTableEntry.isConnected`).
+    public mutating func setConnected(_ peer: PeerID, _ connected: Bool) {
+        let key = KademliaKey(peer: peer)
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
+        buckets[bucket].setConnected(at: index, connected)
+    }
+
+    private mutating func remove(key: KademliaKey, bucket: Int) -> Eviction? {
+        if let index = buckets[bucket].index(of: key) {
+            let (removed, promoted) = buckets[bucket].remove(at: index)
+            if promoted == nil { count -= 1 }
+            return Eviction(evicted: removed, promoted: promoted)
+        }
+        if let index = buckets[bucket].replacementIndex(of: key) {
+            buckets[bucket].removeReplacement(at: index)
+        }
+        return nil
+    }
+}
