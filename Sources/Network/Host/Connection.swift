@@ -34,7 +34,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Largest yamux frame payload accepted: py-libp2p and go send at most 64 KiB frames.
     static let maximumInboundFramePayload = 1 << 20
     /// Most bytes one `read()` returns when several frames are queued.
-    static let maximumReadBatch = 256 * 1024
+    static let maximumReadBatch = 1024 * 1024
     /// Bytes of frames pulled from the session per pump before checking socket writability.
     static let pumpBudget = 1024 * 1024
     /// The wire size of the largest frame we send (header + one Noise message of payload).
@@ -119,31 +119,41 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         guard session != nil else { return }
-        inbound.writeBuffer(&bytes)
         do {
-            while true {
-                guard session != nil else { return }
-                // Refuse a data frame from its header when it exceeds what the stream's window (or a
-                // new stream's initial window) allows: never wait for, and buffer, such a payload.
-                let window = session!.receiveWindowLimit(forNextFrameIn: inbound)
-                let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
-                let next: YamuxFrame?
-                do {
-                    next = try inbound.readYamuxFrame(maximumPayload: limit)
-                } catch {
-                    guard window != nil, error.kind == .messageTooLarge else { throw error }
-                    throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
-                }
-                guard let frame = next else { break }
-                // `session!` mutates in place: a local copy would copy the stream table per frame.
-                let actions = try session!.receive(frame, now: .now())
-                perform(actions)
+            if inbound.readableBytes == 0 {
+                // Fast path: frames are parsed straight from the decrypted message, and only an
+                // incomplete tail is kept; their payloads stay views of it, with no copy.
+                try receiveFrames(from: &bytes)
+                if bytes.readableBytes > 0 { inbound.writeBuffer(&bytes) }
+            } else {
+                inbound.writeBuffer(&bytes)
+                try receiveFrames(from: &inbound)
+                inbound.discardReadBytes()
             }
-            inbound.discardReadBytes()
         } catch {
             logger.warning("closing connection: \(error)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
             pump()
             close(error: error)
+        }
+    }
+
+    private func receiveFrames(from buffer: inout ByteBuffer) throws {
+        while session != nil {
+            // Refuse a data frame from its header when it exceeds what the stream's window (or a
+            // new stream's initial window) allows: never wait for, and buffer, such a payload.
+            let window = session!.receiveWindowLimit(forNextFrameIn: buffer)
+            let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
+            let next: YamuxFrame?
+            do {
+                next = try buffer.readYamuxFrame(maximumPayload: limit)
+            } catch {
+                guard window != nil, error.kind == .messageTooLarge else { throw error }
+                throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
+            }
+            guard let frame = next else { return }
+            // `session!` mutates in place: a local copy would copy the stream table per frame.
+            let actions = try session!.receive(frame, now: .now())
+            perform(actions)
         }
     }
 
@@ -316,7 +326,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             // per batch rather than per frame is what keeps a fast stream from being bound by
             // thread hand-offs.
             if let next = state.inbound.first, bytes.readableBytes + next.readableBytes <= Self.maximumReadBatch {
-                var batch = context?.channel.allocator.buffer(capacity: Self.maximumReadBatch) ?? ByteBuffer()
+                var size = 0
+                for chunk in state.inbound {
+                    guard bytes.readableBytes + size + chunk.readableBytes <= Self.maximumReadBatch else { break }
+                    size += chunk.readableBytes
+                }
+                var batch = context?.channel.allocator.buffer(capacity: bytes.readableBytes + size) ?? ByteBuffer()
                 batch.writeBuffer(&bytes)
                 while let more = state.inbound.first, batch.readableBytes + more.readableBytes <= Self.maximumReadBatch {
                     var chunk = state.inbound.removeFirst()

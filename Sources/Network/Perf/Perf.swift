@@ -8,7 +8,7 @@ public enum Perf {
     public static let protocolID = "/perf/1.0.0"
     /// Chunk size for generated traffic: each write is one hop to the connection's event loop, so
     /// large chunks keep that cost small per byte.
-    static let chunkSize = 256 * 1024
+    static let chunkSize = 1024 * 1024
 
     /// The measurement of one run.
     public struct Result: Sendable {
