@@ -64,7 +64,12 @@ let package = Package(
         ),
         .target(
             name: "Resolution",
-            dependencies: ["Identity", "Multiformats", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "Identity", "Multiformats",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["KadProtocol/Generated/dht.proto"]
         ),
         // Application: so far the control API (JSON-RPC 2.0 over the Unix socket), server and client.
         .target(
@@ -141,6 +146,7 @@ let package = Package(
             dependencies: [
                 "Resolution", "Identity", "Multiformats", "AgentTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
         // Control API tests over real Unix sockets; the CLI ones run the built agentctl.
         .testTarget(
