@@ -30,4 +30,25 @@ struct ConnectCloseLoopTests {
         await server.shutdown()
         try await group.shutdownGracefully()
     }
+
+    @Test("reconnecting right after a close gets a live connection, not the closing one")
+    func reconnectAfterClose() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (server, address) = try await HostTests.makeHost(group)
+        let client = Host(identity: Ed25519.PrivateKey(), group: group)
+        for _ in 0..<50 {
+            let first = try await client.connect(to: address)
+            first.close()
+            // No wait for the close: the server may still hold the old connection when the new one
+            // arrives, and must keep the new one.
+            let second = try await client.connect(to: address)
+            #expect(second !== first)
+            #expect(try await Ping.ping(client, peer: server.peerID).count == 1)
+            second.close()
+            try await second.closeFuture.get()
+        }
+        await client.shutdown()
+        await server.shutdown()
+        try await group.shutdownGracefully()
+    }
 }

@@ -1,6 +1,7 @@
 import Identity
 import Logging
 import Multiformats
+import NIOConcurrencyHelpers
 import NIOCore
 import Session
 
@@ -55,8 +56,15 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private var inbound = ByteBuffer()
     private(set) var streams: [YamuxStreamID: StreamState] = [:]
     private var tickTask: RepeatedTask?
-    private var closed = false
+    private var closed = false {
+        didSet { if closed { closingFlag.withLockedValue { $0 = true } } }
+    }
     private var pumpScheduled = false
+    /// `closed`, readable from any thread (the host's registry consults it).
+    private let closingFlag = NIOLockedValueBox(false)
+
+    /// Whether the connection is closing or closed.
+    public var isClosing: Bool { closingFlag.withLockedValue { $0 } }
     private let established: EventLoopPromise<Connection>
     private var establishedDone = false
 
@@ -471,6 +479,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Sends GoAway and closes the connection.
     public func close() {
+        // Marked at once, so that a connect right after this call does not reuse this connection.
+        closingFlag.withLockedValue { $0 = true }
         eventLoop.execute { self.close(error: nil) }
     }
 

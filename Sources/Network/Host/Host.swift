@@ -161,7 +161,7 @@ final class HostCore: @unchecked Sendable {
     func setPeerInfo(_ info: IdentifyInfo, for peer: PeerID) { lock.withLock { peerInfos[peer] = info } }
 
     func connection(to peer: PeerID) -> Connection? {
-        lock.withLock { connectionsByPeer[peer]?.first }
+        lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing } }
     }
 
     private func makeConnection(direction: ConnectionDirection, channel: Channel) -> Connection {
@@ -250,7 +250,7 @@ final class HostCore: @unchecked Sendable {
             throw NetworkError(.invalidAddress, "\(address) is this node itself")
         }
         let (future, isNew) = lock.withLock { () -> (EventLoopFuture<Connection>?, Bool) in
-            if let existing = connectionsByPeer[peer]?.first {
+            if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) {
                 return (existing.eventLoop.makeSucceededFuture(existing), false)
             }
             if let pending = pendingDials[peer] { return (pending, false) }
@@ -327,6 +327,9 @@ final class HostCore: @unchecked Sendable {
         // keep the one initiated by the smaller peer id (the same choice on both sides) and close
         // the other. Two connections with the same initiator: keep the older.
         let redundant = lock.withLock { () -> Connection? in
+            // A connection that is already closing never wins: the peer reconnected after closing it
+            // (its close has not reached us yet), and keeping the old one would kill the new one.
+            connectionsByPeer[peer]?.removeAll { $0.isClosing }
             guard let existing = connectionsByPeer[peer]?.first else {
                 connectionsByPeer[peer] = [connection]
                 return nil
