@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Foundation
 
 /// Where a node keeps its files (DESIGN §5): `identity.key`, `agentd.db`, `agentd.sock`.
 public struct DataDirectory: Hashable, Sendable {
@@ -15,7 +11,7 @@ public struct DataDirectory: Hashable, Sendable {
 
     /// The data directory to use: `explicit` when given, else `$AGENTD_HOME`, else `~/.agentd`.
     public static func resolve(
-        explicit: String?, environment: [String: String] = DataDirectory.processEnvironment()
+        explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment
     ) -> DataDirectory {
         if let explicit, !explicit.isEmpty { return DataDirectory(path: explicit) }
         if let home = environment["AGENTD_HOME"], !home.isEmpty { return DataDirectory(path: home) }
@@ -31,18 +27,4 @@ public struct DataDirectory: Hashable, Sendable {
     public var apiSocketPath: String { path + "/agentd.sock" }
     /// A bootstrap list kept in the data directory.
     public var bootstrapPath: String { path + "/bootstrap-nodes.json" }
-
-    /// The process environment as a dictionary.
-    public static func processEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
-        }
-        return result
-    }
 }

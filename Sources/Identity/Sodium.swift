@@ -34,14 +34,6 @@ public enum Sodium {
             if let base = buffer.baseAddress { sodium_memzero(base, buffer.count) }
         }
     }
-
-    /// Constant-time comparison of two byte strings of equal length.
-    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        return a.withUnsafeBytes { pa in
-            b.withUnsafeBytes { pb in sodium_memcmp(pa.baseAddress, pb.baseAddress, pa.count) == 0 }
-        }
-    }
 }
 
 /// Secret bytes held in memory from `sodium_malloc` (guard pages, `mlock` where permitted) and
