@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // libsodium, found through pkg-config; Debian/Ubuntu package libsodium-dev.
@@ -65,9 +66,13 @@ let package = Package(
         .target(
             name: "Resolution",
             dependencies: [
-                "Identity", "Multiformats",
+                "Identity", "Multiformats", "Network", "Session",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             exclude: ["KadProtocol/Generated/dht.proto"]
         ),
@@ -144,8 +149,10 @@ let package = Package(
         .testTarget(
             name: "ResolutionTests",
             dependencies: [
-                "Resolution", "Identity", "Multiformats", "AgentTesting",
+                "Resolution", "Identity", "Multiformats", "Network", "AgentTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
         // Control API tests over real Unix sockets; the CLI ones run the built agentctl.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing agentd needs on Debian/Ubuntu, only where missing:
-# libsodium (through pkg-config), openssl (key-file interop test), and a Python venv in .venv with
+# libsodium (through pkg-config), SQLite (GRDB's system library), openssl (key-file interop test), and a Python venv in .venv with
 # the pinned interop packages (requirements-test.txt). Safe to run again; fast when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 pkg-config --exists libsodium 2>/dev/null || need_apt+=(libsodium-dev pkg-config)
+pkg-config --exists sqlite3 2>/dev/null || need_apt+=(libsqlite3-dev)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

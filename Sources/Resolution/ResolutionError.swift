@@ -32,6 +32,14 @@ public struct ResolutionError: Error, Hashable, Sendable, CustomStringConvertibl
         case nameHeld = "name_held"
         /// A rotation endorsed by a key other than the current holder's.
         case rotationFromWrongKey = "rotation_from_wrong_key"
+        /// The record store holds its maximum number of records (total, or for one sending peer).
+        case storeFull = "store_full"
+        /// The record store (SQLite) failed: the database could not be opened, read or written.
+        case storage
+        /// No valid record was found for the name.
+        case notFound = "not_found"
+        /// A DHT request or lookup failed (peer unreachable, timed out, answered with garbage).
+        case network
     }
 
     public let kind: Kind
