@@ -36,37 +36,63 @@ public enum Sodium {
     }
 }
 
-/// Secret bytes held in memory from `sodium_malloc` (guard pages, `mlock` where permitted) and
-/// zeroed by `sodium_free` when the last reference goes.
+/// Secret bytes, zeroed when the last reference goes.
+///
+/// Two kinds of memory (`Protection`):
+/// - `.locked`: `sodium_malloc` (guard pages, `mlock` where permitted), freed by `sodium_free`. For
+///   long-lived secrets: identity keys, a host's Noise static key. Each allocation costs an `mmap`,
+///   two `mprotect`s and an `mlock` (25-50 us) and three or four kernel memory mappings, so a
+///   process can hold only some 16,000 of them (`vm.max_map_count` is 65530 by default).
+/// - `.heap`: ordinary heap memory, overwritten with `sodium_memzero` before it is freed. For the
+///   short-lived secrets of each connection (Noise ephemeral keys, DH outputs, cipher keys), of
+///   which a busy node holds tens of thousands.
 ///
 /// `@unchecked Sendable`: the memory is written only in `init` and read-only afterwards, so sharing
 /// a reference across threads cannot race.
 public final class SecretBytes: @unchecked Sendable {
+    public enum Protection: Sendable {
+        case locked
+        case heap
+    }
+
     private let pointer: UnsafeMutableRawPointer
+    private let protection: Protection
     /// Number of bytes held.
     public let count: Int
 
-    /// Allocates `count` protected bytes and lets `initializer` fill them.
-    public init(count: Int, initializer: (UnsafeMutableRawBufferPointer) -> Void) {
+    /// Allocates `count` bytes of `protection` memory and lets `initializer` fill them.
+    public init(count: Int, protection: Protection = .locked, initializer: (UnsafeMutableRawBufferPointer) -> Void) {
         Sodium.ensureInitialized()
-        guard let pointer = sodium_malloc(max(count, 1)) else {
-            preconditionFailure("sodium_malloc(\(count)) failed: out of memory")
+        switch protection {
+        case .locked:
+            guard let pointer = sodium_malloc(max(count, 1)) else {
+                preconditionFailure("sodium_malloc(\(count)) failed: out of memory or memory mappings")
+            }
+            self.pointer = pointer
+        case .heap:
+            self.pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
         }
-        self.pointer = pointer
+        self.protection = protection
         self.count = count
         initializer(UnsafeMutableRawBufferPointer(start: pointer, count: count))
     }
 
-    /// Copies `bytes` into protected memory and zeroes `bytes`.
-    public convenience init(consuming bytes: inout [UInt8]) {
-        self.init(count: bytes.count) { target in
+    /// Copies `bytes` into `protection` memory and zeroes `bytes`.
+    public convenience init(consuming bytes: inout [UInt8], protection: Protection = .locked) {
+        self.init(count: bytes.count, protection: protection) { target in
             bytes.withUnsafeBytes { target.copyMemory(from: $0) }
         }
         Sodium.zero(&bytes)
     }
 
     deinit {
-        sodium_free(pointer)
+        switch protection {
+        case .locked:
+            sodium_free(pointer)
+        case .heap:
+            sodium_memzero(pointer, max(count, 1))
+            pointer.deallocate()
+        }
     }
 
     /// Gives read access to the secret for the duration of `body`.

@@ -47,7 +47,7 @@ public struct NoiseHandshake: Sendable {
     ///   - ephemeral: injected only by tests.
     public init(
         role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
-        expectedPeer: PeerID? = nil, muxers: [String] = [], ephemeral: X25519.PrivateKey = X25519.PrivateKey()
+        expectedPeer: PeerID? = nil, muxers: [String] = [], ephemeral: X25519.PrivateKey = .ephemeral()
     ) {
         self.state = NoiseHandshakeState(role: role, localStatic: staticKey, ephemeral: ephemeral)
         self.identity = identity

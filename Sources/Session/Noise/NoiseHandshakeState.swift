@@ -30,7 +30,7 @@ public struct NoiseHandshakeState: Sendable {
     /// - Parameters:
     ///   - ephemeral: injected only by tests (vectors); a fresh key otherwise.
     public init(
-        role: Role, localStatic: X25519.PrivateKey, ephemeral: X25519.PrivateKey = X25519.PrivateKey(),
+        role: Role, localStatic: X25519.PrivateKey, ephemeral: X25519.PrivateKey = .ephemeral(),
         prologue: [UInt8] = []
     ) {
         self.role = role

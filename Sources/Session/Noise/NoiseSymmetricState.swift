@@ -34,7 +34,7 @@ struct NoiseSymmetricState: Sendable {
         Sodium.zero(&chainingKey)
         chainingKey = outputs[0]
         var key = outputs[1]
-        cipher = NoiseCipherState(key: SecretBytes(consuming: &key))
+        cipher = NoiseCipherState(key: SecretBytes(consuming: &key, protection: .heap))
     }
 
     mutating func encryptAndHash(_ plaintext: [UInt8]) throws(SessionError) -> [UInt8] {
@@ -63,8 +63,8 @@ struct NoiseSymmetricState: Sendable {
     mutating func split() -> (NoiseCipherState, NoiseCipherState) {
         var outputs = Self.hkdf(chainingKey: chainingKey, inputKeyMaterial: [], count: 2)
         Sodium.zero(&chainingKey)
-        let first = NoiseCipherState(key: SecretBytes(consuming: &outputs[0]))
-        let second = NoiseCipherState(key: SecretBytes(consuming: &outputs[1]))
+        let first = NoiseCipherState(key: SecretBytes(consuming: &outputs[0], protection: .heap))
+        let second = NoiseCipherState(key: SecretBytes(consuming: &outputs[1], protection: .heap))
         return (first, second)
     }
 
