@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "agentd",
             dependencies: [
-                "AgentNode", "Identity", "Multiformats",
+                "AgentNode", "Identity", "Multiformats", "Resolution",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -153,6 +153,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]),
         // Control API tests over real Unix sockets; the CLI ones run the built agentctl.

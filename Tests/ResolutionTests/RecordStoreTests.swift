@@ -1,0 +1,305 @@
+import Foundation
+import GRDB
+import Identity
+import Testing
+
+@testable import Resolution
+
+@Suite("record store: ownership rules, expiry, quotas, persistence")
+struct RecordStoreTests {
+    static let now = Fixtures.now
+    static let bobPeer = PeerID(publicKey: Fixtures.bob.publicKey)
+    static let carolPeer = PeerID(publicKey: Fixtures.carol.publicKey)
+
+    /// A fresh directory under the system's temporary directory; the caller removes it.
+    static func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "agentd-records-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    static func name(_ text: String) -> AgentName { try! AgentName(text) }
+
+    @Test("a first claim is stored and read back by name and by record key")
+    func firstClaim() throws {
+        let store = try RecordStore(path: nil)
+        let record = Fixtures.record(seq: 1)
+        #expect(try store.put(record, from: Self.bobPeer, now: Self.now) == .firstClaim)
+        #expect(try store.get(Fixtures.name, now: Self.now) == record)
+        #expect(try store.get(recordKey: Fixtures.name.recordKey, now: Self.now) == record)
+        #expect(try store.count(now: Self.now) == 1)
+        #expect(try store.records(now: Self.now, limit: 10) == [record])
+        #expect(try store.get(Self.name("bob"), now: Self.now) == nil)
+    }
+
+    @Test("the holder's higher seq replaces the record; the same bytes again change nothing")
+    func update() throws {
+        let store = try RecordStore(path: nil)
+        try store.put(Fixtures.record(seq: 1), from: nil, now: Self.now)
+        let newer = Fixtures.record(seq: 2, timestamp: Self.now + 10)
+        #expect(try store.put(newer, from: Self.bobPeer, now: Self.now + 10) == .update)
+        #expect(try store.get(Fixtures.name, now: Self.now + 10) == newer)
+        #expect(try store.put(newer, from: Self.carolPeer, now: Self.now + 20) == .identical)
+        #expect(try store.get(Fixtures.name, now: Self.now + 20) == newer)
+        #expect(try store.count(now: Self.now + 20) == 1)
+    }
+
+    @Test("a stale seq is rejected with stale_seq and the held record stays")
+    func staleSeq() throws {
+        let store = try RecordStore(path: nil)
+        let held = Fixtures.record(seq: 5)
+        try store.put(held, from: nil, now: Self.now)
+        let error = #expect(throws: ResolutionError.self) {
+            try store.put(Fixtures.record(seq: 4, timestamp: Self.now + 10), from: Self.bobPeer, now: Self.now + 10)
+        }
+        #expect(error?.kind == .staleSeq)
+        #expect(try store.get(Fixtures.name, now: Self.now + 10) == held)
+    }
+
+    @Test("another key cannot take a live name: name_held, and the holder's record stays")
+    func nameHeld() throws {
+        let store = try RecordStore(path: nil)
+        let held = Fixtures.record(seq: 1)
+        try store.put(held, from: nil, now: Self.now)
+        let error = #expect(throws: ResolutionError.self) {
+            try store.put(Fixtures.record(Fixtures.bob, seq: 100), from: Self.bobPeer, now: Self.now)
+        }
+        #expect(error?.kind == .nameHeld)
+        #expect(try store.get(Fixtures.name, now: Self.now) == held)
+    }
+
+    @Test("an invalid record is refused with the validation error and nothing is stored")
+    func invalidIncoming() throws {
+        let store = try RecordStore(path: nil)
+        let error = #expect(throws: ResolutionError.self) {
+            try store.put(Fixtures.record(timestamp: Self.now - 7200), from: Self.bobPeer, now: Self.now)
+        }
+        #expect(error?.kind == .expired)
+        #expect(try store.count(now: Self.now) == 0)
+    }
+
+    @Test("an expired record is invisible, frees its name, and is removed by removeExpired")
+    func expiry() throws {
+        let store = try RecordStore(path: nil)
+        let record = Fixtures.record(seq: 1, ttl: 60)
+        try store.put(record, from: nil, now: Self.now)
+        try store.put(Fixtures.record(name: Self.name("long"), ttl: 3600), from: nil, now: Self.now)
+        // Valid up to and including timestamp + ttl (spec/records.md §4).
+        #expect(try store.get(Fixtures.name, now: Self.now + 60) == record)
+        let later = Self.now + 61
+        #expect(try store.get(Fixtures.name, now: later) == nil)
+        #expect(try store.get(recordKey: Fixtures.name.recordKey, now: later) == nil)
+        #expect(try store.count(now: later) == 1)
+        #expect(try store.records(now: later, limit: 10).map(\.record.name) == [Self.name("long")])
+        #expect(try store.removeExpired(now: later) == 1)
+        #expect(try store.removeExpired(now: later) == 0)
+        #expect(try store.get(Fixtures.name, now: Self.now) == nil)
+
+        // A lapsed claim, still in the table, is free for another key.
+        try store.put(Fixtures.record(seq: 9, ttl: 60), from: nil, now: Self.now)
+        let bobs = Fixtures.record(Fixtures.bob, seq: 1, timestamp: later)
+        #expect(try store.put(bobs, from: Self.bobPeer, now: later) == .previousClaimLapsed)
+        #expect(try store.get(Fixtures.name, now: later) == bobs)
+    }
+
+    @Test("records(now:limit:storedBefore:) lists by store time, honours the limit and the cut-off")
+    func listing() throws {
+        let store = try RecordStore(path: nil)
+        let first = Fixtures.record(name: Self.name("one"))
+        let second = Fixtures.record(name: Self.name("two"))
+        try store.put(second, from: nil, now: Self.now)
+        try store.put(first, from: nil, now: Self.now + 100)
+        #expect(try store.records(now: Self.now + 100, limit: 10) == [second, first])
+        #expect(try store.records(now: Self.now + 100, limit: 1) == [second])
+        #expect(try store.records(now: Self.now + 100, limit: 0) == [])
+        #expect(try store.records(now: Self.now + 100, limit: 10, storedBefore: Self.now + 100) == [second])
+        #expect(try store.records(now: Self.now + 100, limit: 10, storedBefore: Self.now) == [])
+    }
+
+    @Test("records, own records and the 0600 mode survive closing and reopening the file")
+    func persistence() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/agentd.db"
+        let record = Fixtures.record(seq: 7)
+        let own = Fixtures.record(Fixtures.bob, name: Self.name("bob"), seq: 3)
+        do {
+            let store = try RecordStore(path: path)
+            try store.put(record, from: Self.bobPeer, now: Self.now)
+            try store.setOwnRecord(own)
+        }
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+
+        let reopened = try RecordStore(path: path)
+        #expect(try reopened.get(Fixtures.name, now: Self.now) == record)
+        #expect(try reopened.ownRecords() == [own])
+        let stale = #expect(throws: ResolutionError.self) {
+            try reopened.put(Fixtures.record(seq: 6), from: nil, now: Self.now)
+        }
+        #expect(stale?.kind == .staleSeq)
+        #expect(try reopened.put(Fixtures.record(seq: 8), from: nil, now: Self.now) == .update)
+    }
+
+    @Test("quotas: a new name over the total or the sender's share is store_full; updates still pass")
+    func quotas() throws {
+        var configuration = RecordStore.Configuration()
+        configuration.maximumRecords = 3
+        configuration.maximumRecordsPerSender = 2
+        let store = try RecordStore(path: nil, configuration: configuration)
+
+        try store.put(Fixtures.record(name: Self.name("a0")), from: Self.bobPeer, now: Self.now)
+        try store.put(Fixtures.record(name: Self.name("a1")), from: Self.bobPeer, now: Self.now)
+        let perSender = #expect(throws: ResolutionError.self) {
+            try store.put(Fixtures.record(name: Self.name("a2")), from: Self.bobPeer, now: Self.now)
+        }
+        #expect(perSender?.kind == .storeFull)
+        #expect(perSender?.message.contains("per-sender quota of 2") == true)
+        #expect(perSender?.message.contains(Self.bobPeer.description) == true)
+
+        // Another sender may still add one; then the total is reached, for everyone, local too.
+        try store.put(Fixtures.record(name: Self.name("a2")), from: Self.carolPeer, now: Self.now)
+        for sender in [Self.carolPeer, nil] {
+            let total = #expect(throws: ResolutionError.self) {
+                try store.put(Fixtures.record(name: Self.name("a3")), from: sender, now: Self.now)
+            }
+            #expect(total?.kind == .storeFull)
+            #expect(total?.message.contains("total quota is 3") == true)
+        }
+
+        // Updates of names already held never hit a quota, whoever sends them.
+        #expect(
+            try store.put(Fixtures.record(name: Self.name("a1"), seq: 2), from: Self.bobPeer, now: Self.now) == .update)
+        #expect(
+            try store.put(Fixtures.record(name: Self.name("a2"), seq: 2), from: Self.bobPeer, now: Self.now) == .update)
+        #expect(try store.count(now: Self.now) == 3)
+    }
+
+    @Test("quotas count live records only: expired ones make room for new names")
+    func quotaAfterExpiry() throws {
+        var configuration = RecordStore.Configuration()
+        configuration.maximumRecords = 2
+        configuration.maximumRecordsPerSender = 1
+        let store = try RecordStore(path: nil, configuration: configuration)
+        try store.put(Fixtures.record(name: Self.name("short"), ttl: 60), from: Self.bobPeer, now: Self.now)
+        try store.put(Fixtures.record(name: Self.name("long")), from: Self.carolPeer, now: Self.now)
+        let later = Self.now + 61
+        let fresh = Fixtures.record(name: Self.name("fresh"), timestamp: later)
+        #expect(try store.put(fresh, from: Self.bobPeer, now: later) == .firstClaim)
+        #expect(try store.count(now: later) == 2)
+        #expect(try store.get(Self.name("short"), now: Self.now) == nil)
+    }
+
+    @Test("get(recordKey:) returns nil for keys that are not agent record keys")
+    func junkKeys() throws {
+        let store = try RecordStore(path: nil)
+        try store.put(Fixtures.record(), from: nil, now: Self.now)
+        let keys: [[UInt8]] = [
+            [], Array("/agent/".utf8), Array("/agent/Alice.agent".utf8), Array("/agent/alice".utf8),
+            Array("/pk/alice.agent".utf8), Array("alice.agent".utf8), Array("/agent/alice.agent/".utf8),
+            Array("/agent/".utf8) + [0xff, 0xfe] + Array(".agent".utf8),
+            Array("/agent/".utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: 10_000),
+            Array("/agent/bob.agent".utf8),
+        ]
+        for key in keys {
+            #expect(try store.get(recordKey: key, now: Self.now) == nil, "\(key.prefix(40))")
+        }
+        #expect(try store.get(recordKey: Array("/agent/alice.agent".utf8), now: Self.now) != nil)
+    }
+
+    @Test("own records round trip, stay after expiry, and are replaced and removed by name")
+    func ownRecords() throws {
+        let store = try RecordStore(path: nil)
+        let alice = Fixtures.record(seq: 1, timestamp: Self.now - 86_400 * 30)
+        let bob = Fixtures.record(Fixtures.bob, name: Self.name("bob"), seq: 4)
+        #expect(try store.ownRecord(for: Fixtures.name) == nil)
+        try store.setOwnRecord(bob)
+        try store.setOwnRecord(alice)
+        #expect(try store.ownRecord(for: Fixtures.name) == alice)
+        #expect(try store.ownRecords() == [alice, bob])
+        let newer = Fixtures.record(seq: 2)
+        try store.setOwnRecord(newer)
+        #expect(try store.ownRecord(for: Fixtures.name) == newer)
+        try store.removeOwnRecord(for: Fixtures.name)
+        try store.removeOwnRecord(for: Fixtures.name)
+        #expect(try store.ownRecords() == [bob])
+        // Own records are not DHT records.
+        #expect(try store.get(Self.name("bob"), now: Self.now) == nil)
+    }
+
+    @Test("corrupt rows are treated as absent and deleted, without a crash")
+    func corruptRows() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/agentd.db"
+        let store = try RecordStore(path: path)
+        let names = ["garbage", "text", "other", "listed"].map { Self.name($0) }
+        for name in names { try store.put(Fixtures.record(name: name), from: nil, now: Self.now) }
+        try store.setOwnRecord(Fixtures.record())
+        try store.setOwnRecord(Fixtures.record(name: Self.name("own")))
+
+        let database = try DatabaseQueue(path: path)
+        try database.write { db in
+            try db.execute(sql: "UPDATE records SET record = x'deadbeef' WHERE name = 'garbage.agent'")
+            try db.execute(sql: "UPDATE records SET record = 'not a record' WHERE name = 'text.agent'")
+            // A well-formed record, but for another name.
+            try db.execute(
+                sql: "UPDATE records SET record = ? WHERE name = 'other.agent'",
+                arguments: [Data(Fixtures.record().bytes)])
+            try db.execute(sql: "UPDATE records SET record = x'00' WHERE name = 'listed.agent'")
+            try db.execute(sql: "UPDATE own_records SET record = x'01' WHERE name = 'own.agent'")
+        }
+
+        for name in names.prefix(3) { #expect(try store.get(name, now: Self.now) == nil) }
+        #expect(try store.records(now: Self.now, limit: 10) == [])
+        #expect(try store.count(now: Self.now) == 0)
+        #expect(try store.ownRecord(for: Self.name("own")) == nil)
+        #expect(try store.ownRecords() == [Fixtures.record()])
+        // The name is free again: a claim is a first claim.
+        #expect(try store.put(Fixtures.record(name: names[0]), from: nil, now: Self.now) == .firstClaim)
+        // A corrupt row met by put is dropped too.
+        try database.write { db in
+            try db.execute(sql: "UPDATE records SET record = x'ff' WHERE name = 'garbage.agent'")
+        }
+        #expect(try store.put(Fixtures.record(name: names[0]), from: nil, now: Self.now) == .firstClaim)
+    }
+
+    @Test("a path that cannot be opened gives a storage error naming the path and the reason")
+    func unwritablePath() throws {
+        let missing = "/nonexistent-\(UUID().uuidString)/agentd.db"
+        let error = #expect(throws: ResolutionError.self) { try RecordStore(path: missing) }
+        #expect(error?.kind == .storage)
+        #expect(error?.message.contains(missing) == true)
+        #expect(error?.message.contains("No such file or directory") == true)
+
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let directoryError = #expect(throws: ResolutionError.self) { try RecordStore(path: directory) }
+        #expect(directoryError?.kind == .storage)
+        #expect(directoryError?.message.contains(directory) == true)
+
+        let notADatabase = directory + "/agentd.db"
+        _ = FileManager.default.createFile(atPath: notADatabase, contents: Data(repeating: 0x41, count: 4096))
+        let garbageError = #expect(throws: ResolutionError.self) { try RecordStore(path: notADatabase) }
+        #expect(garbageError?.kind == .storage)
+        #expect(garbageError?.message.contains("not a database") == true)
+    }
+
+    @Test("concurrent puts and gets from several tasks are serialized")
+    func concurrency() async throws {
+        let store = try RecordStore(path: nil)
+        let records = (0..<40).map { Fixtures.record(name: Self.name("c\($0)")) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for chunk in stride(from: 0, to: records.count, by: 10) {
+                group.addTask {
+                    for record in records[chunk..<(chunk + 10)] {
+                        try store.put(record, from: Self.bobPeer, now: Self.now)
+                        #expect(try store.get(record.record.name, now: Self.now) == record)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try store.count(now: Self.now) == 40)
+    }
+}
