@@ -184,6 +184,15 @@ public struct ClosestPeersLookup: Sendable {
         return true
     }
 
+    /// Ends the lookup now because the driver has what it needs (for example enough agreeing
+    /// records, judged by rules the state machine does not know). The termination is
+    /// `quorumReached`; every later call returns the same result.
+    @discardableResult
+    public mutating func stop(now: NIODeadline) -> LookupResult {
+        if let result { return result }
+        return finish(.quorumReached, now: now)
+    }
+
     private func path(of key: KademliaKey) -> Int? {
         paths.count == 1 ? 0 : claims[key]
     }

@@ -1,0 +1,300 @@
+import Foundation
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+import Network
+
+/// What publishing a record did.
+public struct PublishReport: Sendable {
+    public let record: SignedAgentRecord
+    /// Replicas that acknowledged the PUT.
+    public let storedAt: [PeerID]
+    /// Replicas that refused it or could not be reached, with the reason.
+    public let failures: [(peer: PeerID, reason: String)]
+    /// The lookup that found the replicas.
+    public let lookup: LookupStatistics
+}
+
+/// A verified answer to `resolve`.
+public struct Resolution: Sendable {
+    public enum Source: String, Sendable {
+        /// From the resolution cache; no network traffic.
+        case cache
+        /// From replicas found by a value lookup.
+        case network
+        /// Only our own store had it (no replica answered with it).
+        case local
+    }
+
+    public let record: SignedAgentRecord
+    public let source: Source
+    /// Replicas whose answer supports the chosen claim.
+    public let replicas: Int
+    /// Replicas that answered with an invalid record (forged, expired, another name, malformed).
+    public let invalidAnswers: Int
+    /// Different keys that claimed the name among the valid answers.
+    public let rivalClaims: Int
+    /// The value lookup, when there was one.
+    public let lookup: LookupStatistics?
+}
+
+extension DHT {
+    // MARK: Own records
+
+    /// Publishes `name` for this node: signs a record with the host's key (seq above any earlier
+    /// one, kept in the store), stores it locally and at the `replicationFactor` closest nodes, and
+    /// keeps it fresh until `unregister` (republishing at `republishFraction` of its TTL).
+    /// - Parameters:
+    ///   - addresses: the addresses to publish; nil follows the host's listen addresses.
+    ///   - protocols: nil follows the host's protocols.
+    public func register(
+        _ name: AgentName, addresses: [Multiaddr]? = nil, protocols: [String]? = nil,
+        ttl: UInt32 = RecordLimits.defaultTTL
+    ) async throws(ResolutionError) -> PublishReport {
+        if let peer = name.selfCertifyingPeerID, peer != host.peerID {
+            throw ResolutionError(
+                .selfCertifyingMismatch, "\(name) is the self-certifying name of \(peer); this node is \(host.peerID)")
+        }
+        let own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
+        let record = try signOwnRecord(name, own)
+        state.withLockedValue { $0.ownNames[name] = own }
+        let report = try await publish(record)
+        state.withLockedValue { $0.ownNames[name]?.replicas = report.storedAt.count }
+        return report
+    }
+
+    /// Stops republishing `name` (its record stays in the network until it expires).
+    public func unregister(_ name: AgentName) throws(ResolutionError) {
+        state.withLockedValue { $0.ownNames[name] = nil }
+        try store.removeOwnRecord(for: name)
+    }
+
+    /// The names this node keeps published.
+    public var registeredNames: [AgentName] { state.withLockedValue { Array($0.ownNames.keys).sorted() } }
+
+    func signOwnRecord(_ name: AgentName, _ own: OwnName) throws(ResolutionError) -> SignedAgentRecord {
+        let now = unixClock()
+        let previous = try store.ownRecord(for: name)
+        let seq = max(now, (previous?.record.seq ?? 0) + 1)
+        let addresses = own.addresses ?? Self.dialable(host.listenAddresses)
+        let protocols = own.protocols ?? host.protocols.sorted()
+        let record = AgentRecord(
+            name: name, publicKey: host.identity.publicKey, seq: seq, timestamp: now, ttl: own.ttl,
+            addresses: Array(addresses.prefix(RecordLimits.maximumAddresses)),
+            protocols: Array(protocols.prefix(RecordLimits.maximumProtocols)))
+        let signed = try record.signed(with: host.identity)
+        try store.setOwnRecord(signed)
+        return signed
+    }
+
+    /// Republishes own records past `republishFraction` of their TTL, and those whose addresses no
+    /// longer match the host's (when they follow the host). Returns how many were republished.
+    @discardableResult
+    public func republishOwnRecords(force: Bool = false) async -> Int {
+        let (names, tableSize) = state.withLockedValue { ($0.ownNames, $0.table.count) }
+        var republished = 0
+        for (name, own) in names {
+            let current = try? store.ownRecord(for: name)
+            var due = force || current == nil
+            if let current {
+                let age = Double(unixClock() &- current.record.timestamp)
+                if age >= Double(current.record.ttl) * configuration.republishFraction { due = true }
+                if own.addresses == nil, current.record.addresses != Self.dialable(host.listenAddresses) { due = true }
+                // Published while the network was smaller (e.g. the first node): now there are
+                // more peers to hold it.
+                if own.replicas < configuration.replicationFactor, tableSize > own.replicas { due = true }
+            }
+            guard due else { continue }
+            do {
+                let record = try signOwnRecord(name, own)
+                let report = try await publish(record)
+                state.withLockedValue { $0.ownNames[name]?.replicas = report.storedAt.count }
+                republished += 1
+                logger.info(
+                    "republished own record",
+                    metadata: ["name": "\(name)", "seq": "\(record.record.seq)", "replicas": "\(report.storedAt.count)"])
+            } catch {
+                logger.warning("republishing own record failed", metadata: ["name": "\(name)", "error": "\(error)"])
+            }
+        }
+        return republished
+    }
+
+    // MARK: Publishing
+
+    /// Stores `record` locally (through the ownership rules) and at the `replicationFactor` nodes
+    /// closest to its key. Succeeds when the record is held locally; `storedAt` says how many
+    /// replicas took it (0 in a network of one).
+    public func publish(_ record: SignedAgentRecord) async throws(ResolutionError) -> PublishReport {
+        let name = record.record.name
+        try store.put(record, from: nil, now: unixClock())
+        state.withLockedValue { $0.cache.remove(name) }
+        let lookup = await lookupClosestPeers(to: name.recordKey)
+        let targets = Array(lookup.closest.prefix(configuration.replicationFactor))
+        let (stored, failures) = await put(record, to: targets)
+        if stored.isEmpty, !targets.isEmpty {
+            logger.warning(
+                "record published locally only: every replica refused or failed",
+                metadata: ["name": "\(name)", "failures": "\(failures.map { "\($0.peer): \($0.reason)" })"])
+        }
+        return PublishReport(record: record, storedAt: stored, failures: failures, lookup: lookup.statistics)
+    }
+
+    /// PUT_VALUE of `record` to each of `peers` at once.
+    func put(_ record: SignedAgentRecord, to peers: [KademliaPeer]) async -> (stored: [PeerID], failures: [(peer: PeerID, reason: String)]) {
+        let key = record.record.name.recordKey
+        let message = KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: record.bytes))
+        return await withTaskGroup(of: (PeerID, String?).self) { group in
+            for peer in peers {
+                group.addTask { [self] in
+                    do {
+                        _ = try await request(message, to: peer)
+                        return (peer.id, nil)
+                    } catch {
+                        return (peer.id, "\(error)")
+                    }
+                }
+            }
+            var stored: [PeerID] = []
+            var failures: [(peer: PeerID, reason: String)] = []
+            for await (peer, failure) in group {
+                if let failure { failures.append((peer, failure)) } else { stored.append(peer) }
+            }
+            return (stored, failures)
+        }
+    }
+
+    // MARK: Resolving
+
+    /// Resolves `name` to its verified record: from the cache unless `useCache` is false, else by a
+    /// value lookup that collects records from several replicas, drops invalid ones, picks one with
+    /// `ReplicaSelection`, and sends it to the closest replicas that answered with an older record
+    /// or none. Throws `.notFound` when no valid record exists.
+    public func resolve(_ name: AgentName, useCache: Bool = true) async throws(ResolutionError) -> Resolution {
+        let now = unixClock()
+        if useCache, let cached = state.withLockedValue({ $0.cache.lookup(name, now: .now(), unixNow: now) }) {
+            return Resolution(record: cached, source: .cache, replicas: 0, invalidAnswers: 0, rivalClaims: 1, lookup: nil)
+        }
+        let key = name.recordKey
+        let target = KademliaKey(hashing: key)
+        struct Collected {
+            var answers: [PeerID: SignedAgentRecord] = [:]
+            var invalid: [String] = []
+        }
+        let collected = NIOLockedValueBox(Collected())
+        let result = await lookup(
+            target: target, request: KadMessage(type: .getValue, key: key), configuration: configuration.valueLookup,
+            extraSeeds: []
+        ) { peer, answer in
+            guard let record = answer.record else { return false }
+            do throws(ResolutionError) {
+                guard record.key == key else {
+                    throw ResolutionError(.malformed, "record under another key")
+                }
+                let signed = try SignedAgentRecord(bytes: record.value)
+                guard signed.record.name == name else {
+                    throw ResolutionError(.malformed, "record for \(signed.record.name), asked for \(name)")
+                }
+                try signed.validate(now: now)
+                collected.withLockedValue { $0.answers[peer] = signed }
+                return true
+            } catch {
+                collected.withLockedValue { $0.invalid.append("\(peer): \(error.kind.rawValue)") }
+                logger.debug("resolve: invalid record from replica", metadata: ["name": "\(name)", "peer": "\(peer)", "error": "\(error)"])
+                return false
+            }
+        } stopWhen: {
+            // Enough agreement: the leading claim's replicas outnumber every rival's by the quorum.
+            let answers = collected.withLockedValue { $0.answers }
+            var votes: [Ed25519.PublicKey: Int] = [:]
+            for record in answers.values { votes[record.record.publicKey, default: 0] += 1 }
+            let sorted = votes.values.sorted(by: >)
+            return sorted[0] - (sorted.count > 1 ? sorted[1] : 0) >= configuration.valueQuorum
+        }
+        let answers = collected.withLockedValue { $0 }
+        var ranked: [ReplicaSelection.Answer] = []
+        let order = answers.answers.keys.sorted { target.distance(to: KademliaKey(peer: $0)) < target.distance(to: KademliaKey(peer: $1)) }
+        for (rank, peer) in order.enumerated() {
+            ranked.append(ReplicaSelection.Answer(replica: peer, record: answers.answers[peer]!, rank: rank))
+        }
+        let local = try? store.get(name, now: now)
+        guard let choice = ReplicaSelection.choose(ranked, local: local) else {
+            var message = "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
+            if !answers.invalid.isEmpty { message += ", \(answers.invalid.count) with invalid records" }
+            message += ")"
+            throw ResolutionError(.notFound, message)
+        }
+
+        // Correct stale replicas: the closest peers that answered without the chosen record get it.
+        let stale = result.closest.prefix(configuration.replicationFactor).filter { !choice.upToDate.contains($0.id) }
+        if !stale.isEmpty {
+            let record = choice.record
+            Task { [self] in
+                let (stored, _) = await put(record, to: Array(stale))
+                if !stored.isEmpty {
+                    logger.debug("resolve: corrected stale replicas", metadata: ["name": "\(name)", "count": "\(stored.count)"])
+                }
+            }
+        }
+        if local == nil || local!.record.seq < choice.record.record.seq || local!.record.publicKey != choice.record.record.publicKey {
+            // Keep our own copy current if we hold one (we are a replica); ownership rules apply.
+            if local != nil { _ = try? store.put(choice.record, from: nil, now: now) }
+        }
+        state.withLockedValue { _ = $0.cache.store(choice.record, for: name, now: .now(), unixNow: now) }
+        return Resolution(
+            record: choice.record, source: choice.supporters == 0 ? .local : .network, replicas: choice.supporters,
+            invalidAnswers: answers.invalid.count, rivalClaims: choice.rivalClaims, lookup: result.statistics)
+    }
+
+    // MARK: Maintenance
+
+    /// Pushes the records we store for others to the current closest nodes (storers re-replicate,
+    /// so a record survives its replicas leaving). Returns how many records were pushed.
+    @discardableResult
+    public func replicateStoredRecords(limit: Int = 10_000) async -> Int {
+        let now = unixClock()
+        let records: [SignedAgentRecord]
+        do {
+            _ = try store.removeExpired(now: now)
+            records = try store.records(now: now, limit: limit)
+        } catch {
+            logger.error("record store read failed", metadata: ["error": "\(error)"])
+            return 0
+        }
+        var pushed = 0
+        for record in records {
+            let lookup = await lookupClosestPeers(to: record.record.name.recordKey)
+            let targets = lookup.closest.prefix(configuration.replicationFactor)
+            let (stored, _) = await put(record, to: Array(targets))
+            if !stored.isEmpty { pushed += 1 }
+        }
+        return pushed
+    }
+
+    /// Runs until the task is cancelled: every `maintenanceInterval`, refreshes due buckets,
+    /// republishes due own records, and every `replicationInterval` re-replicates stored records.
+    public func runMaintenance() async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(nanoseconds: UInt64(configuration.maintenanceInterval.nanoseconds))
+            } catch {
+                return
+            }
+            await refreshBuckets()
+            await republishOwnRecords()
+            let due = state.withLockedValue { state -> Bool in
+                state.providers.removeExpired(now: .now())
+                guard let last = state.lastReplication else {
+                    state.lastReplication = .now()
+                    return false
+                }
+                guard NIODeadline.now() - last >= configuration.replicationInterval else { return false }
+                state.lastReplication = .now()
+                return true
+            }
+            if due { await replicateStoredRecords() }
+        }
+    }
+}

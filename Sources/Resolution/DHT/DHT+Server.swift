@@ -1,0 +1,199 @@
+import Foundation
+import Identity
+import Logging
+import Multiformats
+import NIOCore
+import Network
+
+extension DHT {
+    /// What to do with one inbound request.
+    enum Reply {
+        case answer(KadMessage)
+        case none
+        /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
+        case refuse(String)
+    }
+
+    /// Serves one inbound kad stream: up to `maximumRequestsPerStream` requests, each a varint-framed
+    /// message answered in order. Malformed input, a refused PUT or an idle stream resets it.
+    func serve(_ stream: MuxedStream) async {
+        let admitted = state.withLockedValue { state -> Bool in
+            guard state.inboundStreams < configuration.maximumInboundStreams else { return false }
+            state.inboundStreams += 1
+            return true
+        }
+        guard admitted else {
+            logger.debug("kad: inbound stream refused, at the limit", metadata: ["peer": "\(stream.remotePeer)"])
+            stream.reset()
+            return
+        }
+        defer { state.withLockedValue { $0.inboundStreams -= 1 } }
+
+        let peer = stream.remotePeer
+        noteInbound(peer, connection: stream.connection)
+        var served = 0
+        while served < configuration.maximumRequestsPerStream {
+            let message: ByteBuffer?
+            do {
+                message = try await withHardTimeout(
+                    configuration.inboundIdleTimeout, description: "idle kad stream from \(peer)",
+                    onTimeout: { stream.reset() }
+                ) {
+                    try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize)
+                }
+            } catch {
+                logger.debug("kad: inbound stream ended", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                stream.reset()
+                return
+            }
+            guard let message else {
+                try? await stream.closeWrite()
+                return
+            }
+            let request: KadMessage
+            do {
+                request = try KadMessage(serialized: message.readableBytesView)
+            } catch {
+                logger.debug("kad: malformed request, stream reset", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                stream.reset()
+                return
+            }
+            switch handle(request, from: peer) {
+            case .answer(let answer):
+                do {
+                    try await stream.writeLengthPrefixed(ByteBuffer(bytes: answer.serialized()))
+                } catch {
+                    stream.reset()
+                    return
+                }
+            case .none:
+                break
+            case .refuse(let reason):
+                logger.debug(
+                    "kad: request refused, stream reset",
+                    metadata: ["peer": "\(peer)", "type": "\(request.type)", "reason": "\(reason)"])
+                stream.reset()
+                return
+            }
+            served += 1
+        }
+        try? await stream.closeWrite()
+    }
+
+    /// Adds the peer of an inbound kad stream to the routing table when identify says it serves the
+    /// DHT (it lists our kad protocol); removes it when identify says it does not.
+    func noteInbound(_ peer: PeerID, connection: Connection) {
+        guard let info = host.peerInfo(peer) else { return }
+        let isServer = info.protocols.contains(configuration.protocolID)
+        let addresses = Self.reachableAddresses(info.listenAddresses, observed: connection.remoteAddress)
+        let update = state.withLockedValue {
+            $0.table.add(
+                KademliaPeer(id: peer, addresses: addresses), evidence: .inboundStream(isServer ? .server : .client),
+                now: .now())
+        }
+        handle(update)
+    }
+
+    /// A peer's listen addresses made dialable: an unspecified IP (`0.0.0.0`, `::`) is replaced by
+    /// the IP we see the peer's connection come from.
+    static func reachableAddresses(_ listen: [Multiaddr], observed: Multiaddr?) -> [Multiaddr] {
+        var result: [Multiaddr] = []
+        for address in listen {
+            guard address.components.count >= 2 else { continue }
+            var components = address.components
+            switch components[0] {
+            case .ip4(let ip) where ip.description == "0.0.0.0":
+                guard let observedIP = observed?.components.first, case .ip4 = observedIP else { continue }
+                components[0] = observedIP
+            case .ip6(let ip) where ip.description == "::":
+                guard let observedIP = observed?.components.first, case .ip6 = observedIP else { continue }
+                components[0] = observedIP
+            default:
+                break
+            }
+            let candidate = Multiaddr(components)
+            if !dialable([candidate]).isEmpty, !result.contains(candidate) { result.append(candidate) }
+        }
+        return result
+    }
+
+    /// Answers one request (kad-dht spec, "RPC messages").
+    func handle(_ request: KadMessage, from peer: PeerID) -> Reply {
+        let now = NIODeadline.now()
+        switch request.type {
+        case .ping:
+            return .answer(KadMessage(type: .ping))
+
+        case .findNode:
+            return .answer(KadMessage(type: .findNode, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer)))
+
+        case .getValue:
+            var answer = KadMessage(type: .getValue, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer))
+            do {
+                if let record = try store.get(recordKey: request.key, now: unixClock()) {
+                    answer.record = KadMessage.Record(
+                        key: request.key, value: record.bytes, timeReceived: Timestamp.iso8601(unixClock()))
+                }
+            } catch {
+                logger.error("record store read failed", metadata: ["error": "\(error)"])
+            }
+            return .answer(answer)
+
+        case .putValue:
+            guard let record = request.record else { return .refuse("PUT_VALUE without a record") }
+            guard record.key == request.key else { return .refuse("PUT_VALUE record key differs from the message key") }
+            let signed: SignedAgentRecord
+            do {
+                signed = try SignedAgentRecord(bytes: record.value)
+            } catch {
+                return .refuse("PUT_VALUE value is not an .agent record: \(error.message)")
+            }
+            guard signed.record.name.recordKey == record.key else {
+                return .refuse("PUT_VALUE key \(String(decoding: record.key.prefix(300), as: UTF8.self)) does not match the record's name \(signed.record.name)")
+            }
+            do {
+                let acceptance = try store.put(signed, from: peer, now: unixClock())
+                logger.debug(
+                    "kad: stored record",
+                    metadata: ["name": "\(signed.record.name)", "seq": "\(signed.record.seq)", "from": "\(peer)", "acceptance": "\(acceptance.rawValue)"])
+            } catch {
+                return .refuse("PUT_VALUE for \(signed.record.name) rejected (\(error.kind.rawValue)): \(error.message)")
+            }
+            state.withLockedValue { $0.cache.remove(signed.record.name) }
+            return .answer(request)
+
+        case .getProviders:
+            let providers = state.withLockedValue {
+                $0.providers.providers(of: request.key, now: now, limit: routingTableBucketSize)
+            }
+            return .answer(
+                KadMessage(
+                    type: .getProviders, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer),
+                    providerPeers: providers))
+
+        case .addProvider:
+            // Only the sender may announce itself (kad-dht spec: "the provider peer info must match
+            // the sender"); other entries are ignored.
+            for provider in request.providerPeers where provider.peerID == peer {
+                let added = state.withLockedValue {
+                    $0.providers.add(key: request.key, peer: peer, addresses: provider.addresses, now: now)
+                }
+                if !added { logger.debug("kad: provider store full, ADD_PROVIDER dropped", metadata: ["peer": "\(peer)"]) }
+            }
+            return .none
+        }
+    }
+
+    var routingTableBucketSize: Int { configuration.routingTable.bucketSize }
+
+    /// The k closest routing-table entries to `key` (hashed), without `excluded` (the requester).
+    func closerPeers(to key: [UInt8], excluding excluded: PeerID) -> [KadMessage.Peer] {
+        let target = KademliaKey(hashing: key)
+        return state.withLockedValue { state in
+            state.table.closestPeers(to: target, count: routingTableBucketSize + 1)
+                .lazy.filter { $0.peer.id != excluded }
+                .prefix(routingTableBucketSize)
+                .map { KadMessage.Peer(peerID: $0.peer.id, addresses: $0.peer.addresses, connection: $0.isConnected ? .connected : .notConnected) }
+        }
+    }
+}

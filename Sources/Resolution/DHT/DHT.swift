@@ -1,0 +1,409 @@
+import Foundation
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+import Network
+
+/// The Kademlia DHT of a node: the kad protocol on the host (server side in `DHT+Server.swift`),
+/// iterative lookups driven by `ClosestPeersLookup`, publishing and resolving `.agent` records, and
+/// the maintenance that keeps buckets, replicas and the node's own records fresh (spec/dht.md).
+///
+/// All shared state sits behind one lock and is touched only in short synchronous sections; network
+/// work happens in tasks outside it.
+public final class DHT: Sendable {
+    public let host: Network.Host
+    public let store: RecordStore
+    public let configuration: DHTConfiguration
+    /// The mode in force (`auto` resolved when the DHT starts).
+    public var mode: DHTMode { state.withLockedValue { $0.mode } }
+
+    let logger: Logger
+    let unixClock: @Sendable () -> UInt64
+    let state: NIOLockedValueBox<State>
+
+    struct State {
+        var mode: DHTMode
+        var table: RoutingTable
+        var cache: ResolutionCache
+        var providers: ProviderStore
+        var inboundStreams = 0
+        var started = false
+        /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
+        /// host's addresses / protocols).
+        var ownNames: [AgentName: OwnName] = [:]
+        var lastReplication: NIODeadline?
+        var randomState = SystemRandomNumberGenerator()
+    }
+
+    struct OwnName {
+        var addresses: [Multiaddr]?
+        var protocols: [String]?
+        var ttl: UInt32
+        /// Replicas that took the last publish.
+        var replicas = 0
+    }
+
+    /// - Parameters:
+    ///   - unixClock: seconds since the epoch; tests pass a fixed or shifted clock.
+    public init(
+        host: Network.Host, store: RecordStore, configuration: DHTConfiguration = DHTConfiguration(),
+        logger: Logger = Logger(label: "agentd.dht"),
+        unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
+    ) {
+        self.host = host
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        self.unixClock = unixClock
+        self.state = NIOLockedValueBox(
+            State(
+                mode: configuration.mode,
+                table: RoutingTable(localPeer: host.peerID, configuration: configuration.routingTable),
+                cache: ResolutionCache(configuration: configuration.cache),
+                providers: ProviderStore(
+                    capacity: configuration.maximumProviderRecords, ttl: configuration.providerRecordTTL)))
+    }
+
+    /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host
+    /// listens (`auto` looks at its listen addresses).
+    public func start() {
+        let mode = state.withLockedValue { state -> DHTMode in
+            guard !state.started else { return state.mode }
+            state.started = true
+            if state.mode == .auto {
+                state.mode = host.listenAddresses.isEmpty ? .client : .server
+            }
+            return state.mode
+        }
+        if mode == .server {
+            host.handle(configuration.protocolID) { [self] stream in
+                await serve(stream)
+            }
+        }
+        logger.info("DHT started", metadata: ["mode": "\(mode.rawValue)", "protocol": "\(configuration.protocolID)"])
+    }
+
+    // MARK: Routing table
+
+    /// The routing table's entries, closest bucket first.
+    public var routingTableEntries: [RoutingTableEntry] { state.withLockedValue { $0.table.entries } }
+
+    /// Per-bucket counts of the non-empty buckets.
+    public var bucketSummaries: [RoutingTable.BucketSummary] {
+        state.withLockedValue { $0.table.bucketSummaries }
+    }
+
+    /// Records that `peer` answered a request of ours at one of `addresses`.
+    func noteAnswered(_ peer: KademliaPeer) {
+        let update = state.withLockedValue { $0.table.add(peer, evidence: .answeredRequest, now: .now()) }
+        handle(update)
+    }
+
+    /// Records that `peer` failed a request: it leaves the table (its replacement moves in).
+    func noteFailed(_ peer: PeerID) {
+        let eviction = state.withLockedValue { $0.table.remove(peer) }
+        if let eviction {
+            logger.debug(
+                "routing table: removed unresponsive peer",
+                metadata: ["peer": "\(eviction.evicted.peer.id)", "promoted": "\(eviction.promoted?.peer.id.description ?? "-")"])
+        }
+    }
+
+    func handle(_ update: RoutingTable.Update) {
+        guard case .pendingLivenessCheck(let oldest) = update else { return }
+        Task { [self] in
+            let alive: Bool
+            do {
+                _ = try await request(KadMessage(type: .ping), to: oldest)
+                alive = true
+            } catch {
+                alive = false
+            }
+            let eviction = state.withLockedValue { state -> RoutingTable.Eviction? in
+                if alive {
+                    state.table.livenessCheckSucceeded(oldest.id, now: .now())
+                    return nil
+                }
+                return state.table.livenessCheckFailed(oldest.id, now: .now())
+            }
+            if let eviction {
+                logger.debug("routing table: evicted after failed liveness check", metadata: ["peer": "\(eviction.evicted.peer.id)"])
+            }
+        }
+    }
+
+    // MARK: Bootstrapping
+
+    /// Joins the network through `addresses` (each with `/p2p/<peer id>`): asks them for the peers
+    /// closest to us (the self-lookup), which fills the routing table. Returns the number of
+    /// routing-table entries afterwards. Unreachable bootstrap peers are logged and skipped.
+    @discardableResult
+    public func bootstrap(_ addresses: [Multiaddr]) async -> Int {
+        var seeds: [KademliaPeer] = []
+        for address in addresses {
+            guard let multihash = address.peerIDMultihash, let peer = try? PeerID(multihash: multihash) else {
+                logger.warning("bootstrap address without a valid /p2p/<peer id> skipped", metadata: ["address": "\(address)"])
+                continue
+            }
+            guard peer != host.peerID else { continue }
+            seeds.append(KademliaPeer(id: peer, addresses: [address]))
+        }
+        let result = await lookupClosestPeers(to: host.peerID.multihash.bytes, extraSeeds: seeds)
+        let count = state.withLockedValue { $0.table.count }
+        logger.info(
+            "bootstrap: self-lookup done",
+            metadata: [
+                "seeds": "\(seeds.count)", "answered": "\(result.closest.count)", "table": "\(count)",
+                "requests": "\(result.statistics.requests)",
+            ])
+        return count
+    }
+
+    /// Runs the bucket refreshes that are due, each a lookup of a random key in the bucket, plus a
+    /// self-lookup.
+    public func refreshBuckets() async {
+        let targets = state.withLockedValue { state in
+            state.table.refreshTargets(now: .now(), using: &state.randomState)
+        }
+        guard !targets.isEmpty else { return }
+        _ = await lookupClosestPeers(to: host.peerID.multihash.bytes)
+        for target in targets {
+            _ = await lookup(
+                target: target.key, request: KadMessage(type: .findNode, key: target.key.bytes),
+                configuration: configuration.closestPeersLookup, extraSeeds: [], onAnswer: { _, _ in false })
+        }
+    }
+
+    // MARK: Lookups
+
+    /// The k peers closest to `key` (arbitrary bytes; the point in the keyspace is their SHA-256),
+    /// found by an iterative FIND_NODE lookup.
+    public func lookupClosestPeers(to key: [UInt8], extraSeeds: [KademliaPeer] = []) async -> LookupResult {
+        await lookup(
+            target: KademliaKey(hashing: key), request: KadMessage(type: .findNode, key: key),
+            configuration: configuration.closestPeersLookup, extraSeeds: extraSeeds, onAnswer: { _, _ in false })
+    }
+
+    /// Finds `peer`'s addresses: from the routing table, else by a lookup of its id.
+    public func findPeer(_ peer: PeerID) async -> KademliaPeer? {
+        if let entry = state.withLockedValue({ $0.table.entry(for: peer) }), !entry.peer.addresses.isEmpty {
+            return entry.peer
+        }
+        let found = NIOLockedValueBox<KademliaPeer?>(nil)
+        let result = await lookup(
+            target: KademliaKey(peer: peer), request: KadMessage(type: .findNode, key: peer.multihash.bytes),
+            configuration: configuration.closestPeersLookup, extraSeeds: []
+        ) { _, answer in
+            if let match = answer.closerPeers.first(where: { $0.peerID == peer }), !match.addresses.isEmpty {
+                found.withLockedValue { $0 = KademliaPeer(id: peer, addresses: match.addresses) }
+            }
+            return false
+        }
+        if let answered = result.closest.first(where: { $0.id == peer }) { return answered }
+        return found.withLockedValue { $0 }
+    }
+
+    /// Events of a running lookup.
+    private enum LookupEvent: Sendable {
+        case answer(KademliaPeer, KadMessage)
+        case failure(KademliaPeer, String)
+        case timer
+    }
+
+    /// Drives `ClosestPeersLookup` over the network: sends `request` to the peers it picks, feeds
+    /// answers back, and returns when it finishes. `onAnswer` sees every answer and says whether it
+    /// carried a valid value (value lookups); it runs synchronously inside the loop. After an answer
+    /// with a value, `stopWhen` may end the lookup early.
+    func lookup(
+        target: KademliaKey, request: KadMessage, configuration lookupConfiguration: ClosestPeersLookup.Configuration,
+        extraSeeds: [KademliaPeer], onAnswer: (PeerID, KadMessage) -> Bool, stopWhen: () -> Bool = { false }
+    ) async -> LookupResult {
+        let seeds = state.withLockedValue { state -> [KademliaPeer] in
+            state.table.recordLookup(of: target, now: .now())
+            return state.table.closestPeers(to: target, count: lookupConfiguration.resultCount).map(\.peer)
+        }
+        var seen = Set(seeds.map(\.id))
+        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.id).inserted }
+        var lookup = ClosestPeersLookup(
+            target: target, seeds: allSeeds, localKey: state.withLockedValue { $0.table.localKey },
+            configuration: lookupConfiguration)
+        let (events, continuation) = AsyncStream.makeStream(of: LookupEvent.self)
+        defer { continuation.finish() }
+        var iterator = events.makeAsyncIterator()
+        var timerArmed = false
+        var outstanding = 0
+        while true {
+            switch lookup.next(now: .now()) {
+            case .query(let peer):
+                outstanding += 1
+                Task { [self] in
+                    do {
+                        guard let answer = try await self.request(request, to: peer) else {
+                            continuation.yield(.failure(peer, "no answer"))
+                            return
+                        }
+                        continuation.yield(.answer(peer, answer))
+                    } catch {
+                        continuation.yield(.failure(peer, "\(error)"))
+                    }
+                }
+            case .finished(let result):
+                return result
+            case .waiting:
+                if !timerArmed, let deadline = lookup.nextTimeout {
+                    timerArmed = true
+                    let delay = max(deadline - .now(), .milliseconds(1))
+                    Task {
+                        try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds))
+                        continuation.yield(.timer)
+                    }
+                }
+                guard outstanding > 0 || timerArmed, let event = await iterator.next() else {
+                    // Nothing can arrive any more: every request was reported. The state machine
+                    // finishes on the next call.
+                    if case .finished(let result) = lookup.next(now: .now() + .hours(24)) { return result }
+                    continue
+                }
+                switch event {
+                case .timer:
+                    timerArmed = false
+                case .answer(let peer, let answer):
+                    outstanding -= 1
+                    let closer = answer.closerPeers.map { KademliaPeer(id: $0.peerID, addresses: Self.dialable($0.addresses)) }
+                    let foundValue = onAnswer(peer.id, answer)
+                    // A late answer (after the lookup's timeout) still proves the peer alive.
+                    lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: .now())
+                    noteAnswered(peer)
+                    if foundValue, stopWhen() { return lookup.stop(now: .now()) }
+                case .failure(let peer, let reason):
+                    outstanding -= 1
+                    logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(reason)"])
+                    lookup.failed(peer.id, now: .now())
+                    noteFailed(peer.id)
+                }
+            }
+        }
+    }
+
+    // MARK: Requests
+
+    /// Sends `message` to `peer` on a new stream (dialling it if needed) and returns its answer, or
+    /// `nil` for messages that get none (ADD_PROVIDER). Throws when the peer cannot be reached, does
+    /// not answer within `requestHardTimeout`, or answers with something that is not a kad message of
+    /// the same type.
+    public func request(_ message: KadMessage, to peer: KademliaPeer) async throws -> KadMessage? {
+        let streamBox = NIOLockedValueBox<(stream: MuxedStream?, abandoned: Bool)>((nil, false))
+        let protocolID = configuration.protocolID
+        return try await withHardTimeout(
+            configuration.requestHardTimeout,
+            description: "kad \(message.type) to \(peer.id)",
+            onTimeout: {
+                let stream = streamBox.withLockedValue { box -> MuxedStream? in
+                    box.abandoned = true
+                    return box.stream
+                }
+                stream?.reset()
+            }
+        ) { [self] () async throws -> KadMessage? in
+            let connection = try await connection(to: peer)
+            let stream = try await host.newStream(on: connection, protocols: [protocolID])
+            let abandoned = streamBox.withLockedValue { box -> Bool in
+                box.stream = stream
+                return box.abandoned
+            }
+            if abandoned {
+                stream.reset()
+                throw ResolutionError(.network, "kad \(message.type) to \(peer.id) timed out")
+            }
+            try await stream.writeLengthPrefixed(ByteBuffer(bytes: message.serialized()))
+            guard message.type != .addProvider else {
+                try? await stream.closeWrite()
+                return nil
+            }
+            guard let reply = try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) else {
+                stream.reset()
+                throw ResolutionError(.network, "\(peer.id) closed the kad stream without answering \(message.type)")
+            }
+            try? await stream.closeWrite()
+            let answer: KadMessage
+            do {
+                answer = try KadMessage(serialized: reply.readableBytesView)
+            } catch {
+                stream.reset()
+                throw ResolutionError(.network, "\(peer.id) answered \(message.type) with a malformed message: \(error)")
+            }
+            guard answer.type == message.type else {
+                throw ResolutionError(.network, "\(peer.id) answered \(message.type) with \(answer.type)")
+            }
+            return answer
+        }
+    }
+
+    /// A live connection to `peer`, or a new one through its addresses (tried in order, at most 4).
+    func connection(to peer: KademliaPeer) async throws -> Connection {
+        if let connection = host.connection(to: peer.id), !connection.isClosing { return connection }
+        var lastError: (any Error)?
+        for address in Self.dialable(peer.addresses).prefix(4) {
+            let full = address.peerIDMultihash == nil ? address.appending(.p2p(peer.id.multihash)) : address
+            do {
+                return try await host.connect(to: full)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? ResolutionError(.network, "no dialable address known for \(peer.id)")
+    }
+
+    /// The addresses of `addresses` worth dialling: TCP over IP or DNS, not unspecified (0.0.0.0, ::).
+    static func dialable(_ addresses: [Multiaddr]) -> [Multiaddr] {
+        addresses.filter { address in
+            guard address.components.count >= 2 else { return false }
+            switch address.components[0] {
+            case .ip4(let ip): if ip.description == "0.0.0.0" { return false }
+            case .ip6(let ip): if ip.description == "::" { return false }
+            case .dns, .dns4, .dns6: break
+            default: return false
+            }
+            guard case .tcp = address.components[1] else { return false }
+            return address.components.dropFirst(2).allSatisfy {
+                if case .p2p = $0 { return true }
+                return false
+            }
+        }
+    }
+}
+
+/// Runs `body`; if it has not finished after `timeout`, calls `onTimeout` (which should make `body`
+/// fail, e.g. by resetting its stream) and throws at once without waiting for `body`.
+func withHardTimeout<T: Sendable>(
+    _ timeout: TimeAmount, description: @autoclosure () -> String, onTimeout: @escaping @Sendable () -> Void,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let message = "\(description()) timed out after \(timeout.nanoseconds / 1_000_000) ms"
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let done = NIOLockedValueBox(false)
+        let finish: @Sendable (Result<T, any Error>) -> Bool = { result in
+            let first = done.withLockedValue { done -> Bool in
+                defer { done = true }
+                return !done
+            }
+            if first { continuation.resume(with: result) }
+            return first
+        }
+        let timer = Task {
+            try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+            guard !Task.isCancelled else { return }
+            if finish(.failure(ResolutionError(.network, message))) { onTimeout() }
+        }
+        Task {
+            do {
+                _ = finish(.success(try await body()))
+            } catch {
+                _ = finish(.failure(error))
+            }
+            timer.cancel()
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import NIOCore
+
+/// Whether this node serves the DHT (spec/dht.md, "Modes").
+public enum DHTMode: String, Hashable, Sendable, CaseIterable {
+    /// Queries others, answers nobody, and is never added to others' routing tables (it does not
+    /// offer the kad protocol). For hosts that others cannot reach.
+    case client
+    /// Queries and answers; others add it to their routing tables.
+    case server
+    /// Server when the node listens on at least one address, client otherwise. (With AutoNAT,
+    /// later: server only when reachable from outside.)
+    case auto
+}
+
+/// Settings of the DHT; the defaults are the ones spec/dht.md states.
+public struct DHTConfiguration: Sendable {
+    /// The protocol id: ours by default, `/ipfs/kad/1.0.0` to speak to libp2p's public DHTs.
+    public var protocolID = DHTConfiguration.agentProtocolID
+    public var mode: DHTMode = .auto
+    /// Number of nodes a record is stored at: the r closest to its key.
+    public var replicationFactor = 5
+    /// A value lookup stops early once the leading claim is ahead of every rival claim by this many
+    /// replicas (with no rival: once this many replicas returned it); otherwise it runs until the
+    /// k closest peers answered.
+    public var valueQuorum = 4
+    /// Disjoint lookup paths for value lookups (S/Kademlia); 1 = plain Kademlia.
+    public var disjointPaths = 1
+    /// A request not answered within this time frees its lookup slot (the answer is still used if
+    /// it comes later, up to `requestHardTimeout`).
+    public var requestTimeout: TimeAmount = .seconds(3)
+    /// A request is abandoned (its stream reset) after this long.
+    public var requestHardTimeout: TimeAmount = .seconds(10)
+    public var routingTable = RoutingTable.Configuration()
+    public var cache = ResolutionCache.Configuration()
+    /// How often the maintenance loop wakes up to refresh buckets, republish and re-replicate.
+    public var maintenanceInterval: TimeAmount = .seconds(60)
+    /// Own records are re-signed and republished when this fraction of their TTL has passed.
+    public var republishFraction = 0.5
+    /// Stored records of others are pushed again to the current closest nodes this often.
+    public var replicationInterval: TimeAmount = .hours(1)
+    /// At most this many inbound kad streams at once (all peers together); more are reset.
+    public var maximumInboundStreams = 256
+    /// At most this many requests served on one inbound stream.
+    public var maximumRequestsPerStream = 256
+    /// An inbound stream that sends no request for this long is closed.
+    public var inboundIdleTimeout: TimeAmount = .seconds(60)
+    /// At most this many provider records held (ADD_PROVIDER), all keys together.
+    public var maximumProviderRecords = 10_000
+    /// Provider records expire after this long (libp2p: 48 h).
+    public var providerRecordTTL: TimeAmount = .hours(48)
+
+    public static let agentProtocolID = "/agent/kad/1.0.0"
+    public static let libp2pProtocolID = "/ipfs/kad/1.0.0"
+
+    public init() {}
+
+    /// The lookup settings for closest-peer (FIND_NODE) lookups.
+    var closestPeersLookup: ClosestPeersLookup.Configuration {
+        var configuration = ClosestPeersLookup.Configuration()
+        configuration.resultCount = routingTable.bucketSize
+        configuration.requestTimeout = requestTimeout
+        return configuration
+    }
+
+    /// The lookup settings for value (GET_VALUE) lookups.
+    var valueLookup: ClosestPeersLookup.Configuration {
+        // The quorum is judged by the DHT (agreeing replicas), not counted by the state machine.
+        var configuration = ClosestPeersLookup.Configuration()
+        configuration.disjointPaths = disjointPaths
+        configuration.resultCount = routingTable.bucketSize
+        configuration.requestTimeout = requestTimeout
+        return configuration
+    }
+}
