@@ -6,6 +6,7 @@ import Multiformats
 import NIOCore
 import NIOPosix
 import Network
+import Resolution
 import ServiceLifecycle
 
 /// The agentd node: identity, libp2p host, control API; a `Service` that runs until a graceful
@@ -75,7 +76,19 @@ public final class AgentNode: Service, Sendable {
             throw NodeError(.invalidConfiguration, "could not listen on any address: \(failures.joined(separator: "; "))")
         }
 
-        let methods = NodeControlAPI.methods(host: host, identity: identity)
+        let store: RecordStore
+        do {
+            store = try RecordStore(path: configuration.databasePath)
+        } catch {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw NodeError(.fileSystem, "cannot open the record store: \(error.message)")
+        }
+        let dht = DHT(host: host, store: store, configuration: configuration.dht, logger: logger)
+        dht.start()
+
+        var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
+        NodeControlAPI.registerDHTMethods(&methods, dht: dht)
         let server: ControlAPIServer
         do {
             server = try await ControlAPIServer.bind(
@@ -85,15 +98,38 @@ public final class AgentNode: Service, Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+
+        // Join the network and publish our names before announcing readiness, so that a script
+        // that waits for the ready line can resolve them at once.
+        if !configuration.bootstrapAddresses.isEmpty {
+            let entries = await dht.bootstrap(configuration.bootstrapAddresses)
+            if entries == 0 {
+                logger.warning(
+                    "bootstrap: no peer answered; the node runs alone until peers connect",
+                    metadata: ["bootstrap": "\(configuration.bootstrapAddresses.map(\.description))"])
+            }
+        }
+        for name in [AgentName(selfCertifying: host.peerID)] + configuration.names {
+            do {
+                let report = try await dht.register(name)
+                logger.info(
+                    "published", metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+            } catch {
+                logger.error("cannot publish \(name): \(error.message)")
+            }
+        }
+
         let addresses = bound.map { $0.appending(.p2p(host.peerID.multihash)) }
         onReady(Ready(peerID: host.peerID, addresses: addresses, apiSocketPath: server.socketPath))
-        logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)"])
+        logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
 
+        let maintenance = Task { await dht.runMaintenance() }
         await withGracefulShutdownHandler {
             await server.run()
         } onGracefulShutdown: {
             Task { await server.shutdown() }
         }
+        maintenance.cancel()
         logger.info("shutting down")
         await server.shutdown()
         await host.shutdown()

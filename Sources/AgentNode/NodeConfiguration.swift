@@ -1,5 +1,6 @@
 import Multiformats
 import Network
+import Resolution
 
 /// Everything `AgentNode` needs to run, resolved from the command line and defaults.
 public struct NodeConfiguration: Sendable {
@@ -12,10 +13,19 @@ public struct NodeConfiguration: Sendable {
     /// The control API socket (default: DATA_DIR/agentd.sock).
     public var apiSocketPath: String
     public var host = Network.Host.Configuration()
+    /// The DHT: mode, protocol id, replication, timings.
+    public var dht = DHTConfiguration()
+    /// Peers to join the network through (each address ends in `/p2p/<peer id>`).
+    public var bootstrapAddresses: [Multiaddr] = []
+    /// Names to publish on start and keep fresh (`--name`), besides the node's self-certifying name.
+    public var names: [AgentName] = []
+    /// The SQLite database (default: DATA_DIR/agentd.db); nil keeps records in memory only.
+    public var databasePath: String?
 
     public init(dataDirectory: DataDirectory, listenAddresses: [Multiaddr], apiSocketPath: String? = nil) {
         self.dataDirectory = dataDirectory
         self.listenAddresses = listenAddresses
         self.apiSocketPath = apiSocketPath ?? dataDirectory.apiSocketPath
+        self.databasePath = dataDirectory.databasePath
     }
 }

@@ -4,11 +4,12 @@ import Identity
 import Multiformats
 import NIOCore
 import Network
+import Resolution
 import Session
 
 /// The control API methods of the node (spec/control-api.md, "Methods").
 enum NodeControlAPI {
-    static func methods(host: Network.Host, identity: Ed25519.PrivateKey) -> ControlAPIMethods {
+    static func methods(host: Network.Host, identity: Ed25519.PrivateKey, dht: DHT? = nil) -> ControlAPIMethods {
         var methods = ControlAPIMethods()
 
         methods.register("id") { _ in
@@ -61,7 +62,7 @@ enum NodeControlAPI {
             guard (1...1000).contains(count) else {
                 throw ControlAPIError.invalidParams("\"count\" must be 1 to 1000")
             }
-            let peer = try await resolvePeer(target, host: host)
+            let peer = try await resolvePeer(target, host: host, dht: dht)
             let rtts = try await call { try await Ping.ping(host, peer: peer, count: count) }
             return .object([
                 "peer_id": .string(peer.description),
@@ -76,7 +77,7 @@ enum NodeControlAPI {
             guard let upload = params["upload"]?.uint64Value, let download = params["download"]?.uint64Value else {
                 throw ControlAPIError.invalidParams("perf needs \"upload\" and \"download\" byte counts")
             }
-            let peer = try await resolvePeer(target, host: host)
+            let peer = try await resolvePeer(target, host: host, dht: dht)
             let result = try await call { try await Perf.run(host, peer: peer, upload: upload, download: download) }
             return .object([
                 "peer_id": .string(peer.description),
@@ -102,8 +103,12 @@ enum NodeControlAPI {
         }
     }
 
-    /// A multiaddr (connects) or the peer id of a connected peer.
-    static func resolvePeer(_ target: String, host: Network.Host) async throws -> PeerID {
+    /// A multiaddr (connects), a `NAME.agent` (resolves, then connects to its addresses), or the
+    /// peer id of a connected peer.
+    static func resolvePeer(_ target: String, host: Network.Host, dht: DHT? = nil) async throws -> PeerID {
+        if let dht, target.lowercased().hasSuffix(AgentName.suffix) {
+            return try await connect(toName: target, host: host, dht: dht)
+        }
         if target.hasPrefix("/") {
             let address = try multiaddr(.object(["addr": .string(target)]), "addr")
             let connection = try await call { try await host.connect(to: address) }

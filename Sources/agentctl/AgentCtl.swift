@@ -12,7 +12,11 @@ struct AgentCtl: AsyncParsableCommand {
             Every command takes --json for machine-readable output; errors go to stderr.
             The data directory is --data-dir, else $AGENTD_HOME, else ~/.agentd.
             """,
-        subcommands: [IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self, ConnectCommand.self, PingCommand.self, PerfCommand.self, APICommand.self]
+        subcommands: [
+            IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self,
+            ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, ResolveCommand.self,
+            DHTCommand.self, APICommand.self,
+        ]
     )
 
     /// Parses and runs, mapping every failure to the exit codes above (ArgumentParser's own usage

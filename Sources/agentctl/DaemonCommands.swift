@@ -79,7 +79,7 @@ struct ConnectCommand: AsyncParsableCommand {
 
 struct PingCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ping", abstract: "Ping a peer (multiaddr, or peer id of a connected peer) with /ipfs/ping/1.0.0.")
+        commandName: "ping", abstract: "Ping a peer (multiaddr, NAME.agent, or peer id of a connected peer) with /ipfs/ping/1.0.0.")
 
     @Argument(help: "A multiaddr ending in /p2p/<peer id>, or the peer id of a connected peer.")
     var target: String

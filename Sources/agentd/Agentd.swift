@@ -4,6 +4,7 @@ import Foundation
 import Identity
 import Logging
 import Multiformats
+import Resolution
 import ServiceLifecycle
 
 /// `agentd`: the node daemon of the .agent network.
@@ -20,8 +21,11 @@ struct Agentd: AsyncParsableCommand {
             stdout: {"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}; logs go to stderr.
             SIGINT or SIGTERM shut it down cleanly (GoAway on every connection, socket removed).
 
-            Coming with the Resolution work: joining the network through bootstrap-nodes.json,
-            publishing NAME.agent in the Kademlia DHT and resolving other names.
+            It joins the network through its bootstrap peers (--bootstrap, else the first
+            bootstrap-nodes.json found in DATA_DIR, beside the executable, in ../share/agentd, or in
+            the source checkout it was built in), publishes its self-certifying name
+            <peer id>.agent and every --name in the Kademlia DHT (and keeps them fresh), stores
+            others' records in DATA_DIR/agentd.db, and resolves names for agentctl.
 
             Two daemons on one host need different data directories and listen ports, e.g.
             agentd --data-dir /tmp/a --listen /ip4/127.0.0.1/tcp/0
@@ -61,6 +65,20 @@ struct Agentd: AsyncParsableCommand {
     @Option(name: .customLong("api-socket"), help: "Control API socket path (default: DATA_DIR/agentd.sock).")
     var apiSocket: String?
 
+    @Option(
+        name: .customLong("bootstrap"),
+        help: "A bootstrap file or a multiaddr ending in /p2p/<peer id> (repeatable; default: see below).")
+    var bootstrap: [String] = []
+
+    @Option(name: .customLong("name"), help: "Publish NAME.agent for this node and keep it fresh (repeatable).")
+    var names: [String] = []
+
+    @Option(name: .customLong("dht-mode"), help: "client, server or auto (server when listening).")
+    var dhtMode: String = "auto"
+
+    @Option(name: .customLong("dht-protocol"), help: "The kad protocol id (use /ipfs/kad/1.0.0 to join libp2p DHTs).")
+    var dhtProtocol: String = DHTConfiguration.agentProtocolID
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -74,6 +92,19 @@ struct Agentd: AsyncParsableCommand {
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json")
         }
+        guard DHTMode(rawValue: dhtMode) != nil else {
+            throw ValidationError("--dht-mode must be client, server or auto")
+        }
+        guard dhtProtocol.hasPrefix("/"), dhtProtocol.utf8.count <= 128, !dhtProtocol.contains(where: \.isNewline) else {
+            throw ValidationError("--dht-protocol must be a protocol id starting with /, e.g. /ipfs/kad/1.0.0")
+        }
+        for name in names {
+            do {
+                _ = try AgentName(Self.withSuffix(name))
+            } catch {
+                throw ValidationError("bad --name \"\(name)\": \(error.message)")
+            }
+        }
         for text in listen {
             do {
                 _ = try Multiaddr(text)
@@ -83,12 +114,28 @@ struct Agentd: AsyncParsableCommand {
         }
     }
 
+    /// `alice` and `alice.agent` both name `alice.agent`.
+    static func withSuffix(_ name: String) -> String {
+        name.lowercased().hasSuffix(AgentName.suffix) ? name : name + AgentName.suffix
+    }
+
     func run() async throws {
         LogFormat(rawValue: logFormat)!.bootstrap(level: Logger.Level(rawValue: logLevel)!)
         let logger = Logger(label: "agentd")
         let directory = DataDirectory.resolve(explicit: dataDir)
         let addresses = try (listen.isEmpty ? NodeConfiguration.defaultListenAddresses : listen).map { try Multiaddr($0) }
-        let configuration = NodeConfiguration(dataDirectory: directory, listenAddresses: addresses, apiSocketPath: apiSocket)
+        var configuration = NodeConfiguration(dataDirectory: directory, listenAddresses: addresses, apiSocketPath: apiSocket)
+        configuration.dht.mode = DHTMode(rawValue: dhtMode)!
+        configuration.dht.protocolID = dhtProtocol
+        configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
+        do {
+            let (bootstrapAddresses, source) = try BootstrapSources.resolve(arguments: bootstrap, dataDirectory: directory)
+            configuration.bootstrapAddresses = bootstrapAddresses
+            logger.info("bootstrap peers", metadata: ["source": "\(source)", "addresses": "\(bootstrapAddresses.count)"])
+        } catch {
+            FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
         let node = AgentNode(configuration: configuration, logger: logger) { ready in
             FileHandle.standardOutput.write(Data((ready.jsonLine + "\n").utf8))
         }
