@@ -43,6 +43,12 @@ public final class JSONLineProcess: @unchecked Sendable {
         try self.init(executable: try Python.executable(), arguments: [Self.script] + arguments)
     }
 
+    /// Starts the Python script `Tests/Interop/py/<script>` with `arguments`.
+    public convenience init(script: String, _ arguments: [String]) throws {
+        let path = TestVectors.repositoryRoot.appendingPathComponent("Tests/Interop/py/\(script)").path
+        try self.init(executable: try Python.executable(), arguments: [path] + arguments)
+    }
+
     /// Starts `executable` with `arguments`; stderr goes to the test's stderr.
     public init(executable: String, arguments: [String], environment extra: [String: String] = [:]) throws {
         process = Process()
@@ -128,6 +134,43 @@ public final class JSONLineProcess: @unchecked Sendable {
             }
             if let immediate { continuation.resume(returning: immediate) }
         }
+    }
+
+    /// Sends one command as a JSON line on stdin (`{"id":N,"cmd":…,…}`) and waits for the line that
+    /// answers it (same `"id"`). Throws if the answer has `"ok": false`, with its `"error"`.
+    public func command(
+        _ cmd: String, _ parameters: [String: Any] = [:], timeout: Duration = .seconds(60)
+    ) async throws -> PyEvent {
+        let id = Int.random(in: 1...Int(Int32.max))
+        var object = parameters
+        object["id"] = id
+        object["cmd"] = cmd
+        let line = try JSONSerialization.data(withJSONObject: object) + Data([0x0a])
+        try stdinPipe.fileHandleForWriting.write(contentsOf: line)
+        let state = self.state
+        let token = UInt64.random(in: 0...UInt64.max)
+        let match: @Sendable (PyEvent) -> Bool = { ($0["id"] as? Int) == id && $0["event"] == nil }
+        let deadline = Task {
+            try await Task.sleep(for: timeout)
+            let waiter = state.withLockedValue { state in
+                let index = state.waiters.firstIndex { $0.token == token }
+                return index.map { state.waiters.remove(at: $0) }
+            }
+            waiter?.continuation.resume(throwing: VectorError("timed out after \(timeout) waiting for the answer to \(cmd)"))
+        }
+        defer { deadline.cancel() }
+        let answer = try await withCheckedThrowingContinuation { continuation in
+            let immediate = state.withLockedValue { state -> PyEvent? in
+                if let found = state.events.first(where: match) { return found }
+                state.waiters.append((token, match, continuation))
+                return nil
+            }
+            if let immediate { continuation.resume(returning: immediate) }
+        }
+        guard (answer["ok"] as? Bool) == true else {
+            throw VectorError("\(cmd) failed: \(answer["error"] ?? answer.fields)")
+        }
+        return answer
     }
 
     /// Waits for the process to exit and returns its status.
