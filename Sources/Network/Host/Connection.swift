@@ -100,6 +100,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // `close()` ran before the handler was in the pipeline: close now.
+        if closed {
+            context.close(promise: nil)
+        }
         self.inbound = context.channel.allocator.buffer(capacity: 0)
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:))
         // Failures before the peer is authenticated can only name the address: log it.
@@ -482,6 +486,15 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         // Marked at once, so that a connect right after this call does not reuse this connection.
         closingFlag.withLockedValue { $0 = true }
         eventLoop.execute { self.close(error: nil) }
+    }
+
+    /// Closes the socket at once, without GoAway (shutdown of a connection that did not close).
+    func forceClose() {
+        closingFlag.withLockedValue { $0 = true }
+        eventLoop.execute {
+            self.closed = true
+            self.context?.channel.close(promise: nil)
+        }
     }
 
     private func close(error: Error?) {

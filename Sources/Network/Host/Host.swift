@@ -408,19 +408,81 @@ final class HostCore: @unchecked Sendable {
     }
 
     func shutdown() async {
-        let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
+        let listeners = lock.withLock { () -> [Channel] in
             isShutDown = true
-            return (self.listeners, connectionsByPeer.values.flatMap { $0 } + pendingConnections.values)
+            return self.listeners
         }
         for listener in listeners { try? await listener.close() }
-        for connection in connections {
-            connection.close()
-            try? await connection.closeFuture.get()
+        // Close every connection, including ones that finish their handshake meanwhile (they are
+        // refused by `register`, but may be pending here); a connection that does not close within
+        // 5 s (a peer that never reads our GoAway) has its socket closed under it.
+        for _ in 0..<10 {
+            let connections = lock.withLock { connectionsByPeer.values.flatMap { $0 } + pendingConnections.values }
+            if connections.isEmpty { break }
+            for connection in connections {
+                connection.close()
+                let closed = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
+                if !closed {
+                    logger.warning("connection did not close within 5 s; closing its socket", metadata: ["conn": "\(connection.id)"])
+                    connection.forceClose()
+                    _ = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
+                }
+                lock.withLock {
+                    if let peer = connection.remotePeer {
+                        connectionsByPeer[peer]?.removeAll { $0 === connection }
+                        if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
+                    }
+                    pendingConnections[ObjectIdentifier(connection)] = nil
+                }
+            }
         }
-        // Handlers see their streams fail and return; wait for them (and for identify).
-        while let running = lock.withLock({ tasks.first?.value }) {
-            running.cancel()
-            await running.value
+        // Handlers see their streams fail and return; wait for them (and for identify), but not
+        // forever: a handler that ignores its failed stream is reported, not waited for.
+        let deadline = NIODeadline.now() + .seconds(10)
+        while let running = lock.withLock({ tasks.first }) {
+            running.value.cancel()
+            let remaining = deadline - .now()
+            let finished = remaining > .zero ? await Self.wait(for: running.value, timeout: remaining) : false
+            if !finished {
+                let left = lock.withLock { tasks.count }
+                logger.error("shutdown: \(left) stream handler task(s) did not finish within 10 s; not waiting for them")
+                break
+            }
+            _ = lock.withLock { tasks.removeValue(forKey: running.key) }
+        }
+    }
+
+    /// Waits for `future` at most `timeout`; true if it completed.
+    static func wait(for future: EventLoopFuture<Void>, timeout: TimeAmount) async -> Bool {
+        let promise = future.eventLoop.makePromise(of: Bool.self)
+        let timer = future.eventLoop.scheduleTask(in: timeout) { promise.succeed(false) }
+        future.whenComplete { _ in
+            timer.cancel()
+            promise.succeed(true)
+        }
+        return (try? await promise.futureResult.get()) ?? false
+    }
+
+    /// Waits for `task` at most `timeout`; true if it finished.
+    static func wait(for task: Task<Void, Never>, timeout: TimeAmount) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let once = NIOLockedValueBox(false)
+            let resume: @Sendable (Bool) -> Void = { value in
+                let first = once.withLockedValue { done -> Bool in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: value) }
+            }
+            let timer = Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+                resume(false)
+            }
+            Task {
+                await task.value
+                timer.cancel()
+                resume(true)
+            }
         }
     }
 }

@@ -83,7 +83,24 @@ extension DHT {
     /// Adds the peer of an inbound kad stream to the routing table when identify says it serves the
     /// DHT (it lists our kad protocol); removes it when identify says it does not.
     func noteInbound(_ peer: PeerID, connection: Connection) {
-        guard let info = host.peerInfo(peer) else { return }
+        guard let info = host.peerInfo(peer) else {
+            // identify runs in parallel with the peer's first streams and has usually not finished
+            // when its first kad request arrives: decide once it has (within 5 s).
+            let first = state.withLockedValue { $0.awaitingIdentify.insert(peer).inserted }
+            guard first else { return }
+            Task { [self] in
+                defer { _ = state.withLockedValue { $0.awaitingIdentify.remove(peer) } }
+                for _ in 0..<100 {
+                    try? await Task.sleep(nanoseconds: 50_000_000)
+                    if connection.isClosing { return }
+                    if host.peerInfo(peer) != nil {
+                        noteInbound(peer, connection: connection)
+                        return
+                    }
+                }
+            }
+            return
+        }
         let isServer = info.protocols.contains(configuration.protocolID)
         let addresses = Self.reachableAddresses(info.listenAddresses, observed: connection.remoteAddress)
         let update = state.withLockedValue {

@@ -29,6 +29,8 @@ public final class DHT: Sendable {
         var cache: ResolutionCache
         var providers: ProviderStore
         var inboundStreams = 0
+        /// Peers whose kad stream arrived before identify finished; they are added once it has.
+        var awaitingIdentify: Set<PeerID> = []
         var started = false
         /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
         /// host's addresses / protocols).
