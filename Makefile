@@ -13,10 +13,14 @@ build: deps
 run: build
 	$$($(SWIFT) build --show-bin-path)/agentd $(AGENTD_ARGS)
 
-# The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests.
+# The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests,
+# then the many-node DHT networks on their own (they load both cores for a minute or two, which
+# would skew the timing-sensitive hostile-peer tests if run alongside).
+NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests
 test: deps
 	$(SWIFT) build --build-tests
-	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(NETWORK_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(NETWORK_SUITES)'
 
 bench: deps
 	$(SWIFT) build -c release --product agent-bench

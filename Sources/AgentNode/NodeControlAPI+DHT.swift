@@ -13,6 +13,12 @@ extension NodeControlAPI {
         methods.register("register") { params in
             let name = try agentName(params)
             var addresses: [Multiaddr]?
+            if let value = params["addrs"], value != .null, value.arrayValue == nil {
+                throw ControlAPIError.invalidParams("\"addrs\" must be a list of multiaddr strings")
+            }
+            if let value = params["protocols"], value != .null, value.arrayValue == nil {
+                throw ControlAPIError.invalidParams("\"protocols\" must be a list of strings")
+            }
             if let list = params["addrs"]?.arrayValue {
                 addresses = try list.map { value in
                     guard let text = value.stringValue else { throw ControlAPIError.invalidParams("\"addrs\" must be a list of multiaddr strings") }
@@ -49,7 +55,7 @@ extension NodeControlAPI {
             object["source"] = .string(resolution.source.rawValue)
             object["replicas"] = .number(resolution.replicas)
             object["invalid_answers"] = .number(resolution.invalidAnswers)
-            object["rival_claims"] = .number(resolution.rivalClaims)
+            object["claims"] = .number(resolution.claims)
             object["elapsed_ms"] = .number(Double((NIODeadline.now() - started).nanoseconds) / 1e6)
             if let lookup = resolution.lookup {
                 object["lookup"] = lookupJSON(lookup)

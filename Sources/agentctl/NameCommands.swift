@@ -92,7 +92,8 @@ struct ResolveCommand: AsyncParsableCommand {
             var text = recordText(result)
             let source = result["source"]?.stringValue ?? "?"
             text += "source:    \(source)"
-            if source != "cache" { text += ", \(result["replicas"]?.intValue ?? 0) replicas agree" }
+            let replicas = result["replicas"]?.intValue ?? 0
+            if source != "cache" { text += replicas == 1 ? ", 1 replica agrees" : ", \(replicas) replicas agree" }
             return text + "\n"
         }
     }

@@ -74,10 +74,11 @@ final class DHTTestNetwork: @unchecked Sendable {
     /// The running nodes' indices.
     var live: [Int] { nodes.indices.filter { !stopped.contains($0) } }
 
-    /// Stops node `index`: its listener and connections close; others find it gone.
+    /// Stops node `index` abruptly, like a killed process: sockets close without GoAway, and
+    /// others find it gone when they next use it.
     func stop(_ index: Int) async {
         stopped.insert(index)
-        await nodes[index].host.shutdown()
+        await nodes[index].host.abort()
     }
 
     func shutdown() async throws {

@@ -62,6 +62,11 @@ public final class Host: Sendable {
     /// The addresses we listen on, as bound.
     public var listenAddresses: [Multiaddr] { core.listenAddresses }
 
+    /// The addresses others can dial: the listen addresses, with an unspecified IP (`0.0.0.0`,
+    /// `::`) replaced by the addresses of this host's interfaces of that family (link-local IPv6
+    /// left out; loopback last). What identify and our DHT records announce.
+    public var advertisedAddresses: [Multiaddr] { core.advertisedAddresses }
+
     /// Registers `handler` for inbound streams that negotiate `protocolID`.
     public func handle(_ protocolID: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
         core.setHandler(protocolID, handler)
@@ -112,6 +117,13 @@ public final class Host: Sendable {
     public func shutdown() async {
         await core.shutdown()
     }
+
+    /// Stops at once, like a killed process: sockets are closed without GoAway, then the host
+    /// shuts down. For tests of abrupt departures and for fatal errors.
+    public func abort() async {
+        core.abortConnections()
+        await core.shutdown()
+    }
 }
 
 /// The shared state of a host, guarded by a lock; connections call into it from their loops.
@@ -150,6 +162,47 @@ final class HostCore: @unchecked Sendable {
     }
 
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
+
+    var advertisedAddresses: [Multiaddr] {
+        let bound = listenAddresses
+        guard bound.contains(where: Self.isUnspecified) else { return bound }
+        let devices = (try? System.enumerateDevices()) ?? []
+        var result: [Multiaddr] = []
+        for address in bound {
+            guard Self.isUnspecified(address), case .tcp(let port) = address.components.dropFirst().first else {
+                if !result.contains(address) { result.append(address) }
+                continue
+            }
+            let wantIPv4: Bool
+            if case .ip4 = address.components[0] { wantIPv4 = true } else { wantIPv4 = false }
+            var expanded: [(loopback: Bool, address: Multiaddr)] = []
+            for device in devices {
+                guard let ip = device.address?.ipAddress else { continue }
+                let text: String
+                switch device.address {
+                case .v4? where wantIPv4: text = "/ip4/\(ip)/tcp/\(port)"
+                case .v6? where !wantIPv4:
+                    if ip.lowercased().hasPrefix("fe80") { continue }
+                    text = "/ip6/\(ip.split(separator: "%").first ?? "")/tcp/\(port)"
+                default: continue
+                }
+                guard let multiaddr = try? Multiaddr(text), !expanded.contains(where: { $0.address == multiaddr }) else { continue }
+                expanded.append((ip == "127.0.0.1" || ip == "::1", multiaddr))
+            }
+            for entry in expanded.filter({ !$0.loopback }) + expanded.filter(\.loopback) where !result.contains(entry.address) {
+                result.append(entry.address)
+            }
+        }
+        return result
+    }
+
+    static func isUnspecified(_ address: Multiaddr) -> Bool {
+        switch address.components.first {
+        case .ip4(let ip)?: return ip.description == "0.0.0.0"
+        case .ip6(let ip)?: return ip.description == "::"
+        default: return false
+        }
+    }
     var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
 
     func setHandler(_ id: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
@@ -405,6 +458,15 @@ final class HostCore: @unchecked Sendable {
                 _ = lock.withLock { tasks.removeValue(forKey: id) }
             }
         }
+    }
+
+    func abortConnections() {
+        let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
+            isShutDown = true
+            return (self.listeners, connectionsByPeer.values.flatMap { $0 } + pendingConnections.values)
+        }
+        for listener in listeners { listener.close(promise: nil) }
+        for connection in connections { connection.forceClose() }
     }
 
     func shutdown() async {

@@ -48,7 +48,7 @@ public enum Identify {
         message.protocolVersion = protocolVersion
         message.agentVersion = core.configuration.agentVersion
         message.publicKey = Data(LibP2PPublicKey(core.identity.publicKey).protobuf)
-        message.listenAddrs = core.listenAddresses.map { Data($0.bytes) }
+        message.listenAddrs = core.advertisedAddresses.map { Data($0.bytes) }
         if let observed { message.observedAddr = Data(observed.bytes) }
         message.protocols = core.protocolIDs
         return (try? message.serializedBytes()) ?? []

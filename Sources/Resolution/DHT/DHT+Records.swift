@@ -34,8 +34,9 @@ public struct Resolution: Sendable {
     public let replicas: Int
     /// Replicas that answered with an invalid record (forged, expired, another name, malformed).
     public let invalidAnswers: Int
-    /// Different keys that claimed the name among the valid answers.
-    public let rivalClaims: Int
+    /// Distinct claims (keys, a rotation chain counting as one) among the valid answers, the chosen
+    /// one included: above 1 means someone contests the name.
+    public let claims: Int
     /// The value lookup, when there was one.
     public let lookup: LookupStatistics?
 }
@@ -57,18 +58,39 @@ extension DHT {
             throw ResolutionError(
                 .selfCertifyingMismatch, "\(name) is the self-certifying name of \(peer); this node is \(host.peerID)")
         }
-        let own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
+        var own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
+        // A first claim goes to the replicas before our own store: if they refuse it (the name is
+        // held by another key), nothing is kept, and our store does not start believing our claim.
+        let previous = try store.ownRecord(for: name)
+        let isNewClaim = name.selfCertifyingPeerID == nil && previous == nil
         let record = try signOwnRecord(name, own)
+        let report: PublishReport
+        do {
+            report = try await publish(record, replicasFirst: isNewClaim)
+        } catch {
+            if isNewClaim { try? store.removeOwnRecord(for: name) }
+            throw error
+        }
+        own.replicas = report.storedAt.count
+        own.tableSizeAtPublish = state.withLockedValue { $0.table.count }
         state.withLockedValue { $0.ownNames[name] = own }
-        let report = try await publish(record)
-        state.withLockedValue { $0.ownNames[name]?.replicas = report.storedAt.count }
         return report
     }
 
-    /// Stops republishing `name` (its record stays in the network until it expires).
-    public func unregister(_ name: AgentName) throws(ResolutionError) {
+    /// `resolve` without the cache, with "not found" as nil.
+    func resolveIfPublished(_ name: AgentName) async throws(ResolutionError) -> Resolution? {
+        do {
+            return try await resolve(name, useCache: false)
+        } catch {
+            if error.kind == .notFound { return nil }
+            throw error
+        }
+    }
+
+    /// Stops republishing `name` (its record stays in the network until it expires). The last own
+    /// record stays in the store so that a later `register` continues its seq.
+    public func unregister(_ name: AgentName) {
         state.withLockedValue { $0.ownNames[name] = nil }
-        try store.removeOwnRecord(for: name)
     }
 
     /// The names this node keeps published.
@@ -78,7 +100,7 @@ extension DHT {
         let now = unixClock()
         let previous = try store.ownRecord(for: name)
         let seq = max(now, (previous?.record.seq ?? 0) + 1)
-        let addresses = own.addresses ?? Self.dialable(host.listenAddresses)
+        let addresses = own.addresses ?? Self.dialable(host.advertisedAddresses)
         let protocols = own.protocols ?? host.protocols.sorted()
         let record = AgentRecord(
             name: name, publicKey: host.identity.publicKey, seq: seq, timestamp: now, ttl: own.ttl,
@@ -101,16 +123,21 @@ extension DHT {
             if let current {
                 let age = Double(unixClock() &- current.record.timestamp)
                 if age >= Double(current.record.ttl) * configuration.republishFraction { due = true }
-                if own.addresses == nil, current.record.addresses != Self.dialable(host.listenAddresses) { due = true }
-                // Published while the network was smaller (e.g. the first node): now there are
-                // more peers to hold it.
-                if own.replicas < configuration.replicationFactor, tableSize > own.replicas { due = true }
+                if own.addresses == nil, current.record.addresses != Array(Self.dialable(host.advertisedAddresses).prefix(RecordLimits.maximumAddresses)) {
+                    due = true
+                }
+                // Published while the network was smaller (e.g. the first node): the routing table
+                // has grown since, so more peers can hold it now.
+                if own.replicas < configuration.replicationFactor, tableSize > own.tableSizeAtPublish { due = true }
             }
             guard due else { continue }
             do {
                 let record = try signOwnRecord(name, own)
                 let report = try await publish(record)
-                state.withLockedValue { $0.ownNames[name]?.replicas = report.storedAt.count }
+                state.withLockedValue {
+                    $0.ownNames[name]?.replicas = report.storedAt.count
+                    $0.ownNames[name]?.tableSizeAtPublish = tableSize
+                }
                 republished += 1
                 logger.info(
                     "republished own record",
@@ -127,40 +154,64 @@ extension DHT {
     /// Stores `record` locally (through the ownership rules) and at the `replicationFactor` nodes
     /// closest to its key. Succeeds when the record is held locally; `storedAt` says how many
     /// replicas took it (0 in a network of one).
-    public func publish(_ record: SignedAgentRecord) async throws(ResolutionError) -> PublishReport {
+    /// - Parameter replicasFirst: offer the record to the replicas before storing it locally, and
+    ///   throw `nameHeld` (storing nothing) if the replicas that were reached refused it. For first
+    ///   claims, whose likely refusal is that another key holds the name. "Every" means more
+    ///   refusals than acceptances: a replica that never saw the holder's record accepts anything.
+    public func publish(_ record: SignedAgentRecord, replicasFirst: Bool = false) async throws(ResolutionError) -> PublishReport {
         let name = record.record.name
-        try store.put(record, from: nil, now: unixClock())
-        state.withLockedValue { $0.cache.remove(name) }
+        if !replicasFirst {
+            try store.put(record, from: nil, now: unixClock())
+            state.withLockedValue { $0.cache.remove(name) }
+        }
         let lookup = await lookupClosestPeers(to: name.recordKey)
         let targets = Array(lookup.closest.prefix(configuration.replicationFactor))
         let (stored, failures) = await put(record, to: targets)
+        if replicasFirst {
+            let refused = failures.filter { $0.refused }
+            if refused.count > stored.count {
+                var message = "\(name) was refused by \(refused.count) of \(refused.count + stored.count) replicas reached: it is held by another key"
+                if let held = try? await resolveIfPublished(name), held.record.record.publicKey != host.identity.publicKey {
+                    message = "\(name) is held by \(held.record.record.peerID) until \(Timestamp.iso8601(held.record.record.expires)); the replicas refused our claim"
+                }
+                throw ResolutionError(.nameHeld, message + "; choose another name")
+            }
+            try store.put(record, from: nil, now: unixClock())
+            state.withLockedValue { $0.cache.remove(name) }
+        }
         if stored.isEmpty, !targets.isEmpty {
             logger.warning(
                 "record published locally only: every replica refused or failed",
                 metadata: ["name": "\(name)", "failures": "\(failures.map { "\($0.peer): \($0.reason)" })"])
         }
-        return PublishReport(record: record, storedAt: stored, failures: failures, lookup: lookup.statistics)
+        return PublishReport(
+            record: record, storedAt: stored, failures: failures.map { ($0.peer, $0.reason) }, lookup: lookup.statistics)
     }
 
-    /// PUT_VALUE of `record` to each of `peers` at once.
-    func put(_ record: SignedAgentRecord, to peers: [KademliaPeer]) async -> (stored: [PeerID], failures: [(peer: PeerID, reason: String)]) {
+    /// PUT_VALUE of `record` to each of `peers` at once. A failure is `refused` when the peer was
+    /// reached and reset the stream instead of answering (the kad-dht way of refusing a record).
+    func put(
+        _ record: SignedAgentRecord, to peers: [KademliaPeer]
+    ) async -> (stored: [PeerID], failures: [(peer: PeerID, reason: String, refused: Bool)]) {
         let key = record.record.name.recordKey
         let message = KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: record.bytes))
-        return await withTaskGroup(of: (PeerID, String?).self) { group in
+        return await withTaskGroup(of: (PeerID, String?, Bool).self) { group in
             for peer in peers {
                 group.addTask { [self] in
                     do {
                         _ = try await request(message, to: peer)
-                        return (peer.id, nil)
+                        return (peer.id, nil, false)
+                    } catch let refusal as KadRefusal {
+                        return (peer.id, refusal.message, true)
                     } catch {
-                        return (peer.id, "\(error)")
+                        return (peer.id, "\(error)", false)
                     }
                 }
             }
             var stored: [PeerID] = []
-            var failures: [(peer: PeerID, reason: String)] = []
-            for await (peer, failure) in group {
-                if let failure { failures.append((peer, failure)) } else { stored.append(peer) }
+            var failures: [(peer: PeerID, reason: String, refused: Bool)] = []
+            for await (peer, failure, refused) in group {
+                if let failure { failures.append((peer, failure, refused)) } else { stored.append(peer) }
             }
             return (stored, failures)
         }
@@ -175,7 +226,7 @@ extension DHT {
     public func resolve(_ name: AgentName, useCache: Bool = true) async throws(ResolutionError) -> Resolution {
         let now = unixClock()
         if useCache, let cached = state.withLockedValue({ $0.cache.lookup(name, now: .now(), unixNow: now) }) {
-            return Resolution(record: cached, source: .cache, replicas: 0, invalidAnswers: 0, rivalClaims: 1, lookup: nil)
+            return Resolution(record: cached, source: .cache, replicas: 0, invalidAnswers: 0, claims: 1, lookup: nil)
         }
         let key = name.recordKey
         let target = KademliaKey(hashing: key)
@@ -245,7 +296,7 @@ extension DHT {
         state.withLockedValue { _ = $0.cache.store(choice.record, for: name, now: .now(), unixNow: now) }
         return Resolution(
             record: choice.record, source: choice.supporters == 0 ? .local : .network, replicas: choice.supporters,
-            invalidAnswers: answers.invalid.count, rivalClaims: choice.rivalClaims, lookup: result.statistics)
+            invalidAnswers: answers.invalid.count, claims: choice.rivalClaims, lookup: result.statistics)
     }
 
     // MARK: Maintenance

@@ -210,7 +210,11 @@ extension DHT {
             state.table.closestPeers(to: target, count: routingTableBucketSize + 1)
                 .lazy.filter { $0.peer.id != excluded }
                 .prefix(routingTableBucketSize)
-                .map { KadMessage.Peer(peerID: $0.peer.id, addresses: $0.peer.addresses, connection: $0.isConnected ? .connected : .notConnected) }
+                .map { $0.peer }
+        }.map { peer in
+            KadMessage.Peer(
+                peerID: peer.id, addresses: peer.addresses,
+                connection: host.connection(to: peer.id) != nil ? .connected : .notConnected)
         }
     }
 }

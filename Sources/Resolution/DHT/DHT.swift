@@ -36,6 +36,7 @@ public final class DHT: Sendable {
         /// host's addresses / protocols).
         var ownNames: [AgentName: OwnName] = [:]
         var lastReplication: NIODeadline?
+        var republishScheduled = false
         var randomState = SystemRandomNumberGenerator()
     }
 
@@ -43,8 +44,9 @@ public final class DHT: Sendable {
         var addresses: [Multiaddr]?
         var protocols: [String]?
         var ttl: UInt32
-        /// Replicas that took the last publish.
+        /// Replicas that took the last publish, and the routing table's size then.
         var replicas = 0
+        var tableSizeAtPublish = 0
     }
 
     /// - Parameters:
@@ -114,12 +116,18 @@ public final class DHT: Sendable {
     }
 
     func handle(_ update: RoutingTable.Update) {
+        if case .inserted = update { tableGrew() }
         guard case .pendingLivenessCheck(let oldest) = update else { return }
         Task { [self] in
+            // The kad-dht spec forbids kad PING for liveness; the libp2p ping protocol is used.
             let alive: Bool
             do {
-                _ = try await request(KadMessage(type: .ping), to: oldest)
-                alive = true
+                alive = try await withHardTimeout(
+                    configuration.requestHardTimeout, description: "liveness check of \(oldest.id)", onTimeout: {}
+                ) { [self] in
+                    _ = try await connection(to: oldest)
+                    return try await !Ping.ping(host, peer: oldest.id, count: 1).isEmpty
+                }
             } catch {
                 alive = false
             }
@@ -133,6 +141,25 @@ public final class DHT: Sendable {
             if let eviction {
                 logger.debug("routing table: evicted after failed liveness check", metadata: ["peer": "\(eviction.evicted.peer.id)"])
             }
+        }
+    }
+
+    /// A peer joined a small table: own records published to fewer than r replicas (the first node
+    /// of a network publishes to nobody) are republished a moment later rather than at the next
+    /// maintenance round, so they do not live on this node alone for a minute.
+    func tableGrew() {
+        let due = state.withLockedValue { state -> Bool in
+            guard !state.republishScheduled, state.table.count <= configuration.replicationFactor,
+                state.ownNames.values.contains(where: { $0.replicas < configuration.replicationFactor })
+            else { return false }
+            state.republishScheduled = true
+            return true
+        }
+        guard due else { return }
+        Task { [self] in
+            try? await Task.sleep(nanoseconds: 500_000_000)
+            state.withLockedValue { $0.republishScheduled = false }
+            await republishOwnRecords()
         }
     }
 
@@ -150,7 +177,11 @@ public final class DHT: Sendable {
                 continue
             }
             guard peer != host.peerID else { continue }
-            seeds.append(KademliaPeer(id: peer, addresses: [address]))
+            if let index = seeds.firstIndex(where: { $0.id == peer }) {
+                seeds[index].addresses.append(address)
+            } else {
+                seeds.append(KademliaPeer(id: peer, addresses: [address]))
+            }
         }
         let result = await lookupClosestPeers(to: host.peerID.multihash.bytes, extraSeeds: seeds)
         let count = state.withLockedValue { $0.table.count }
@@ -172,10 +203,27 @@ public final class DHT: Sendable {
         guard !targets.isEmpty else { return }
         _ = await lookupClosestPeers(to: host.peerID.multihash.bytes)
         for target in targets {
+            // Servers hash the FIND_NODE key, so the key sent must be a preimage whose hash falls in
+            // the bucket (as libp2p does with generated peer ids), not the target point itself.
+            guard let key = Self.preimage(inBucket: target.bucket, from: state.withLockedValue({ $0.table.localKey })) else {
+                continue
+            }
             _ = await lookup(
-                target: target.key, request: KadMessage(type: .findNode, key: target.key.bytes),
+                target: KademliaKey(hashing: key), request: KadMessage(type: .findNode, key: key),
                 configuration: configuration.closestPeersLookup, extraSeeds: [], onAnswer: { _, _ in false })
         }
+    }
+
+    /// Random 32 bytes whose SHA-256 lies in bucket `bucket` of `localKey`'s table, found by trying
+    /// (2^(cpl+1) hashes on average; `nil` after 2^22 tries, which only very deep buckets need).
+    static func preimage(inBucket bucket: Int, from localKey: KademliaKey) -> [UInt8]? {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for _ in 0..<(1 << 22) {
+            for index in bytes.indices { bytes[index] = generator.next() }
+            if localKey.distance(to: KademliaKey(hashing: bytes)).bucketIndex == bucket { return bytes }
+        }
+        return nil
     }
 
     // MARK: Lookups
@@ -324,9 +372,15 @@ public final class DHT: Sendable {
                 try? await stream.closeWrite()
                 return nil
             }
-            guard let reply = try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) else {
-                stream.reset()
-                throw ResolutionError(.network, "\(peer.id) closed the kad stream without answering \(message.type)")
+            let reply: ByteBuffer
+            do {
+                guard let answer = try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) else {
+                    stream.reset()
+                    throw KadRefusal(message: "\(peer.id) closed the kad stream without answering \(message.type)")
+                }
+                reply = answer
+            } catch let error as NetworkError {
+                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error.message)")
             }
             try? await stream.closeWrite()
             let answer: KadMessage
@@ -375,6 +429,13 @@ public final class DHT: Sendable {
             }
         }
     }
+}
+
+/// A peer was reached and reset (or closed) the stream instead of answering: the kad-dht way of
+/// refusing a request, e.g. a PUT of a record it will not store.
+struct KadRefusal: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }
 
 /// Runs `body`; if it has not finished after `timeout`, calls `onTimeout` (which should make `body`

@@ -53,7 +53,9 @@ public struct ResolutionCache: Sendable {
     ) -> TimeAmount {
         var ttl = configuration.initialTTL
         if let previous = entries[name] {
-            if previous.record.bytes == record.bytes || previous.record.record.seq == record.record.seq {
+            let same = previous.record.bytes == record.bytes
+                || (previous.record.record.publicKey == record.record.publicKey && previous.record.record.seq == record.record.seq)
+            if same {
                 ttl = min(previous.ttl * 2, configuration.maximumTTL)
             } else {
                 ttl = max(TimeAmount.nanoseconds(previous.ttl.nanoseconds / 2), configuration.minimumTTL)

@@ -1,0 +1,297 @@
+import Foundation
+import Identity
+import Multiformats
+import NIOCore
+import Testing
+
+@testable import Network
+@testable import Resolution
+
+/// The kad protocol server: each request type answered as the spec says, and hostile input over
+/// real streams (garbage, oversized frames, bad PUTs, floods) refused without harm to other peers.
+@Suite("kad server: answers and hostile input", .serialized)
+struct KadServerTests {
+    /// Two nodes: `server` (a DHT) and `client` (a DHT too, so it can send raw requests), connected.
+    static func pair() async throws -> (DHTTestNetwork, DHTTestNetwork.Node, DHTTestNetwork.Node) {
+        let network = DHTTestNetwork(threads: 1)
+        let server = try await network.addNode()
+        let client = try await network.addNode()
+        await client.dht.bootstrap([server.address])
+        return (network, server, client)
+    }
+
+    static func peer(_ node: DHTTestNetwork.Node) -> KademliaPeer {
+        KademliaPeer(id: node.peerID, addresses: [node.address])
+    }
+
+    /// Opens a raw kad stream from `client` to `server`.
+    static func rawStream(_ client: DHTTestNetwork.Node, to server: DHTTestNetwork.Node) async throws -> MuxedStream {
+        let connection = try await client.host.connect(to: server.address)
+        return try await client.host.newStream(on: connection, protocols: [DHTConfiguration.agentProtocolID])
+    }
+
+    /// Reads until the stream ends or is reset; true if it was reset (or ended) without an answer.
+    static func isRefused(_ stream: MuxedStream) async -> Bool {
+        do {
+            return try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) == nil
+        } catch {
+            return true
+        }
+    }
+
+    @Test("PING, FIND_NODE, GET_VALUE, PUT_VALUE, ADD_PROVIDER and GET_PROVIDERS are answered per the spec")
+    func answers() async throws {
+        let (network, server, client) = try await Self.pair()
+        let third = try await network.addNode()
+        await third.dht.bootstrap([server.address])
+        // The server adds inbound peers once identify has told it they serve the DHT.
+        for _ in 0..<100 where server.dht.routingTableEntries.count < 2 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(Set(server.dht.routingTableEntries.map(\.peer.id)) == [client.peerID, third.peerID])
+
+        let ping = try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))
+        #expect(ping?.type == .ping)
+
+        // FIND_NODE: the server's known peers, never the requester.
+        let find = try #require(try await client.dht.request(KadMessage(type: .findNode, key: Array("x".utf8)), to: Self.peer(server)))
+        #expect(find.closerPeers.map(\.peerID) == [third.peerID])
+        #expect(find.key == Array("x".utf8))
+
+        // PUT_VALUE of a valid record is echoed and stored; GET_VALUE returns it.
+        let name = try AgentName("kad-server.agent")
+        let record = try AgentRecord(
+            name: name, publicKey: client.host.identity.publicKey, seq: 1, timestamp: UInt64(Date().timeIntervalSince1970), ttl: 3600
+        ).signed(with: client.host.identity)
+        let put = KadMessage(type: .putValue, key: name.recordKey, record: .init(key: name.recordKey, value: record.bytes))
+        let echo = try await client.dht.request(put, to: Self.peer(server))
+        #expect(echo?.record?.value == record.bytes)
+        #expect(try server.dht.store.get(name, now: UInt64(Date().timeIntervalSince1970)) == record)
+        let get = try #require(try await third.dht.request(KadMessage(type: .getValue, key: name.recordKey), to: Self.peer(server)))
+        #expect(get.record?.value == record.bytes)
+        #expect(get.record?.key == name.recordKey)
+        #expect(!(get.record?.timeReceived.isEmpty ?? true))
+        // A key nobody stored: no record, closer peers.
+        let missing = try #require(try await third.dht.request(KadMessage(type: .getValue, key: Array("/agent/nobody.agent".utf8)), to: Self.peer(server)))
+        #expect(missing.record == nil)
+        #expect(missing.closerPeers.map(\.peerID) == [client.peerID])
+
+        // ADD_PROVIDER: only the sender may announce itself; GET_PROVIDERS returns it.
+        let key = Array("some-content".utf8)
+        let announce = KadMessage(
+            type: .addProvider, key: key,
+            providerPeers: [
+                .init(peerID: client.peerID, addresses: [client.address]),
+                .init(peerID: third.peerID, addresses: [third.address]),
+            ])
+        #expect(try await client.dht.request(announce, to: Self.peer(server)) == nil)
+        var providers: [KadMessage.Peer] = []
+        for _ in 0..<50 where providers.isEmpty {
+            providers = try #require(try await third.dht.request(KadMessage(type: .getProviders, key: key), to: Self.peer(server))).providerPeers
+            if providers.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(providers.map(\.peerID) == [client.peerID])
+        try await network.shutdown()
+    }
+
+    @Test("bad PUTs are refused with a reset and change nothing")
+    func badPuts() async throws {
+        let (network, server, client) = try await Self.pair()
+        let now = UInt64(Date().timeIntervalSince1970)
+        let name = try AgentName("victim.agent")
+        let good = try AgentRecord(name: name, publicKey: client.host.identity.publicKey, seq: 5, timestamp: now, ttl: 3600)
+            .signed(with: client.host.identity)
+        _ = try await client.dht.request(
+            KadMessage(type: .putValue, key: name.recordKey, record: .init(key: name.recordKey, value: good.bytes)), to: Self.peer(server))
+
+        let other = Ed25519.PrivateKey()
+        var tampered = good.bytes
+        tampered[tampered.count - 1] ^= 1
+        let cases: [(String, KadMessage)] = [
+            ("no record", KadMessage(type: .putValue, key: name.recordKey)),
+            ("record key differs", KadMessage(type: .putValue, key: name.recordKey, record: .init(key: Array("/agent/other.agent".utf8), value: good.bytes))),
+            ("not an agent key", KadMessage(type: .putValue, key: Array("/pk/x".utf8), record: .init(key: Array("/pk/x".utf8), value: good.bytes))),
+            ("garbage value", KadMessage(type: .putValue, key: name.recordKey, record: .init(key: name.recordKey, value: [1, 2, 3]))),
+            ("bad signature", KadMessage(type: .putValue, key: name.recordKey, record: .init(key: name.recordKey, value: tampered))),
+            (
+                "name held by another key",
+                KadMessage(
+                    type: .putValue, key: name.recordKey,
+                    record: .init(
+                        key: name.recordKey,
+                        value: try AgentRecord(name: name, publicKey: other.publicKey, seq: 9, timestamp: now, ttl: 3600).signed(with: other).bytes))
+            ),
+            (
+                "stale seq",
+                KadMessage(
+                    type: .putValue, key: name.recordKey,
+                    record: .init(
+                        key: name.recordKey,
+                        value: try AgentRecord(name: name, publicKey: client.host.identity.publicKey, seq: 4, timestamp: now, ttl: 3600)
+                            .signed(with: client.host.identity).bytes))
+            ),
+            (
+                "expired",
+                KadMessage(
+                    type: .putValue, key: name.recordKey,
+                    record: .init(
+                        key: name.recordKey,
+                        value: try AgentRecord(name: name, publicKey: client.host.identity.publicKey, seq: 6, timestamp: now - 7200, ttl: 3600)
+                            .signed(with: client.host.identity).bytes))
+            ),
+        ]
+        for (label, message) in cases {
+            await #expect(throws: (any Error).self, "\(label) was accepted") {
+                _ = try await client.dht.request(message, to: Self.peer(server))
+            }
+        }
+        #expect(try server.dht.store.get(name, now: now) == good)
+        // The server still answers.
+        #expect(try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        try await network.shutdown()
+    }
+
+    @Test("garbage, an oversized length prefix and an unknown message type reset the stream; others are served")
+    func hostileStreams() async throws {
+        let (network, server, client) = try await Self.pair()
+        // Not protobuf.
+        var stream = try await Self.rawStream(client, to: server)
+        try await stream.writeLengthPrefixed(ByteBuffer(bytes: [0xff, 0xff, 0xff, 0xff, 0x0f]))
+        #expect(await Self.isRefused(stream))
+        // A length prefix over the 1 MiB limit: refused before the body arrives.
+        stream = try await Self.rawStream(client, to: server)
+        var prefix = ByteBuffer()
+        prefix.writeUVarint(UInt64(KadLimits.maximumMessageSize) + 1)
+        try await stream.write(prefix)
+        #expect(await Self.isRefused(stream))
+        // An unknown message type (type = 9).
+        stream = try await Self.rawStream(client, to: server)
+        try await stream.writeLengthPrefixed(ByteBuffer(bytes: [0x08, 0x09]))
+        #expect(await Self.isRefused(stream))
+        // A truncated message then end of stream.
+        stream = try await Self.rawStream(client, to: server)
+        var truncated = ByteBuffer()
+        truncated.writeUVarint(100)
+        truncated.writeBytes([0x08, 0x04])
+        try await stream.write(truncated)
+        try await stream.closeWrite()
+        #expect(await Self.isRefused(stream))
+
+        // Several requests on one stream are all answered, in order.
+        stream = try await Self.rawStream(client, to: server)
+        for _ in 0..<5 {
+            try await stream.writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+            let answer = try #require(try await stream.readLengthPrefixed(maximumLength: 1 << 20))
+            #expect(try KadMessage(serialized: answer.readableBytesView).type == .ping)
+        }
+        try await stream.closeWrite()
+
+        #expect(try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        try await network.shutdown()
+    }
+
+    @Test("inbound streams over the limit are reset; idle streams are closed")
+    func limits() async throws {
+        var configuration = DHTTestNetwork.configuration()
+        configuration.maximumInboundStreams = 4
+        configuration.inboundIdleTimeout = .milliseconds(300)
+        let network = DHTTestNetwork(threads: 1)
+        let server = try await network.addNode(configuration: configuration)
+        let client = try await network.addNode()
+        var held: [MuxedStream] = []
+        for _ in 0..<4 { held.append(try await Self.rawStream(client, to: server)) }
+        // Let the server pick them up, then a fifth is refused.
+        try await Task.sleep(for: .milliseconds(100))
+        let fifth = try await Self.rawStream(client, to: server)
+        #expect(await Self.isRefused(fifth))
+        // The idle ones are closed by the server after the idle timeout.
+        for stream in held { #expect(await Self.isRefused(stream)) }
+        // And slots are free again.
+        #expect(try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        try await network.shutdown()
+    }
+}
+
+@Suite("DHT registration rules", .serialized)
+struct DHTRegistrationTests {
+    @Test("registering a name another key holds fails with name_held and stores nothing; the holder keeps it")
+    func heldName() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 8)
+        let name = try AgentName("taken.agent")
+        let holder = network.nodes[1]
+        let intruder = network.nodes[5]
+        _ = try await holder.dht.register(name)
+        await #expect(throws: ResolutionError.self) {
+            _ = try await intruder.dht.register(name)
+        }
+        do {
+            _ = try await intruder.dht.register(name)
+        } catch {
+            #expect(error.kind == .nameHeld)
+            #expect(error.message.contains(holder.peerID.description), "\(error.message)")
+        }
+        #expect(intruder.dht.registeredNames.isEmpty)
+        #expect(try intruder.dht.store.ownRecord(for: name) == nil)
+        let seen = try await intruder.dht.resolve(name, useCache: false)
+        #expect(seen.record.record.publicKey == holder.host.identity.publicKey)
+        // The holder's own updates still go through.
+        let update = try await holder.dht.register(name, addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/9")])
+        #expect(update.storedAt.count == 5)
+        try await network.shutdown()
+    }
+
+    @Test("a self-certifying name of another peer cannot be registered")
+    func foreignSelfCertifying() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        let node = try await network.addNode()
+        let other = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
+        await #expect(throws: ResolutionError.self) {
+            _ = try await node.dht.register(AgentName(selfCertifying: other))
+        }
+        try await network.shutdown()
+    }
+
+    @Test("refresh keys are preimages that land in the bucket they refresh")
+    func refreshPreimages() throws {
+        let local = KademliaKey(hashing: Array("local".utf8))
+        for bucket in [255, 250, 245, 241] {
+            let key = try #require(DHT.preimage(inBucket: bucket, from: local))
+            #expect(local.distance(to: KademliaKey(hashing: key)).bucketIndex == bucket)
+        }
+    }
+}
+
+@Suite("DHT republishing", .serialized)
+struct DHTRepublishTests {
+    @Test("the first node's names reach the replicas as soon as peers join, not a minute later")
+    func firstNode() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        let first = try await network.addNode()
+        let name = try AgentName("first.agent")
+        let alone = try await first.dht.register(name)
+        #expect(alone.storedAt.isEmpty)
+        var joined: [DHTTestNetwork.Node] = []
+        for _ in 0..<3 {
+            let node = try await network.addNode()
+            await node.dht.bootstrap([first.address])
+            joined.append(node)
+        }
+        let now = { UInt64(Date().timeIntervalSince1970) }
+        var holders = 0
+        for _ in 0..<100 {
+            holders = try joined.filter { try $0.dht.store.get(name, now: now()) != nil }.count
+            if holders == joined.count { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(holders == joined.count, "only \(holders) of \(joined.count) peers hold the record")
+        // The first node can go: its name stays resolvable (once the others know each other, which
+        // a self-lookup each ensures).
+        for node in joined { _ = await node.dht.lookupClosestPeers(to: node.peerID.multihash.bytes) }
+        await network.stop(0)
+        let resolved = try await joined[2].dht.resolve(name, useCache: false)
+        #expect(resolved.record.record.publicKey == first.host.identity.publicKey)
+        #expect(resolved.source == .network)
+        try await network.shutdown()
+    }
+}
