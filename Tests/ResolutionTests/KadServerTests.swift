@@ -295,3 +295,37 @@ struct DHTRepublishTests {
         try await network.shutdown()
     }
 }
+
+@Suite("DHT client mode", .serialized)
+struct DHTClientModeTests {
+    @Test("a client-mode node resolves and publishes, but serves nothing and enters no routing table")
+    func clientMode() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 6)
+        var configuration = DHTTestNetwork.configuration()
+        configuration.mode = .client
+        let client = try await network.addNode(configuration: configuration)
+        #expect(client.dht.mode == .client)
+        #expect(!client.host.protocols.contains(DHTConfiguration.agentProtocolID))
+        await client.dht.bootstrap([network.nodes[0].address])
+        #expect(client.dht.routingTableEntries.count >= 5)
+
+        let name = try AgentName("server-0.agent")
+        _ = try await network.nodes[0].dht.register(name)
+        let resolved = try await client.dht.resolve(name, useCache: false)
+        #expect(resolved.record.record.publicKey == network.nodes[0].host.identity.publicKey)
+        let own = try await client.dht.register(try AgentName("from-a-client.agent"))
+        #expect(own.storedAt.count == 5)
+
+        // Give identify time to reach the servers, then no server lists the client.
+        try await Task.sleep(for: .milliseconds(300))
+        for node in network.nodes.prefix(6) {
+            #expect(!node.dht.routingTableEntries.contains { $0.peer.id == client.peerID })
+        }
+        // Its kad protocol is not served: a request to it fails.
+        await #expect(throws: (any Error).self) {
+            _ = try await network.nodes[1].dht.request(KadMessage(type: .ping), to: KademliaPeer(id: client.peerID, addresses: [client.address]))
+        }
+        try await network.shutdown()
+    }
+}
