@@ -143,7 +143,7 @@ final class HostCore: @unchecked Sendable {
     private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
     private var pendingHandshakes = 0
     private var pendingConnections: [ObjectIdentifier: Connection] = [:]
-    private var tasks: [Int: Task<Void, Never>] = [:]
+    private var tasks: [Int: (label: String, task: Task<Void, Never>)] = [:]
     private var nextTaskID = 0
     private var listeners: [Channel] = []
     private var boundAddresses: [Multiaddr] = []
@@ -430,7 +430,7 @@ final class HostCore: @unchecked Sendable {
 
     func acceptStream(_ stream: RawStream, on connection: Connection) {
         let supported = protocolIDs
-        spawn { [self] in
+        spawn("inbound stream \(stream.id) on connection \(connection.id)") { [self] in
             do {
                 let muxed = try await stream.negotiateInbound(supported: supported)
                 guard let handler = lock.withLock({ handlers[muxed.protocolID] }) else {
@@ -449,14 +449,17 @@ final class HostCore: @unchecked Sendable {
 
     /// Runs `body` as a task of this host: `shutdown()` waits for it, so that nothing of the host
     /// touches an event loop after `shutdown()` returns.
-    func spawn(_ body: @escaping @Sendable () async -> Void) {
+    /// - Parameter label: names the task in the shutdown report if it does not finish.
+    func spawn(_ label: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) {
+        let label = label()
         lock.withLock {
             let id = nextTaskID
             nextTaskID += 1
-            tasks[id] = Task { [self] in
+            let task = Task { [self] in
                 await body()
                 _ = lock.withLock { tasks.removeValue(forKey: id) }
             }
+            tasks[id] = (label, task)
         }
     }
 
@@ -502,12 +505,14 @@ final class HostCore: @unchecked Sendable {
         // forever: a handler that ignores its failed stream is reported, not waited for.
         let deadline = NIODeadline.now() + .seconds(10)
         while let running = lock.withLock({ tasks.first }) {
-            running.value.cancel()
+            running.value.task.cancel()
             let remaining = deadline - .now()
-            let finished = remaining > .zero ? await Self.wait(for: running.value, timeout: remaining) : false
+            let finished = remaining > .zero ? await Self.wait(for: running.value.task, timeout: remaining) : false
             if !finished {
-                let left = lock.withLock { tasks.count }
-                logger.error("shutdown: \(left) stream handler task(s) did not finish within 10 s; not waiting for them")
+                let left = lock.withLock { tasks.values.map(\.label) }
+                logger.error(
+                    "shutdown: \(left.count) task(s) did not finish within 10 s; not waiting for them",
+                    metadata: ["tasks": "\(left.prefix(10))"])
                 break
             }
             _ = lock.withLock { tasks.removeValue(forKey: running.key) }

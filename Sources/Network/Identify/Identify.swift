@@ -56,7 +56,7 @@ public enum Identify {
 
     /// Identifies the peer of `connection` in the background.
     static func identify(connection: Connection, host core: HostCore) {
-        core.spawn {
+        core.spawn("identify on connection \(connection.id)") {
             do {
                 let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
                 let stream = try await raw.negotiateOutbound(proposals: [protocolID])
