@@ -26,6 +26,7 @@ bench: deps
 	$(SWIFT) build -c release --product agent-bench
 	$$($(SWIFT) build -c release --show-bin-path)/agent-bench records
 	$$($(SWIFT) build -c release --show-bin-path)/agent-bench session
+	$$($(SWIFT) build -c release --show-bin-path)/agent-bench dht
 
 clean:
 	rm -rf .build .venv

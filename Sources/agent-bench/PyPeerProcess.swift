@@ -1,13 +1,18 @@
 import Foundation
 
-/// The py-libp2p test peer (`Tests/Interop/py/peer.py`) as a child process: its stdout carries one
-/// JSON event per line. Started in `init`, stopped by PID in `stop()`.
+/// A py-libp2p test peer (`Tests/Interop/py/peer.py`, `kad_peer.py`) as a child process: its
+/// stdout carries one JSON object per line, an event (`"event": name`) or the answer to a command
+/// sent on its stdin (`"id"` of the command, no `"event"`). Started in `init`, stopped by PID in
+/// `stop()`.
 ///
 /// Used from one task at a time (it is not `Sendable`); the pipe callbacks only hand bytes and the
 /// exit status over through `AsyncStream`s.
 final class PyPeerProcess {
-    /// One JSON line of peer.py.
+    /// One JSON line of the peer: an event, or a command's answer (named `answer`).
     struct Event: Sendable {
+        /// The name of a command's answer.
+        static let answer = "answer"
+
         let name: String
         let line: String
 
@@ -16,8 +21,10 @@ final class PyPeerProcess {
         }
 
         func number(_ key: String) -> Double? { (object[key] as? NSNumber)?.doubleValue }
+        func numbers(_ key: String) -> [Double] { (object[key] as? [NSNumber] ?? []).map(\.doubleValue) }
         func strings(_ key: String) -> [String] { object[key] as? [String] ?? [] }
         func string(_ key: String) -> String? { object[key] as? String }
+        func bool(_ key: String) -> Bool? { (object[key] as? NSNumber)?.boolValue }
     }
 
     private let process = Process()
@@ -80,10 +87,10 @@ final class PyPeerProcess {
         while true {
             guard let event = try await nextEvent() else {
                 throw BenchmarkError(
-                    "peer.py (pid \(pid)) ended before its \"\(name)\" event (timeout \(timeout))\(errorTail())")
+                    "py peer (pid \(pid)) ended before its \"\(name)\" event (timeout \(timeout))\(errorTail())")
             }
             if event.name == "error" {
-                throw BenchmarkError("peer.py (pid \(pid)): \(event.string("message") ?? event.line)")
+                throw BenchmarkError("py peer (pid \(pid)): \(event.string("message") ?? event.line)")
             }
             seen.append(event)
             if event.name == name { return seen }
@@ -95,6 +102,26 @@ final class PyPeerProcess {
         try await events(until: name, timeout: timeout).last!
     }
 
+    /// Sends `command` (a JSON object with an `"id"`) as one line on the peer's stdin, and returns
+    /// its answer, skipping events meanwhile. Fails if the answer says `"ok": false`, and as
+    /// `events(until:timeout:)` does.
+    func command(_ command: [String: Any], timeout: Duration) async throws -> Event {
+        let id = (command["id"] as? Int) ?? 0
+        var line = try JSONSerialization.data(withJSONObject: command)
+        line.append(0x0a)
+        try standardInput.fileHandleForWriting.write(contentsOf: line)
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let answer = try await event(Event.answer, timeout: max(deadline - .now, .zero))
+            guard answer.number("id").map(Int.init) == id else { continue }
+            guard answer.bool("ok") == true else {
+                throw BenchmarkError(
+                    "py peer (pid \(pid)) failed \(command["cmd"] ?? "?"): \(answer.string("error") ?? answer.line)")
+            }
+            return answer
+        }
+    }
+
     private func nextEvent() async throws -> Event? {
         while true {
             if !pendingEvents.isEmpty { return pendingEvents.removeFirst() }
@@ -104,12 +131,16 @@ final class PyPeerProcess {
                 let line = String(decoding: pendingBytes[..<newline], as: UTF8.self)
                 pendingBytes.removeSubrange(...newline)
                 let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
-                if let name = object?["event"] as? String { pendingEvents.append(Event(name: name, line: line)) }
+                if let name = object?["event"] as? String {
+                    pendingEvents.append(Event(name: name, line: line))
+                } else if object?["id"] != nil {
+                    pendingEvents.append(Event(name: Event.answer, line: line))
+                }
             }
         }
     }
 
-    /// Stops the process and waits for it: closes its stdin (peer.py exits on EOF), then kills it by
+    /// Stops the process and waits for it: closes its stdin (the peers exit on EOF), then kills it by
     /// PID if it still runs after 5 s. (Not SIGTERM: a child inherits the signal mask of the thread
     /// that spawned it, and may never see one.) Returns the exit status.
     @discardableResult
@@ -128,9 +159,39 @@ final class PyPeerProcess {
         return status
     }
 
-    /// The last lines peer.py wrote to stderr, for an error message.
+    /// CPU seconds the running process has used (user + system, Linux `/proc/<pid>/stat`), if known.
+    func cpuSeconds() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.lastIndex(of: ")")
+        else { return nil }
+        // Fields after "(comm)": state is field 3, utime 14 and stime 15 (proc(5)).
+        let fields = stat[stat.index(after: afterName)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// The last lines the peer wrote to stderr, for an error message.
     private func errorTail() -> String {
         guard let text = try? String(contentsOf: errorLog, encoding: .utf8), !text.isEmpty else { return "" }
         return "; stderr: " + text.split(separator: "\n").suffix(5).joined(separator: " | ")
+    }
+}
+
+extension PyPeerProcess {
+    /// `root` if given, else the first of the working directory and the executable's ancestors that
+    /// holds the py test peers (`Tests/Interop/py/`).
+    static func repositoryRoot(_ root: String?) -> URL {
+        if let root { return URL(fileURLWithPath: root) }
+        let executable = (Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]))
+            .standardizedFileURL
+        var candidates = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
+        var directory = executable.deletingLastPathComponent()
+        while directory.path != "/" {
+            candidates.append(directory)
+            directory = directory.deletingLastPathComponent()
+        }
+        return candidates.first {
+            FileManager.default.fileExists(atPath: $0.appendingPathComponent("Tests/Interop/py/peer.py").path)
+        } ?? candidates[0]
     }
 }

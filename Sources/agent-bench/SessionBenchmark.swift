@@ -372,22 +372,7 @@ struct SessionBenchmark: AsyncParsableCommand {
         FileHandle.standardError.write(Data("agent-bench: \(text)\n".utf8))
     }
 
-    /// `--root`, else the first of the working directory and the executable's ancestors that holds
-    /// the py test peer.
-    private func repositoryRoot() -> URL {
-        if let root { return URL(fileURLWithPath: root) }
-        let executable = (Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]))
-            .standardizedFileURL
-        var candidates = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
-        var directory = executable.deletingLastPathComponent()
-        while directory.path != "/" {
-            candidates.append(directory)
-            directory = directory.deletingLastPathComponent()
-        }
-        return candidates.first {
-            FileManager.default.fileExists(atPath: $0.appendingPathComponent("Tests/Interop/py/peer.py").path)
-        } ?? candidates[0]
-    }
+    private func repositoryRoot() -> URL { PyPeerProcess.repositoryRoot(root) }
 }
 
 /// The median of `values` (which must not be empty).

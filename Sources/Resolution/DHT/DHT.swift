@@ -283,6 +283,8 @@ public final class DHT: Sendable {
         defer { continuation.finish() }
         var iterator = events.makeAsyncIterator()
         var timerArmed = false
+        var timer: Task<Void, Never>?
+        defer { timer?.cancel() }
         var outstanding = 0
         while true {
             switch lookup.next(now: .now()) {
@@ -305,8 +307,9 @@ public final class DHT: Sendable {
                 if !timerArmed, let deadline = lookup.nextTimeout {
                     timerArmed = true
                     let delay = max(deadline - .now(), .milliseconds(1))
-                    Task {
+                    timer = Task {
                         try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds))
+                        guard !Task.isCancelled else { return }
                         continuation.yield(.timer)
                     }
                 }
@@ -441,10 +444,11 @@ struct KadRefusal: Error, CustomStringConvertible {
 /// Runs `body`; if it has not finished after `timeout`, calls `onTimeout` (which should make `body`
 /// fail, e.g. by resetting its stream) and throws at once without waiting for `body`.
 func withHardTimeout<T: Sendable>(
-    _ timeout: TimeAmount, description: @autoclosure () -> String, onTimeout: @escaping @Sendable () -> Void,
-    _ body: @escaping @Sendable () async throws -> T
+    _ timeout: TimeAmount, description: @escaping @Sendable @autoclosure () -> String,
+    onTimeout: @escaping @Sendable () -> Void, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    let message = "\(description()) timed out after \(timeout.nanoseconds / 1_000_000) ms"
+    // The message is built only on a timeout (it usually formats a peer id).
+    let message: @Sendable () -> String = { "\(description()) timed out after \(timeout.nanoseconds / 1_000_000) ms" }
     return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
         let done = NIOLockedValueBox(false)
         let finish: @Sendable (Result<T, any Error>) -> Bool = { result in
@@ -458,7 +462,7 @@ func withHardTimeout<T: Sendable>(
         let timer = Task {
             try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
             guard !Task.isCancelled else { return }
-            if finish(.failure(ResolutionError(.network, message))) { onTimeout() }
+            if finish(.failure(ResolutionError(.network, message()))) { onTimeout() }
         }
         Task {
             do {
