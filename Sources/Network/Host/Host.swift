@@ -104,6 +104,22 @@ public final class Host: Sendable {
         }
     }
 
+    /// Opens a stream on `connection` for `protocolID` and sends `initial` right behind the
+    /// proposal, without waiting for the peer to agree (multistream-select's lazy dialer): one
+    /// round trip less for request/response protocols. The agreement is checked on the first read;
+    /// a peer that does not speak the protocol makes it fail.
+    public func newStream(
+        on connection: Connection, lazyProtocol protocolID: String, initial: ByteBuffer, priority: YamuxPriority = .normal
+    ) async throws -> MuxedStream {
+        let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
+        do {
+            return try await raw.negotiateOutboundLazy(protocolID: protocolID, initial: initial)
+        } catch {
+            raw.reset()
+            throw error
+        }
+    }
+
     /// The live connection to `peer`, if any.
     public func connection(to peer: PeerID) -> Connection? { core.connection(to: peer) }
 

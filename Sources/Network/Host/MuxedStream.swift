@@ -164,6 +164,34 @@ extension RawStream {
         }
     }
 
+    /// multistream-select as a "lazy" dialer of one protocol (what go- and rust-libp2p do when
+    /// they propose a single protocol): the header, the proposal and `initial` go out in one write,
+    /// without waiting for the agreement, which is read and checked before anything the protocol
+    /// answers. Saves a round trip per stream; a peer that refuses answers `na` and the stream fails.
+    func negotiateOutboundLazy(protocolID: String, initial: ByteBuffer) async throws -> MuxedStream {
+        var negotiation = MultistreamNegotiation(dialerProposing: [protocolID])
+        var out = ByteBuffer()
+        for case .send(var bytes) in negotiation.start() { out.writeBuffer(&bytes) }
+        var initial = initial
+        out.writeBuffer(&initial)
+        try await write(out)
+        var buffer = ByteBuffer()
+        while negotiation.negotiatedProtocol == nil {
+            guard var chunk = try await read() else {
+                throw NetworkError(.protocolNotSupported, "peer closed the stream while negotiating \(protocolID)")
+            }
+            buffer.writeBuffer(&chunk)
+            do {
+                // With a single proposal the dialer never has anything more to send.
+                _ = try negotiation.receive(&buffer)
+            } catch {
+                throw Self.outboundFailure(error, proposals: [protocolID])
+            }
+        }
+        if buffer.readableBytes > 0 { unread(buffer) }
+        return MuxedStream(raw: self, protocolID: protocolID)
+    }
+
     private static func outboundFailure(_ error: SessionError, proposals: [String]) -> Error {
         guard error.kind == .negotiationFailed else { return error }
         return NetworkError(.protocolNotSupported, "peer supports none of \(proposals.joined(separator: ", "))")

@@ -361,7 +361,13 @@ public final class DHT: Sendable {
             }
         ) { [self] () async throws -> KadMessage? in
             let connection = try await connection(to: peer)
-            let stream = try await host.newStream(on: connection, protocols: [protocolID])
+            // The request rides with the protocol proposal (lazy multistream-select): one round
+            // trip per request, not two.
+            var framed = ByteBuffer()
+            let body = message.serialized()
+            framed.writeUVarint(UInt64(body.count))
+            framed.writeBytes(body)
+            let stream = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
             let abandoned = streamBox.withLockedValue { box -> Bool in
                 box.stream = stream
                 return box.abandoned
@@ -370,7 +376,6 @@ public final class DHT: Sendable {
                 stream.reset()
                 throw ResolutionError(.network, "kad \(message.type) to \(peer.id) timed out")
             }
-            try await stream.writeLengthPrefixed(ByteBuffer(bytes: message.serialized()))
             guard message.type != .addProvider else {
                 try? await stream.closeWrite()
                 return nil
