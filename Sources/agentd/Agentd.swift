@@ -79,6 +79,9 @@ struct Agentd: AsyncParsableCommand {
     @Option(name: .customLong("dht-protocol"), help: "The kad protocol id (use /ipfs/kad/1.0.0 to join libp2p DHTs).")
     var dhtProtocol: String = DHTConfiguration.agentProtocolID
 
+    @Option(name: .customLong("dht-replication"), help: "Nodes each record is stored at (1-20).")
+    var dhtReplication: Int = DHTConfiguration().replicationFactor
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -91,6 +94,9 @@ struct Agentd: AsyncParsableCommand {
         }
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json")
+        }
+        guard (1...20).contains(dhtReplication) else {
+            throw ValidationError("--dht-replication must be 1 to 20")
         }
         guard DHTMode(rawValue: dhtMode) != nil else {
             throw ValidationError("--dht-mode must be client, server or auto")
@@ -127,6 +133,7 @@ struct Agentd: AsyncParsableCommand {
         var configuration = NodeConfiguration(dataDirectory: directory, listenAddresses: addresses, apiSocketPath: apiSocket)
         configuration.dht.mode = DHTMode(rawValue: dhtMode)!
         configuration.dht.protocolID = dhtProtocol
+        configuration.dht.replicationFactor = dhtReplication
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         do {
             let (bootstrapAddresses, source) = try BootstrapSources.resolve(arguments: bootstrap, dataDirectory: directory)

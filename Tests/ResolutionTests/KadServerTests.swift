@@ -212,6 +212,14 @@ struct KadServerTests {
     }
 }
 
+extension Multiaddr {
+    /// The address without its trailing `/p2p/<id>`.
+    func decapsulatingPeer() -> Multiaddr {
+        guard case .p2p = components.last else { return self }
+        return Multiaddr(Array(components.dropLast()))
+    }
+}
+
 @Suite("DHT registration rules", .serialized)
 struct DHTRegistrationTests {
     @Test("registering a name another key holds fails with name_held and stores nothing; the holder keeps it")
@@ -238,6 +246,20 @@ struct DHTRegistrationTests {
         // The holder's own updates still go through.
         let update = try await holder.dht.register(name, addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/9")])
         #expect(update.storedAt.count == 5)
+        try await network.shutdown()
+    }
+
+    @Test("a self-certifying name <peer id>.agent resolves through the peer's own record")
+    func selfCertifying() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 6)
+        let owner = network.nodes[2]
+        let name = AgentName(selfCertifying: owner.peerID)
+        let published = try await owner.dht.register(name)
+        #expect(published.storedAt.count == 5)
+        let resolved = try await network.nodes[4].dht.resolve(try AgentName(name.value.uppercased()), useCache: false)
+        #expect(resolved.record.record.peerID == owner.peerID)
+        #expect(resolved.record.record.addresses == [owner.address.decapsulatingPeer()])
         try await network.shutdown()
     }
 
