@@ -130,3 +130,33 @@ struct ReplicaSelectionTests {
         #expect(cache.lookup(names[3], now: t0, unixNow: Fixtures.now) == records[3])
     }
 }
+
+@Suite("ReplicaSelection against colluding far nodes")
+struct ReplicaSelectionCollusionTests {
+    @Test("many far nodes sharing one rival key do not outvote the closest replicas")
+    func colluders() throws {
+        let holder = Fixtures.record(Fixtures.alice, seq: 3)
+        let rival = Fixtures.record(Fixtures.bob, seq: 1000)
+        var answers: [ReplicaSelection.Answer] = []
+        let peers = (0..<16).map { _ in PeerID(publicKey: Ed25519.PrivateKey().publicKey) }
+        // The three closest replicas hold the real record; ranks 3-15 are colluders.
+        for rank in 0..<16 {
+            answers.append(.init(replica: peers[rank], record: rank < 3 ? holder : rival, rank: rank))
+        }
+        let everyone = try #require(ReplicaSelection.choose(answers, local: nil))
+        #expect(everyone.record == rival, "without the voter limit the colluders win: the point of the limit")
+        let replicas = try #require(ReplicaSelection.choose(answers, local: nil, voters: 5))
+        #expect(replicas.record == holder)
+        #expect(replicas.supporters == 3)
+    }
+
+    @Test("a newer seq of the winning key counts even from a far node")
+    func farUpdate() throws {
+        let old = Fixtures.record(Fixtures.alice, seq: 3)
+        let new = Fixtures.record(Fixtures.alice, seq: 4)
+        let peers = (0..<8).map { _ in PeerID(publicKey: Ed25519.PrivateKey().publicKey) }
+        let answers = (0..<8).map { ReplicaSelection.Answer(replica: peers[$0], record: $0 == 7 ? new : old, rank: $0) }
+        let choice = try #require(ReplicaSelection.choose(answers, local: nil, voters: 5))
+        #expect(choice.record == new)
+    }
+}

@@ -178,7 +178,7 @@ extension RawStream {
         var buffer = ByteBuffer()
         while negotiation.negotiatedProtocol == nil {
             guard var chunk = try await read() else {
-                throw NetworkError(.protocolNotSupported, "peer closed the stream while negotiating \(protocolID)")
+                throw NetworkError(.connectionClosed, "peer closed the stream while negotiating \(protocolID)")
             }
             buffer.writeBuffer(&chunk)
             do {

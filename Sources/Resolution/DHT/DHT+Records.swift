@@ -257,12 +257,12 @@ extension DHT {
                 return false
             }
         } stopWhen: {
-            // Enough agreement: the leading claim's replicas outnumber every rival's by the quorum.
+            // Early stop only on unanimity: `valueQuorum` valid answers, all under one key. Any rival
+            // claim means the lookup runs until the k closest answered, so that the replicas
+            // closest to the key (who vote in ReplicaSelection) are heard.
             let answers = collected.withLockedValue { $0.answers }
-            var votes: [Ed25519.PublicKey: Int] = [:]
-            for record in answers.values { votes[record.record.publicKey, default: 0] += 1 }
-            let sorted = votes.values.sorted(by: >)
-            return sorted[0] - (sorted.count > 1 ? sorted[1] : 0) >= configuration.valueQuorum
+            guard answers.count >= configuration.valueQuorum, let first = answers.values.first else { return false }
+            return answers.values.allSatisfy { $0.record.publicKey == first.record.publicKey }
         }
         let answers = collected.withLockedValue { $0 }
         var ranked: [ReplicaSelection.Answer] = []
@@ -271,7 +271,7 @@ extension DHT {
             ranked.append(ReplicaSelection.Answer(replica: peer, record: answers.answers[peer]!, rank: rank))
         }
         let local = try? store.get(name, now: now)
-        guard let choice = ReplicaSelection.choose(ranked, local: local) else {
+        guard let choice = ReplicaSelection.choose(ranked, local: local, voters: configuration.replicationFactor) else {
             var message = "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
             if !answers.invalid.isEmpty { message += ", \(answers.invalid.count) with invalid records" }
             message += ")"

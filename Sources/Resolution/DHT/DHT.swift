@@ -367,7 +367,16 @@ public final class DHT: Sendable {
             let body = message.serialized()
             framed.writeUVarint(UInt64(body.count))
             framed.writeBytes(body)
-            let stream = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
+            // From here on the peer is reached: a stream it resets or closes, during the negotiation
+            // (which carries the request) or before the answer, is its refusal.
+            let stream: MuxedStream
+            do {
+                stream = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
+            } catch let error as NetworkError where error.kind == .protocolNotSupported {
+                throw error
+            } catch {
+                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
+            }
             let abandoned = streamBox.withLockedValue { box -> Bool in
                 box.stream = stream
                 return box.abandoned
@@ -387,8 +396,10 @@ public final class DHT: Sendable {
                     throw KadRefusal(message: "\(peer.id) closed the kad stream without answering \(message.type)")
                 }
                 reply = answer
-            } catch let error as NetworkError {
-                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error.message)")
+            } catch let refusal as KadRefusal {
+                throw refusal
+            } catch {
+                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
             }
             try? await stream.closeWrite()
             let answer: KadMessage

@@ -39,9 +39,16 @@ public enum ReplicaSelection {
     }
 
     /// Picks the record to believe; `nil` when there are no answers and nothing held locally.
-    /// - Parameter local: the record our own store holds for the name, if any; it counts as one
-    ///   more answer, ranked after the replicas.
-    public static func choose(_ answers: [Answer], local: SignedAgentRecord?) -> Choice? {
+    /// - Parameters:
+    ///   - local: the record our own store holds for the name, if any; it counts as one more
+    ///     answer, ranked after the replicas.
+    ///   - voters: only the answers of rank below this vote on which claim holds the name (the
+    ///     replicas closest to the key, where the record was stored; nodes far from the key that
+    ///     answer with a claim are not its replicas, and many of them, run by one operator, must
+    ///     not outvote the replicas). Every valid answer still counts for the highest seq of the
+    ///     winning key: a seq update is authenticated by that key, wherever it comes from. When no
+    ///     answer is within `voters` (only the local record), all vote.
+    public static func choose(_ answers: [Answer], local: SignedAgentRecord?, voters: Int = .max) -> Choice? {
         // (record, rank, is local): the replicas' answers plus our own store's.
         var all = answers.map { (record: $0.record, rank: $0.rank, local: false) }
         if let local { all.append((local, Int.max, true)) }
@@ -88,7 +95,8 @@ public enum ReplicaSelection {
         }
         var tallies: [Ed25519.PublicKey: Tally] = [:]
         var heads: [Ed25519.PublicKey] = []
-        for answer in all {
+        let anyVoter = all.contains { !$0.local && $0.rank < voters }
+        for answer in all where answer.local || answer.rank < voters || !anyVoter {
             let target = head(of: answer.record.record.publicKey)
             var tally = tallies[target] ?? { heads.append(target); return Tally() }()
             tally.votes += 1
