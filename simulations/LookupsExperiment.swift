@@ -1,0 +1,95 @@
+import Foundation
+import NIOCore
+import Resolution
+
+/// Hops and messages of FIND_NODE lookups against the network size, next to the theory of
+/// DESIGN §6 (log2(N)/log2(k)+1), in networks grown by joins.
+struct LookupsExperiment: Sendable {
+    let options: SimulationOptions
+    let sizes: [Int]
+    let lookups: Int
+
+    struct Result: Sendable {
+        let nodes: Int
+        var hopsSeen = Distribution()
+        var requests = Distribution()
+        var milliseconds = Distribution()
+        /// Lookups whose result was exactly the k closest nodes of the network.
+        var exact = 0
+        /// Mean share of the true k closest that the result held.
+        var recall = Distribution()
+        var tableSize = Distribution()
+        var buildMessagesPerNode = 0.0
+    }
+
+    func run() async -> Report {
+        let stopwatch = Stopwatch()
+        var report = Report(experiment: "lookups", parameters: options.summary)
+        report.parameters["lookups_per_size"] = String(lookups)
+        let options = self.options
+        let lookups = self.lookups
+        let results = await parallelMap(sizes) { size in Self.measure(nodes: size, lookups: lookups, options: options) }
+
+        var table = ReportTable(
+            title: "FIND_NODE lookups from random nodes to random keys and node keys (networks grown by joins)",
+            columns: [
+                "N", "theory", "hops mean", "hops p50", "hops p99", "requests mean", "requests p99", "ms mean",
+                "ms p99", "exact k closest", "recall", "table size", "join msgs/node",
+            ])
+        for result in results {
+            let theory = log2(Double(result.nodes)) / log2(20) + 1
+            table.add([
+                .integer(result.nodes), .number(theory, decimals: 2), .mean(result.hopsSeen, decimals: 2),
+                .percentile(result.hopsSeen, 0.5, decimals: 0), .percentile(result.hopsSeen, 0.99, decimals: 0),
+                .mean(result.requests, decimals: 1), .percentile(result.requests, 0.99, decimals: 0),
+                .mean(result.milliseconds, decimals: 0), .percentile(result.milliseconds, 0.99, decimals: 0),
+                .ratio(result.exact, of: result.hopsSeen.count), .percent(result.recall.mean),
+                .mean(result.tableSize, decimals: 0), .number(result.buildMessagesPerNode, decimals: 0),
+            ])
+        }
+        table.notes = [
+            "theory: log2(N)/log2(k)+1 with k = 20 (DESIGN §6). hops: LookupStatistics.hops, the longest chain of",
+            "referrals to a peer in the result. exact: result = the true 20 closest (brute force); recall: share of them found.",
+            "join msgs/node: messages per node while the network grew (self-lookup, bucket refresh, pings).",
+        ]
+        report.tables.append(table)
+        report.seconds = stopwatch.seconds
+        return report
+    }
+
+    static func measure(nodes count: Int, lookups: Int, options: SimulationOptions) -> Result {
+        let (base, buildTraffic) = Simulation.build(nodes: count, parameters: options.parameters, seed: options.seed)
+        var result = Result(nodes: count)
+        result.buildMessagesPerNode = Double(buildTraffic.total) / Double(count)
+        for node in base.nodes { result.tableSize.add(node.table.count) }
+
+        let simulation = Simulation(
+            snapshot: base, parameters: options.parameters, seed: options.seed,
+            generator: SimulationGenerator(seed: options.seed, 0x6c6f_6f6b, UInt64(count)))
+        let collected = Collector(result)
+        let k = options.parameters.bucketSize
+        for number in 0..<lookups {
+            let origin = Int.random(in: 0..<count, using: &simulation.generator)
+            let target =
+                number % 2 == 0
+                ? KademliaKey.random(using: &simulation.generator)
+                : base.nodes[Int.random(in: 0..<count, using: &simulation.generator)].peer.key
+            let truth = Set(
+                base.nodes.indices.lazy.filter { $0 != origin }.map { base.nodes[$0].peer.key }
+                    .sorted { target.isCloser($0, than: $1) }.prefix(k))
+            simulation.schedule(after: .milliseconds(50) * Int64(number)) { simulation in
+                simulation.startLookup(from: origin, target: target, request: .findNode) { _, outcome in
+                    let statistics = outcome.result.statistics
+                    collected.value.hopsSeen.add(statistics.hops)
+                    collected.value.requests.add(statistics.requests)
+                    collected.value.milliseconds.add(Double(statistics.duration.nanoseconds) / 1e6)
+                    let found = Set(outcome.result.closest.map(\.key))
+                    if found == truth { collected.value.exact += 1 }
+                    collected.value.recall.add(Double(found.intersection(truth).count) / Double(truth.count))
+                }
+            }
+        }
+        simulation.runUntilIdle()
+        return collected.value
+    }
+}

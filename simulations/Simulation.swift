@@ -1,0 +1,283 @@
+import Identity
+import NIOCore
+import Resolution
+
+/// Messages sent in the whole virtual network, by kind.
+struct TrafficCounters: Sendable {
+    var findNode = 0
+    var getValue = 0
+    var put = 0
+    var ping = 0
+
+    var total: Int { findNode + getValue + put + ping }
+}
+
+/// A state of the virtual network that experiments copy and continue from (routing tables and
+/// stores are values, so a copy shares storage until it diverges).
+struct NetworkSnapshot: Sendable {
+    var nodes: [VirtualNode]
+    var indexByKey: [KademliaKey: Int]
+    var nanoseconds: UInt64
+}
+
+/// The discrete-event simulator: virtual nodes that run the real sans-I/O Kademlia code
+/// (`RoutingTable`, `ClosestPeersLookup`, `RecordSelection`, `ReplicaSelection`), connected by a
+/// virtual network with per-message latency, on a virtual clock advanced from event to event.
+///
+/// Everything a node does (lookups, puts, pings, maintenance) is a chain of scheduled actions; the
+/// clock jumps to the next one. Nothing reads the real clock or a shared random source: a run is a
+/// function of its seed. One instance is confined to one task.
+final class Simulation {
+    typealias Action = (Simulation) -> Void
+
+    /// Virtual time zero, as an uptime in nanoseconds (any value far from 0 would do).
+    static let origin: UInt64 = 1_000_000_000_000
+    /// Unix time at virtual time zero (2026-01-01T00:00:00Z), for record timestamps.
+    static let unixOrigin: UInt64 = 1_767_225_600
+
+    let seed: UInt64
+    var parameters: NetworkParameters
+    var generator: SimulationGenerator
+    private(set) var nodes: [VirtualNode]
+    private(set) var indexByKey: [KademliaKey: Int]
+    private(set) var nanoseconds: UInt64
+    private var queue = EventQueue<Action>()
+    /// Messages sent since the counters were last reset.
+    var traffic = TrafficCounters()
+    /// What nodes do in their maintenance rounds; `.none` lets the rounds lapse.
+    var maintenance = MaintenancePlan.none
+    /// Signature validity of records seen so far (each record is verified once, like a cache of
+    /// `SignedAgentRecord.validate`; expiry is checked on every use).
+    var verifiedSignatures: [[UInt8]: Bool] = [:]
+    /// Rival records adversaries made, by signing identity and name.
+    var rivalRecords: [RivalRecordKey: SignedAgentRecord] = [:]
+    /// Made-up peers placed near record keys, for adversaries' junk answers.
+    var nearJunk: [KademliaKey: [KademliaPeer]] = [:]
+    /// Adversaries, for colluders' answers.
+    var adversaries: [Int] = []
+
+    private var online: [Int] = []
+    private var onlinePosition: [Int] = []
+    /// Each node's key, by index, for distance arithmetic without touching the node.
+    private var keys: [KademliaKey] = []
+    /// Each node's routing-table entries as node indices, in no particular order; nil until first
+    /// read, then kept in step with every change of the table's membership (`.inserted`, and
+    /// evictions with their promoted replacements). Answers are computed from it:
+    /// `RoutingTable.closestPeers` copies whole entries and was most of the run time, and this gives
+    /// the same peers (distances are unique).
+    private var tableMembers: [[Int]?] = []
+
+    init(snapshot: NetworkSnapshot, parameters: NetworkParameters, seed: UInt64, generator: SimulationGenerator) {
+        self.seed = seed
+        self.parameters = parameters
+        self.generator = generator
+        self.nodes = snapshot.nodes
+        self.indexByKey = snapshot.indexByKey
+        self.nanoseconds = snapshot.nanoseconds
+        self.onlinePosition = Array(repeating: -1, count: snapshot.nodes.count)
+        for index in snapshot.nodes.indices where snapshot.nodes[index].isOnline {
+            onlinePosition[index] = online.count
+            online.append(index)
+        }
+        self.adversaries = snapshot.nodes.indices.filter { snapshot.nodes[$0].isAdversary }
+        self.keys = snapshot.nodes.map(\.peer.key)
+        self.tableMembers = Array(repeating: nil, count: snapshot.nodes.count)
+    }
+
+    /// An empty network at virtual time zero.
+    convenience init(parameters: NetworkParameters, seed: UInt64, generator: SimulationGenerator) {
+        self.init(
+            snapshot: NetworkSnapshot(nodes: [], indexByKey: [:], nanoseconds: Self.origin), parameters: parameters,
+            seed: seed, generator: generator)
+    }
+
+    /// The network as it is now. Pending events are not part of it: take snapshots when idle.
+    var snapshot: NetworkSnapshot {
+        NetworkSnapshot(nodes: nodes, indexByKey: indexByKey, nanoseconds: nanoseconds)
+    }
+
+    var now: NIODeadline { .uptimeNanoseconds(nanoseconds) }
+    /// Virtual seconds since time zero.
+    var elapsedSeconds: Double { Double(nanoseconds - Self.origin) / 1e9 }
+    /// The virtual time as Unix seconds, for records.
+    var unixNow: UInt64 { Self.unixOrigin + (nanoseconds - Self.origin) / 1_000_000_000 }
+
+    // MARK: Events
+
+    func schedule(at time: NIODeadline, _ action: @escaping Action) {
+        queue.schedule(at: max(time.uptimeNanoseconds, nanoseconds), action)
+    }
+
+    func schedule(after delay: TimeAmount, _ action: @escaping Action) {
+        queue.schedule(at: nanoseconds + UInt64(max(delay.nanoseconds, 0)), action)
+    }
+
+    /// Runs every event due up to `deadline`, then sets the clock to it.
+    func run(until deadline: NIODeadline) {
+        let limit = deadline.uptimeNanoseconds
+        while let next = queue.nextTime, next <= limit {
+            let (time, action) = queue.popFirst()!
+            nanoseconds = time
+            action(self)
+        }
+        nanoseconds = max(nanoseconds, limit)
+    }
+
+    /// Runs until nothing is scheduled. Maintenance must be off (`.none`), or this never ends.
+    func runUntilIdle() {
+        while let (time, action) = queue.popFirst() {
+            nanoseconds = time
+            action(self)
+        }
+    }
+
+    // MARK: Nodes
+
+    var onlineCount: Int { online.count }
+    var onlineNodes: [Int] { online.sorted() }
+
+    /// A uniformly random online node other than `excluded`; nil if there is none.
+    func randomOnlineNode(excluding excluded: Int? = nil) -> Int? {
+        guard online.count > (excluded.map { onlinePosition[$0] >= 0 ? 1 : 0 } ?? 0) else { return nil }
+        while true {
+            let candidate = online[Int.random(in: 0..<online.count, using: &generator)]
+            if candidate != excluded { return candidate }
+        }
+    }
+
+    /// Creates a node (offline until it joins) with the next identity.
+    @discardableResult
+    func createNode() -> Int {
+        let serial = UInt64(nodes.count)
+        let publicKey = VirtualNode.privateKey(seed: seed, serial: serial).publicKey
+        let node = VirtualNode(serial: serial, publicKey: publicKey, routingTable: parameters.routingTable)
+        indexByKey[node.peer.key] = nodes.count
+        nodes.append(node)
+        onlinePosition.append(-1)
+        keys.append(node.peer.key)
+        tableMembers.append(nil)
+        return nodes.count - 1
+    }
+
+    func setOnline(_ index: Int, _ isOnline: Bool) {
+        guard nodes[index].isOnline != isOnline else { return }
+        nodes[index].isOnline = isOnline
+        if isOnline {
+            onlinePosition[index] = online.count
+            online.append(index)
+        } else {
+            let position = onlinePosition[index]
+            let last = online.removeLast()
+            if last != index {
+                online[position] = last
+                onlinePosition[last] = position
+            }
+            onlinePosition[index] = -1
+        }
+    }
+
+    /// Gives node `index` a name to own (published by `publish`).
+    func assignName(_ name: AgentName, to index: Int) {
+        nodes[index].ownName = name
+    }
+
+    func setBehaviour(_ behaviour: VirtualNode.Behaviour, of index: Int) {
+        nodes[index].behaviour = behaviour
+        adversaries = nodes.indices.filter { nodes[$0].isAdversary }
+    }
+
+    /// Node `index` heard from `peer` with `evidence`: the routing table's admission rules decide,
+    /// and a full bucket's liveness check is run as a ping over the virtual network.
+    func noteContact(at index: Int, with peer: KademliaPeer, evidence: RoutingTable.Evidence) {
+        let update = nodes[index].table.add(peer, evidence: evidence, now: now)
+        if case .inserted = update { tableMembers[index]?.append(indexByKey[peer.key]!) }
+        guard case .pendingLivenessCheck(let oldest) = update else { return }
+        traffic.ping += 1
+        let target = indexByKey[oldest.key]
+        let answers = target.map { nodes[$0].isOnline } ?? false
+        let refuses = target.map { nodes[$0].refusesWhenOffline } ?? true
+        let delay: TimeAmount =
+            answers || refuses
+            ? parameters.latency(using: &generator) + parameters.latency(using: &generator) : parameters.hardTimeout
+        schedule(after: delay) { simulation in
+            guard simulation.nodes[index].isOnline else { return }
+            if answers {
+                simulation.nodes[index].table.livenessCheckSucceeded(oldest.id, now: simulation.now)
+            } else {
+                let eviction = simulation.nodes[index].table.livenessCheckFailed(oldest.id, now: simulation.now)
+                simulation.apply(eviction, at: index)
+            }
+        }
+    }
+
+    /// Node `index` saw a request to `peer` fail: it leaves the table (spec/dht.md §6.3).
+    func noteFailure(at index: Int, of peer: KademliaPeer) {
+        apply(nodes[index].table.remove(peer.id), at: index)
+    }
+
+    /// Keeps the index mirror of node `index`'s table in step with an eviction.
+    private func apply(_ eviction: RoutingTable.Eviction?, at index: Int) {
+        guard let eviction, tableMembers[index] != nil else { return }
+        let evicted = indexByKey[eviction.evicted.key]!
+        tableMembers[index]!.removeAll { $0 == evicted }
+        if let promoted = eviction.promoted { tableMembers[index]!.append(indexByKey[promoted.key]!) }
+    }
+
+    /// The `count` entries of node `index`'s routing table closest to `target`, closest first,
+    /// without `excluded`: what `RoutingTable.closestPeers` returns, from the index mirror.
+    func closestPeers(at index: Int, to target: KademliaKey, count: Int, excluding excluded: KademliaKey?)
+        -> [KademliaPeer]
+    {
+        let members: [Int]
+        if let cached = tableMembers[index] {
+            members = cached
+        } else {
+            members = nodes[index].table.entries.map { indexByKey[$0.key]! }
+            tableMembers[index] = members
+        }
+        // Insertion into a short sorted list: most members are rejected by one comparison.
+        var distances = [KademliaDistance](repeating: .zero, count: count)
+        var chosen = [Int](repeating: 0, count: count)
+        var filled = 0
+        for member in members where keys[member] != excluded {
+            let distance = target.distance(to: keys[member])
+            if filled == count, !(distance < distances[count - 1]) { continue }
+            var position = filled == count ? count - 1 : filled
+            while position > 0 && distance < distances[position - 1] {
+                distances[position] = distances[position - 1]
+                chosen[position] = chosen[position - 1]
+                position -= 1
+            }
+            distances[position] = distance
+            chosen[position] = member
+            if filled < count { filled += 1 }
+        }
+        return chosen.prefix(filled).map { nodes[$0].peer }
+    }
+
+    /// Mutable access for the experiments' bookkeeping.
+    func withNode<Result>(_ index: Int, _ body: (inout VirtualNode) -> Result) -> Result {
+        body(&nodes[index])
+    }
+}
+
+/// What nodes do in their periodic maintenance rounds (spec/dht.md §10).
+struct MaintenancePlan: Hashable, Sendable {
+    var refreshBuckets = false
+    var republishOwnRecords = false
+    var replicateStoredRecords = false
+
+    static let none = MaintenancePlan()
+    static let refreshOnly = MaintenancePlan(refreshBuckets: true)
+    static let everything = MaintenancePlan(
+        refreshBuckets: true, republishOwnRecords: true, replicateStoredRecords: true)
+
+    var isActive: Bool { refreshBuckets || republishOwnRecords || replicateStoredRecords }
+}
+
+/// Identifies a rival record: the signing identity (a node's serial, or `UInt64.max` for the
+/// adversaries' shared key) and the name.
+struct RivalRecordKey: Hashable, Sendable {
+    let signer: UInt64
+    let name: AgentName
+}

@@ -1,0 +1,204 @@
+import Identity
+import NIOCore
+import Resolution
+
+/// One running lookup of a virtual node: the real `ClosestPeersLookup` plus what its driver keeps
+/// around it, as `DHT.lookup` does on a host (the records collected for a value lookup and their
+/// per-key votes for the early stop).
+final class VirtualLookup {
+    enum Request: Hashable {
+        case findNode
+        case getValue(AgentName)
+    }
+
+    /// A replica's valid record.
+    struct Answer {
+        let peer: PeerID
+        let key: KademliaKey
+        let record: SignedAgentRecord
+    }
+
+    let origin: Int
+    let target: KademliaKey
+    let request: Request
+    var lookup: ClosestPeersLookup
+    private(set) var answers: [Answer] = []
+    private var votes: [Ed25519.PublicKey: Int] = [:]
+    private(set) var invalidAnswers = 0
+    var isDone = false
+    /// The time of the earliest timer armed for `lookup.nextTimeout`, if any.
+    var armedTimer: UInt64?
+    let completion: (Simulation, Outcome) -> Void
+
+    /// What a finished lookup hands its caller.
+    struct Outcome {
+        let origin: Int
+        let result: LookupResult
+        let answers: [Answer]
+        let invalidAnswers: Int
+    }
+
+    init(
+        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup,
+        completion: @escaping (Simulation, Outcome) -> Void
+    ) {
+        self.origin = origin
+        self.target = target
+        self.request = request
+        self.lookup = lookup
+        self.completion = completion
+    }
+
+    /// Counts a valid record; true when `quorum` answers agree and no other key was seen
+    /// (spec/dht.md §8.2, the rule `DHT.resolve` passes as `stopWhen`).
+    func collect(_ answer: Answer, quorum: Int) -> Bool {
+        answers.append(answer)
+        votes[answer.record.record.publicKey, default: 0] += 1
+        return votes.count == 1 && answers.count >= quorum
+    }
+
+    func countInvalid() { invalidAnswers += 1 }
+}
+
+extension Simulation {
+    /// Starts a lookup at node `origin`, seeded as `DHT.lookup` seeds it: the routing table's k
+    /// closest entries to `target` plus `extraSeeds` (bootstrap), one per peer. `completion` runs
+    /// when the lookup finishes; never if `origin` goes offline first.
+    func startLookup(
+        from origin: Int, target: KademliaKey, request: VirtualLookup.Request, extraSeeds: [KademliaPeer] = [],
+        completion: @escaping (Simulation, VirtualLookup.Outcome) -> Void
+    ) {
+        let configuration: ClosestPeersLookup.Configuration
+        switch request {
+        case .findNode: configuration = parameters.closestPeersLookup
+        case .getValue: configuration = parameters.valueLookup
+        }
+        let seeds = withNode(origin) { node -> [KademliaPeer] in
+            node.table.recordLookup(of: target, now: now)
+            return node.table.closestPeers(to: target, count: configuration.resultCount).map(\.peer)
+        }
+        var seen = Set(seeds.map(\.key))
+        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.key).inserted }
+        let lookup = ClosestPeersLookup(
+            target: target, seeds: allSeeds, localKey: nodes[origin].peer.key, configuration: configuration)
+        let task = VirtualLookup(
+            origin: origin, target: target, request: request, lookup: lookup, completion: completion)
+        pump(task)
+    }
+
+    /// Sends what the lookup asks for, arms its timer, or finishes it.
+    private func pump(_ task: VirtualLookup) {
+        guard !task.isDone, nodes[task.origin].isOnline else { return }
+        while true {
+            switch task.lookup.next(now: now) {
+            case .query(let peer):
+                send(task, to: peer)
+            case .waiting:
+                if let deadline = task.lookup.nextTimeout?.uptimeNanoseconds,
+                    task.armedTimer.map({ deadline < $0 }) ?? true
+                {
+                    task.armedTimer = deadline
+                    schedule(at: .uptimeNanoseconds(deadline)) { simulation in
+                        if task.armedTimer == deadline { task.armedTimer = nil }
+                        simulation.pump(task)
+                    }
+                }
+                return
+            case .finished(let result):
+                finish(task, result)
+                return
+            }
+        }
+    }
+
+    private func finish(_ task: VirtualLookup, _ result: LookupResult) {
+        task.isDone = true
+        task.completion(
+            self,
+            VirtualLookup.Outcome(
+                origin: task.origin, result: result, answers: task.answers, invalidAnswers: task.invalidAnswers))
+    }
+
+    /// A FIND_NODE or GET_VALUE request over the virtual network. A peer that is offline, or made
+    /// up, fails the request: at once if it refuses connections, else at the hard timeout.
+    private func send(_ task: VirtualLookup, to peer: KademliaPeer) {
+        switch task.request {
+        case .findNode: traffic.findNode += 1
+        case .getValue: traffic.getValue += 1
+        }
+        let sentAt = now
+        guard let target = indexByKey[peer.key], nodes[target].isOnline else {
+            let refuses =
+                indexByKey[peer.key].map { nodes[$0].refusesWhenOffline }
+                ?? generator.chance(
+                    parameters.refusedFraction)
+            let delay = refuses ? parameters.latency(using: &generator) * 2 : parameters.hardTimeout
+            schedule(after: delay) { $0.fail(task, peer) }
+            return
+        }
+        schedule(after: parameters.latency(using: &generator)) { simulation in
+            simulation.deliver(task, to: peer, node: target, sentAt: sentAt)
+        }
+    }
+
+    /// The request reaches `node`, which answers as a server does (spec/dht.md §3).
+    private func deliver(_ task: VirtualLookup, to peer: KademliaPeer, node: Int, sentAt: NIODeadline) {
+        guard nodes[node].isOnline else {
+            let delay =
+                nodes[node].refusesWhenOffline
+                ? parameters.latency(using: &generator) : max(sentAt + parameters.hardTimeout - now, .zero)
+            schedule(after: delay) { $0.fail(task, peer) }
+            return
+        }
+        let requester = nodes[task.origin].peer
+        // The requester opened a kad stream in server mode: it enters the server's table (§4).
+        if nodes[task.origin].isOnline { noteContact(at: node, with: requester, evidence: .inboundStream(.server)) }
+        let name: AgentName?
+        if case .getValue(let asked) = task.request { name = asked } else { name = nil }
+        let closer: [KademliaPeer]
+        let record: SignedAgentRecord?
+        if case .adversary(let sharedKey) = nodes[node].behaviour {
+            closer = junk(near: task.target, from: node, excluding: requester.key)
+            record = name.map { rivalRecord(for: $0, by: node, sharedKey: sharedKey) }
+        } else {
+            closer = closestPeers(at: node, to: task.target, count: parameters.bucketSize, excluding: requester.key)
+            record = name.flatMap { storedRecord(at: node, for: $0) }
+        }
+        schedule(after: parameters.latency(using: &generator)) { simulation in
+            simulation.receive(task, from: peer, closer: closer, record: record)
+        }
+    }
+
+    /// The answer is back at the requester. Answers to a finished lookup are dropped, as `DHT.lookup`
+    /// drops them (its event stream ends with the lookup).
+    private func receive(
+        _ task: VirtualLookup, from peer: KademliaPeer, closer: [KademliaPeer], record: SignedAgentRecord?
+    ) {
+        guard !task.isDone, nodes[task.origin].isOnline else { return }
+        var foundValue = false
+        var quorumReached = false
+        if case .getValue(let name) = task.request, let record {
+            if record.record.name == name, isValid(record) {
+                foundValue = true
+                quorumReached = task.collect(
+                    VirtualLookup.Answer(peer: peer.id, key: peer.key, record: record), quorum: parameters.valueQuorum)
+            } else {
+                task.countInvalid()
+            }
+        }
+        task.lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: now)
+        noteContact(at: task.origin, with: peer, evidence: .answeredRequest)
+        if quorumReached {
+            finish(task, task.lookup.stop(now: now))
+            return
+        }
+        pump(task)
+    }
+
+    private func fail(_ task: VirtualLookup, _ peer: KademliaPeer) {
+        guard !task.isDone, nodes[task.origin].isOnline else { return }
+        task.lookup.failed(peer.id, now: now)
+        noteFailure(at: task.origin, of: peer)
+        pump(task)
+    }
+}
