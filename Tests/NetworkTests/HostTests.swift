@@ -162,3 +162,32 @@ struct ConnectionManagerTests {
         try await group.shutdownGracefully()
     }
 }
+
+@Suite("identify push")
+struct IdentifyPushTests {
+    @Test("a new listen address and a new protocol reach connected peers by identify push")
+    func push() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (a, _) = try await HostTests.makeHost(group)
+        let (b, bAddress) = try await HostTests.makeHost(group)
+        _ = try await a.connect(to: bAddress)
+        func view() -> IdentifyInfo? { a.peerInfo(b.peerID) }
+        for _ in 0..<100 where view() == nil { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(view()?.listenAddresses.count == 1)
+
+        let second = try await b.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        b.handle("/test/pushed/1.0.0") { stream in stream.reset() }
+        var seen = false
+        for _ in 0..<150 {
+            if let info = view(), info.listenAddresses.contains(second), info.protocols.contains("/test/pushed/1.0.0") {
+                seen = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(seen, "a's view of b after the push: \(String(describing: view()))")
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+}

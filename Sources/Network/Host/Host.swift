@@ -123,6 +123,11 @@ public final class Host: Sendable {
     /// The live connection to `peer`, if any.
     public func connection(to peer: PeerID) -> Connection? { core.connection(to: peer) }
 
+    /// Sends our identify to every connected peer (`/ipfs/id/push/1.0.0`). The host does this by
+    /// itself when it starts listening on an address or serving a protocol; call it after other
+    /// changes peers should know of.
+    public func pushIdentify() { Identify.pushToAll(core: core) }
+
     /// Snapshots of all established connections.
     public func connections() async -> [ConnectionInfo] { await core.connectionInfos() }
 
@@ -222,7 +227,12 @@ final class HostCore: @unchecked Sendable {
     var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
 
     func setHandler(_ id: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
-        lock.withLock { handlers[id] = handler }
+        let isNew = lock.withLock { () -> Bool in
+            defer { handlers[id] = handler }
+            return handlers[id] == nil
+        }
+        // Peers already connected learn the new protocol (identify push).
+        if isNew { Identify.pushToAll(core: self) }
     }
 
     func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerInfos[peer] } }
@@ -268,7 +278,14 @@ final class HostCore: @unchecked Sendable {
             boundAddresses.append(local)
         }
         logger.info("listening", metadata: ["addr": "\(local)"])
+        // Peers already connected learn the new address (identify push).
+        Identify.pushToAll(core: self)
         return local
+    }
+
+    /// Every established connection that is not closing.
+    var liveConnections: [Connection] {
+        lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
     }
 
     private func initializeInbound(_ channel: Channel) throws {

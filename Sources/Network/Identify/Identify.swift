@@ -69,6 +69,24 @@ public enum Identify {
         }
     }
 
+    /// identify/push: sends our current identify message to every connected peer, each on its own
+    /// stream, in the background (a peer that does not take it is only logged).
+    static func pushToAll(core: HostCore) {
+        for connection in core.liveConnections {
+            core.spawn("identify push on connection \(connection.id)") {
+                do {
+                    let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
+                    let stream = try await raw.negotiateOutbound(proposals: [pushProtocolID])
+                    try await stream.writeLengthPrefixed(
+                        ByteBuffer(bytes: message(for: core, observed: connection.remoteAddress)))
+                    try await stream.closeWrite()
+                } catch {
+                    core.logger.debug("identify push failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
+                }
+            }
+        }
+    }
+
     /// Reads identify messages until the stream ends and merges them.
     static func read(_ stream: MuxedStream) async throws -> IdentifyInfo {
         var merged = Agentd_Identify_Identify()
