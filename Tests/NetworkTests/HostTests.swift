@@ -191,3 +191,27 @@ struct IdentifyPushTests {
         try await group.shutdownGracefully()
     }
 }
+
+@Suite("advertised addresses")
+struct AdvertisedAddressTests {
+    @Test("a wildcard listen address is advertised as this host's interface addresses, loopback last")
+    func wildcard() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let host = Host(identity: Ed25519.PrivateKey(), group: group)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/0.0.0.0/tcp/0"))
+        guard case .tcp(let port) = bound.components[1] else {
+            Issue.record("no port in \(bound)")
+            return
+        }
+        let advertised = host.advertisedAddresses
+        #expect(!advertised.contains(bound))
+        #expect(advertised.contains(try Multiaddr("/ip4/127.0.0.1/tcp/\(port)")))
+        #expect(advertised.last == (try Multiaddr("/ip4/127.0.0.1/tcp/\(port)")))
+        #expect(advertised.allSatisfy { address in
+            guard case .ip4 = address.components[0], case .tcp(let p) = address.components[1] else { return false }
+            return p == port
+        })
+        await host.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
