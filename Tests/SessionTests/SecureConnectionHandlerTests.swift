@@ -199,3 +199,80 @@ struct SecureConnectionHandlerTests {
         }
     }
 }
+
+/// Above the server's SecureConnectionHandler: on the first message it receives, delivers more
+/// bytes into the pipeline from inside its own channelRead, as NIO does when a write made in
+/// response fails and the socket is drained on the spot.
+final class ReentrantReader: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    var injected: ByteBuffer?
+    var received: [[UInt8]] = []
+    var errors: [Error] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received.append(Array(unwrapInboundIn(data).readableBytesView))
+        if let bytes = injected {
+            injected = nil
+            context.pipeline.syncOperations.fireChannelRead(NIOAny(bytes))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        errors.append(error)
+    }
+}
+
+@Suite("SecureConnectionHandler: re-entrant reads")
+struct SecureConnectionReentrancyTests {
+    @Test("bytes delivered while a message is being delivered are decrypted after the rest, in order")
+    func reentrantRead() throws {
+        let client = EmbeddedChannel()
+        let server = EmbeddedChannel()
+        let serverIdentity = Ed25519.PrivateKey()
+        let reader = ReentrantReader()
+        try client.pipeline.syncOperations.addHandlers([
+            SecureConnectionHandler(
+                configuration: .init(
+                    role: .initiator, identity: Ed25519.PrivateKey(), staticKey: X25519.PrivateKey(),
+                    expectedPeer: PeerID(publicKey: serverIdentity.publicKey)))
+        ])
+        try server.pipeline.syncOperations.addHandlers([
+            SecureConnectionHandler(
+                configuration: .init(role: .responder, identity: serverIdentity, staticKey: X25519.PrivateKey())),
+            reader,
+        ])
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 2)).wait()
+        var moved = true
+        while moved {
+            moved = false
+            while let bytes = try client.readOutbound(as: ByteBuffer.self) {
+                try server.writeInbound(bytes)
+                moved = true
+            }
+            while let bytes = try server.readOutbound(as: ByteBuffer.self) {
+                try client.writeInbound(bytes)
+                moved = true
+            }
+        }
+        // Three messages, each its own flush (own Noise message): 1 and 2 arrive in one read,
+        // 3 arrives re-entrantly while 1 is being delivered.
+        var wire: [ByteBuffer] = []
+        for text in ["one", "two", "three"] {
+            client.write(ByteBuffer(string: text), promise: nil)
+            client.flush()
+            var message = ByteBuffer()
+            while var bytes = try client.readOutbound(as: ByteBuffer.self) { message.writeBuffer(&bytes) }
+            wire.append(message)
+        }
+        reader.injected = wire[2]
+        var firstRead = wire[0]
+        var second = wire[1]
+        firstRead.writeBuffer(&second)
+        try server.writeInbound(firstRead)
+        #expect(reader.errors.isEmpty, "\(reader.errors)")
+        #expect(reader.received.map { String(decoding: $0, as: UTF8.self) } == ["one", "two", "three"])
+        _ = try? client.finish()
+        _ = try? server.finish()
+    }
+}

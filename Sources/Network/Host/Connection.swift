@@ -74,6 +74,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Completes when the connection is closed.
     public let closeFuture: EventLoopFuture<Void>
     private let closePromise: EventLoopPromise<Void>
+    /// The channel went inactive: streams are failed, nothing more is read or accepted.
+    private var finished = false
 
     init(
         id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
@@ -126,6 +128,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         establishedDone = true
         established.succeed(self)
         pump()
+        // A first keepalive ping at once: its RTT lets receive-window auto-tuning work from the
+        // first bulk transfer instead of after the first periodic ping.
+        tick()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -150,7 +155,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func receiveFrames(from buffer: inout ByteBuffer) throws {
-        while session != nil {
+        // `finished`: the channel can go inactive while frames are being handled (a write made in
+        // response fails and NIO closes the channel on the spot); nothing after that is read.
+        while session != nil, !finished {
             // Refuse a data frame from its header when it exceeds what the stream's window (or a
             // new stream's initial window) allows: never wait for, and buffer, such a payload.
             let window = session!.receiveWindowLimit(forNextFrameIn: buffer)
@@ -223,6 +230,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         for action in actions {
             switch action {
             case .streamOpened(let id):
+                // A stream opened by a frame handled after the channel went inactive would never
+                // see its connection fail: it is not accepted.
+                guard !finished else { continue }
                 streams[id] = StreamState()
                 let stream = RawStream(connection: self, id: id)
                 host?.acceptStream(stream, on: self)
@@ -511,6 +521,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         tickTask?.cancel()
         tickTask = nil
         closed = true
+        finished = true
         for id in Array(streams.keys) { fail(stream: id, with: error) }
         streams.removeAll()
         host?.connectionClosed(self)

@@ -57,6 +57,9 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     private let configuration: Configuration
     private var phase = Phase.idle
     private var inbound = ByteBuffer()
+    /// Bytes that arrived re-entrantly, during `channelRead` (see there).
+    private var deferredInbound = ByteBuffer()
+    private var isReading = false
     private var plaintext = ByteBuffer()
     private var send: NoiseCipherState?
     private var receive: NoiseCipherState?
@@ -122,6 +125,26 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         if case .failed = phase { return }
+        // A read can arrive while we are still delivering the previous one: a handler above writes
+        // in response (a pong), the write fails (the peer reset), and NIO drains the socket inside
+        // that call. Such bytes come after what is being processed, so they wait their turn; taking
+        // them at once would decrypt a later message with the nonce of an earlier one.
+        if isReading {
+            deferredInbound.writeBuffer(&bytes)
+            return
+        }
+        isReading = true
+        defer { isReading = false }
+        receive(&bytes, context: context)
+        while deferredInbound.readableBytes > 0 {
+            if case .failed = phase { return }
+            var more = deferredInbound
+            deferredInbound = context.channel.allocator.buffer(capacity: 0)
+            receive(&more, context: context)
+        }
+    }
+
+    private func receive(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         if case .established = phase, inbound.readableBytes == 0 {
             // Fast path: decrypt whole messages straight from the read buffer.
             process(&bytes, context: context)
