@@ -210,6 +210,28 @@ struct KadServerTests {
         #expect(try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
         try await network.shutdown()
     }
+
+    @Test("one peer cannot hold more than its share of inbound streams; others are still served")
+    func perPeerLimit() async throws {
+        var configuration = DHTTestNetwork.configuration()
+        configuration.maximumInboundStreamsPerPeer = 2
+        let network = DHTTestNetwork(threads: 1)
+        let server = try await network.addNode(configuration: configuration)
+        let greedy = try await network.addNode()
+        let other = try await network.addNode()
+        var held: [MuxedStream] = []
+        for _ in 0..<2 { held.append(try await Self.rawStream(greedy, to: server)) }
+        try await Task.sleep(for: .milliseconds(100))
+        let third = try await Self.rawStream(greedy, to: server)
+        #expect(await Self.isRefused(third))
+        #expect(server.dht.state.withLockedValue { $0.inboundStreamsByPeer[greedy.peerID] } == 2)
+        // The two admitted streams are still served.
+        try await held[0].writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+        #expect(try await held[0].readLengthPrefixed(maximumLength: 1 << 20) != nil)
+        #expect(try await other.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        for stream in held { stream.reset() }
+        try await network.shutdown()
+    }
 }
 
 extension Multiaddr {

@@ -17,19 +17,28 @@ extension DHT {
     /// Serves one inbound kad stream: up to `maximumRequestsPerStream` requests, each a varint-framed
     /// message answered in order. Malformed input, a refused PUT or an idle stream resets it.
     func serve(_ stream: MuxedStream) async {
+        let peer = stream.remotePeer
         let admitted = state.withLockedValue { state -> Bool in
-            guard state.inboundStreams < configuration.maximumInboundStreams else { return false }
+            guard state.inboundStreams < configuration.maximumInboundStreams,
+                state.inboundStreamsByPeer[peer, default: 0] < configuration.maximumInboundStreamsPerPeer
+            else { return false }
             state.inboundStreams += 1
+            state.inboundStreamsByPeer[peer, default: 0] += 1
             return true
         }
         guard admitted else {
-            logger.debug("kad: inbound stream refused, at the limit", metadata: ["peer": "\(stream.remotePeer)"])
+            logger.debug("kad: inbound stream refused, at the limit", metadata: ["peer": "\(peer)"])
             stream.reset()
             return
         }
-        defer { state.withLockedValue { $0.inboundStreams -= 1 } }
+        defer {
+            state.withLockedValue { state in
+                state.inboundStreams -= 1
+                let left = state.inboundStreamsByPeer[peer, default: 1] - 1
+                state.inboundStreamsByPeer[peer] = left > 0 ? left : nil
+            }
+        }
 
-        let peer = stream.remotePeer
         noteInbound(peer, connection: stream.connection)
         var served = 0
         while served < configuration.maximumRequestsPerStream {

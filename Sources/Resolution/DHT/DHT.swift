@@ -29,6 +29,7 @@ public final class DHT: Sendable {
         var cache: ResolutionCache
         var providers: ProviderStore
         var inboundStreams = 0
+        var inboundStreamsByPeer: [PeerID: Int] = [:]
         /// Peers whose kad stream arrived before identify finished; they are added once it has.
         var awaitingIdentify: Set<PeerID> = []
         var started = false

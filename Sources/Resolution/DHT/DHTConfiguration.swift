@@ -40,6 +40,8 @@ public struct DHTConfiguration: Sendable {
     public var replicationInterval: TimeAmount = .hours(1)
     /// At most this many inbound kad streams at once (all peers together); more are reset.
     public var maximumInboundStreams = 256
+    /// At most this many inbound kad streams at once from one peer (so one peer cannot take them all).
+    public var maximumInboundStreamsPerPeer = 16
     /// At most this many requests served on one inbound stream.
     public var maximumRequestsPerStream = 256
     /// An inbound stream that sends no request for this long is closed.
