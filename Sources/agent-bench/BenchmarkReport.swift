@@ -30,6 +30,24 @@ struct Figure: Codable, Sendable {
 /// The figures of one `agent-bench session` run, printed as a table or as one JSON document.
 struct BenchmarkReport: Codable, Sendable {
     struct Machine: Codable, Sendable {
+        /// The lines every benchmark's table starts with: what ran where, how busy the machine
+        /// was, with which parameters; then a blank line.
+        func header(benchmark: String, otherProcessesCores: Double?, parameters: [String: String]) -> [String] {
+            var lines = [
+                "agent-bench \(benchmark) — \(cores) cores (\(cpu)), load \(loadAverage), libsodium \(libsodium), "
+                    + "\(build) build" + (build == "release" ? "" : " (figures mean nothing: build with -c release)")
+            ]
+            if let otherProcessesCores {
+                lines.append(
+                    String(format: "other processes kept %.2f of %d cores busy during the run", otherProcessesCores, cores))
+            }
+            if !parameters.isEmpty {
+                lines.append(parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
+            }
+            lines.append("")
+            return lines
+        }
+
         let cores: Int
         let cpu: String
         let loadAverage: String
@@ -76,21 +94,8 @@ struct BenchmarkReport: Codable, Sendable {
     }
 
     func table() -> String {
-        var lines: [String] = []
-        lines.append(
-            "agent-bench session — \(machine.cores) cores (\(machine.cpu)), load \(machine.loadAverage), "
-                + "libsodium \(machine.libsodium), \(machine.build) build"
-                + (machine.build == "release" ? "" : " (figures mean nothing: build with -c release)"))
-        if let otherProcessesCores {
-            lines.append(
-                String(
-                    format: "other processes kept %.2f of %d cores busy during the run", otherProcessesCores,
-                    machine.cores))
-        }
-        if !parameters.isEmpty {
-            lines.append(parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
-        }
-        lines.append("")
+        var lines = machine.header(
+            benchmark: "session", otherProcessesCores: otherProcessesCores, parameters: parameters)
         let labelWidth = max(40, figures.map(\.label.count).max() ?? 0)
         lines.append(pad("", 4) + pad("figure", labelWidth) + "  " + leftPad("value", 14) + "   ratios")
         for figure in figures {

@@ -157,21 +157,7 @@ struct DHTReport: Codable, Sendable {
     }
 
     func table() -> String {
-        var lines: [String] = []
-        lines.append(
-            "agent-bench dht — \(machine.cores) cores (\(machine.cpu)), load \(machine.loadAverage), "
-                + "libsodium \(machine.libsodium), \(machine.build) build"
-                + (machine.build == "release" ? "" : " (figures mean nothing: build with -c release)"))
-        if let otherProcessesCores {
-            lines.append(
-                String(
-                    format: "other processes kept %.2f of %d cores busy during the run", otherProcessesCores,
-                    machine.cores))
-        }
-        if !parameters.isEmpty {
-            lines.append(parameters.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
-        }
-        lines.append("")
+        var lines = machine.header(benchmark: "dht", otherProcessesCores: otherProcessesCores, parameters: parameters)
 
         let rows: [(String, (DHTNetworkFigures) -> String?)] = [
             ("setup (start + bootstrap)", { Self.time($0.setupSeconds) }),
