@@ -3,11 +3,14 @@ import ArgumentParser
 import Foundation
 
 /// Runs one control API call and prints its result: `human` for people, the JSON with `--json`.
-private func callDaemon(
-    _ daemon: DaemonOptions, _ output: OutputOptions, _ method: String, _ params: JSONValue,
+/// `params` is built inside the error mapping, so a bad argument it rejects is reported like any
+/// other error (exit 2 for usage).
+func callDaemon(
+    _ daemon: DaemonOptions, _ output: OutputOptions, _ method: String, _ params: @autoclosure () throws -> JSONValue,
     human: @escaping @Sendable (JSONValue) -> String
 ) async throws {
     try await Output.runAsync(json: output.json) {
+        let params = try params()
         let timeout = try daemon.timeoutDuration()
         let result = try await Daemon.withClient(daemon) { client in
             try await client.call(method, params, timeout: timeout)

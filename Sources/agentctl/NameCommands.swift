@@ -13,21 +13,6 @@ private func checkedName(_ text: String) throws -> String {
     }
 }
 
-/// Runs one control API call and prints `human(result)`, or the JSON with `--json`.
-private func call(
-    _ daemon: DaemonOptions, _ output: OutputOptions, _ method: String, _ params: @escaping () throws -> JSONValue,
-    human: @escaping @Sendable (JSONValue) -> String
-) async throws {
-    try await Output.runAsync(json: output.json) {
-        let params = try params()
-        let timeout = try daemon.timeoutDuration()
-        let result = try await Daemon.withClient(daemon) { client in
-            try await client.call(method, params, timeout: timeout)
-        }
-        Output.write(output.json ? result.formatted() + "\n" : human(result))
-    }
-}
-
 private func recordText(_ result: JSONValue) -> String {
     var text = "name:      \(result["name"]?.stringValue ?? "?")\n"
     text += "peer id:   \(result["peer_id"]?.stringValue ?? "?")\n"
@@ -60,12 +45,12 @@ struct RegisterCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        try await call(daemon, output, "register", {
+        try await callDaemon(daemon, output, "register", try {
             var params: [String: JSONValue] = ["name": .string(try checkedName(name)), "ttl": .number(UInt64(ttl))]
             if !addresses.isEmpty { params["addrs"] = .array(addresses.map { .string($0) }) }
             if !protocols.isEmpty { params["protocols"] = .array(protocols.map { .string($0) }) }
             return .object(params)
-        }) { result in
+        }()) { result in
             let replicas = result["replicas"]?.arrayValue?.count ?? 0
             return recordText(result) + "stored at: \(replicas) replica\(replicas == 1 ? "" : "s")\n"
         }
@@ -86,9 +71,8 @@ struct ResolveCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        try await call(daemon, output, "resolve", {
-            .object(["name": .string(try checkedName(name)), "no_cache": .bool(noCache)])
-        }) { result in
+        try await callDaemon(daemon, output, "resolve", .object(["name": .string(try checkedName(name)), "no_cache": .bool(noCache)])) {
+            result in
             var text = recordText(result)
             let source = result["source"]?.stringValue ?? "?"
             text += "source:    \(source)"
@@ -112,7 +96,7 @@ struct DHTPeersCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        try await call(daemon, output, "dht.peers", { .null }) { result in
+        try await callDaemon(daemon, output, "dht.peers", .null) { result in
             var text = "mode: \(result["mode"]?.stringValue ?? "?")  protocol: \(result["protocol"]?.stringValue ?? "?")  "
             text += "peers: \(result["size"]?.intValue ?? 0)\n"
             for bucket in result["buckets"]?.arrayValue ?? [] {
@@ -138,7 +122,7 @@ struct DHTGetClosestCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        try await call(daemon, output, "dht.get_closest", { .object(["key": .string(key)]) }) { result in
+        try await callDaemon(daemon, output, "dht.get_closest", .object(["key": .string(key)])) { result in
             var text = ""
             for peer in result["peers"]?.arrayValue ?? [] {
                 text += "\(peer["peer_id"]?.stringValue ?? "?")  cpl=\(peer["common_prefix_length"]?.intValue ?? 0)\n"
