@@ -60,6 +60,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         didSet { if closed { closingFlag.withLockedValue { $0 = true } } }
     }
     private var pumpScheduled = false
+    /// Streams whose waiting reader gets what the current read delivers, once the read is handled.
+    private var readersToWake: [YamuxStreamID] = []
+    /// Inside `channelRead`: delivered bytes wait for its end to wake their readers.
+    private var receiving = false
     /// `closed`, readable from any thread (the host's registry consults it).
     private let closingFlag = NIOLockedValueBox(false)
 
@@ -136,6 +140,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         guard session != nil else { return }
+        receiving = true
+        defer {
+            receiving = false
+            wakeReaders()
+        }
         do {
             if inbound.readableBytes == 0 {
                 // Fast path: frames are parsed straight from the decrypted message, and only an
@@ -241,12 +250,14 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 if state.abandoned {
                     // Nobody will read: credit it back and drop it.
                     consumed(bytes.readableBytes, on: id)
-                } else if let reader = state.reader {
-                    state.reader = nil
-                    consumed(bytes.readableBytes, on: id)
-                    reader.resume(returning: bytes)
                 } else {
                     state.inbound.append(bytes)
+                    if state.reader != nil {
+                        // A waiting reader is woken once per socket read, with everything the read
+                        // brought, rather than once per frame: thread hand-offs cost more than bytes.
+                        readersToWake.append(id)
+                        if !receiving { wakeReaders() }
+                    }
                 }
             case .remoteClosedWrite(let id):
                 guard let state = streams[id] else { continue }
@@ -333,36 +344,15 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    func read(_ id: YamuxStreamID, continuation: CheckedContinuation<ByteBuffer?, Error>) {
+    /// Hands the reader what is queued (see `takeBatch`), or parks it until something arrives.
+    func read(_ id: YamuxStreamID, continuation: CheckedContinuation<[ByteBuffer]?, Error>) {
         eventLoop.assertInEventLoop()
         guard let state = streams[id] else {
             continuation.resume(returning: nil)
             return
         }
-        if let bytes = state.unread {
-            // Already credited back to the peer when first read.
-            state.unread = nil
-            continuation.resume(returning: bytes)
-        } else if var bytes = state.inbound.popFirst() {
-            // Hand over what is queued at once (up to `maximumReadBatch`): one wake-up of the reader
-            // per batch rather than per frame is what keeps a fast stream from being bound by
-            // thread hand-offs.
-            if let next = state.inbound.first, bytes.readableBytes + next.readableBytes <= Self.maximumReadBatch {
-                var size = 0
-                for chunk in state.inbound {
-                    guard bytes.readableBytes + size + chunk.readableBytes <= Self.maximumReadBatch else { break }
-                    size += chunk.readableBytes
-                }
-                var batch = context?.channel.allocator.buffer(capacity: bytes.readableBytes + size) ?? ByteBuffer()
-                batch.writeBuffer(&bytes)
-                while let more = state.inbound.first, batch.readableBytes + more.readableBytes <= Self.maximumReadBatch {
-                    var chunk = state.inbound.removeFirst()
-                    batch.writeBuffer(&chunk)
-                }
-                bytes = batch
-            }
-            consumed(bytes.readableBytes, on: id)
-            continuation.resume(returning: bytes)
+        if state.reader == nil, let batch = takeBatch(from: state, id: id) {
+            continuation.resume(returning: batch)
         } else if let error = state.error {
             continuation.resume(throwing: error)
         } else if state.remoteClosed || state.fullyClosed {
@@ -371,6 +361,46 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             continuation.resume(throwing: NetworkError(.protocolViolation, "concurrent reads on one stream"))
         } else {
             state.reader = continuation
+        }
+    }
+
+    /// Takes the stream's queued chunks, oldest first, up to `maximumReadBatch` bytes (at least one
+    /// chunk), and credits them back to the peer. The chunks are handed over as they are, views of
+    /// the decrypted messages: one wake-up of the reader per batch rather than per frame, and no
+    /// copy to join them. `nil` when nothing is queued.
+    private func takeBatch(from state: StreamState, id: YamuxStreamID) -> [ByteBuffer]? {
+        var batch: [ByteBuffer] = []
+        var size = 0
+        if let bytes = state.unread {
+            // Already credited back to the peer when first read.
+            state.unread = nil
+            batch.append(bytes)
+            size = bytes.readableBytes
+        }
+        var credited = 0
+        while let next = state.inbound.first, batch.isEmpty || size + next.readableBytes <= Self.maximumReadBatch {
+            state.inbound.removeFirst()
+            size += next.readableBytes
+            credited += next.readableBytes
+            batch.append(next)
+        }
+        guard !batch.isEmpty else { return nil }
+        consumed(credited, on: id)
+        return batch
+    }
+
+    private func wakeReaders() {
+        guard !readersToWake.isEmpty else { return }
+        let ids = readersToWake
+        readersToWake.removeAll(keepingCapacity: true)
+        for id in ids {
+            guard let state = streams[id], let reader = state.reader else { continue }
+            state.reader = nil
+            guard let batch = takeBatch(from: state, id: id) else {
+                state.reader = reader
+                continue
+            }
+            reader.resume(returning: batch)
         }
     }
 
@@ -555,7 +585,7 @@ final class StreamState {
 
     var inbound = CircularBuffer<ByteBuffer>()
     var unread: ByteBuffer?
-    var reader: CheckedContinuation<ByteBuffer?, Error>?
+    var reader: CheckedContinuation<[ByteBuffer]?, Error>?
     var pendingWrites = CircularBuffer<PendingWrite>()
     var remoteClosed = false
     var fullyClosed = false

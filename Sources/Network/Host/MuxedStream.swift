@@ -1,5 +1,6 @@
 import Identity
 import Multiformats
+import NIOConcurrencyHelpers
 import NIOCore
 import Session
 
@@ -9,10 +10,22 @@ struct RawStream: Sendable {
     let connection: Connection
     let id: YamuxStreamID
 
-    func read() async throws -> ByteBuffer? {
+    /// What arrived since the last call, as received (`nil` at end of stream): one hop for many
+    /// frames.
+    func readBatch() async throws -> [ByteBuffer]? {
         try await withCheckedThrowingContinuation { continuation in
             connection.eventLoop.execute { connection.read(id, continuation: continuation) }
         }
+    }
+
+    /// What arrived since the last call, in one buffer (`nil` at end of stream). For protocol
+    /// negotiation, where little arrives; bulk readers use `readBatch`.
+    func read() async throws -> ByteBuffer? {
+        guard let batch = try await readBatch() else { return nil }
+        guard batch.count > 1 else { return batch[0] }
+        var joined = ByteBuffer()
+        for var chunk in batch { joined.writeBuffer(&chunk) }
+        return joined
     }
 
     func write(_ bytes: ByteBuffer) async throws {
@@ -49,12 +62,25 @@ public struct MuxedStream: Sendable {
     let raw: RawStream
     /// The protocol agreed with multistream-select.
     public let protocolID: String
+    /// Chunks fetched from the connection in one hop and not yet returned by `read()`.
+    private let readAhead = ReadAhead()
+
+    init(raw: RawStream, protocolID: String) {
+        self.raw = raw
+        self.protocolID = protocolID
+    }
 
     public var remotePeer: PeerID { raw.connection.remotePeer! }
     public var connection: Connection { raw.connection }
 
-    /// The next bytes from the peer, or `nil` at end of stream.
-    public func read() async throws -> ByteBuffer? { try await raw.read() }
+    /// The next bytes from the peer, or `nil` at end of stream. Each call returns the payload of
+    /// one or more frames, as they arrived; a call that finds nothing fetched waits for the peer.
+    public func read() async throws -> ByteBuffer? {
+        if let next = readAhead.popFirst() { return next }
+        guard let batch = try await raw.readBatch() else { return nil }
+        readAhead.append(contentsOf: batch.dropFirst())
+        return batch[0]
+    }
 
     /// Queues `bytes`; suspends while the stream's outbound queue is full.
     public func write(_ bytes: ByteBuffer) async throws { try await raw.write(bytes) }
@@ -76,7 +102,7 @@ public struct MuxedStream: Sendable {
             if chunk.readableBytes > needed {
                 var head = chunk.readSlice(length: needed)!
                 result.writeBuffer(&head)
-                raw.unread(chunk)
+                readAhead.prepend(chunk)
             } else {
                 result.writeBuffer(&chunk)
             }
@@ -95,7 +121,7 @@ public struct MuxedStream: Sendable {
                 }
                 if peek.readableBytes >= Int(length) {
                     let message = peek.readSlice(length: Int(length))!
-                    if peek.readableBytes > 0 { raw.unread(peek) }
+                    if peek.readableBytes > 0 { readAhead.prepend(peek) }
                     return message
                 }
             }
@@ -201,5 +227,27 @@ extension RawStream {
         var out = ByteBuffer()
         for case .send(var bytes) in actions { out.writeBuffer(&bytes) }
         if out.readableBytes > 0 { try await write(out) }
+    }
+}
+
+/// The chunks one hop fetched for a stream and `read()` has not returned yet. A class, so that
+/// copies of a `MuxedStream` share it; locked, although one stream has one reader at a time, to
+/// stay correct if a caller breaks that rule.
+final class ReadAhead: Sendable {
+    private let chunks = NIOLockedValueBox(CircularBuffer<ByteBuffer>())
+
+    func popFirst() -> ByteBuffer? {
+        chunks.withLockedValue { $0.popFirst() }
+    }
+
+    func append(contentsOf more: ArraySlice<ByteBuffer>) {
+        guard !more.isEmpty else { return }
+        chunks.withLockedValue { $0.append(contentsOf: more) }
+    }
+
+    /// Puts bytes back in front (read too far).
+    func prepend(_ bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0 else { return }
+        chunks.withLockedValue { $0.prepend(bytes) }
     }
 }

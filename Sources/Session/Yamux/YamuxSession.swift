@@ -236,6 +236,11 @@ public struct YamuxSession: Sendable {
             let growth = streams[stream]!.receiveWindow.autoTune(now: now, rtt: smoothedRTT, limit: UInt32(limit))
             totalReceiveWindow += Int(growth)
             enqueueControl(for: stream)
+            // An RTT probe rides with the update unless one is in flight. Its answer queues behind
+            // the data the peer has already sent, so it measures the round trip of the feedback
+            // loop under load, which is what auto-tuning must compare the drain time with; an idle
+            // ping (the keepalive) would understate it and stop the window short of the link.
+            if outstandingPings.isEmpty { sendPing(now: now) }
         }
         return queuedOutbound ? [.outboundReady] : []
     }
