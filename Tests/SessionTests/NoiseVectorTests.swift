@@ -12,6 +12,8 @@ import Testing
 struct NoiseVectorTests {
     struct Message {
         let initiatorSends: Bool
+        /// `Rekey()` of the sender's direction instead of a message (noise_vectors.py, REKEY).
+        let rekey: Bool
         let payload: [UInt8]
         let ciphertext: [UInt8]
     }
@@ -20,10 +22,11 @@ struct NoiseVectorTests {
         let raw = try TestVectors.load("noise-xx.json")["vectors"] as? [[String: Any]] ?? []
         return try raw.map { object in
             let messages = try (object["messages"] as? [[String: Any]] ?? []).map { message in
-                Message(
-                    initiatorSends: message["direction"] as? String == "i->r",
-                    payload: try Hex.decode(message["payload"] as? String ?? "?"),
-                    ciphertext: try Hex.decode(message["ciphertext"] as? String ?? "?"))
+                let rekey = message["rekey"] as? Bool == true
+                return Message(
+                    initiatorSends: message["direction"] as? String == "i->r", rekey: rekey,
+                    payload: rekey ? [] : try Hex.decode(message["payload"] as? String ?? "?"),
+                    ciphertext: rekey ? [] : try Hex.decode(message["ciphertext"] as? String ?? "?"))
             }
             guard messages.count > 3 else { throw VectorError("noise-xx.json: vector without messages") }
             let libp2p = (object["libp2p"] as? [String: Any])?.compactMapValues { $0 as? String } ?? [:]
@@ -59,7 +62,18 @@ struct NoiseVectorTests {
             #expect(responder.handshakeHash == initiator.handshakeHash)
             var (iSend, iReceive) = initiator.split()
             var (rSend, rReceive) = responder.split()
+            #expect(messages.contains { $0.rekey }, "the vectors exercise Rekey()")
             for message in messages.dropFirst(3) {
+                if message.rekey {
+                    if message.initiatorSends {
+                        iSend.rekey()
+                        rReceive.rekey()
+                    } else {
+                        rSend.rekey()
+                        iReceive.rekey()
+                    }
+                    continue
+                }
                 var wire = ByteBuffer()
                 if message.initiatorSends {
                     try iSend.sealFrame(ByteBuffer(bytes: message.payload), into: &wire)

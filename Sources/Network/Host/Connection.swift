@@ -567,6 +567,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             latency: session?.smoothedRTT)
     }
 
+    /// Rekeys of the connection's Noise session so far, ours and the peer's (tests, status).
+    func rekeys() async throws -> (sent: Int, received: Int) {
+        try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<(sent: Int, received: Int)> in
+            guard let pipeline = context?.pipeline else {
+                return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
+            }
+            return pipeline.handler(type: SecureConnectionHandler.self).map { ($0.rekeysSent, $0.rekeysReceived) }
+        }.get()
+    }
+
     /// Sends a yamux ping now (measures RTT).
     func ping() {
         guard session != nil else { return }

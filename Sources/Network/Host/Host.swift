@@ -34,6 +34,9 @@ public final class Host: Sendable {
         }()
         /// identify's agent version.
         public var agentVersion = "agentd/0.1.0"
+        /// Noise rekeying, announced in every handshake and used with peers that announce it too
+        /// (spec/session.md §3.1); `nil` announces nothing. Default: every 1000 messages or 10 min.
+        public var rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy()
 
         public init() {}
     }
@@ -317,7 +320,7 @@ final class HostCore: @unchecked Sendable {
             SecureConnectionHandler(
                 configuration: .init(
                     role: .responder, identity: identity, staticKey: staticKey,
-                    handshakeTimeout: configuration.handshakeTimeout)),
+                    handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey)),
             connection,
         ])
         connection.establishedFuture.whenComplete { [self] result in
@@ -379,7 +382,7 @@ final class HostCore: @unchecked Sendable {
                         SecureConnectionHandler(
                             configuration: .init(
                                 role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
-                                handshakeTimeout: configuration.handshakeTimeout)),
+                                handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey)),
                         connection,
                     ])
                 }

@@ -10,6 +10,11 @@ import NIOCore
 /// bytes up and encrypts what is written down. Outbound plaintext is gathered until `flush` and
 /// sealed in messages of up to 65519 bytes, so many small muxer frames cost one AEAD call.
 ///
+/// Both peers list their muxers in the handshake payload; when both do, the first of the
+/// initiator's that the responder supports is taken without multistream-select (libp2p/specs
+/// `connections/inlined-muxer-negotiation.md`), a round trip saved. A peer that lists none (py-libp2p)
+/// gets multistream-select. Rekeying (`NoiseRekeyPolicy`) runs only when both peers announce it.
+///
 /// Any failure (a peer that breaks a protocol, a bad signature, the wrong peer, a handshake that
 /// outlives its deadline) closes the channel after firing the `SessionError`.
 public final class SecureConnectionHandler: ChannelDuplexHandler {
@@ -28,10 +33,15 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         public var muxers: [String]
         /// The whole upgrade must finish within this time.
         public var handshakeTimeout: TimeAmount
+        /// List `muxers` in the handshake payload (early muxer negotiation). Default true.
+        public var announceMuxers: Bool
+        /// Our rekeying, announced in the handshake; `nil` announces nothing and never rekeys.
+        public var rekey: NoiseRekeyPolicy?
 
         public init(
             role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
-            expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"], handshakeTimeout: TimeAmount = .seconds(10)
+            expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"], handshakeTimeout: TimeAmount = .seconds(10),
+            announceMuxers: Bool = true, rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy()
         ) {
             self.role = role
             self.identity = identity
@@ -39,6 +49,8 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             self.expectedPeer = expectedPeer
             self.muxers = muxers
             self.handshakeTimeout = handshakeTimeout
+            self.announceMuxers = announceMuxers
+            self.rekey = rekey
         }
     }
 
@@ -67,6 +79,13 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     private var pendingPromise: EventLoopPromise<Void>?
     private var timeout: Scheduled<Void>?
     private var result: SecureConnectionEvent.Established?
+    /// Both peers announced rekeying: empty transport messages are rekey signals.
+    public private(set) var rekeyAgreed = false
+    private var sentSinceRekey = 0
+    private var lastRekey = NIODeadline.uptimeNanoseconds(0)
+    /// Rekeys of our sending direction, and of the peer's (read on the channel's event loop).
+    public private(set) var rekeysSent = 0
+    public private(set) var rekeysReceived = 0
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -176,7 +195,9 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 guard negotiation.negotiatedProtocol != nil else { return }
                 var handshake = NoiseHandshake(
                     role: configuration.role, identity: configuration.identity, staticKey: configuration.staticKey,
-                    expectedPeer: configuration.expectedPeer)
+                    expectedPeer: configuration.expectedPeer,
+                    muxers: configuration.announceMuxers ? configuration.muxers : [],
+                    rekeyVersion: configuration.rekey == nil ? nil : NoiseRekeyPolicy.version)
                 if handshake.isOurTurn {
                     writeHandshakeMessage(try handshake.writeMessage(), context: context)
                 }
@@ -194,8 +215,14 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 let outcome = handshake.finish()
                 send = outcome.send
                 receive = outcome.receive
+                rekeyAgreed = configuration.rekey != nil && (outcome.remoteRekeyVersion ?? 0) >= NoiseRekeyPolicy.version
+                lastRekey = .now()
                 result = SecureConnectionEvent.Established(
                     remotePeer: outcome.remotePeer, remoteIdentity: outcome.remoteIdentity, muxer: "")
+                if let muxer = try earlyMuxer(announcedByPeer: outcome.remoteMuxers) {
+                    establish(muxer: muxer, context: context)
+                    continue
+                }
                 var negotiation =
                     configuration.role == .initiator
                     ? MultistreamNegotiation(dialerProposing: configuration.muxers)
@@ -205,32 +232,53 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 phase = .muxerNegotiation(negotiation)
             case .muxerNegotiation(var negotiation):
                 guard let message = try Self.readFrame(&buffer) else { return }
-                var decrypted = try decrypt(message, context: context)
+                guard var decrypted = try decrypt(message, context: context) else { continue }
                 plaintext.writeBuffer(&decrypted)
                 let actions = try negotiation.receive(&plaintext)
                 phase = .muxerNegotiation(negotiation)
                 try writeEncrypted(actions, context: context)
                 guard let muxer = negotiation.negotiatedProtocol else { continue }
-                phase = .established
-                timeout?.cancel()
-                timeout = nil
-                let established = SecureConnectionEvent.Established(
-                    remotePeer: result!.remotePeer, remoteIdentity: result!.remoteIdentity, muxer: muxer)
-                context.fireUserInboundEventTriggered(SecureConnectionEvent.established(established))
-                if plaintext.readableBytes > 0 {
-                    let leftover = plaintext
-                    plaintext = ByteBuffer()
-                    context.fireChannelRead(wrapInboundOut(leftover))
-                }
+                establish(muxer: muxer, context: context)
             case .established:
                 var delivered = false
                 while let message = try Self.readFrame(&buffer) {
-                    context.fireChannelRead(wrapInboundOut(try decrypt(message, context: context)))
+                    guard let decrypted = try decrypt(message, context: context) else { continue }
+                    context.fireChannelRead(wrapInboundOut(decrypted))
                     delivered = true
                 }
                 if delivered { context.fireChannelReadComplete() }
                 return
             }
+        }
+    }
+
+    /// The muxer both listed in the handshake: the first of the initiator's list that the responder
+    /// supports. `nil` when either side listed none (multistream-select decides then).
+    /// - Throws: `.negotiationFailed` when both listed muxers and none is common (the spec's MUST).
+    private func earlyMuxer(announcedByPeer remote: [String]) throws(SessionError) -> String? {
+        guard configuration.announceMuxers, !configuration.muxers.isEmpty, !remote.isEmpty else { return nil }
+        let (initiator, responder) =
+            configuration.role == .initiator ? (configuration.muxers, remote) : (remote, configuration.muxers)
+        guard let chosen = initiator.first(where: responder.contains) else {
+            throw SessionError(
+                .negotiationFailed,
+                "no common muxer: we support \(configuration.muxers.joined(separator: ", ")), the peer announced "
+                    + remote.joined(separator: ", "))
+        }
+        return chosen
+    }
+
+    private func establish(muxer: String, context: ChannelHandlerContext) {
+        phase = .established
+        timeout?.cancel()
+        timeout = nil
+        let established = SecureConnectionEvent.Established(
+            remotePeer: result!.remotePeer, remoteIdentity: result!.remoteIdentity, muxer: muxer)
+        context.fireUserInboundEventTriggered(SecureConnectionEvent.established(established))
+        if plaintext.readableBytes > 0 {
+            let leftover = plaintext
+            plaintext = ByteBuffer()
+            context.fireChannelRead(wrapInboundOut(leftover))
         }
     }
 
@@ -247,10 +295,19 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         return buffer.readSlice(length: Int(length))
     }
 
-    private func decrypt(_ message: ByteBuffer, context: ChannelHandlerContext) throws(SessionError) -> ByteBuffer {
+    /// Opens one transport message. With rekeying agreed an empty message is the peer's rekey
+    /// signal: our receiving key follows and `nil` is returned; without, an empty message carries
+    /// nothing and `nil` is returned too.
+    private func decrypt(_ message: ByteBuffer, context: ChannelHandlerContext) throws(SessionError) -> ByteBuffer? {
         guard var cipher = receive else { preconditionFailure("decrypt before the handshake") }
         defer { receive = cipher }
-        return try cipher.openFrame(message, allocator: context.channel.allocator)
+        let opened = try cipher.openFrame(message, allocator: context.channel.allocator)
+        guard opened.readableBytes == 0 else { return opened }
+        if rekeyAgreed {
+            cipher.rekey()
+            rekeysReceived += 1
+        }
+        return nil
     }
 
     // MARK: Outbound
@@ -294,9 +351,22 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         let messages = (pending.readableBytes + NoiseCipherState.maximumPlaintextLength - 1) / NoiseCipherState.maximumPlaintextLength
         var output = context.channel.allocator.buffer(
             capacity: pending.readableBytes + messages * (2 + NoiseCipherState.tagLength))
+        var now: NIODeadline?
         while pending.readableBytes > 0 {
+            if rekeyAgreed, let policy = configuration.rekey {
+                if now == nil { now = .now() }
+                if sentSinceRekey >= policy.messages || (sentSinceRekey > 0 && now! - lastRekey >= policy.interval) {
+                    // The signal goes under the old key; everything after it under the new one.
+                    try cipher.sealFrame(ByteBuffer(), into: &output)
+                    cipher.rekey()
+                    sentSinceRekey = 0
+                    lastRekey = now!
+                    rekeysSent += 1
+                }
+            }
             let chunk = pending.readSlice(length: min(pending.readableBytes, NoiseCipherState.maximumPlaintextLength))!
             try cipher.sealFrame(chunk, into: &output)
+            sentSinceRekey += 1
         }
         return output
     }

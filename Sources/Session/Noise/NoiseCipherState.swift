@@ -15,7 +15,7 @@ public struct NoiseCipherState: Sendable {
     /// The largest plaintext of one transport message.
     public static let maximumPlaintextLength = maximumMessageLength - tagLength
 
-    private let key: SecretBytes
+    private var key: SecretBytes
     /// The next nonce. Noise spec §5.1: 2^64 − 1 is reserved; reaching it is an error.
     public private(set) var nonce: UInt64 = 0
 
@@ -33,6 +33,25 @@ public struct NoiseCipherState: Sendable {
         withUnsafeBytes(of: &counter) { bytes.replaceSubrange(4..<12, with: $0) }
         nonce += 1
         return bytes
+    }
+
+    /// `Rekey()` (Noise spec rev. 34, §4.2 and §5.1): the key becomes the first 32 bytes of
+    /// `ENCRYPT(k, 2^64 − 1, empty, 32 zero bytes)`; the nonce carries on. Messages sealed before
+    /// cannot be opened with the new key, nor the old key derived from it.
+    public mutating func rekey() {
+        var nonceBytes = [UInt8](repeating: 0xFF, count: 12)
+        nonceBytes.replaceSubrange(0..<4, with: [0, 0, 0, 0])
+        let zeros = [UInt8](repeating: 0, count: 32)
+        var output = [UInt8](repeating: 0, count: 32 + Self.tagLength)
+        key.withUnsafeBytes { keyBytes in
+            withMutableBytePointer(&output) { out in
+                _ = crypto_aead_chacha20poly1305_ietf_encrypt(
+                    out, nil, zeros, UInt64(zeros.count), nil, 0, nil, nonceBytes, keyBytes.bytePointer)
+            }
+        }
+        var newKey = Array(output[0..<32])
+        key = SecretBytes(consuming: &newKey, protection: .heap)
+        Sodium.zero(&output)
     }
 
     /// `ENCRYPT(k, n++, ad, plaintext)` into a new array (handshake use).

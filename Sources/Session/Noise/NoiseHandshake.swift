@@ -9,7 +9,9 @@ import SwiftProtobuf
 /// - `identity_key`: the libp2p `PublicKey` protobuf of the identity key;
 /// - `identity_sig`: its signature over `"noise-libp2p-static-key:" ‖ Noise static public key`;
 /// - `extensions.stream_muxers`: muxers for early negotiation (we announce, and read, but still
-///   negotiate yamux with multistream-select, as py-libp2p does).
+///   negotiate yamux with multistream-select, as py-libp2p does);
+/// - `extensions.agentd_rekey` (field 8475, ours, spec/session.md §3.1): the rekey scheme we
+///   follow; rekeying happens only when both sides announce it.
 ///
 /// The first message carries an empty payload. After message 2 the initiator knows, and checks,
 /// the responder's identity (and the peer id it dialled); after message 3 the responder knows the
@@ -27,6 +29,8 @@ public struct NoiseHandshake: Sendable {
         public let remotePeer: PeerID
         public let remoteIdentity: Ed25519.PublicKey
         public let remoteMuxers: [String]
+        /// The rekey scheme the peer announced (`agentd_rekey`), if any.
+        public let remoteRekeyVersion: UInt32?
         public let handshakeHash: [UInt8]
     }
 
@@ -34,7 +38,7 @@ public struct NoiseHandshake: Sendable {
     private let identity: Ed25519.PrivateKey
     private let localPayload: [UInt8]
     private let expectedPeer: PeerID?
-    private var remote: (peer: PeerID, identity: Ed25519.PublicKey, muxers: [String])?
+    private var remote: RemoteIdentity?
     /// Set by the first error: a failed handshake stays failed, whatever the caller tries next.
     private var failure: SessionError?
 
@@ -44,10 +48,12 @@ public struct NoiseHandshake: Sendable {
     ///   - expectedPeer: for the initiator, the peer id being dialled (`/p2p/…`); a different
     ///     authenticated peer aborts the handshake.
     ///   - muxers: stream muxers announced in the payload extensions.
+    ///   - rekeyVersion: the rekey scheme announced in the payload extensions; `nil` announces none.
     ///   - ephemeral: injected only by tests.
     public init(
         role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
-        expectedPeer: PeerID? = nil, muxers: [String] = [], ephemeral: X25519.PrivateKey = .ephemeral()
+        expectedPeer: PeerID? = nil, muxers: [String] = [], rekeyVersion: UInt32? = nil,
+        ephemeral: X25519.PrivateKey = .ephemeral()
     ) {
         self.state = NoiseHandshakeState(role: role, localStatic: staticKey, ephemeral: ephemeral)
         self.identity = identity
@@ -55,9 +61,10 @@ public struct NoiseHandshake: Sendable {
         var payload = Agentd_Noise_NoiseHandshakePayload()
         payload.identityKey = Data(LibP2PPublicKey(identity.publicKey).protobuf)
         payload.identitySig = Data(identity.signature(for: Self.signaturePrefix + staticKey.publicKey.rawRepresentation))
-        if !muxers.isEmpty {
+        if !muxers.isEmpty || rekeyVersion != nil {
             var extensions = Agentd_Noise_NoiseExtensions()
             extensions.streamMuxers = muxers
+            if let rekeyVersion { extensions.agentdRekey = rekeyVersion }
             payload.extensions = extensions
         }
         self.localPayload = Array(try! payload.serializedBytes() as [UInt8])
@@ -116,12 +123,18 @@ public struct NoiseHandshake: Sendable {
         let (send, receive) = state.split()
         return Result(
             send: send, receive: receive, remotePeer: remote.peer, remoteIdentity: remote.identity,
-            remoteMuxers: remote.muxers, handshakeHash: hash)
+            remoteMuxers: remote.muxers, remoteRekeyVersion: remote.rekeyVersion, handshakeHash: hash)
     }
 
-    static func verify(
-        payload bytes: [UInt8], remoteStatic: X25519.PublicKey
-    ) throws(SessionError) -> (peer: PeerID, identity: Ed25519.PublicKey, muxers: [String]) {
+    /// What a verified handshake payload tells about the peer.
+    struct RemoteIdentity {
+        let peer: PeerID
+        let identity: Ed25519.PublicKey
+        let muxers: [String]
+        let rekeyVersion: UInt32?
+    }
+
+    static func verify(payload bytes: [UInt8], remoteStatic: X25519.PublicKey) throws(SessionError) -> RemoteIdentity {
         guard bytes.count <= maximumPayloadLength else {
             throw SessionError(.handshakeFailed, "Noise handshake payload of \(bytes.count) bytes is over the limit")
         }
@@ -148,6 +161,9 @@ public struct NoiseHandshake: Sendable {
                 .handshakeFailed,
                 "peer \(peer) did not sign its Noise static key: the static key is not bound to that identity")
         }
-        return (peer, identity, payload.extensions.streamMuxers)
+        let extensions = payload.extensions
+        return RemoteIdentity(
+            peer: peer, identity: identity, muxers: extensions.streamMuxers,
+            rekeyVersion: extensions.hasAgentdRekey ? extensions.agentdRekey : nil)
     }
 }

@@ -49,12 +49,22 @@ EPHEMERAL_R = bytes([0x04]) * 32
 ED25519_SEED_I = bytes([0x05]) * 32
 ED25519_SEED_R = bytes([0x06]) * 32
 
+REKEY = None  # a TRANSPORT entry that rekeys its direction instead of sending
+
 TRANSPORT = [  # (direction, plaintext), in the order they are encrypted
     ("i->r", b"transport message 1 from initiator"),
     ("r->i", b""),
     ("i->r", bytes(i % 251 for i in range(1000))),
     ("r->i", b"transport message 2 from responder"),
     ("i->r", b"transport message 3 from initiator"),
+    # Noise spec section 4.2 / 5.1 Rekey() of one direction (agentd's rekey extension,
+    # spec/session.md): both sides replace that direction's key; its nonce carries on.
+    ("i->r", REKEY),
+    ("i->r", b"initiator message under its second key"),
+    ("r->i", REKEY),
+    ("r->i", b"responder message under its second key"),
+    ("i->r", REKEY),
+    ("i->r", b"initiator message under its third key"),
 ]
 
 
@@ -139,6 +149,11 @@ def run_noiseprotocol(payload1: bytes, payload2: bytes, payload3: bytes) -> dict
     nonces = {"i->r": 0, "r->i": 0}
     for direction, pt in TRANSPORT:
         sender, receiver = (i, r) if direction == "i->r" else (r, i)
+        if pt is REKEY:
+            sender.noise_protocol.cipher_state_encrypt.rekey()
+            receiver.noise_protocol.cipher_state_decrypt.rekey()
+            messages.append({"direction": direction, "rekey": True})
+            continue
         ct = bytes(sender.encrypt(pt))
         assert bytes(receiver.decrypt(ct)) == pt, f"transport {direction} does not decrypt"
         messages.append({"direction": direction, "nonce": nonces[direction],
@@ -257,8 +272,15 @@ def run_spec(payload1: bytes, payload2: bytes, payload3: bytes) -> dict:
     assert i.h == r.h and i.rs == x25519_public(STATIC_R) and r.rs == x25519_public(STATIC_I)
     k_ir, k_ri = i.split()
     nonces = {"i->r": 0, "r->i": 0}
+    keys = {"i->r": k_ir, "r->i": k_ri}
     for direction, pt in TRANSPORT:
-        k = k_ir if direction == "i->r" else k_ri
+        if pt is REKEY:
+            # REKEY(k) = ENCRYPT(k, 2^64 - 1, zerolen, zeros)[:32]; n is unchanged.
+            keys[direction] = ChaCha20Poly1305(keys[direction]).encrypt(
+                _Spec.nonce(2**64 - 1), bytes(32), b"")[:32]
+            messages.append({"direction": direction, "rekey": True})
+            continue
+        k = keys[direction]
         n = nonces[direction]
         ct = ChaCha20Poly1305(k).encrypt(_Spec.nonce(n), pt, b"")
         messages.append({"direction": direction, "nonce": n, "payload": pt.hex(),

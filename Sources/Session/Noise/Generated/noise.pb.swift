@@ -40,9 +40,22 @@ nonisolated struct Agentd_Noise_NoiseExtensions: Sendable {
 
   var streamMuxers: [String] = []
 
+  /// agentd's rekey extension (spec/session.md §3.1), not part of the libp2p spec: the version of
+  /// the rekey scheme the sender follows (1). Other implementations skip the unknown field.
+  var agentdRekey: UInt32 {
+    get {_agentdRekey ?? 0}
+    set {_agentdRekey = newValue}
+  }
+  /// Returns true if `agentdRekey` has been explicitly set.
+  var hasAgentdRekey: Bool {self._agentdRekey != nil}
+  /// Clears the value of `agentdRekey`. Subsequent reads from it will return its default value.
+  mutating func clearAgentdRekey() {self._agentdRekey = nil}
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
+
+  fileprivate var _agentdRekey: UInt32? = nil
 }
 
 nonisolated struct Agentd_Noise_NoiseHandshakePayload: Sendable {
@@ -92,7 +105,7 @@ fileprivate nonisolated let _protobuf_package = "agentd.noise"
 
 nonisolated extension Agentd_Noise_NoiseExtensions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".NoiseExtensions"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}webtransport_certhashes\0\u{3}stream_muxers\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}webtransport_certhashes\0\u{3}stream_muxers\0\u{4}YD\u{2}agentd_rekey\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -102,24 +115,33 @@ nonisolated extension Agentd_Noise_NoiseExtensions: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedBytesField(value: &self.webtransportCerthashes) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.streamMuxers) }()
+      case 8475: try { try decoder.decodeSingularUInt32Field(value: &self._agentdRekey) }()
       default: break
       }
     }
   }
 
   func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.webtransportCerthashes.isEmpty {
       try visitor.visitRepeatedBytesField(value: self.webtransportCerthashes, fieldNumber: 1)
     }
     if !self.streamMuxers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.streamMuxers, fieldNumber: 2)
     }
+    try { if let v = self._agentdRekey {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 8475)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   static func ==(lhs: Agentd_Noise_NoiseExtensions, rhs: Agentd_Noise_NoiseExtensions) -> Bool {
     if lhs.webtransportCerthashes != rhs.webtransportCerthashes {return false}
     if lhs.streamMuxers != rhs.streamMuxers {return false}
+    if lhs._agentdRekey != rhs._agentdRekey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
