@@ -268,6 +268,7 @@ struct SessionBenchmark: AsyncParsableCommand {
     ) async throws {
         progress("handshakes: \(settings.handshakes) each, in turn and \(concurrency) at once")
         let count = settings.handshakes
+        let tcpConnects = try await TCPBaseline.connects(count: count, client: clientGroup, server: serverGroup)
         let upgradesInTurn = try await HandshakeBenchmark.upgrades(
             count: count, concurrency: 1, client: clientGroup, server: serverGroup)
         let upgradesOverlapped = try await HandshakeBenchmark.upgrades(
@@ -292,18 +293,22 @@ struct SessionBenchmark: AsyncParsableCommand {
             "bound.handshake.concurrent", tag: "E", "bound: handshakes overlapped, 1 core per side",
             crypto.concurrentBound, .perSecond)
         report.add("bound.handshake.onecore", tag: "F", "bound: both sides on 1 core", crypto.oneCoreBound, .perSecond)
+        report.add("baseline.tcp.connect", tag: "T", "plain NIO TCP connect + close, in turn", tcpConnects, .perSecond)
+        report.add(
+            "bound.handshake.tcp", tag: "H", "bound: TCP connect, then D's crypto, in turn",
+            1 / (1 / tcpConnects + 1 / crypto.sequentialBound), .perSecond)
         report.add(
             "ours.handshake.memory", "ours: Noise XX in memory, both sides, 1 core", crypto.inMemoryHandshakes,
             .perSecond, over: ["bound.handshake.onecore"])
         report.add(
             "ours.upgrade.sequential", "ours: upgrades in turn (no Host)", upgradesInTurn, .perSecond,
-            over: ["bound.handshake.sequential"])
+            over: ["bound.handshake.sequential", "bound.handshake.tcp"])
         report.add(
             "ours.upgrade.concurrent", "ours: upgrades, \(concurrency) at once (no Host)", upgradesOverlapped,
             .perSecond, over: ["bound.handshake.concurrent"])
         report.add(
             "ours.connect.sequential", "ours: Host.connect + close, in turn", connectsInTurn, .perSecond,
-            over: ["bound.handshake.sequential"])
+            over: ["bound.handshake.sequential", "bound.handshake.tcp"])
         report.add(
             "ours.connect.concurrent", "ours: Host.connect + close, \(concurrency) dialers", connectsOverlapped,
             .perSecond, over: ["bound.handshake.concurrent"])

@@ -41,6 +41,27 @@ enum TCPBaseline {
         return Double(bytes) / seconds
     }
 
+    /// `count` plain TCP connections opened and closed one after another (the client waits for each
+    /// connect, then for its close); returns connections/s. What any handshake over TCP pays first.
+    static func connects(count: Int, client: EventLoopGroup, server: EventLoopGroup) async throws -> Double {
+        let listener = try await ServerBootstrap(group: server)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = listener.localAddress!.port!
+        let bootstrap = ClientBootstrap(group: client).channelOption(.socketOption(.tcp_nodelay), value: 1)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<count {
+            let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+            try await channel.close()
+        }
+        let rate = Double(count) / (clock.now - start).seconds
+        try? await listener.close()
+        return rate
+    }
+
     /// `count` round trips of a 32-byte message (ping's size) to an echo server on one connection,
     /// after 10 unmeasured ones; returns each round trip in seconds.
     static func echoRoundTrips(count: Int, client: EventLoopGroup, server: EventLoopGroup) async throws -> [Double] {

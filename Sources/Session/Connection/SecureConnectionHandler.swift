@@ -79,6 +79,8 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     private var pendingPromise: EventLoopPromise<Void>?
     private var timeout: Scheduled<Void>?
     private var result: SecureConnectionEvent.Established?
+    /// The initiator's handshake, message 1 already sent with the `/noise` proposal.
+    private var earlyHandshake: NoiseHandshake?
     /// Both peers announced rekeying: empty transport messages are rekey signals.
     public private(set) var rekeyAgreed = false
     private var sentSinceRekey = 0
@@ -128,7 +130,27 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             : MultistreamNegotiation(listenerSupporting: [Self.noiseProtocolID])
         let actions = negotiation.start(allocator: context.channel.allocator)
         phase = .securityNegotiation(negotiation)
-        writeRaw(actions, context: context)
+        if configuration.role == .initiator {
+            // `/noise` is our only proposal, so Noise message 1 rides with it (multistream-select's
+            // lazy dialer, as go-libp2p does): a round trip saved. The listener reads the
+            // proposal's exact length and finds message 1 behind it; one that refuses answers `na`
+            // and the upgrade fails either way.
+            var handshake = makeHandshake()
+            var out = context.channel.allocator.buffer(capacity: 128)
+            for case .send(var bytes) in actions { out.writeBuffer(&bytes) }
+            do {
+                let message = try handshake.writeMessage()
+                out.writeInteger(UInt16(message.count))
+                out.writeBytes(message)
+            } catch {
+                fail(error, context: context)
+                return
+            }
+            earlyHandshake = handshake
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        } else {
+            writeRaw(actions, context: context)
+        }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let deadline = configuration.handshakeTimeout
         timeout = context.eventLoop.scheduleTask(in: deadline) {
@@ -193,11 +215,12 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 phase = .securityNegotiation(negotiation)
                 writeRaw(actions, context: context)
                 guard negotiation.negotiatedProtocol != nil else { return }
-                var handshake = NoiseHandshake(
-                    role: configuration.role, identity: configuration.identity, staticKey: configuration.staticKey,
-                    expectedPeer: configuration.expectedPeer,
-                    muxers: configuration.announceMuxers ? configuration.muxers : [],
-                    rekeyVersion: configuration.rekey == nil ? nil : NoiseRekeyPolicy.version)
+                if let handshake = earlyHandshake {
+                    earlyHandshake = nil
+                    phase = .handshake(handshake)
+                    continue
+                }
+                var handshake = makeHandshake()
                 if handshake.isOurTurn {
                     writeHandshakeMessage(try handshake.writeMessage(), context: context)
                 }
@@ -250,6 +273,13 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 return
             }
         }
+    }
+
+    private func makeHandshake() -> NoiseHandshake {
+        NoiseHandshake(
+            role: configuration.role, identity: configuration.identity, staticKey: configuration.staticKey,
+            expectedPeer: configuration.expectedPeer, muxers: configuration.announceMuxers ? configuration.muxers : [],
+            rekeyVersion: configuration.rekey == nil ? nil : NoiseRekeyPolicy.version)
     }
 
     /// The muxer both listed in the handshake: the first of the initiator's list that the responder
