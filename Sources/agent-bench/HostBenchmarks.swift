@@ -104,6 +104,7 @@ enum HandshakeBenchmark {
     {
         let serverIdentity = Ed25519.PrivateKey()
         let serverStatic = X25519.PrivateKey()
+        let serverSignature = NoiseHandshake.staticKeySignature(identity: serverIdentity, staticKey: serverStatic)
         let serverPeer = PeerID(publicKey: serverIdentity.publicKey)
         let listener = try await ServerBootstrap(group: server)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -113,13 +114,16 @@ enum HandshakeBenchmark {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         SecureConnectionHandler(
-                            configuration: .init(role: .responder, identity: serverIdentity, staticKey: serverStatic)))
+                            configuration: .init(
+                                role: .responder, identity: serverIdentity, staticKey: serverStatic,
+                                staticKeySignature: serverSignature)))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         let port = listener.localAddress!.port!
         let clientIdentity = Ed25519.PrivateKey()
         let clientStatic = X25519.PrivateKey()
+        let clientSignature = NoiseHandshake.staticKeySignature(identity: clientIdentity, staticKey: clientStatic)
         let perTask = max(1, count / concurrency)
 
         let clock = ContinuousClock()
@@ -138,7 +142,7 @@ enum HandshakeBenchmark {
                                         SecureConnectionHandler(
                                             configuration: .init(
                                                 role: .initiator, identity: clientIdentity, staticKey: clientStatic,
-                                                expectedPeer: serverPeer)),
+                                                expectedPeer: serverPeer, staticKeySignature: clientSignature)),
                                         UpgradeWatcher(established: established),
                                     ])
                                 }

@@ -157,6 +157,8 @@ final class HostCore: @unchecked Sendable {
     let identity: Ed25519.PrivateKey
     let peerID: PeerID
     let staticKey = X25519.PrivateKey()
+    /// The Noise payload's signature over `staticKey`, made once for all handshakes.
+    let staticKeySignature: [UInt8]
     let group: EventLoopGroup
     let configuration: Host.Configuration
     let logger: Logger
@@ -178,6 +180,7 @@ final class HostCore: @unchecked Sendable {
     init(identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) {
         self.identity = identity
         self.peerID = PeerID(publicKey: identity.publicKey)
+        self.staticKeySignature = NoiseHandshake.staticKeySignature(identity: identity, staticKey: staticKey)
         self.group = group
         self.configuration = configuration
         var logger = logger
@@ -320,7 +323,8 @@ final class HostCore: @unchecked Sendable {
             SecureConnectionHandler(
                 configuration: .init(
                     role: .responder, identity: identity, staticKey: staticKey,
-                    handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey)),
+                    handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
+                    staticKeySignature: staticKeySignature)),
             connection,
         ])
         connection.establishedFuture.whenComplete { [self] result in
@@ -382,7 +386,8 @@ final class HostCore: @unchecked Sendable {
                         SecureConnectionHandler(
                             configuration: .init(
                                 role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
-                                handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey)),
+                                handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
+                                staticKeySignature: staticKeySignature)),
                         connection,
                     ])
                 }

@@ -37,11 +37,15 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         public var announceMuxers: Bool
         /// Our rekeying, announced in the handshake; `nil` announces nothing and never rekeys.
         public var rekey: NoiseRekeyPolicy?
+        /// `NoiseHandshake.staticKeySignature(identity:staticKey:)`, made once per static key;
+        /// `nil` signs in every handshake.
+        public var staticKeySignature: [UInt8]?
 
         public init(
             role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
             expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"], handshakeTimeout: TimeAmount = .seconds(10),
-            announceMuxers: Bool = true, rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy()
+            announceMuxers: Bool = true, rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy(),
+            staticKeySignature: [UInt8]? = nil
         ) {
             self.role = role
             self.identity = identity
@@ -51,6 +55,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             self.handshakeTimeout = handshakeTimeout
             self.announceMuxers = announceMuxers
             self.rekey = rekey
+            self.staticKeySignature = staticKeySignature
         }
     }
 
@@ -279,7 +284,8 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         NoiseHandshake(
             role: configuration.role, identity: configuration.identity, staticKey: configuration.staticKey,
             expectedPeer: configuration.expectedPeer, muxers: configuration.announceMuxers ? configuration.muxers : [],
-            rekeyVersion: configuration.rekey == nil ? nil : NoiseRekeyPolicy.version)
+            rekeyVersion: configuration.rekey == nil ? nil : NoiseRekeyPolicy.version,
+            staticKeySignature: configuration.staticKeySignature)
     }
 
     /// The muxer both listed in the handshake: the first of the initiator's list that the responder

@@ -49,18 +49,20 @@ public struct NoiseHandshake: Sendable {
     ///     authenticated peer aborts the handshake.
     ///   - muxers: stream muxers announced in the payload extensions.
     ///   - rekeyVersion: the rekey scheme announced in the payload extensions; `nil` announces none.
+    ///   - staticKeySignature: `staticKeySignature(identity:staticKey:)` made beforehand; without
+    ///     it the handshake signs (an Ed25519 signature, a sixth of one side's crypto).
     ///   - ephemeral: injected only by tests.
     public init(
         role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
         expectedPeer: PeerID? = nil, muxers: [String] = [], rekeyVersion: UInt32? = nil,
-        ephemeral: X25519.PrivateKey = .ephemeral()
+        staticKeySignature: [UInt8]? = nil, ephemeral: X25519.PrivateKey = .ephemeral()
     ) {
         self.state = NoiseHandshakeState(role: role, localStatic: staticKey, ephemeral: ephemeral)
         self.identity = identity
         self.expectedPeer = expectedPeer
         var payload = Agentd_Noise_NoiseHandshakePayload()
         payload.identityKey = Data(LibP2PPublicKey(identity.publicKey).protobuf)
-        payload.identitySig = Data(identity.signature(for: Self.signaturePrefix + staticKey.publicKey.rawRepresentation))
+        payload.identitySig = Data(staticKeySignature ?? Self.staticKeySignature(identity: identity, staticKey: staticKey))
         if !muxers.isEmpty || rekeyVersion != nil {
             var extensions = Agentd_Noise_NoiseExtensions()
             extensions.streamMuxers = muxers
@@ -68,6 +70,14 @@ public struct NoiseHandshake: Sendable {
             payload.extensions = extensions
         }
         self.localPayload = Array(try! payload.serializedBytes() as [UInt8])
+    }
+
+    /// The payload's `identity_sig`: the identity's signature over `"noise-libp2p-static-key:" ‖
+    /// static public key`. The same for every handshake with one static key, so a host makes it
+    /// once at start (Ed25519 signatures are deterministic: it is the very signature a handshake
+    /// would make).
+    public static func staticKeySignature(identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey) -> [UInt8] {
+        identity.signature(for: signaturePrefix + staticKey.publicKey.rawRepresentation)
     }
 
     public var isOurTurn: Bool { state.isOurTurn }
