@@ -118,6 +118,14 @@ public final class AgentNode: Service, Sendable {
                 logger.error("cannot publish \(name): \(error.message)")
             }
         }
+        // Names registered through the control API before a restart.
+        for (name, result) in await dht.restoreRegistrations() {
+            if case .success(let report) = result {
+                logger.info(
+                    "published registered name",
+                    metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+            }
+        }
 
         let addresses = bound.map { $0.appending(.p2p(host.peerID.multihash)) }
         onReady(Ready(peerID: host.peerID, addresses: addresses, apiSocketPath: server.socketPath))

@@ -6,8 +6,8 @@ import NIOCore
 import Network
 import Resolution
 
-/// The DHT methods of the control API (spec/control-api.md): register, resolve, dht.peers,
-/// dht.get_closest.
+/// The DHT methods of the control API (spec/control-api.md): register, unregister, names, resolve,
+/// dht.peers, dht.get_closest.
 extension NodeControlAPI {
     static func registerDHTMethods(_ methods: inout ControlAPIMethods, dht: DHT) {
         methods.register("register") { params in
@@ -39,11 +39,38 @@ extension NodeControlAPI {
                 }
                 ttl = UInt32(seconds)
             }
-            let report = try await resolution { try await dht.register(name, addresses: addresses, protocols: protocols, ttl: ttl) }
+            // Kept in the store: the daemon publishes the name again after a restart.
+            let report = try await resolution {
+                try await dht.register(name, addresses: addresses, protocols: protocols, ttl: ttl, persist: true)
+            }
             var object = recordJSON(report.record)
             object["replicas"] = .array(report.storedAt.map { .string($0.description) })
             object["failures"] = .array(report.failures.map { .object(["peer_id": .string($0.peer.description), "reason": .string($0.reason)]) })
             return .object(object)
+        }
+
+        methods.register("unregister") { params in
+            let name = try agentName(params)
+            let was = try await resolution { try dht.unregister(name) }
+            return .object(["name": .string(name.value), "was_registered": .bool(was)])
+        }
+
+        methods.register("names") { _ in
+            let stored = try await resolution { try dht.store.registrations().registrations }
+            let persistent = Set(stored.map(\.name))
+            return .object([
+                "names": .array(
+                    dht.registeredNames.map { name in
+                        var object: [String: JSONValue] = [
+                            "name": .string(name.value), "persistent": .bool(persistent.contains(name)),
+                        ]
+                        if let record = try? dht.store.ownRecord(for: name) {
+                            let fields = recordJSON(record)
+                            for key in ["seq", "expires", "addresses", "protocols"] { object[key] = fields[key] }
+                        }
+                        return .object(object)
+                    })
+            ])
         }
 
         methods.register("resolve") { params in

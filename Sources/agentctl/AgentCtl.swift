@@ -14,7 +14,8 @@ struct AgentCtl: AsyncParsableCommand {
             """,
         subcommands: [
             IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self,
-            ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, ResolveCommand.self,
+            ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, UnregisterCommand.self,
+            NamesCommand.self, ResolveCommand.self,
             DHTCommand.self, APICommand.self,
         ]
     )

@@ -57,6 +57,56 @@ struct RegisterCommand: AsyncParsableCommand {
     }
 }
 
+struct UnregisterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unregister",
+        abstract: "Stop publishing NAME.agent for the running node, now and after restarts.",
+        discussion: """
+            The record already published stays in the network until it expires; the name is held
+            by the node's key until then, and a later `register` continues its seq.
+            """)
+
+    @Argument(help: "The name, e.g. alice or alice.agent.")
+    var name: String
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        try await callDaemon(daemon, output, "unregister", .object(["name": .string(try checkedName(name))])) { result in
+            let name = result["name"]?.stringValue ?? "?"
+            return result["was_registered"]?.boolValue == true
+                ? "\(name): no longer published\n" : "\(name) was not registered; nothing changed\n"
+        }
+    }
+}
+
+struct NamesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "names",
+        abstract: "List the names the running node publishes.",
+        discussion: """
+            persistent: registered with `agentctl register`, published again after a restart; the
+            others come from `agentd --name` and the node's self-certifying name.
+            """)
+
+    @OptionGroup var daemon: DaemonOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        try await callDaemon(daemon, output, "names", .object([:])) { result in
+            var text = ""
+            for entry in result["names"]?.arrayValue ?? [] {
+                let name = entry["name"]?.stringValue ?? "?"
+                let seq = entry["seq"]?.uint64Value.map(String.init) ?? "?"
+                let expires = entry["expires"]?.stringValue ?? "?"
+                let kind = entry["persistent"]?.boolValue == true ? "persistent" : "this run"
+                text += "\(name)  seq \(seq)  expires \(expires)  (\(kind))\n"
+            }
+            return text.isEmpty ? "no names published\n" : text
+        }
+    }
+}
+
 struct ResolveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resolve",

@@ -1,5 +1,6 @@
 import Foundation
 import Identity
+import Logging
 import Multiformats
 import NIOCore
 import Testing
@@ -268,6 +269,47 @@ struct DHTRegistrationTests {
         // The holder's own updates still go through.
         let update = try await holder.dht.register(name, addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/9")])
         #expect(update.storedAt.count == 5)
+        try await network.shutdown()
+    }
+
+    @Test("names registered to persist are published again after a restart; unregistered and run-only ones are not")
+    func restoredAfterRestart() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 5)
+        let node = network.nodes[2]
+        let kept = try AgentName("kept.agent")
+        let dropped = try AgentName("dropped.agent")
+        let runOnly = try AgentName("run-only.agent")
+        let before = try await node.dht.register(kept, protocols: ["/chat/1.0.0"], ttl: 3600, persist: true)
+        _ = try await node.dht.register(dropped, persist: true)
+        _ = try await node.dht.register(runOnly)
+        #expect(try node.dht.unregister(dropped) == true)
+        #expect(try node.dht.unregister(dropped) == false)
+        #expect(node.dht.registeredNames == [kept, runOnly])
+
+        // A restart: the process dies, a new host with the same key and database comes up on
+        // another port.
+        await network.stop(2)
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let host = Network.Host(identity: node.host.identity, group: network.group, logger: logger)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let dht = DHT(host: host, store: node.dht.store, configuration: DHTTestNetwork.configuration(), logger: logger)
+        dht.start()
+        await dht.bootstrap([network.nodes[0].address])
+        let restored = await dht.restoreRegistrations()
+        #expect(restored.map(\.name) == [kept])
+        #expect(dht.registeredNames == [kept])
+        let republished = try #require(try restored.first?.result.get())
+        #expect(republished.record.record.seq > before.record.record.seq)
+        #expect(republished.record.record.protocols == ["/chat/1.0.0"])
+        #expect(republished.record.record.ttl == 3600)
+        // The new address reached the network.
+        let seen = try await network.nodes[4].dht.resolve(kept, useCache: false)
+        #expect(seen.record.record.addresses == [bound])
+        // Restoring twice does not publish twice.
+        #expect(await dht.restoreRegistrations().isEmpty)
+        await host.shutdown()
         try await network.shutdown()
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Identity
+import Multiformats
 import Testing
 
 @testable import Resolution
@@ -225,6 +226,89 @@ struct RecordStoreTests {
         #expect(try store.ownRecords() == [bob])
         // Own records are not DHT records.
         #expect(try store.get(Self.name("bob"), now: Self.now) == nil)
+    }
+
+    @Test("name registrations: saved with their parameters, kept across new records and reopening, cleared")
+    func registrations() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/agentd.db"
+        let alice = Fixtures.record(seq: 1)
+        let bob = Fixtures.record(Fixtures.bob, name: Self.name("bob"), seq: 4)
+        let custom = NameRegistration(
+            addresses: [try Multiaddr("/ip4/192.0.2.1/tcp/4001"), try Multiaddr("/dns4/example.org/tcp/4001")],
+            protocols: ["/chat/1.0.0", "a protocol with \"quotes\" and \n a newline"], ttl: 3600)
+        let following = NameRegistration(addresses: nil, protocols: nil, ttl: RecordLimits.defaultTTL)
+        do {
+            let store = try RecordStore(path: path)
+            // No own record, nothing to register.
+            let missing = #expect(throws: ResolutionError.self) { try store.setRegistration(following, for: Fixtures.name) }
+            #expect(missing?.kind == .notFound)
+            try store.setOwnRecord(alice)
+            try store.setOwnRecord(bob)
+            #expect(try store.registrations().registrations.isEmpty)
+            #expect(try store.setRegistration(custom, for: Fixtures.name) == false)
+            #expect(try store.setRegistration(following, for: Self.name("bob")) == false)
+            // A newer own record keeps the registration.
+            try store.setOwnRecord(Fixtures.record(seq: 2))
+        }
+        let store = try RecordStore(path: path)
+        let listed = try store.registrations()
+        #expect(listed.dropped.isEmpty)
+        #expect(listed.registrations.map(\.name) == [Fixtures.name, Self.name("bob")])
+        #expect(listed.registrations.map(\.registration) == [custom, following])
+        #expect(try store.setRegistration(nil, for: Self.name("bob")) == true)
+        #expect(try store.registrations().registrations.map(\.name) == [Fixtures.name])
+        // Removing the own record removes its registration with it.
+        try store.removeOwnRecord(for: Fixtures.name)
+        #expect(try store.registrations().registrations.isEmpty)
+    }
+
+    @Test("a hand-edited registration that does not decode is dropped with its reason, not fatal")
+    func corruptRegistration() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/agentd.db"
+        let store = try RecordStore(path: path)
+        for name in ["one", "two", "three", "four"] {
+            try store.setOwnRecord(Fixtures.record(name: Self.name(name)))
+            try store.setRegistration(NameRegistration(addresses: nil, protocols: nil, ttl: 600), for: Self.name(name))
+        }
+        let database = try DatabaseQueue(path: path)
+        try database.write { db in
+            try db.execute(sql: "UPDATE own_records SET addresses = '[\"not a multiaddr\"]' WHERE name = 'one.agent'")
+            try db.execute(sql: "UPDATE own_records SET protocols = '{broken' WHERE name = 'two.agent'")
+            try db.execute(sql: "UPDATE own_records SET ttl = 5 WHERE name = 'three.agent'")
+        }
+        let listed = try store.registrations()
+        #expect(listed.registrations.map(\.name) == [Self.name("four")])
+        #expect(listed.dropped.count == 3)
+        #expect(listed.dropped.contains { $0.hasPrefix("three.agent") })
+        // Dropped for good: the rows are unregistered, the own records stay.
+        #expect(try store.registrations().dropped.isEmpty)
+        #expect(try store.ownRecords().count == 4)
+    }
+
+    @Test("a database from before registrations (records-v1) opens, migrates and keeps its own records")
+    func migrationFromV1() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/agentd.db"
+        let own = Fixtures.record(seq: 9)
+        do {
+            let database = try DatabaseQueue(path: path)
+            try RecordStoreSchema.migrator.migrate(database, upTo: "records-v1")
+            try database.write { db in
+                try db.execute(
+                    sql: "INSERT INTO own_records (name, record) VALUES (?, ?)",
+                    arguments: [own.record.name.value, Data(own.bytes)])
+            }
+        }
+        let store = try RecordStore(path: path)
+        #expect(try store.ownRecords() == [own])
+        #expect(try store.registrations().registrations.isEmpty)
+        try store.setRegistration(NameRegistration(addresses: nil, protocols: nil, ttl: 600), for: Fixtures.name)
+        #expect(try store.registrations().registrations.map(\.name) == [Fixtures.name])
     }
 
     @Test("corrupt rows are treated as absent and deleted, without a crash")

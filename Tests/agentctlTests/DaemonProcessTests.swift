@@ -23,6 +23,59 @@ struct DaemonProcessTests {
         try ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments)
     }
 
+    @Test("a name registered with agentctl is published again after a restart, until unregister")
+    func registrationSurvivesRestart() async throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func names(_ daemon: JSONLineProcess) throws -> [String: [String: Any]] {
+            let result = try agentctl("names", "--data-dir", dir, "--json")
+            #expect(result.status == 0, "\(result.stderr)")
+            let list = try #require(try result.json()["names"] as? [[String: Any]])
+            return Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "?", $0) })
+        }
+        func restart(_ daemon: JSONLineProcess) async throws -> JSONLineProcess {
+            daemon.signal(SIGTERM)
+            #expect(await daemon.waitForExit() == 0)
+            return try await Self.startDaemon(dir).0
+        }
+
+        var daemon = try await Self.startDaemon(dir).0
+        do {
+            let registered = try agentctl(
+                "register", "keeper", "--protocol", "/chat/1.0.0", "--ttl", "3600", "--data-dir", dir, "--json")
+            #expect(registered.status == 0, "\(registered.stderr)")
+            let firstSeq = try #require(try registered.json()["seq"] as? Int)
+            let listed = try names(daemon)
+            #expect(listed["keeper.agent"]?["persistent"] as? Bool == true)
+            // The self-certifying name is published each start, not saved.
+            #expect(listed.values.contains { $0["persistent"] as? Bool == false })
+
+            daemon = try await restart(daemon)
+            let afterRestart = try #require(try names(daemon)["keeper.agent"])
+            #expect(afterRestart["persistent"] as? Bool == true)
+            #expect((afterRestart["seq"] as? Int ?? 0) > firstSeq)
+            #expect(afterRestart["protocols"] as? [String] == ["/chat/1.0.0"])
+            let human = try agentctl("names", "--data-dir", dir)
+            #expect(human.stdoutText.contains("keeper.agent") && human.stdoutText.contains("(persistent)"))
+
+            let unregistered = try agentctl("unregister", "keeper.agent", "--data-dir", dir)
+            #expect(unregistered.status == 0, "\(unregistered.stderr)")
+            #expect(unregistered.stdoutText.contains("no longer published"))
+            let again = try agentctl("unregister", "keeper", "--data-dir", dir, "--json")
+            #expect(try again.json()["was_registered"] as? Bool == false)
+            #expect(try names(daemon)["keeper.agent"] == nil)
+            #expect(try agentctl("unregister", "not a name!", "--data-dir", dir).status == 2)
+
+            daemon = try await restart(daemon)
+            #expect(try names(daemon)["keeper.agent"] == nil)
+        } catch {
+            await daemon.stop()
+            throw error
+        }
+        daemon.signal(SIGTERM)
+        #expect(await daemon.waitForExit() == 0)
+    }
+
     @Test("two daemons side by side: id, connect, ping, peers, perf; clean shutdown on SIGTERM")
     func twoDaemons() async throws {
         let dirA = try Self.temporaryDirectory()

@@ -50,9 +50,12 @@ extension DHT {
     /// - Parameters:
     ///   - addresses: the addresses to publish; nil follows the host's listen addresses.
     ///   - protocols: nil follows the host's protocols.
+    ///   - persist: keep the registration in the store, so that `restoreRegistrations` publishes the
+    ///     name again after a restart (names registered through the control API); a later
+    ///     `register` without it leaves a stored registration as it is.
     public func register(
         _ name: AgentName, addresses: [Multiaddr]? = nil, protocols: [String]? = nil,
-        ttl: UInt32 = RecordLimits.defaultTTL
+        ttl: UInt32 = RecordLimits.defaultTTL, persist: Bool = false
     ) async throws(ResolutionError) -> PublishReport {
         if let peer = name.selfCertifyingPeerID, peer != host.peerID {
             throw ResolutionError(
@@ -74,7 +77,45 @@ extension DHT {
         own.replicas = report.storedAt.count
         own.tableSizeAtPublish = state.withLockedValue { $0.table.count }
         state.withLockedValue { $0.ownNames[name] = own }
+        if persist {
+            do {
+                try store.setRegistration(
+                    NameRegistration(addresses: addresses, protocols: protocols, ttl: ttl), for: name)
+            } catch {
+                throw ResolutionError(
+                    error.kind, "\(name) is published, but its registration was not saved (no republish after a restart): \(error.message)")
+            }
+        }
         return report
+    }
+
+    /// Publishes again the names registered with `persist` before the node stopped (skipping those
+    /// already registered in this run). Failures are logged and returned; the registration stays,
+    /// so the next start tries again.
+    @discardableResult
+    public func restoreRegistrations() async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
+        let stored: [(name: AgentName, registration: NameRegistration)]
+        do {
+            let (registrations, dropped) = try store.registrations()
+            for reason in dropped { logger.error("dropped an unreadable name registration: \(reason)") }
+            stored = registrations
+        } catch {
+            logger.error("cannot read the registered names: \(error.message)")
+            return []
+        }
+        let current = Set(registeredNames)
+        var results: [(name: AgentName, result: Result<PublishReport, ResolutionError>)] = []
+        for (name, registration) in stored where !current.contains(name) {
+            do {
+                let report = try await register(
+                    name, addresses: registration.addresses, protocols: registration.protocols, ttl: registration.ttl)
+                results.append((name, .success(report)))
+            } catch {
+                logger.error("cannot publish registered name \(name) again: \(error.message)")
+                results.append((name, .failure(error)))
+            }
+        }
+        return results
     }
 
     /// `resolve` without the cache, with "not found" as nil.
@@ -87,10 +128,20 @@ extension DHT {
         }
     }
 
-    /// Stops republishing `name` (its record stays in the network until it expires). The last own
-    /// record stays in the store so that a later `register` continues its seq.
-    public func unregister(_ name: AgentName) {
-        state.withLockedValue { $0.ownNames[name] = nil }
+    /// Stops republishing `name`, now and after restarts (its record stays in the network until it
+    /// expires). The last own record stays in the store so that a later `register` continues its
+    /// seq.
+    /// - Returns: whether the name was registered (in this run or stored).
+    /// - Throws: `.storage` when the stored registration could not be cleared (the name is no
+    ///   longer republished in this run, but would be after a restart).
+    @discardableResult
+    public func unregister(_ name: AgentName) throws(ResolutionError) -> Bool {
+        let wasRunning = state.withLockedValue { $0.ownNames.removeValue(forKey: name) != nil }
+        var wasStored = false
+        if try store.ownRecord(for: name) != nil {
+            wasStored = try store.setRegistration(nil, for: name)
+        }
+        return wasRunning || wasStored
     }
 
     /// The names this node keeps published.

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Multiformats
 
 /// The node's own published records, kept apart from the DHT records so that they survive expiry
 /// and restarts: the next publication must carry a higher seq than the last one (spec/records.md §5,
@@ -56,6 +57,73 @@ extension RecordStore {
         }
     }
 
+    /// Marks `name` as registered (published again after a restart, with `registration`'s
+    /// parameters) or, with `nil`, as not. The own record must exist: the registration lives in its
+    /// row, and goes with it (`removeOwnRecord`).
+    /// - Returns: whether the name was registered before.
+    /// - Throws: `.notFound` when there is no own record for `name`; `.storage`.
+    @discardableResult
+    public func setRegistration(_ registration: NameRegistration?, for name: AgentName) throws(ResolutionError) -> Bool {
+        let text = name.value
+        return try withDatabase("save the registration of \(text)", transaction: true) { db in
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT registered FROM own_records WHERE name = ?"), arguments: [text])
+            else { throw ResolutionError(.notFound, "no own record for \(text) to register") }
+            let was = (row[0] as Int64?) == 1
+            let statement = try db.cachedStatement(
+                sql: "UPDATE own_records SET registered = ?, addresses = ?, protocols = ?, ttl = ? WHERE name = ?")
+            if let registration {
+                try statement.execute(arguments: [
+                    1, registration.addresses.map { Self.jsonList($0.map(\.description)) },
+                    registration.protocols.map(Self.jsonList), Int64(registration.ttl), text,
+                ])
+            } else {
+                try statement.execute(arguments: [0, nil, nil, nil, text])
+            }
+            return was
+        }
+    }
+
+    /// The registered names and their parameters, ordered by name. A row whose parameters do not
+    /// decode (a hand-edited database) is unregistered and left out, with the reason returned.
+    /// - Throws: `.storage`.
+    public func registrations() throws(ResolutionError) -> (
+        registrations: [(name: AgentName, registration: NameRegistration)], dropped: [String]
+    ) {
+        try withDatabase("list registered names", transaction: true) { db in
+            var registrations: [(name: AgentName, registration: NameRegistration)] = []
+            var dropped: [String] = []
+            let rows = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: "SELECT name, addresses, protocols, ttl FROM own_records WHERE registered = 1 ORDER BY name"))
+            for row in rows {
+                let text: String = row[0]
+                do {
+                    let name = try AgentName(canonical: text)
+                    let addresses = try (row[1] as String?).map { try Self.list($0).map { try Multiaddr($0) } }
+                    let protocols = try (row[2] as String?).map(Self.list)
+                    guard let ttl = (row[3] as Int64?).flatMap(UInt32.init(exactly:)),
+                        (RecordLimits.minimumTTL...RecordLimits.maximumTTL).contains(ttl)
+                    else { throw ResolutionError(.storage, "ttl out of range") }
+                    registrations.append((name, NameRegistration(addresses: addresses, protocols: protocols, ttl: ttl)))
+                } catch {
+                    dropped.append("\(text): \(error)")
+                    try db.cachedStatement(sql: "UPDATE own_records SET registered = 0 WHERE name = ?").execute(arguments: [text])
+                }
+            }
+            return (registrations, dropped)
+        }
+    }
+
+    private static func jsonList(_ values: [String]) -> String {
+        String(decoding: try! JSONEncoder().encode(values), as: UTF8.self)
+    }
+
+    private static func list(_ json: String) throws -> [String] {
+        try JSONDecoder().decode([String].self, from: Data(json.utf8))
+    }
+
     /// Forgets the own record for `name`; nothing happens if there is none.
     /// - Throws: `.storage`.
     public func removeOwnRecord(for name: AgentName) throws(ResolutionError) {
@@ -63,5 +131,21 @@ extension RecordStore {
         try withDatabase("remove the own record for \(text)") { db in
             try db.cachedStatement(sql: "DELETE FROM own_records WHERE name = ?").execute(arguments: [text])
         }
+    }
+}
+
+/// What a registered name publishes (`RecordStore.setRegistration`, `DHT.register(persist:)`).
+public struct NameRegistration: Hashable, Sendable {
+    /// The addresses to publish; nil follows the node's.
+    public var addresses: [Multiaddr]?
+    /// The protocols to publish; nil follows the node's.
+    public var protocols: [String]?
+    /// Record lifetime in seconds.
+    public var ttl: UInt32
+
+    public init(addresses: [Multiaddr]?, protocols: [String]?, ttl: UInt32) {
+        self.addresses = addresses
+        self.protocols = protocols
+        self.ttl = ttl
     }
 }

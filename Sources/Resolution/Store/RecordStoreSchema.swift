@@ -17,6 +17,10 @@ import GRDB
 ///              sender TEXT             base58 peer id of the peer that sent the PUT; NULL = local (indexed)
 ///              stored_at INTEGER       when this version was stored, seconds since the epoch
 /// own_records  name TEXT PRIMARY KEY, record BLOB: the node's own published records
+///              registered INTEGER          1: published again after a restart (v2)
+///              addresses TEXT              JSON list of multiaddrs; NULL: follow the node's (v2)
+///              protocols TEXT              JSON list of protocol ids; NULL: follow the node's (v2)
+///              ttl INTEGER                 record lifetime in seconds (v2)
 /// ```
 enum RecordStoreSchema {
     /// Migrations of the record tables. Identifiers carry a `records-` prefix because the store may
@@ -40,6 +44,16 @@ enum RecordStoreSchema {
                         name TEXT PRIMARY KEY NOT NULL,
                         record BLOB NOT NULL
                     );
+                    """)
+        }
+        // v2: names registered through the control API are kept published across restarts.
+        migrator.registerMigration("records-v2") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE own_records ADD COLUMN registered INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE own_records ADD COLUMN addresses TEXT;
+                    ALTER TABLE own_records ADD COLUMN protocols TEXT;
+                    ALTER TABLE own_records ADD COLUMN ttl INTEGER;
                     """)
         }
         return migrator
