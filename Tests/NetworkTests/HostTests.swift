@@ -271,3 +271,74 @@ struct HostRekeyTests {
         try await group.shutdownGracefully()
     }
 }
+
+@Suite("Host: connection trimming")
+struct ConnectionTrimmingTests {
+    @Test("above the high water mark idle connections are closed, longest idle first; busy ones stay")
+    func trimsIdleConnections() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var configuration = Host.Configuration()
+        configuration.connectionLowWater = 3
+        configuration.connectionHighWater = 5
+        configuration.connectionGracePeriod = .zero
+        let hub = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
+        hub.handle("/test/echo/1.0.0") { stream in
+            do {
+                while let chunk = try await stream.read() { try await stream.write(chunk) }
+            } catch {
+                stream.reset()
+            }
+        }
+        let bound = try await hub.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let hubAddress = bound.appending(.p2p(hub.peerID.multihash))
+        var clients: [Host] = []
+        var busy: [MuxedStream] = []
+        for index in 0..<9 {
+            let client = Host(identity: Ed25519.PrivateKey(), group: group)
+            _ = try await client.connect(to: hubAddress)
+            clients.append(client)
+            // Two clients keep a stream open through everything (opened before the hub is crowded).
+            if index == 1 || index == 3 {
+                busy.append(try await client.newStream(to: hub.peerID, protocols: ["/test/echo/1.0.0"]))
+            }
+        }
+        // Each registration above the high water mark trims; a connection still running identify
+        // is busy then, so a trim may stop above the low water mark, but never above the high one.
+        var count = Int.max
+        for _ in 0..<100 {
+            count = await hub.connections().count
+            if count <= 5 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(count <= 5)
+        // Once identify is done everywhere, a trim goes down to the low water mark: the two busy
+        // connections and the one idle the shortest time.
+        let busyPeers: Set<PeerID> = [clients[1].peerID, clients[3].peerID]
+        for _ in 0..<100 {
+            if await hub.connections().allSatisfy({ $0.streams == 0 || busyPeers.contains($0.remotePeer) }) { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        count = await hub.connections().count
+        if count > 3 { #expect(await hub.core.trim() == count - 3) }
+        for _ in 0..<100 where await hub.connections().count > 3 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let remaining = Set(await hub.connections().map(\.remotePeer))
+        #expect(remaining.count == 3)
+        #expect(remaining.isSuperset(of: busyPeers))
+        // The busy streams never noticed.
+        for stream in busy {
+            try await stream.write(ByteBuffer(string: "still here"))
+            #expect(try await stream.read() == ByteBuffer(string: "still here"))
+        }
+        // A trimmed peer simply connects again.
+        let trimmed = try #require(clients.first { !remaining.contains($0.peerID) })
+        let again = try await trimmed.connect(to: hubAddress)
+        #expect(try await Ping.ping(trimmed, peer: hub.peerID, count: 1).count == 1)
+        #expect(!again.isClosing)
+
+        for client in clients { await client.shutdown() }
+        await hub.shutdown()
+        try await group.shutdownGracefully()
+    }
+}

@@ -74,6 +74,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Set when the handshake completes.
     public private(set) var remotePeer: PeerID?
+    /// When the handshake completed (on the event loop).
+    private var establishedAt: NIODeadline?
     public private(set) var remoteAddress: Multiaddr?
     /// Completes when the connection is closed.
     public let closeFuture: EventLoopFuture<Void>
@@ -122,6 +124,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             return
         }
         remotePeer = info.remotePeer
+        establishedAt = .now()
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer)"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
@@ -220,6 +223,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 return
             }
             if idleSince == nil { idleSince = now }
+            host?.trimIfCrowded()
         } else {
             idleSince = nil
         }
@@ -565,6 +569,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         return ConnectionInfo(
             id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, streams: streams.count,
             latency: session?.smoothedRTT)
+    }
+
+    /// What trimming needs to know; must be called on the event loop.
+    func activity() -> (streams: Int, establishedAt: NIODeadline?, idleSince: NIODeadline?) {
+        (streams.count, establishedAt, idleSince)
     }
 
     /// Rekeys of the connection's Noise session so far, ours and the peer's (tests, status).

@@ -24,6 +24,15 @@ public final class Host: Sendable {
         public var dialTimeout: TimeAmount = .seconds(15)
         /// Connections without streams for this long are closed (nil: never).
         public var idleTimeout: TimeAmount? = .seconds(300)
+        /// Trimming (as go-libp2p's connection manager): once more than `connectionHighWater`
+        /// connections are established, idle ones (no stream, established at least
+        /// `connectionGracePeriod` ago) are closed, the longest idle first, until
+        /// `connectionLowWater` remain. A connection carrying a stream is never trimmed. DHT lookups
+        /// connect to many peers once; without trimming a busy node would hold them all until the
+        /// idle timeout and reach `maximumConnections`. Defaults 160 / 192 / 60 s, as go-libp2p.
+        public var connectionLowWater = 160
+        public var connectionHighWater = 192
+        public var connectionGracePeriod: TimeAmount = .seconds(60)
         /// yamux settings; data frames are sized so that a frame with its header fills one Noise
         /// message (65519 bytes), which halves per-frame work on bulk streams compared with the
         /// state machine's conservative 16 KiB default.
@@ -176,10 +185,14 @@ final class HostCore: @unchecked Sendable {
     private var peerInfos: [PeerID: IdentifyInfo] = [:]
     private var nextConnectionID = 1
     private var isShutDown = false
+    private var trimming = false
 
     init(identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) {
         self.identity = identity
         self.peerID = PeerID(publicKey: identity.publicKey)
+        precondition(
+            0 <= configuration.connectionLowWater && configuration.connectionLowWater <= configuration.connectionHighWater,
+            "Host.Configuration: connectionLowWater must be between 0 and connectionHighWater")
         self.staticKeySignature = NoiseHandshake.staticKeySignature(identity: identity, staticKey: staticKey)
         self.group = group
         self.configuration = configuration
@@ -455,6 +468,56 @@ final class HostCore: @unchecked Sendable {
         logger.info(
             "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
         Identify.identify(connection: connection, host: self)
+        trimIfCrowded()
+    }
+
+    // MARK: Trimming
+
+    /// Starts a trim when more than `connectionHighWater` connections are established (one at a
+    /// time). Called on every registration and every tick of an idle connection; cheap otherwise.
+    func trimIfCrowded() {
+        let start = lock.withLock { () -> Bool in
+            guard !trimming, !isShutDown else { return false }
+            let count = connectionsByPeer.values.reduce(0) { $0 + $1.count }
+            guard count > configuration.connectionHighWater else { return false }
+            trimming = true
+            return true
+        }
+        guard start else { return }
+        spawn("connection trimming") { [self] in
+            await trim()
+            lock.withLock { trimming = false }
+        }
+    }
+
+    /// Closes idle connections, the longest idle first, until `connectionLowWater` remain (or no
+    /// idle one is left); returns how many it closed.
+    @discardableResult
+    func trim() async -> Int {
+        let all = lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
+        let excess = all.count - configuration.connectionLowWater
+        guard excess > 0 else { return 0 }
+        let now = NIODeadline.now()
+        var idle: [(connection: Connection, since: NIODeadline)] = []
+        for connection in all {
+            guard let state = try? await connection.eventLoop.submit({ connection.activity() }).get(),
+                state.streams == 0, let established = state.establishedAt,
+                now - established >= configuration.connectionGracePeriod
+            else { continue }
+            idle.append((connection, state.idleSince ?? established))
+        }
+        idle.sort { $0.since < $1.since }
+        let closing = idle.prefix(excess)
+        for (connection, _) in closing { connection.close() }
+        if !closing.isEmpty {
+            logger.info(
+                "trimmed idle connections",
+                metadata: [
+                    "closed": "\(closing.count)", "connections": "\(all.count)",
+                    "low": "\(configuration.connectionLowWater)", "high": "\(configuration.connectionHighWater)",
+                ])
+        }
+        return closing.count
     }
 
     func connectionClosed(_ connection: Connection) {
