@@ -18,6 +18,18 @@ struct HostTests {
         return (host, bound.appending(.p2p(host.peerID.multihash)))
     }
 
+    /// `/test/echo/1.0.0`: everything read is written back; the end of the input closes our side.
+    static func registerEcho(on host: Host) {
+        host.handle("/test/echo/1.0.0") { stream in
+            do {
+                while let chunk = try await stream.read() { try await stream.write(chunk) }
+                try await stream.closeWrite()
+            } catch {
+                stream.reset()
+            }
+        }
+    }
+
     @Test("connect, ping, identify both ways, perf")
     func basics() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -226,14 +238,7 @@ struct HostRekeyTests {
         configuration.rekey = NoiseRekeyPolicy(messages: 8)
         let a = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
         let b = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
-        b.handle("/test/echo/1.0.0") { stream in
-            do {
-                while let chunk = try await stream.read() { try await stream.write(chunk) }
-                try await stream.closeWrite()
-            } catch {
-                stream.reset()
-            }
-        }
+        HostTests.registerEcho(on: b)
         let bound = try await b.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         let connection = try await a.connect(to: bound.appending(.p2p(b.peerID.multihash)))
 
@@ -282,13 +287,7 @@ struct ConnectionTrimmingTests {
         configuration.connectionHighWater = 5
         configuration.connectionGracePeriod = .zero
         let hub = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
-        hub.handle("/test/echo/1.0.0") { stream in
-            do {
-                while let chunk = try await stream.read() { try await stream.write(chunk) }
-            } catch {
-                stream.reset()
-            }
-        }
+        HostTests.registerEcho(on: hub)
         let bound = try await hub.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         let hubAddress = bound.appending(.p2p(hub.peerID.multihash))
         var clients: [Host] = []

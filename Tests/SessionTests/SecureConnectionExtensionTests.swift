@@ -51,6 +51,18 @@ struct SecureConnectionExtensionTests {
             return moved
         }
 
+        /// Round trips (client → server, server → client) until the initiator is established.
+        func roundTripsUntilClientEstablished() throws -> Int {
+            var rounds = 0
+            while clientRecorder.established == nil {
+                try move(from: client, to: server)
+                try move(from: server, to: client)
+                rounds += 1
+                try #require(rounds < 10)
+            }
+            return rounds
+        }
+
         func shuttle() throws {
             while try move(from: client, to: server) || move(from: server, to: client) {}
         }
@@ -79,14 +91,8 @@ struct SecureConnectionExtensionTests {
     @Test("both list muxers: the initiator is established once it sent message 3, the responder once it read it")
     func earlyMuxer() throws {
         let pair = try Pair(clientMuxers: ["/yamux/1.0.0", "/mplex/6.7.0"], serverMuxers: ["/mplex/6.7.0", "/yamux/1.0.0"])
-        // Alternate until the initiator is established: that happens on reading message 2.
-        var rounds = 0
-        while pair.clientRecorder.established == nil {
-            try pair.move(from: pair.client, to: pair.server)
-            try pair.move(from: pair.server, to: pair.client)
-            rounds += 1
-            try #require(rounds < 10)
-        }
+        // The initiator is established on reading message 2, in the first round trip.
+        #expect(try pair.roundTripsUntilClientEstablished() == 1)
         #expect(pair.serverRecorder.established == nil)
         // Message 3 is the initiator's last handshake word; the responder is done on reading it,
         // and neither side has anything more to say: no multistream-select for the muxer.
@@ -107,27 +113,14 @@ struct SecureConnectionExtensionTests {
     func fallback() throws {
         for (clientAnnounces, serverAnnounces) in [(false, true), (true, false)] {
             let pair = try Pair(clientAnnounces: clientAnnounces, serverAnnounces: serverAnnounces)
-            var rounds = 0
-            while pair.clientRecorder.established == nil {
-                try pair.move(from: pair.client, to: pair.server)
-                try pair.move(from: pair.server, to: pair.client)
-                rounds += 1
-                try #require(rounds < 10)
-            }
+            let rounds = try pair.roundTripsUntilClientEstablished()
             // Round 1: the /noise proposal with message 1 (lazy), message 2 back; round 2: message 3
             // with the muxer proposal, the answer back. Established only after that answer.
             #expect(pair.serverRecorder.established != nil)
             #expect(pair.clientRecorder.established?.muxer == "/yamux/1.0.0")
             #expect(rounds == 2, "clientAnnounces \(clientAnnounces)")
         }
-        let early = try Pair()
-        var rounds = 0
-        while early.clientRecorder.established == nil {
-            try early.move(from: early.client, to: early.server)
-            try early.move(from: early.server, to: early.client)
-            rounds += 1
-        }
-        #expect(rounds == 1, "early negotiation saves a round trip")
+        #expect(try Pair().roundTripsUntilClientEstablished() == 1, "early negotiation saves a round trip")
     }
 
     @Test("both list muxers with none in common: the handshake fails, as the spec requires")
