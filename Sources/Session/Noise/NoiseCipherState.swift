@@ -24,15 +24,30 @@ public struct NoiseCipherState: Sendable {
         self.key = key
     }
 
-    private mutating func nextNonce() throws(SessionError) -> [UInt8] {
+    /// Takes the next nonce value.
+    private mutating func takeNonce() throws(SessionError) -> UInt64 {
         guard nonce < UInt64.max else {
             throw SessionError(.nonceExhausted, "Noise cipher state used up its 2^64 - 1 nonces")
         }
-        var bytes = [UInt8](repeating: 0, count: 12)
-        var counter = nonce.littleEndian
-        withUnsafeBytes(of: &counter) { bytes.replaceSubrange(4..<12, with: $0) }
-        nonce += 1
-        return bytes
+        defer { nonce += 1 }
+        return nonce
+    }
+
+    /// The next nonce as an array (handshake use).
+    private mutating func nextNonce() throws(SessionError) -> [UInt8] {
+        let counter = try takeNonce()
+        return Self.withNonce(counter) { Array(UnsafeBufferPointer(start: $0, count: 12)) }
+    }
+
+    /// Runs `body` with the 12-byte nonce for `counter` (4 zero bytes ‖ counter, little-endian),
+    /// built on the stack: transport messages allocate nothing for it.
+    private static func withNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12) { buffer in
+            let raw = UnsafeMutableRawPointer(buffer.baseAddress!)
+            raw.storeBytes(of: 0, as: UInt32.self)
+            raw.storeBytes(of: counter.littleEndian, toByteOffset: 4, as: UInt64.self)
+            return body(UnsafePointer(buffer.baseAddress!))
+        }
     }
 
     /// `Rekey()` (Noise spec rev. 34, §4.2 and §5.1): the key becomes the first 32 bytes of
@@ -108,7 +123,7 @@ public struct NoiseCipherState: Sendable {
     public mutating func sealFrame(_ plaintext: ByteBuffer, into output: inout ByteBuffer) throws(SessionError) {
         let length = plaintext.readableBytes
         precondition(length <= Self.maximumPlaintextLength, "Noise plaintext of \(length) bytes is over one message")
-        let nonceBytes = try nextNonce()
+        let counter = try takeNonce()
         let frameLength = 2 + length + Self.tagLength
         output.reserveCapacity(minimumWritableBytes: frameLength)
         output.writeWithUnsafeMutableBytes(minimumWritableBytes: frameLength) { target in
@@ -118,9 +133,11 @@ public struct NoiseCipherState: Sendable {
             plaintext.withUnsafeReadableBytes { source in
                 let input = source.baseAddress.map { $0.assumingMemoryBound(to: UInt8.self) } ?? UnsafePointer(base)
                 key.withUnsafeBytes { keyBytes in
-                    _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                        base + 2, base + 2 + length, nil, input, UInt64(length), nil, 0, nil, nonceBytes,
-                        keyBytes.bytePointer)
+                    Self.withNonce(counter) { nonce in
+                        _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+                            base + 2, base + 2 + length, nil, input, UInt64(length), nil, 0, nil, nonce,
+                            keyBytes.bytePointer)
+                    }
                 }
             }
             return frameLength
@@ -137,7 +154,7 @@ public struct NoiseCipherState: Sendable {
         guard length >= Self.tagLength else {
             throw SessionError(.decryptionFailed, "Noise message of \(length) bytes is shorter than its tag")
         }
-        let nonceBytes = try nextNonce()
+        let counter = try takeNonce()
         let plaintextLength = length - Self.tagLength
         var output = allocator.buffer(capacity: max(plaintextLength, 1))
         var result: Int32 = -1
@@ -146,9 +163,11 @@ public struct NoiseCipherState: Sendable {
             message.withUnsafeReadableBytes { source in
                 let input = source.baseAddress!.assumingMemoryBound(to: UInt8.self)
                 result = key.withUnsafeBytes { keyBytes in
-                    crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-                        out, nil, input, UInt64(plaintextLength), input + plaintextLength, nil, 0, nonceBytes,
-                        keyBytes.bytePointer)
+                    Self.withNonce(counter) { nonce in
+                        crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                            out, nil, input, UInt64(plaintextLength), input + plaintextLength, nil, 0, nonce,
+                            keyBytes.bytePointer)
+                    }
                 }
             }
             return result == 0 ? plaintextLength : 0
