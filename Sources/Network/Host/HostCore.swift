@@ -1,0 +1,519 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Session
+
+/// The shared state of a host, guarded by a lock; connections call into it from their loops.
+///
+/// `@unchecked Sendable`: every mutable property is accessed only under `lock`.
+final class HostCore: @unchecked Sendable {
+    let identity: Ed25519.PrivateKey
+    let peerID: PeerID
+    let staticKey = X25519.PrivateKey()
+    /// The Noise payload's signature over `staticKey`, made once for all handshakes.
+    let staticKeySignature: [UInt8]
+    let group: EventLoopGroup
+    let configuration: Host.Configuration
+    let logger: Logger
+
+    private let lock = NIOLock()
+    private var handlers: [String: @Sendable (MuxedStream) async -> Void] = [:]
+    private var connectionsByPeer: [PeerID: [Connection]] = [:]
+    private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
+    private var pendingHandshakes = 0
+    private var pendingConnections: [ObjectIdentifier: Connection] = [:]
+    private var tasks: [Int: (label: String, task: Task<Void, Never>)] = [:]
+    private var nextTaskID = 0
+    private var listeners: [Channel] = []
+    private var boundAddresses: [Multiaddr] = []
+    private var peerInfos: [PeerID: IdentifyInfo] = [:]
+    private var nextConnectionID = 1
+    private var isShutDown = false
+    private var trimming = false
+
+    init(identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) {
+        self.identity = identity
+        self.peerID = PeerID(publicKey: identity.publicKey)
+        precondition(
+            0 <= configuration.connectionLowWater && configuration.connectionLowWater <= configuration.connectionHighWater,
+            "Host.Configuration: connectionLowWater must be between 0 and connectionHighWater")
+        self.staticKeySignature = NoiseHandshake.staticKeySignature(identity: identity, staticKey: staticKey)
+        self.group = group
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "self"] = "\(peerID)"
+        self.logger = logger
+    }
+
+    var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
+
+    var advertisedAddresses: [Multiaddr] {
+        let bound = listenAddresses
+        guard bound.contains(where: Self.isUnspecified) else { return bound }
+        let devices = (try? System.enumerateDevices()) ?? []
+        var result: [Multiaddr] = []
+        for address in bound {
+            guard Self.isUnspecified(address), case .tcp(let port) = address.components.dropFirst().first else {
+                if !result.contains(address) { result.append(address) }
+                continue
+            }
+            let wantIPv4: Bool
+            if case .ip4 = address.components[0] { wantIPv4 = true } else { wantIPv4 = false }
+            var expanded: [(loopback: Bool, address: Multiaddr)] = []
+            for device in devices {
+                guard let ip = device.address?.ipAddress else { continue }
+                let text: String
+                switch device.address {
+                case .v4? where wantIPv4: text = "/ip4/\(ip)/tcp/\(port)"
+                case .v6? where !wantIPv4:
+                    if ip.lowercased().hasPrefix("fe80") { continue }
+                    text = "/ip6/\(ip.split(separator: "%").first ?? "")/tcp/\(port)"
+                default: continue
+                }
+                guard let multiaddr = try? Multiaddr(text), !expanded.contains(where: { $0.address == multiaddr }) else { continue }
+                expanded.append((ip == "127.0.0.1" || ip == "::1", multiaddr))
+            }
+            for entry in expanded.filter({ !$0.loopback }) + expanded.filter(\.loopback) where !result.contains(entry.address) {
+                result.append(entry.address)
+            }
+        }
+        return result
+    }
+
+    static func isUnspecified(_ address: Multiaddr) -> Bool {
+        switch address.components.first {
+        case .ip4(let ip)?: return ip.description == "0.0.0.0"
+        case .ip6(let ip)?: return ip.description == "::"
+        default: return false
+        }
+    }
+    var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
+
+    func setHandler(_ id: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
+        let isNew = lock.withLock { () -> Bool in
+            defer { handlers[id] = handler }
+            return handlers[id] == nil
+        }
+        // Peers already connected learn the new protocol (identify push).
+        if isNew { Identify.pushToAll(core: self) }
+    }
+
+    func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerInfos[peer] } }
+
+    func setPeerInfo(_ info: IdentifyInfo, for peer: PeerID) { lock.withLock { peerInfos[peer] = info } }
+
+    func connection(to peer: PeerID) -> Connection? {
+        lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing } }
+    }
+
+    private func makeConnection(direction: ConnectionDirection, channel: Channel) -> Connection {
+        let id = lock.withLock {
+            defer { nextConnectionID += 1 }
+            return nextConnectionID
+        }
+        return Connection(
+            id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: configuration.yamux,
+            idleTimeout: configuration.idleTimeout, logger: logger)
+    }
+
+    /// Socket reads adapt between 2 KiB and 256 KiB (NIO's default stops at 64 KiB). A Noise
+    /// transport message takes 65537 bytes on the wire, so 64 KiB reads end inside nearly every
+    /// message and each byte would be copied to join its message before decryption; 256 KiB reads
+    /// hold about four whole messages, which are decrypted straight from the read buffer, and cost
+    /// a quarter of the read calls. NIO reuses the buffer across reads, so the cost is one buffer
+    /// of up to 256 KiB per busy connection.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 2048, maximum: 256 * 1024)
+
+    // MARK: Listening
+
+    func listen(on address: Multiaddr) async throws -> Multiaddr {
+        let (host, port) = try TCPAddress.hostAndPort(of: address)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: Self.receiveAllocator)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.initializeInbound(channel) }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            throw NetworkError(.connectionFailed, "cannot listen on \(address): \(error)")
+        }
+        guard let local = channel.localAddress.flatMap(TCPAddress.multiaddr(of:)) else {
+            throw NetworkError(.invalidAddress, "listener on \(address) has no usable local address")
+        }
+        lock.withLock {
+            listeners.append(channel)
+            boundAddresses.append(local)
+        }
+        logger.info("listening", metadata: ["addr": "\(local)"])
+        // Peers already connected learn the new address (identify push).
+        Identify.pushToAll(core: self)
+        return local
+    }
+
+    /// Every established connection that is not closing.
+    var liveConnections: [Connection] {
+        lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
+    }
+
+    private func initializeInbound(_ channel: Channel) throws {
+        let admitted = lock.withLock { () -> Bool in
+            let established = connectionsByPeer.values.reduce(0) { $0 + $1.count }
+            guard !isShutDown, pendingHandshakes < configuration.maximumPendingHandshakes,
+                established < configuration.maximumConnections
+            else { return false }
+            pendingHandshakes += 1
+            return true
+        }
+        guard admitted else {
+            logger.warning("refusing inbound connection: limit reached", metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            channel.close(promise: nil)
+            return
+        }
+        let connection = makeConnection(direction: .inbound, channel: channel)
+        lock.withLock { pendingConnections[ObjectIdentifier(connection)] = connection }
+        try channel.pipeline.syncOperations.addHandlers([
+            SecureConnectionHandler(
+                configuration: .init(
+                    role: .responder, identity: identity, staticKey: staticKey,
+                    handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
+                    staticKeySignature: staticKeySignature)),
+            connection,
+        ])
+        connection.establishedFuture.whenComplete { [self] result in
+            lock.withLock {
+                pendingHandshakes -= 1
+                pendingConnections[ObjectIdentifier(connection)] = nil
+            }
+            if case .success(let connection) = result { register(connection) }
+        }
+    }
+
+    // MARK: Dialling
+
+    func connect(to address: Multiaddr) async throws -> Connection {
+        guard let multihash = address.peerIDMultihash else {
+            throw NetworkError(.invalidAddress, "\(address) has no /p2p/<peer id>: the peer to authenticate is unknown")
+        }
+        let peer: PeerID
+        do {
+            peer = try PeerID(multihash: multihash)
+        } catch {
+            throw NetworkError(.invalidAddress, "\(address): \(error.message)")
+        }
+        guard peer != peerID else {
+            throw NetworkError(.invalidAddress, "\(address) is this node itself")
+        }
+        let (future, isNew) = lock.withLock { () -> (EventLoopFuture<Connection>?, Bool) in
+            if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) {
+                return (existing.eventLoop.makeSucceededFuture(existing), false)
+            }
+            if let pending = pendingDials[peer] { return (pending, false) }
+            return (nil, true)
+        }
+        if let future, !isNew { return try await future.get() }
+        let eventLoop = group.next()
+        let dial = eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }
+        lock.withLock { pendingDials[peer] = dial }
+        defer { lock.withLock { pendingDials[peer] = nil } }
+        return try await dial.get()
+    }
+
+    private func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
+        let (host, port): (String, Int)
+        do {
+            (host, port) = try TCPAddress.hostAndPort(of: address)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let connectionBox = NIOLockedValueBox<Connection?>(nil)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: Self.receiveAllocator)
+            .connectTimeout(configuration.dialTimeout)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connection = makeConnection(direction: .outbound, channel: channel)
+                    connectionBox.withLockedValue { $0 = connection }
+                    try channel.pipeline.syncOperations.addHandlers([
+                        SecureConnectionHandler(
+                            configuration: .init(
+                                role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
+                                handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
+                                staticKeySignature: staticKeySignature)),
+                        connection,
+                    ])
+                }
+            }
+        return bootstrap.connect(host: host, port: port)
+            .flatMapError { error in
+                eventLoop.makeFailedFuture(
+                    NetworkError(.connectionFailed, "cannot connect to \(address): \(Self.describe(connectError: error))"))
+            }
+            .flatMap { _ in connectionBox.withLockedValue { $0! }.establishedFuture }
+            .map { [self] connection in
+                register(connection)
+                return connection
+            }
+    }
+
+    /// A short reason for a failed TCP connect ("connection refused" rather than NIO's nested dump).
+    static func describe(connectError error: Error) -> String {
+        var underlying = error
+        if let connectionError = error as? NIOConnectionError, let first = connectionError.connectionErrors.first {
+            underlying = first.error
+        }
+        if let ioError = underlying as? IOError {
+            return String(cString: strerror(ioError.errnoCode)).lowercased()
+        }
+        if underlying is ChannelError, case .connectTimeout = underlying as! ChannelError {
+            return "timed out"
+        }
+        return "\(underlying)"
+    }
+
+    // MARK: Registry
+
+    private func register(_ connection: Connection) {
+        guard let peer = connection.remotePeer else { return }
+        guard !lock.withLock({ isShutDown }) else {
+            connection.close()
+            return
+        }
+        // One logical connection per peer. When both sides dialled at once, each holds two; both
+        // keep the one initiated by the smaller peer id (the same choice on both sides) and close
+        // the other. Two connections with the same initiator: keep the older.
+        let redundant = lock.withLock { () -> Connection? in
+            // A connection that is already closing never wins: the peer reconnected after closing it
+            // (its close has not reached us yet), and keeping the old one would kill the new one.
+            connectionsByPeer[peer]?.removeAll { $0.isClosing }
+            guard let existing = connectionsByPeer[peer]?.first else {
+                connectionsByPeer[peer] = [connection]
+                return nil
+            }
+            let initiator = { (c: Connection) -> PeerID in c.direction == .outbound ? self.peerID : peer }
+            let existingInitiator = initiator(existing)
+            let newInitiator = initiator(connection)
+            if existingInitiator != newInitiator, newInitiator.bytes.lexicographicallyPrecedes(existingInitiator.bytes) {
+                connectionsByPeer[peer] = [connection]
+                return existing
+            }
+            return connection
+        }
+        if let redundant {
+            logger.debug("closing duplicate connection", metadata: ["peer": "\(peer)", "conn": "\(redundant.id)"])
+            redundant.close()
+            if redundant === connection { return }
+        }
+        logger.info(
+            "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
+        Identify.identify(connection: connection, host: self)
+        trimIfCrowded()
+    }
+
+    // MARK: Trimming
+
+    /// Starts a trim when more than `connectionHighWater` connections are established (one at a
+    /// time). Called on every registration and every tick of an idle connection; cheap otherwise.
+    func trimIfCrowded() {
+        let start = lock.withLock { () -> Bool in
+            guard !trimming, !isShutDown else { return false }
+            let count = connectionsByPeer.values.reduce(0) { $0 + $1.count }
+            guard count > configuration.connectionHighWater else { return false }
+            trimming = true
+            return true
+        }
+        guard start else { return }
+        spawn("connection trimming") { [self] in
+            await trim()
+            lock.withLock { trimming = false }
+        }
+    }
+
+    /// Closes idle connections, the longest idle first, until `connectionLowWater` remain (or no
+    /// idle one is left); returns how many it closed.
+    @discardableResult
+    func trim() async -> Int {
+        let all = lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
+        let excess = all.count - configuration.connectionLowWater
+        guard excess > 0 else { return 0 }
+        let now = NIODeadline.now()
+        var idle: [(connection: Connection, since: NIODeadline)] = []
+        for connection in all {
+            guard let state = try? await connection.eventLoop.submit({ connection.activity() }).get(),
+                state.streams == 0, let established = state.establishedAt,
+                now - established >= configuration.connectionGracePeriod
+            else { continue }
+            idle.append((connection, state.idleSince ?? established))
+        }
+        idle.sort { $0.since < $1.since }
+        let closing = idle.prefix(excess)
+        for (connection, _) in closing { connection.close() }
+        if !closing.isEmpty {
+            logger.info(
+                "trimmed idle connections",
+                metadata: [
+                    "closed": "\(closing.count)", "connections": "\(all.count)",
+                    "low": "\(configuration.connectionLowWater)", "high": "\(configuration.connectionHighWater)",
+                ])
+        }
+        return closing.count
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        guard let peer = connection.remotePeer else { return }
+        let wasRegistered = lock.withLock { connectionsByPeer[peer]?.contains { $0 === connection } ?? false }
+        guard wasRegistered else { return }
+        lock.withLock {
+            connectionsByPeer[peer]?.removeAll { $0 === connection }
+            if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
+        }
+        logger.info("disconnected", metadata: ["peer": "\(peer)", "conn": "\(connection.id)"])
+    }
+
+    func connectionInfos() async -> [ConnectionInfo] {
+        let all = lock.withLock { connectionsByPeer.values.flatMap { $0 } }
+        var infos: [ConnectionInfo] = []
+        for connection in all {
+            if let info = try? await connection.eventLoop.submit({ connection.info() }).get() { infos.append(info) }
+        }
+        return infos.sorted { $0.id < $1.id }
+    }
+
+    // MARK: Streams
+
+    func acceptStream(_ stream: RawStream, on connection: Connection) {
+        let supported = protocolIDs
+        spawn("inbound stream \(stream.id) on connection \(connection.id)") { [self] in
+            do {
+                let muxed = try await stream.negotiateInbound(supported: supported)
+                guard let handler = lock.withLock({ handlers[muxed.protocolID] }) else {
+                    stream.reset()
+                    return
+                }
+                await handler(muxed)
+                // The handler is done: whatever it left open is closed gracefully and freed.
+                stream.abandon()
+            } catch {
+                logger.debug("inbound stream failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
+                stream.reset()
+            }
+        }
+    }
+
+    /// Runs `body` as a task of this host: `shutdown()` waits for it, so that nothing of the host
+    /// touches an event loop after `shutdown()` returns.
+    /// - Parameter label: names the task in the shutdown report if it does not finish.
+    func spawn(_ label: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) {
+        let label = label()
+        lock.withLock {
+            let id = nextTaskID
+            nextTaskID += 1
+            let task = Task { [self] in
+                await body()
+                _ = lock.withLock { tasks.removeValue(forKey: id) }
+            }
+            tasks[id] = (label, task)
+        }
+    }
+
+    func abortConnections() {
+        let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
+            isShutDown = true
+            return (self.listeners, connectionsByPeer.values.flatMap { $0 } + pendingConnections.values)
+        }
+        for listener in listeners { listener.close(promise: nil) }
+        for connection in connections { connection.forceClose() }
+    }
+
+    func shutdown() async {
+        let listeners = lock.withLock { () -> [Channel] in
+            isShutDown = true
+            return self.listeners
+        }
+        for listener in listeners { try? await listener.close() }
+        // Close every connection, including ones that finish their handshake meanwhile (they are
+        // refused by `register`, but may be pending here); a connection that does not close within
+        // 5 s (a peer that never reads our GoAway) has its socket closed under it.
+        for _ in 0..<10 {
+            let connections = lock.withLock { connectionsByPeer.values.flatMap { $0 } + pendingConnections.values }
+            if connections.isEmpty { break }
+            for connection in connections {
+                connection.close()
+                let closed = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
+                if !closed {
+                    logger.warning("connection did not close within 5 s; closing its socket", metadata: ["conn": "\(connection.id)"])
+                    connection.forceClose()
+                    _ = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
+                }
+                lock.withLock {
+                    if let peer = connection.remotePeer {
+                        connectionsByPeer[peer]?.removeAll { $0 === connection }
+                        if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
+                    }
+                    pendingConnections[ObjectIdentifier(connection)] = nil
+                }
+            }
+        }
+        // Handlers see their streams fail and return; wait for them (and for identify), but not
+        // forever: a handler that ignores its failed stream is reported, not waited for.
+        let deadline = NIODeadline.now() + .seconds(10)
+        while let running = lock.withLock({ tasks.first }) {
+            running.value.task.cancel()
+            let remaining = deadline - .now()
+            let finished = remaining > .zero ? await Self.wait(for: running.value.task, timeout: remaining) : false
+            if !finished {
+                let left = lock.withLock { tasks.values.map(\.label) }
+                logger.error(
+                    "shutdown: \(left.count) task(s) did not finish within 10 s; not waiting for them",
+                    metadata: ["tasks": "\(left.prefix(10))"])
+                break
+            }
+            _ = lock.withLock { tasks.removeValue(forKey: running.key) }
+        }
+    }
+
+    /// Waits for `future` at most `timeout`; true if it completed.
+    static func wait(for future: EventLoopFuture<Void>, timeout: TimeAmount) async -> Bool {
+        let promise = future.eventLoop.makePromise(of: Bool.self)
+        let timer = future.eventLoop.scheduleTask(in: timeout) { promise.succeed(false) }
+        future.whenComplete { _ in
+            timer.cancel()
+            promise.succeed(true)
+        }
+        return (try? await promise.futureResult.get()) ?? false
+    }
+
+    /// Waits for `task` at most `timeout`; true if it finished.
+    static func wait(for task: Task<Void, Never>, timeout: TimeAmount) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let once = NIOLockedValueBox(false)
+            let resume: @Sendable (Bool) -> Void = { value in
+                let first = once.withLockedValue { done -> Bool in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: value) }
+            }
+            let timer = Task {
+                try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+                resume(false)
+            }
+            Task {
+                await task.value
+                timer.cancel()
+                resume(true)
+            }
+        }
+    }
+}
