@@ -67,6 +67,30 @@ struct HostTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("streams closed both ways are freed, also when the last data and FIN arrive together")
+    func closedStreamsAreFreed() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        let connection = try await a.connect(to: bAddress)
+        // 3 MB downloads end with the last data frame and FIN in one Noise message while the reader
+        // waits; 100-byte ones with the FIN alone. Both kinds must leave no stream state behind.
+        for download in [3_000_000, 100, 3_000_000, 3_000_000, 100] {
+            let result = try await Perf.run(a, peer: b.peerID, upload: 10, download: UInt64(download))
+            #expect(result.downloadBytes == UInt64(download))
+        }
+        var streams = Int.max
+        for _ in 0..<100 {
+            streams = try await connection.eventLoop.submit { connection.info()?.streams ?? -1 }.get()
+            if streams == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(streams == 0)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
     @Test("dialling an address whose /p2p names another peer fails with both ids")
     func wrongPeer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

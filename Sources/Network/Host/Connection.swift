@@ -357,10 +357,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
         if state.reader == nil, let batch = takeBatch(from: state, id: id) {
             continuation.resume(returning: batch)
+            freeIfDone(id)
         } else if let error = state.error {
             continuation.resume(throwing: error)
         } else if state.remoteClosed || state.fullyClosed {
             continuation.resume(returning: nil)
+            freeIfDone(id)
         } else if state.reader != nil {
             continuation.resume(throwing: NetworkError(.protocolViolation, "concurrent reads on one stream"))
         } else {
@@ -405,7 +407,18 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 continue
             }
             reader.resume(returning: batch)
+            freeIfDone(id)
         }
+    }
+
+    /// Frees a stream yamux has closed both ways (`.streamClosed` came while its user still had
+    /// bytes to take or was waiting) once nothing is left for the user: what it has not read is the
+    /// only thing that kept the state.
+    private func freeIfDone(_ id: YamuxStreamID) {
+        guard let state = streams[id], state.fullyClosed, state.reader == nil, state.inbound.isEmpty,
+            state.unread == nil, state.pendingWrites.isEmpty
+        else { return }
+        streams[id] = nil
     }
 
     /// Puts bytes back at the front of a stream's inbound queue (multistream read ahead).
@@ -456,6 +469,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             state.pendingWrites.append(.close(nil))
             drainWrites(id)
         }
+        freeIfDone(id)
     }
 
     func reset(_ id: YamuxStreamID) {
