@@ -585,6 +585,17 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             latency: session?.smoothedRTT)
     }
 
+    /// Closes the connection (GoAway) if it carries no stream at this moment; whether it did.
+    /// Trimming decides from a snapshot, and a stream may have opened since.
+    func closeIfIdle() -> EventLoopFuture<Bool> {
+        eventLoop.submit { [self] in
+            guard streams.isEmpty, !closed else { return false }
+            closingFlag.withLockedValue { $0 = true }
+            close(error: nil)
+            return true
+        }
+    }
+
     /// What trimming needs to know; must be called on the event loop.
     func activity() -> (streams: Int, establishedAt: NIODeadline?, idleSince: NIODeadline?) {
         (streams.count, establishedAt, idleSince)

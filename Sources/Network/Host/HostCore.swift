@@ -24,7 +24,11 @@ final class HostCore: @unchecked Sendable {
 
     private let lock = NIOLock()
     private var handlers: [String: @Sendable (MuxedStream) async -> Void] = [:]
-    private var connectionsByPeer: [PeerID: [Connection]] = [:]
+    private var connectionsByPeer: [PeerID: [Connection]] = [:] {
+        // Kept at each change, so that the per-second trimming check costs nothing.
+        didSet { connectionCount = connectionsByPeer.values.reduce(0) { $0 + $1.count } }
+    }
+    private var connectionCount = 0
     private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
     private var pendingHandshakes = 0
     private var pendingConnections: [ObjectIdentifier: Connection] = [:]
@@ -328,8 +332,7 @@ final class HostCore: @unchecked Sendable {
     func trimIfCrowded() {
         let start = lock.withLock { () -> Bool in
             guard !trimming, !isShutDown else { return false }
-            let count = connectionsByPeer.values.reduce(0) { $0 + $1.count }
-            guard count > configuration.connectionHighWater else { return false }
+            guard connectionCount > configuration.connectionHighWater else { return false }
             trimming = true
             return true
         }
@@ -357,17 +360,20 @@ final class HostCore: @unchecked Sendable {
             idle.append((connection, state.idleSince ?? established))
         }
         idle.sort { $0.since < $1.since }
-        let closing = idle.prefix(excess)
-        for (connection, _) in closing { connection.close() }
-        if !closing.isEmpty {
+        var closed = 0
+        for (connection, _) in idle where closed < excess {
+            // Checked again on the connection's loop: one that got a stream meanwhile stays.
+            if (try? await connection.closeIfIdle().get()) == true { closed += 1 }
+        }
+        if closed > 0 {
             logger.info(
                 "trimmed idle connections",
                 metadata: [
-                    "closed": "\(closing.count)", "connections": "\(all.count)",
+                    "closed": "\(closed)", "connections": "\(all.count)",
                     "low": "\(configuration.connectionLowWater)", "high": "\(configuration.connectionHighWater)",
                 ])
         }
-        return closing.count
+        return closed
     }
 
     func connectionClosed(_ connection: Connection) {
