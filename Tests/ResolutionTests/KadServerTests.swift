@@ -313,6 +313,33 @@ struct DHTRegistrationTests {
         try await network.shutdown()
     }
 
+    @Test("an unregister while the register is still publishing wins: the name is neither kept nor saved")
+    func unregisterDuringRegister() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 8)
+        let node = network.nodes[3]
+        for index in 0..<5 {
+            let name = try AgentName("racing-\(index).agent")
+            let registering = Task { try await node.dht.register(name, persist: true) }
+            // The own record is signed and saved before the publish starts: unregister then.
+            var signed = false
+            for _ in 0..<20_000 {
+                if try node.dht.store.ownRecord(for: name) != nil {
+                    signed = true
+                    break
+                }
+                await Task.yield()
+            }
+            #expect(signed)
+            try node.dht.unregister(name)
+            let report = try await registering.value
+            #expect(report.record.record.name == name)
+            #expect(!node.dht.registeredNames.contains(name))
+            #expect(try node.dht.store.registrations().registrations.isEmpty)
+        }
+        try await network.shutdown()
+    }
+
     @Test("a self-certifying name <peer id>.agent resolves through the peer's own record")
     func selfCertifying() async throws {
         let network = DHTTestNetwork(threads: 1)

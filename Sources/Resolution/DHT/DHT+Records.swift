@@ -62,6 +62,7 @@ extension DHT {
                 .selfCertifyingMismatch, "\(name) is the self-certifying name of \(peer); this node is \(host.peerID)")
         }
         var own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
+        let generation = state.withLockedValue { $0.unregistrations[name, default: 0] }
         // A first claim goes to the replicas before our own store: if they refuse it (the name is
         // held by another key), nothing is kept, and our store does not start believing our claim.
         let previous = try store.ownRecord(for: name)
@@ -75,8 +76,15 @@ extension DHT {
             throw error
         }
         own.replicas = report.storedAt.count
-        own.tableSizeAtPublish = state.withLockedValue { $0.table.count }
-        state.withLockedValue { $0.ownNames[name] = own }
+        // An `unregister` that came while the record was being published wins: the record is out,
+        // but the name is not kept fresh, nor saved.
+        let kept = state.withLockedValue { state -> Bool in
+            guard state.unregistrations[name, default: 0] == generation else { return false }
+            own.tableSizeAtPublish = state.table.count
+            state.ownNames[name] = own
+            return true
+        }
+        guard kept else { return report }
         if persist {
             do {
                 try store.setRegistration(
@@ -84,6 +92,11 @@ extension DHT {
             } catch {
                 throw ResolutionError(
                     error.kind, "\(name) is published, but its registration was not saved (no republish after a restart): \(error.message)")
+            }
+            // An `unregister` between keeping the name and saving it has cleared the store
+            // already, or found nothing to clear: undo the save.
+            if state.withLockedValue({ $0.unregistrations[name, default: 0] }) != generation {
+                try? store.setRegistration(nil, for: name)
             }
         }
         return report
@@ -136,7 +149,10 @@ extension DHT {
     ///   longer republished in this run, but would be after a restart).
     @discardableResult
     public func unregister(_ name: AgentName) throws(ResolutionError) -> Bool {
-        let wasRunning = state.withLockedValue { $0.ownNames.removeValue(forKey: name) != nil }
+        let wasRunning = state.withLockedValue { state -> Bool in
+            state.unregistrations[name, default: 0] &+= 1
+            return state.ownNames.removeValue(forKey: name) != nil
+        }
         var wasStored = false
         if try store.ownRecord(for: name) != nil {
             wasStored = try store.setRegistration(nil, for: name)

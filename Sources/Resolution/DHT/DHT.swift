@@ -36,6 +36,8 @@ public final class DHT: Sendable {
         /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
         /// host's addresses / protocols).
         var ownNames: [AgentName: OwnName] = [:]
+        /// Bumped by each `unregister`: a `register` that was publishing meanwhile keeps nothing.
+        var unregistrations: [AgentName: UInt64] = [:]
         var lastReplication: NIODeadline?
         var republishScheduled = false
         var randomState = SystemRandomNumberGenerator()
