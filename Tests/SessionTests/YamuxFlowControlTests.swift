@@ -126,7 +126,8 @@ struct YamuxFlowControlTests {
     }
 
     /// Sends `total` bytes client → server on a fresh stream, each round of the loop taking `step` of
-    /// virtual time. The server reads at once, or `readPerStep` bytes per round. Returns the server's
+    /// virtual time; the client sends all its credit allows each round (a sender held back by the
+    /// window only). The server reads at once, or `readPerStep` bytes per round. Returns the server's
     /// window sizes, in order of change, and the largest credit the client ever had.
     static func bulkTransfer(
         _ pair: inout YamuxPair, total: Int, step: TimeAmount, readPerStep: Int? = nil
@@ -139,8 +140,10 @@ struct YamuxFlowControlTests {
         var largestCredit: UInt32 = 0
         var written = 0
         while pair.receivedCount(.server, on: id) < total {
-            if written < total { written += try pair.write(.client, chunk, on: id) }
-            try pair.flush(.client)
+            repeat {
+                if written < total { written += try pair.write(.client, chunk, on: id) }
+                try pair.flush(.client)
+            } while written < total && (pair.client.sendWindow(of: id) ?? 0) > 0
             pair.now = pair.now + step
             if let readPerStep {
                 pair.consume(.server, min(readPerStep, pair.unconsumed(.server, on: id)), on: id)
