@@ -60,9 +60,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         didSet { if closed { closingFlag.withLockedValue { $0 = true } } }
     }
     private var pumpScheduled = false
-    /// Streams whose waiting reader gets what the current read delivers, once the read is handled.
+    /// Streams whose waiting reader gets what the current socket read delivers, at its end.
     private var readersToWake: [YamuxStreamID] = []
-    /// Inside `channelRead`: delivered bytes wait for its end to wake their readers.
+    /// Between a `channelRead` and its `channelReadComplete`: delivered bytes wait for the end of
+    /// the socket read (several Noise messages) to wake their readers.
     private var receiving = false
     /// `closed`, readable from any thread (the host's registry consults it).
     private let closingFlag = NIOLockedValueBox(false)
@@ -144,10 +145,6 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         var bytes = unwrapInboundIn(data)
         guard session != nil else { return }
         receiving = true
-        defer {
-            receiving = false
-            wakeReaders()
-        }
         do {
             if inbound.readableBytes == 0 {
                 // Fast path: frames are parsed straight from the decrypted message, and only an
@@ -164,6 +161,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             pump()
             close(error: error)
         }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        receiving = false
+        wakeReaders()
+        context.fireChannelReadComplete()
     }
 
     private func receiveFrames(from buffer: inout ByteBuffer) throws {

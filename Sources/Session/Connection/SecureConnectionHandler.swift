@@ -315,6 +315,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             let leftover = plaintext
             plaintext = ByteBuffer()
             context.fireChannelRead(wrapInboundOut(leftover))
+            context.fireChannelReadComplete()
         }
     }
 
