@@ -56,13 +56,15 @@ extension NodeControlAPI {
         }
 
         methods.register("names") { _ in
-            let stored = try await resolution { try dht.store.registrations().registrations }
+            let stored = try await resolution { try dht.store.registrations(dropInvalid: false).registrations }
             let persistent = Set(stored.map(\.name))
+            let published = Set(dht.registeredNames)
             return .object([
                 "names": .array(
-                    dht.registeredNames.map { name in
+                    published.union(persistent).sorted().map { name in
                         var object: [String: JSONValue] = [
                             "name": .string(name.value), "persistent": .bool(persistent.contains(name)),
+                            "published": .bool(published.contains(name)),
                         ]
                         if let record = try? dht.store.ownRecord(for: name) {
                             let fields = recordJSON(record)

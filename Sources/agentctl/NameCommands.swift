@@ -99,7 +99,11 @@ struct NamesCommand: AsyncParsableCommand {
                 let name = entry["name"]?.stringValue ?? "?"
                 let seq = entry["seq"]?.uint64Value.map(String.init) ?? "?"
                 let expires = entry["expires"]?.stringValue ?? "?"
-                let kind = entry["persistent"]?.boolValue == true ? "persistent" : "this run"
+                let persistent = entry["persistent"]?.boolValue == true
+                let published = entry["published"]?.boolValue == true
+                let kind =
+                    !published ? "persistent, NOT published: its publish failed, retried every minute; see the log"
+                    : persistent ? "persistent" : "this run"
                 text += "\(name)  seq \(seq)  expires \(expires)  (\(kind))\n"
             }
             return text.isEmpty ? "no names published\n" : text

@@ -280,6 +280,9 @@ struct RecordStoreTests {
             try db.execute(sql: "UPDATE own_records SET protocols = '{broken' WHERE name = 'two.agent'")
             try db.execute(sql: "UPDATE own_records SET ttl = 5 WHERE name = 'three.agent'")
         }
+        // A read that may not write (the control API's `names`) reports them and changes nothing.
+        #expect(try store.registrations(dropInvalid: false).dropped.count == 3)
+        #expect(try store.registrations(dropInvalid: false).dropped.count == 3)
         let listed = try store.registrations()
         #expect(listed.registrations.map(\.name) == [Self.name("four")])
         #expect(listed.dropped.count == 3)

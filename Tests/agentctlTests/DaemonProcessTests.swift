@@ -47,6 +47,7 @@ struct DaemonProcessTests {
             let firstSeq = try #require(try registered.json()["seq"] as? Int)
             let listed = try names(daemon)
             #expect(listed["keeper.agent"]?["persistent"] as? Bool == true)
+            #expect(listed["keeper.agent"]?["published"] as? Bool == true)
             // The self-certifying name is published each start, not saved.
             #expect(listed.values.contains { $0["persistent"] as? Bool == false })
 

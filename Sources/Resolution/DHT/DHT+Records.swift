@@ -104,7 +104,7 @@ extension DHT {
 
     /// Publishes again the names registered with `persist` before the node stopped (skipping those
     /// already registered in this run). Failures are logged and returned; the registration stays,
-    /// so the next start tries again.
+    /// and the maintenance round tries again.
     @discardableResult
     public func restoreRegistrations() async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
         let stored: [(name: AgentName, registration: NameRegistration)]
@@ -402,6 +402,9 @@ extension DHT {
             }
             await refreshBuckets()
             await republishOwnRecords()
+            // Saved names whose publish at start failed (no replica reachable, a storage error)
+            // are tried again; those published already are skipped.
+            await restoreRegistrations()
             let due = state.withLockedValue { state -> Bool in
                 state.providers.removeExpired(now: .now())
                 guard let last = state.lastReplication else {

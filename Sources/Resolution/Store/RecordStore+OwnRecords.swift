@@ -86,12 +86,13 @@ extension RecordStore {
     }
 
     /// The registered names and their parameters, ordered by name. A row whose parameters do not
-    /// decode (a hand-edited database) is unregistered and left out, with the reason returned.
+    /// decode (a hand-edited database) is left out, with the reason returned, and with
+    /// `dropInvalid` also unregistered.
     /// - Throws: `.storage`.
-    public func registrations() throws(ResolutionError) -> (
+    public func registrations(dropInvalid: Bool = true) throws(ResolutionError) -> (
         registrations: [(name: AgentName, registration: NameRegistration)], dropped: [String]
     ) {
-        try withDatabase("list registered names", transaction: true) { db in
+        try withDatabase("list registered names", transaction: dropInvalid) { db in
             var registrations: [(name: AgentName, registration: NameRegistration)] = []
             var dropped: [String] = []
             let rows = try Row.fetchAll(
@@ -109,6 +110,7 @@ extension RecordStore {
                     registrations.append((name, NameRegistration(addresses: addresses, protocols: protocols, ttl: ttl)))
                 } catch {
                     dropped.append("\(text): \(error)")
+                    guard dropInvalid else { continue }
                     try db.cachedStatement(sql: "UPDATE own_records SET registered = 0 WHERE name = ?").execute(arguments: [text])
                 }
             }
