@@ -340,6 +340,29 @@ struct DHTRegistrationTests {
         try await network.shutdown()
     }
 
+    @Test("a request whose connection closes before its stream opens (trimmed) dials again and is answered")
+    func requestAfterTrimmedConnection() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 3)
+        let (asker, target) = (network.nodes[1], network.nodes[2])
+        let first = try await asker.host.connect(to: target.address)
+        // Wait until it is idle (identify and the build's lookups are done with it).
+        for _ in 0..<200 where try await first.eventLoop.submit({ first.activity().streams }).get() > 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // Stall the connection's loop, queue a trim of the idle connection on it, then send a
+        // request: it takes the connection (not closing yet), and its stream opens after the close.
+        first.eventLoop.execute { usleep(100_000) }
+        let trimmed = first.closeIfIdle()
+        let peer = KademliaPeer(id: target.peerID, addresses: [target.address])
+        let answer = try await asker.dht.request(KadMessage(type: .findNode, key: asker.peerID.multihash.bytes), to: peer)
+        #expect(try await trimmed.get() == true)
+        #expect(answer?.type == .findNode)
+        let now = try #require(asker.host.connection(to: target.peerID))
+        #expect(now !== first)
+        try await network.shutdown()
+    }
+
     @Test("a self-certifying name <peer id>.agent resolves through the peer's own record")
     func selfCertifying() async throws {
         let network = DHTTestNetwork(threads: 1)

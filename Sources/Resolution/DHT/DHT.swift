@@ -363,7 +363,7 @@ public final class DHT: Sendable {
                 stream?.reset()
             }
         ) { [self] () async throws -> KadMessage? in
-            let connection = try await connection(to: peer)
+            var connection = try await connection(to: peer)
             // The request rides with the protocol proposal (lazy multistream-select): one round
             // trip per request, not two.
             var framed = ByteBuffer()
@@ -372,13 +372,26 @@ public final class DHT: Sendable {
             framed.writeBytes(body)
             // From here on the peer is reached: a stream it resets or closes, during the negotiation
             // (which carries the request) or before the answer, is its refusal.
-            let stream: MuxedStream
-            do {
-                stream = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
-            } catch let error as NetworkError where error.kind == .protocolNotSupported {
-                throw error
-            } catch {
-                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
+            var opened: MuxedStream?
+            for attempt in 0..<2 {
+                do {
+                    opened = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
+                    break
+                } catch let error as NetworkError where error.kind == .protocolNotSupported {
+                    throw error
+                } catch let error as NetworkError
+                    where error.kind == .connectionClosed && connection.isClosing && attempt == 0
+                {
+                    // The connection closed under the request (trimmed as idle just before the
+                    // stream opened, or the peer went away): dial again, once. Kad requests are
+                    // idempotent, so one that went out before the close does no harm twice.
+                    connection = try await self.connection(to: peer)
+                } catch {
+                    throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
+                }
+            }
+            guard let stream = opened else {
+                throw KadRefusal(message: "\(peer.id): no stream for \(message.type)")
             }
             let abandoned = streamBox.withLockedValue { box -> Bool in
                 box.stream = stream
