@@ -340,6 +340,44 @@ struct DHTRegistrationTests {
         try await network.shutdown()
     }
 
+    @Test("an unregister that comes while saved names are being restored is not undone by the restore")
+    func unregisterDuringRestore() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 6)
+        let node = network.nodes[2]
+        let first = try AgentName("aaa-first.agent")
+        let second = try AgentName("zzz-second.agent")
+        let before = try await node.dht.register(first, persist: true)
+        _ = try await node.dht.register(second, persist: true)
+        // The same store under a new DHT (a restart, as in `restoredAfterRestart`).
+        await network.stop(2)
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let host = Network.Host(identity: node.host.identity, group: network.group, logger: logger)
+        _ = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let dht = DHT(host: host, store: node.dht.store, configuration: DHTTestNetwork.configuration(), logger: logger)
+        dht.start()
+        await dht.bootstrap([network.nodes[0].address])
+        let restoring = Task { await dht.restoreRegistrations() }
+        // The restore has read both saved names once the first is being published (re-signed).
+        var started = false
+        for _ in 0..<20_000 {
+            if let seq = try dht.store.ownRecord(for: first)?.record.seq, seq > before.record.record.seq {
+                started = true
+                break
+            }
+            await Task.yield()
+        }
+        #expect(started)
+        #expect(try dht.unregister(second) == true)
+        let restored = await restoring.value
+        #expect(restored.map(\.name) == [first])
+        #expect(dht.registeredNames == [first])
+        #expect(try dht.store.registrations().registrations.map(\.name) == [first])
+        await host.shutdown()
+        try await network.shutdown()
+    }
+
     @Test("a request whose connection closes before its stream opens (trimmed) dials again and is answered")
     func requestAfterTrimmedConnection() async throws {
         let network = DHTTestNetwork(threads: 1)

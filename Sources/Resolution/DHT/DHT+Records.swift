@@ -53,16 +53,35 @@ extension DHT {
     ///   - persist: keep the registration in the store, so that `restoreRegistrations` publishes the
     ///     name again after a restart (names registered through the control API); a later
     ///     `register` without it leaves a stored registration as it is.
+    ///
+    /// Calls on one name race as "the last started wins": a `register` that finishes after a later
+    /// `register` or `unregister` of the same name started returns its report but keeps nothing.
     public func register(
         _ name: AgentName, addresses: [Multiaddr]? = nil, protocols: [String]? = nil,
         ttl: UInt32 = RecordLimits.defaultTTL, persist: Bool = false
     ) async throws(ResolutionError) -> PublishReport {
+        try await register(
+            name, addresses: addresses, protocols: protocols, ttl: ttl, persist: persist, ifEpoch: nil)!
+    }
+
+    /// `register`, skipped (nil) when `ifEpoch` is given and another call on the name started since
+    /// that epoch was read, or the name is published already.
+    private func register(
+        _ name: AgentName, addresses: [Multiaddr]?, protocols: [String]?, ttl: UInt32, persist: Bool,
+        ifEpoch expected: UInt64?
+    ) async throws(ResolutionError) -> PublishReport? {
         if let peer = name.selfCertifyingPeerID, peer != host.peerID {
             throw ResolutionError(
                 .selfCertifyingMismatch, "\(name) is the self-certifying name of \(peer); this node is \(host.peerID)")
         }
         var own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
-        let generation = state.withLockedValue { $0.unregistrations[name, default: 0] }
+        let started = state.withLockedValue { state -> (epoch: UInt64, unregistrations: UInt64)? in
+            let current = state.registrationEpochs[name, default: 0]
+            if let expected, current != expected || state.ownNames[name] != nil { return nil }
+            state.registrationEpochs[name] = current &+ 1
+            return (current &+ 1, state.unregistrations[name, default: 0])
+        }
+        guard let started else { return nil }
         // A first claim goes to the replicas before our own store: if they refuse it (the name is
         // held by another key), nothing is kept, and our store does not start believing our claim.
         let previous = try store.ownRecord(for: name)
@@ -76,10 +95,10 @@ extension DHT {
             throw error
         }
         own.replicas = report.storedAt.count
-        // An `unregister` that came while the record was being published wins: the record is out,
-        // but the name is not kept fresh, nor saved.
+        // A call on the name that started while the record was being published wins: the record
+        // is out, but this call keeps nothing.
         let kept = state.withLockedValue { state -> Bool in
-            guard state.unregistrations[name, default: 0] == generation else { return false }
+            guard state.registrationEpochs[name, default: 0] == started.epoch else { return false }
             own.tableSizeAtPublish = state.table.count
             state.ownNames[name] = own
             return true
@@ -95,7 +114,7 @@ extension DHT {
             }
             // An `unregister` between keeping the name and saving it has cleared the store
             // already, or found nothing to clear: undo the save.
-            if state.withLockedValue({ $0.unregistrations[name, default: 0] }) != generation {
+            if state.withLockedValue({ $0.unregistrations[name, default: 0] }) != started.unregistrations {
                 try? store.setRegistration(nil, for: name)
             }
         }
@@ -107,6 +126,9 @@ extension DHT {
     /// and the maintenance round tries again.
     @discardableResult
     public func restoreRegistrations() async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
+        // Read before the store: a call on a name after this point (an `unregister` that clears
+        // the saved registration, a `register` with new parameters) makes its restore a no-op.
+        let epochs = state.withLockedValue { $0.registrationEpochs }
         let stored: [(name: AgentName, registration: NameRegistration)]
         do {
             let (registrations, dropped) = try store.registrations()
@@ -116,12 +138,14 @@ extension DHT {
             logger.error("cannot read the registered names: \(error.message)")
             return []
         }
-        let current = Set(registeredNames)
         var results: [(name: AgentName, result: Result<PublishReport, ResolutionError>)] = []
-        for (name, registration) in stored where !current.contains(name) {
+        for (name, registration) in stored {
             do {
-                let report = try await register(
-                    name, addresses: registration.addresses, protocols: registration.protocols, ttl: registration.ttl)
+                guard
+                    let report = try await register(
+                        name, addresses: registration.addresses, protocols: registration.protocols,
+                        ttl: registration.ttl, persist: false, ifEpoch: epochs[name, default: 0])
+                else { continue }
                 results.append((name, .success(report)))
             } catch {
                 logger.error("cannot publish registered name \(name) again: \(error.message)")
@@ -150,13 +174,11 @@ extension DHT {
     @discardableResult
     public func unregister(_ name: AgentName) throws(ResolutionError) -> Bool {
         let wasRunning = state.withLockedValue { state -> Bool in
+            state.registrationEpochs[name, default: 0] &+= 1
             state.unregistrations[name, default: 0] &+= 1
             return state.ownNames.removeValue(forKey: name) != nil
         }
-        var wasStored = false
-        if try store.ownRecord(for: name) != nil {
-            wasStored = try store.setRegistration(nil, for: name)
-        }
+        let wasStored = try store.setRegistration(nil, for: name)
         return wasRunning || wasStored
     }
 

@@ -36,7 +36,10 @@ public final class DHT: Sendable {
         /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
         /// host's addresses / protocols).
         var ownNames: [AgentName: OwnName] = [:]
-        /// Bumped by each `unregister`: a `register` that was publishing meanwhile keeps nothing.
+        /// Bumped when a `register` starts and by each `unregister`: a `register` keeps its name
+        /// only if no other call on the name started while it was publishing (the last call wins).
+        var registrationEpochs: [AgentName: UInt64] = [:]
+        /// Bumped by each `unregister`: a `register` that saved its name meanwhile takes the save back.
         var unregistrations: [AgentName: UInt64] = [:]
         var lastReplication: NIODeadline?
         var republishScheduled = false

@@ -61,7 +61,8 @@ extension RecordStore {
     /// parameters) or, with `nil`, as not. The own record must exist: the registration lives in its
     /// row, and goes with it (`removeOwnRecord`).
     /// - Returns: whether the name was registered before.
-    /// - Throws: `.notFound` when there is no own record for `name`; `.storage`.
+    /// - Throws: `.notFound` when registering a name without an own record (clearing one is a
+    ///   no-op that returns false); `.storage`.
     @discardableResult
     public func setRegistration(_ registration: NameRegistration?, for name: AgentName) throws(ResolutionError) -> Bool {
         let text = name.value
@@ -69,7 +70,10 @@ extension RecordStore {
             guard
                 let row = try Row.fetchOne(
                     db.cachedStatement(sql: "SELECT registered FROM own_records WHERE name = ?"), arguments: [text])
-            else { throw ResolutionError(.notFound, "no own record for \(text) to register") }
+            else {
+                guard registration == nil else { throw ResolutionError(.notFound, "no own record for \(text) to register") }
+                return false
+            }
             let was = (row[0] as Int64?) == 1
             let statement = try db.cachedStatement(
                 sql: "UPDATE own_records SET registered = ?, addresses = ?, protocols = ?, ttl = ? WHERE name = ?")
