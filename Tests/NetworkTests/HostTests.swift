@@ -91,6 +91,36 @@ struct HostTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a client that closes its stream after the answer frees it, whatever the peer sends after")
+    func clientCloseFreesStream() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        b.handle("/test/chatty/1.0.0") { stream in
+            _ = try? await stream.readLengthPrefixed(maximumLength: 100)
+            try? await stream.writeLengthPrefixed(ByteBuffer(string: "answer"))
+            // More than anyone asked for, then FIN.
+            try? await stream.write(ByteBuffer(repeating: 7, count: 200_000))
+        }
+        let connection = try await a.connect(to: bAddress)
+        for _ in 0..<3 {
+            let stream = try await a.newStream(to: b.peerID, protocols: ["/test/chatty/1.0.0"])
+            try await stream.writeLengthPrefixed(ByteBuffer(string: "question"))
+            #expect(try await stream.readLengthPrefixed(maximumLength: 100) == ByteBuffer(string: "answer"))
+            stream.close()
+        }
+        var streams = Int.max
+        for _ in 0..<100 {
+            streams = try await connection.eventLoop.submit { connection.info()?.streams ?? -1 }.get()
+            if streams == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(streams == 0)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
     @Test("dialling an address whose /p2p names another peer fails with both ids")
     func wrongPeer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

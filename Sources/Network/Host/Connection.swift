@@ -277,7 +277,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset by the peer"))
                 streams[id] = nil
             case .streamClosed(let id):
-                if let state = streams[id], state.abandoned || (state.inbound.isEmpty && state.reader == nil && state.pendingWrites.isEmpty) {
+                if let state = streams[id],
+                    state.abandoned
+                        || (state.inbound.isEmpty && state.unread == nil && state.reader == nil && state.pendingWrites.isEmpty)
+                {
                     streams[id] = nil
                 } else {
                     streams[id]?.fullyClosed = true
@@ -287,6 +290,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             case .pingResult:
                 break
             case .goAwayReceived(let code):
+                // No new stream can open on it: the registry stops handing it out, and a dial to
+                // the peer makes a new connection.
+                closingFlag.withLockedValue { $0 = true }
                 logger.debug("peer sent GoAway \(code)")
             case .outboundReady:
                 break

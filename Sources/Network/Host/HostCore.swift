@@ -40,6 +40,10 @@ final class HostCore: @unchecked Sendable {
     private var nextConnectionID = 1
     private var isShutDown = false
     private var trimming = false
+    /// When a trim last closed nothing (every connection busy or in its grace period): the next
+    /// waits `trimBackoff`, rather than every idle connection's tick starting one.
+    private var fruitlessTrimAt: NIODeadline?
+    static let trimBackoff: TimeAmount = .seconds(10)
 
     init(identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) {
         self.identity = identity
@@ -333,13 +337,17 @@ final class HostCore: @unchecked Sendable {
         let start = lock.withLock { () -> Bool in
             guard !trimming, !isShutDown else { return false }
             guard connectionCount > configuration.connectionHighWater else { return false }
+            if let fruitless = fruitlessTrimAt, NIODeadline.now() - fruitless < Self.trimBackoff { return false }
             trimming = true
             return true
         }
         guard start else { return }
         spawn("connection trimming") { [self] in
-            await trim()
-            lock.withLock { trimming = false }
+            let closed = await trim()
+            lock.withLock {
+                trimming = false
+                fruitlessTrimAt = closed == 0 ? .now() : nil
+            }
         }
     }
 

@@ -91,6 +91,13 @@ public struct MuxedStream: Sendable {
     /// Aborts the stream both ways (RST).
     public func reset() { raw.reset() }
 
+    /// Done with the stream: what the peer still sends is dropped (and credited back), our side
+    /// closes after what is queued, and the state is freed once the peer closes too. A client that
+    /// has its answer calls this; a handler's stream gets it when the handler returns.
+    public func close() {
+        raw.abandon()
+    }
+
     /// Reads exactly `count` bytes, or throws if the stream ends first. For fixed-size fields.
     public func readExactly(_ count: Int) async throws -> ByteBuffer {
         var result = ByteBuffer()

@@ -60,8 +60,14 @@ public enum Identify {
             do {
                 let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
                 let stream = try await raw.negotiateOutbound(proposals: [protocolID])
-                let info = try await read(stream)
-                try? await stream.closeWrite()
+                let info: IdentifyInfo
+                do {
+                    info = try await read(stream)
+                } catch {
+                    stream.reset()
+                    throw error
+                }
+                stream.close()
                 if let peer = connection.remotePeer { core.setPeerInfo(info, for: peer) }
             } catch {
                 core.logger.debug("identify failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
@@ -79,7 +85,7 @@ public enum Identify {
                     let stream = try await raw.negotiateOutbound(proposals: [pushProtocolID])
                     try await stream.writeLengthPrefixed(
                         ByteBuffer(bytes: message(for: core, observed: connection.remoteAddress)))
-                    try await stream.closeWrite()
+                    stream.close()
                 } catch {
                     core.logger.debug("identify push failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
                 }

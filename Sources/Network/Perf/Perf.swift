@@ -39,6 +39,15 @@ public enum Perf {
     /// Runs perf against `peer`: uploads `upload` bytes, then downloads `download` bytes.
     public static func run(_ host: Host, peer: PeerID, upload: UInt64, download: UInt64) async throws -> Result {
         let stream = try await host.newStream(to: peer, protocols: [protocolID])
+        do {
+            return try await run(on: stream, peer: peer, upload: upload, download: download)
+        } catch {
+            stream.reset()
+            throw error
+        }
+    }
+
+    private static func run(on stream: MuxedStream, peer: PeerID, upload: UInt64, download: UInt64) async throws -> Result {
         let clock = ContinuousClock()
         let start = clock.now
         var header = ByteBuffer()

@@ -382,12 +382,11 @@ public final class DHT: Sendable {
                     break
                 } catch let error as NetworkError where error.kind == .protocolNotSupported {
                     throw error
-                } catch let error as NetworkError
-                    where error.kind == .connectionClosed && connection.isClosing && attempt == 0
-                {
-                    // The connection closed under the request (trimmed as idle just before the
-                    // stream opened, or the peer went away): dial again, once. Kad requests are
-                    // idempotent, so one that went out before the close does no harm twice.
+                } catch where connection.isClosing && attempt == 0 {
+                    // The connection is going away under the request (trimmed as idle just before
+                    // the stream opened, a GoAway from the peer, the peer gone): not the peer
+                    // refusing the request. Dial again, once; kad requests are idempotent, so one
+                    // that went out before the close does no harm twice.
                     connection = try await self.connection(to: peer)
                 } catch {
                     throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
@@ -405,7 +404,7 @@ public final class DHT: Sendable {
                 throw ResolutionError(.network, "kad \(message.type) to \(peer.id) timed out")
             }
             guard message.type != .addProvider else {
-                try? await stream.closeWrite()
+                stream.close()
                 return nil
             }
             let reply: ByteBuffer
@@ -420,7 +419,8 @@ public final class DHT: Sendable {
             } catch {
                 throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
             }
-            try? await stream.closeWrite()
+            // Done with it: anything more the peer sends is dropped, and the stream is freed.
+            stream.close()
             let answer: KadMessage
             do {
                 answer = try KadMessage(serialized: reply.readableBytesView)

@@ -269,12 +269,13 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
                 establish(muxer: muxer, context: context)
             case .established:
                 var delivered = false
+                // What was delivered is completed even when a later message of the read fails.
+                defer { if delivered { context.fireChannelReadComplete() } }
                 while let message = try Self.readFrame(&buffer) {
                     guard let decrypted = try decrypt(message, context: context) else { continue }
                     context.fireChannelRead(wrapInboundOut(decrypted))
                     delivered = true
                 }
-                if delivered { context.fireChannelReadComplete() }
                 return
             }
         }
