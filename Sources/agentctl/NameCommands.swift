@@ -102,7 +102,7 @@ struct NamesCommand: AsyncParsableCommand {
                 let persistent = entry["persistent"]?.boolValue == true
                 let published = entry["published"]?.boolValue == true
                 let kind =
-                    !published ? "persistent, NOT published: its publish failed, retried every minute; see the log"
+                    !published ? "persistent, NOT published: its publish failed and is retried; see the daemon's log"
                     : persistent ? "persistent" : "this run"
                 text += "\(name)  seq \(seq)  expires \(expires)  (\(kind))\n"
             }

@@ -3,6 +3,7 @@ import Identity
 import Logging
 import Multiformats
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Network
@@ -376,6 +377,41 @@ struct DHTRegistrationTests {
         #expect(try dht.store.registrations().registrations.map(\.name) == [first])
         await host.shutdown()
         try await network.shutdown()
+    }
+
+    @Test("a saved name that cannot be published again (lapsed and taken) fails, stays saved, and backs off")
+    func failedRestoreBacksOff() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let store = try RecordStore(path: nil)
+        let identity = Ed25519.PrivateKey()
+        let name = try AgentName("lapsed.agent")
+        let start = UInt64(Date().timeIntervalSince1970)
+        do {
+            let host = Network.Host(identity: identity, group: group, logger: logger)
+            let dht = DHT(host: host, store: store, configuration: DHTTestNetwork.configuration(), logger: logger, unixClock: { start })
+            _ = try await dht.register(name, ttl: 60, persist: true)
+            await host.shutdown()
+        }
+        // Offline past the record's expiry; meanwhile another key claimed the name, and our store
+        // holds that claim.
+        let later = start + 600
+        let rival = Fixtures.record(Fixtures.bob, name: name, seq: later - 10, timestamp: later - 10)
+        try store.put(rival, from: PeerID(publicKey: Fixtures.bob.publicKey), now: later)
+        let host = Network.Host(identity: identity, group: group, logger: logger)
+        let dht = DHT(host: host, store: store, configuration: DHTTestNetwork.configuration(), logger: logger, unixClock: { later })
+        let first = await dht.restoreRegistrations()
+        #expect(first.count == 1)
+        let error = try #require(first.first.flatMap { if case .failure(let error) = $0.result { error } else { nil } })
+        #expect(error.kind == .nameHeld)
+        #expect(dht.registeredNames.isEmpty)
+        #expect(try store.registrations().registrations.map(\.name) == [name])
+        // The maintenance round waits (a minute, doubling); a start-up restore tries at once.
+        #expect(await dht.restoreRegistrations(backingOff: true).isEmpty)
+        #expect(await dht.restoreRegistrations().count == 1)
+        await host.shutdown()
+        try await group.shutdownGracefully()
     }
 
     @Test("a request whose connection closes before its stream opens (trimmed) dials again and is answered")

@@ -123,9 +123,11 @@ extension DHT {
 
     /// Publishes again the names registered with `persist` before the node stopped (skipping those
     /// already registered in this run). Failures are logged and returned; the registration stays,
-    /// and the maintenance round tries again.
+    /// and the maintenance round tries again, `backingOff`: after 1, 2, 4 … up to 64 minutes.
     @discardableResult
-    public func restoreRegistrations() async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
+    public func restoreRegistrations(
+        backingOff: Bool = false
+    ) async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
         // Read before the store: a call on a name after this point (an `unregister` that clears
         // the saved registration, a `register` with new parameters) makes its restore a no-op.
         let epochs = state.withLockedValue { $0.registrationEpochs }
@@ -140,15 +142,26 @@ extension DHT {
         }
         var results: [(name: AgentName, result: Result<PublishReport, ResolutionError>)] = []
         for (name, registration) in stored {
+            if backingOff, let failure = state.withLockedValue({ $0.restoreFailures[name] }), NIODeadline.now() < failure.retryAt {
+                continue
+            }
             do {
                 guard
                     let report = try await register(
                         name, addresses: registration.addresses, protocols: registration.protocols,
                         ttl: registration.ttl, persist: false, ifEpoch: epochs[name, default: 0])
                 else { continue }
+                state.withLockedValue { $0.restoreFailures[name] = nil }
                 results.append((name, .success(report)))
             } catch {
-                logger.error("cannot publish registered name \(name) again: \(error.message)")
+                let count = state.withLockedValue { state -> Int in
+                    let count = (state.restoreFailures[name]?.count ?? 0) + 1
+                    let wait = TimeAmount.minutes(Int64(1) << min(count - 1, 6))
+                    state.restoreFailures[name] = (count, .now() + wait)
+                    return count
+                }
+                logger.error(
+                    "cannot publish registered name \(name) again (attempt \(count)): \(error.message)")
                 results.append((name, .failure(error)))
             }
         }
@@ -424,9 +437,9 @@ extension DHT {
             }
             await refreshBuckets()
             await republishOwnRecords()
-            // Saved names whose publish at start failed (no replica reachable, a storage error)
-            // are tried again; those published already are skipped.
-            await restoreRegistrations()
+            // Saved names whose publish at start failed (a storage error, say) are tried again,
+            // with back-off; those published already are skipped.
+            await restoreRegistrations(backingOff: true)
             let due = state.withLockedValue { state -> Bool in
                 state.providers.removeExpired(now: .now())
                 guard let last = state.lastReplication else {

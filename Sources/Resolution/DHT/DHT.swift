@@ -41,6 +41,8 @@ public final class DHT: Sendable {
         var registrationEpochs: [AgentName: UInt64] = [:]
         /// Bumped by each `unregister`: a `register` that saved its name meanwhile takes the save back.
         var unregistrations: [AgentName: UInt64] = [:]
+        /// Saved names whose restore failed: failures in a row, and when the next try is due.
+        var restoreFailures: [AgentName: (count: Int, retryAt: NIODeadline)] = [:]
         var lastReplication: NIODeadline?
         var republishScheduled = false
         var randomState = SystemRandomNumberGenerator()
