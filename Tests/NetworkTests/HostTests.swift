@@ -121,6 +121,40 @@ struct HostTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("bytes that arrived before the peer reset the stream are read first, then the reset")
+    func dataBeforeReset() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        b.handle("/test/reset/1.0.0") { stream in
+            // The bytes and the RST leave in the same event loop turn, back to back (a `write`
+            // followed by `reset()` could drop bytes still queued, as yamux's RST does).
+            let raw = stream.raw
+            try? await withCheckedThrowingContinuation { (written: CheckedContinuation<Void, Error>) in
+                raw.connection.eventLoop.execute {
+                    raw.connection.write(ByteBuffer(string: "last words"), on: raw.id, continuation: written)
+                    raw.connection.reset(raw.id)
+                }
+            }
+        }
+        _ = try await a.connect(to: bAddress)
+        for _ in 0..<20 {
+            let stream = try await a.newStream(to: b.peerID, protocols: ["/test/reset/1.0.0"])
+            var received = ByteBuffer()
+            var failure: SessionError?
+            do {
+                while var chunk = try await stream.read() { received.writeBuffer(&chunk) }
+            } catch {
+                failure = error as? SessionError
+            }
+            #expect(received == ByteBuffer(string: "last words"))
+            #expect(failure?.kind == .streamReset)
+        }
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
     @Test("dialling an address whose /p2p names another peer fails with both ids")
     func wrongPeer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

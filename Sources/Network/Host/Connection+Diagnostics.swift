@@ -7,7 +7,7 @@ extension Connection {
     func diagnosticBufferedInboundBytes() async throws -> [YamuxStreamID: Int] {
         try await eventLoop.submit {
             self.streams.mapValues { state in
-                state.inbound.reduce(0) { $0 + $1.readableBytes } + (state.unread?.readableBytes ?? 0)
+                state.inbound.reduce(0) { $0 + $1.readableBytes }
             }
         }.get()
     }

@@ -60,6 +60,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         didSet { if closed { closingFlag.withLockedValue { $0 = true } } }
     }
     private var pumpScheduled = false
+    /// Streams the peer reset, most recent last (at most `resetMemory`): a read after the state
+    /// is gone still reports the reset rather than a clean end.
+    private var resetByPeer = Set<YamuxStreamID>()
+    private var resetOrder = CircularBuffer<YamuxStreamID>()
+    static let resetMemory = 1024
     /// Streams whose waiting reader gets what the current socket read delivers, at its end.
     private var readersToWake: [YamuxStreamID] = []
     /// Between a `channelRead` and its `channelReadComplete`: delivered bytes wait for the end of
@@ -269,17 +274,27 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             case .remoteClosedWrite(let id):
                 guard let state = streams[id] else { continue }
                 state.remoteClosed = true
-                if let reader = state.reader, state.inbound.isEmpty, state.unread == nil {
+                if let reader = state.reader, state.inbound.isEmpty {
                     state.reader = nil
                     reader.resume(returning: nil)
                 }
             case .streamReset(let id):
-                fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset by the peer"))
-                streams[id] = nil
+                guard let state = streams[id] else { continue }
+                let error = SessionError(.streamReset, "stream \(id) was reset by the peer")
+                rememberReset(id)
+                if !state.abandoned, !state.inbound.isEmpty {
+                    // What arrived before the reset is still the reader's; the error comes after
+                    // it, and the state goes once it is read.
+                    state.fullyClosed = true
+                    fail(stream: id, with: error, deliveringQueued: true)
+                } else {
+                    fail(stream: id, with: error)
+                    streams[id] = nil
+                }
             case .streamClosed(let id):
                 if let state = streams[id],
                     state.abandoned
-                        || (state.inbound.isEmpty && state.unread == nil && state.reader == nil && state.pendingWrites.isEmpty)
+                        || (state.inbound.isEmpty && state.reader == nil && state.pendingWrites.isEmpty)
                 {
                     streams[id] = nil
                 } else {
@@ -361,7 +376,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     func read(_ id: YamuxStreamID, continuation: CheckedContinuation<[ByteBuffer]?, Error>) {
         eventLoop.assertInEventLoop()
         guard let state = streams[id] else {
-            continuation.resume(returning: nil)
+            if resetByPeer.contains(id) {
+                continuation.resume(throwing: SessionError(.streamReset, "stream \(id) was reset by the peer"))
+            } else {
+                continuation.resume(returning: nil)
+            }
             return
         }
         if state.reader == nil, let batch = takeBatch(from: state, id: id) {
@@ -369,6 +388,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             freeIfDone(id)
         } else if let error = state.error {
             continuation.resume(throwing: error)
+            freeIfDone(id)
         } else if state.remoteClosed || state.fullyClosed {
             continuation.resume(returning: nil)
             freeIfDone(id)
@@ -386,21 +406,13 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private func takeBatch(from state: StreamState, id: YamuxStreamID) -> [ByteBuffer]? {
         var batch: [ByteBuffer] = []
         var size = 0
-        if let bytes = state.unread {
-            // Already credited back to the peer when first read.
-            state.unread = nil
-            batch.append(bytes)
-            size = bytes.readableBytes
-        }
-        var credited = 0
         while let next = state.inbound.first, batch.isEmpty || size + next.readableBytes <= Self.maximumReadBatch {
             state.inbound.removeFirst()
             size += next.readableBytes
-            credited += next.readableBytes
             batch.append(next)
         }
         guard !batch.isEmpty else { return nil }
-        consumed(credited, on: id)
+        consumed(size, on: id)
         return batch
     }
 
@@ -425,19 +437,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// only thing that kept the state.
     private func freeIfDone(_ id: YamuxStreamID) {
         guard let state = streams[id], state.fullyClosed, state.reader == nil, state.inbound.isEmpty,
-            state.unread == nil, state.pendingWrites.isEmpty
+            state.pendingWrites.isEmpty
         else { return }
         streams[id] = nil
-    }
-
-    /// Puts bytes back at the front of a stream's inbound queue (multistream read ahead).
-    func unread(_ bytes: ByteBuffer, on id: YamuxStreamID) {
-        eventLoop.assertInEventLoop()
-        guard bytes.readableBytes > 0, let state = streams[id] else { return }
-        // The window for these bytes was already returned when they were first read, so they are
-        // kept apart and not credited again; they are at most one read's worth.
-        precondition(state.unread == nil, "unread twice without a read in between")
-        state.unread = bytes
     }
 
     func write(_ bytes: ByteBuffer, on id: YamuxStreamID, continuation: CheckedContinuation<Void, Error>) {
@@ -470,8 +472,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard let state = streams[id] else { return }
         state.abandoned = true
-        var unread = state.unread?.readableBytes ?? 0
-        state.unread = nil
+        var unread = 0
         while let bytes = state.inbound.popFirst() { unread += bytes.readableBytes }
         consumed(unread, on: id)
         if !state.writeClosed {
@@ -531,12 +532,24 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    private func fail(stream id: YamuxStreamID, with error: Error) {
+    private func rememberReset(_ id: YamuxStreamID) {
+        guard resetByPeer.insert(id).inserted else { return }
+        resetOrder.append(id)
+        if resetOrder.count > Self.resetMemory { resetByPeer.remove(resetOrder.removeFirst()) }
+    }
+
+    /// Fails the stream's reader and writers with `error`; with `deliveringQueued`, a waiting
+    /// reader first gets what is queued, and later reads the error.
+    private func fail(stream id: YamuxStreamID, with error: Error, deliveringQueued: Bool = false) {
         guard let state = streams[id] else { return }
         state.error = error
         if let reader = state.reader {
             state.reader = nil
-            reader.resume(throwing: error)
+            if deliveringQueued, let batch = takeBatch(from: state, id: id) {
+                reader.resume(returning: batch)
+            } else {
+                reader.resume(throwing: error)
+            }
         }
         while let pending = state.pendingWrites.popFirst() {
             switch pending {
@@ -637,7 +650,6 @@ final class StreamState {
     }
 
     var inbound = CircularBuffer<ByteBuffer>()
-    var unread: ByteBuffer?
     var reader: CheckedContinuation<[ByteBuffer]?, Error>?
     var pendingWrites = CircularBuffer<PendingWrite>()
     var remoteClosed = false

@@ -40,10 +40,6 @@ struct RawStream: Sendable {
         }
     }
 
-    func unread(_ bytes: ByteBuffer) {
-        connection.eventLoop.execute { connection.unread(bytes, on: id) }
-    }
-
     func reset() {
         connection.eventLoop.execute { connection.reset(id) }
     }
@@ -65,9 +61,13 @@ public struct MuxedStream: Sendable {
     /// Chunks fetched from the connection in one hop and not yet returned by `read()`.
     private let readAhead = ReadAhead()
 
-    init(raw: RawStream, protocolID: String) {
+    /// - Parameter readAhead: bytes read past the protocol negotiation, the start of the
+    ///   protocol's data: `read()` returns them first. They stay with the stream value, so they
+    ///   cannot be lost to a reset that comes right behind them.
+    init(raw: RawStream, protocolID: String, readAhead bytes: ByteBuffer = ByteBuffer()) {
         self.raw = raw
         self.protocolID = protocolID
+        readAhead.prepend(bytes)
     }
 
     public var remotePeer: PeerID { raw.connection.remotePeer! }
@@ -164,8 +164,7 @@ extension RawStream {
             let actions = try negotiation.receive(&buffer)
             try await send(actions)
             if let agreed = negotiation.negotiatedProtocol {
-                if buffer.readableBytes > 0 { unread(buffer) }
-                return MuxedStream(raw: self, protocolID: agreed)
+                return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
             }
             guard buffer.readableBytes <= MultistreamMessage.maximumLength * 2 else {
                 throw NetworkError(.protocolViolation, "protocol negotiation overflowed its buffer")
@@ -191,8 +190,7 @@ extension RawStream {
             }
             try await send(actions)
             if let agreed = negotiation.negotiatedProtocol {
-                if buffer.readableBytes > 0 { unread(buffer) }
-                return MuxedStream(raw: self, protocolID: agreed)
+                return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
             }
         }
     }
@@ -221,8 +219,7 @@ extension RawStream {
                 throw Self.outboundFailure(error, proposals: [protocolID])
             }
         }
-        if buffer.readableBytes > 0 { unread(buffer) }
-        return MuxedStream(raw: self, protocolID: protocolID)
+        return MuxedStream(raw: self, protocolID: protocolID, readAhead: buffer)
     }
 
     private static func outboundFailure(_ error: SessionError, proposals: [String]) -> Error {
