@@ -67,6 +67,17 @@ struct HostTests {
         try await group.shutdownGracefully()
     }
 
+    /// The connection's stream count, polled for up to 2 s until it is zero.
+    static func settledStreamCount(_ connection: Connection) async throws -> Int {
+        var streams = Int.max
+        for _ in 0..<100 {
+            streams = try await connection.eventLoop.submit { connection.info()?.streams ?? -1 }.get()
+            if streams == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return streams
+    }
+
     @Test("streams closed both ways are freed, also when the last data and FIN arrive together")
     func closedStreamsAreFreed() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -79,13 +90,7 @@ struct HostTests {
             let result = try await Perf.run(a, peer: b.peerID, upload: 10, download: UInt64(download))
             #expect(result.downloadBytes == UInt64(download))
         }
-        var streams = Int.max
-        for _ in 0..<100 {
-            streams = try await connection.eventLoop.submit { connection.info()?.streams ?? -1 }.get()
-            if streams == 0 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(streams == 0)
+        #expect(try await Self.settledStreamCount(connection) == 0)
         await a.shutdown()
         await b.shutdown()
         try await group.shutdownGracefully()
@@ -109,13 +114,7 @@ struct HostTests {
             #expect(try await stream.readLengthPrefixed(maximumLength: 100) == ByteBuffer(string: "answer"))
             stream.close()
         }
-        var streams = Int.max
-        for _ in 0..<100 {
-            streams = try await connection.eventLoop.submit { connection.info()?.streams ?? -1 }.get()
-            if streams == 0 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(streams == 0)
+        #expect(try await Self.settledStreamCount(connection) == 0)
         await a.shutdown()
         await b.shutdown()
         try await group.shutdownGracefully()

@@ -81,6 +81,26 @@ final class DHTTestNetwork: @unchecked Sendable {
         await nodes[index].host.abort()
     }
 
+    /// Restarts node `index` as a process restart would: the old host dies abruptly, a new one with
+    /// the same key and record store comes up on a new port, joins through node 0, and takes the
+    /// node's place (its DHT is started; nothing is published yet).
+    @discardableResult
+    func restart(_ index: Int) async throws -> Node {
+        let old = nodes[index]
+        await stop(index)
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let host = Network.Host(identity: old.host.identity, group: group, logger: logger)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let dht = DHT(host: host, store: old.dht.store, configuration: Self.configuration(), logger: logger)
+        dht.start()
+        if index != 0 { await dht.bootstrap([nodes[0].address]) }
+        let node = Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
+        nodes[index] = node
+        stopped.remove(index)
+        return node
+    }
+
     func shutdown() async throws {
         for index in live { await nodes[index].host.shutdown() }
         try await group.shutdownGracefully()

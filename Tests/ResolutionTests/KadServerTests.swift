@@ -290,14 +290,9 @@ struct DHTRegistrationTests {
 
         // A restart: the process dies, a new host with the same key and database comes up on
         // another port.
-        await network.stop(2)
-        var logger = Logger(label: "dht-test")
-        logger.logLevel = .critical
-        let host = Network.Host(identity: node.host.identity, group: network.group, logger: logger)
-        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
-        let dht = DHT(host: host, store: node.dht.store, configuration: DHTTestNetwork.configuration(), logger: logger)
-        dht.start()
-        await dht.bootstrap([network.nodes[0].address])
+        let restarted = try await network.restart(2)
+        let dht = restarted.dht
+        let bound = restarted.address.decapsulatingPeer()
         let restored = await dht.restoreRegistrations()
         #expect(restored.map(\.name) == [kept])
         #expect(dht.registeredNames == [kept])
@@ -310,7 +305,6 @@ struct DHTRegistrationTests {
         #expect(seen.record.record.addresses == [bound])
         // Restoring twice does not publish twice.
         #expect(await dht.restoreRegistrations().isEmpty)
-        await host.shutdown()
         try await network.shutdown()
     }
 
@@ -351,14 +345,7 @@ struct DHTRegistrationTests {
         let before = try await node.dht.register(first, persist: true)
         _ = try await node.dht.register(second, persist: true)
         // The same store under a new DHT (a restart, as in `restoredAfterRestart`).
-        await network.stop(2)
-        var logger = Logger(label: "dht-test")
-        logger.logLevel = .critical
-        let host = Network.Host(identity: node.host.identity, group: network.group, logger: logger)
-        _ = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
-        let dht = DHT(host: host, store: node.dht.store, configuration: DHTTestNetwork.configuration(), logger: logger)
-        dht.start()
-        await dht.bootstrap([network.nodes[0].address])
+        let dht = try await network.restart(2).dht
         let restoring = Task { await dht.restoreRegistrations() }
         // The restore has read both saved names once the first is being published (re-signed).
         var started = false
@@ -375,7 +362,6 @@ struct DHTRegistrationTests {
         #expect(restored.map(\.name) == [first])
         #expect(dht.registeredNames == [first])
         #expect(try dht.store.registrations().registrations.map(\.name) == [first])
-        await host.shutdown()
         try await network.shutdown()
     }
 
