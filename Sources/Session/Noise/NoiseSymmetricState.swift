@@ -3,10 +3,15 @@ import Identity
 
 /// The Noise `SymmetricState` (Noise spec rev. 34, §5.2) with SHA-256 and HMAC-SHA256 HKDF (§4.3),
 /// from libsodium.
+///
+/// Secrets never sit in ordinary arrays: the chaining key and the cipher keys are `SecretBytes`
+/// (zeroed when released), and HKDF's temporaries (the PRK, both outputs, the HMAC states) live in
+/// one scratch allocation that is zeroed before it is freed (spec/identity.md §1: transient copies
+/// of secrets are zeroed).
 struct NoiseSymmetricState: Sendable {
     static let hashLength = 32
 
-    private var chainingKey: [UInt8]
+    private var chainingKey: SecretBytes
     private(set) var handshakeHash: [UInt8]
     private var cipher: NoiseCipherState?
 
@@ -20,7 +25,9 @@ struct NoiseSymmetricState: Sendable {
         } else {
             handshakeHash = SHA256.hash(name)
         }
-        chainingKey = handshakeHash
+        // ck = h: public at this point, but kept like every later chaining key.
+        var initial = handshakeHash
+        chainingKey = SecretBytes(consuming: &initial, protection: .heap)
     }
 
     var hasKey: Bool { cipher != nil }
@@ -29,12 +36,14 @@ struct NoiseSymmetricState: Sendable {
         handshakeHash = SHA256.hash(handshakeHash + data)
     }
 
+    /// `MixKey(input_key_material)`: ck, temp_k = HKDF(ck, ikm, 2); the cipher key is temp_k.
     mutating func mixKey(_ inputKeyMaterial: SecretBytes) {
-        let outputs = inputKeyMaterial.withUnsafeBytes { Self.hkdf(chainingKey: chainingKey, inputKeyMaterial: Array($0), count: 2) }
-        Sodium.zero(&chainingKey)
-        chainingKey = outputs[0]
-        var key = outputs[1]
-        cipher = NoiseCipherState(key: SecretBytes(consuming: &key, protection: .heap))
+        let (nextChainingKey, key) = inputKeyMaterial.withUnsafeBytes {
+            Self.hkdf(chainingKey: chainingKey, inputKeyMaterial: $0)
+        }
+        // The previous chaining key is zeroed as its `SecretBytes` is released.
+        chainingKey = nextChainingKey
+        cipher = NoiseCipherState(key: key)
     }
 
     mutating func encryptAndHash(_ plaintext: [UInt8]) throws(SessionError) -> [UInt8] {
@@ -61,41 +70,59 @@ struct NoiseSymmetricState: Sendable {
 
     /// `Split()`: the initiator-to-responder and responder-to-initiator cipher states.
     mutating func split() -> (NoiseCipherState, NoiseCipherState) {
-        var outputs = Self.hkdf(chainingKey: chainingKey, inputKeyMaterial: [], count: 2)
-        Sodium.zero(&chainingKey)
-        let first = NoiseCipherState(key: SecretBytes(consuming: &outputs[0], protection: .heap))
-        let second = NoiseCipherState(key: SecretBytes(consuming: &outputs[1], protection: .heap))
-        return (first, second)
+        let (first, second) = Self.hkdf(chainingKey: chainingKey, inputKeyMaterial: UnsafeRawBufferPointer(start: nil, count: 0))
+        // ck is not needed after Split(); a fresh empty secret releases (and zeroes) the old one.
+        chainingKey = SecretBytes(count: 0, protection: .heap) { _ in }
+        return (NoiseCipherState(key: first), NoiseCipherState(key: second))
     }
 
     /// HKDF as Noise defines it (§4.3), which is RFC 5869 with HMAC-SHA256, an empty info, and the
-    /// chaining key as salt: temp = HMAC(ck, ikm); out1 = HMAC(temp, 0x01);
-    /// out_i = HMAC(temp, out_{i-1} ‖ i).
-    static func hkdf(chainingKey: [UInt8], inputKeyMaterial: [UInt8], count: Int) -> [[UInt8]] {
-        var temporaryKey = hmac(key: chainingKey, inputKeyMaterial)
-        defer { Sodium.zero(&temporaryKey) }
-        var outputs: [[UInt8]] = []
-        var previous: [UInt8] = []
-        for index in 1...count {
-            previous = hmac(key: temporaryKey, previous + [UInt8(index)])
-            outputs.append(previous)
+    /// chaining key as salt, for two outputs: temp = HMAC(ck, ikm); out1 = HMAC(temp, 0x01);
+    /// out2 = HMAC(temp, out1 ‖ 0x02).
+    ///
+    /// Everything secret is computed in one scratch allocation (temp, out1, out2 and the HMAC state)
+    /// that is zeroed before it is freed; the outputs are copied straight into `SecretBytes`.
+    static func hkdf(
+        chainingKey: SecretBytes, inputKeyMaterial: UnsafeRawBufferPointer
+    ) -> (SecretBytes, SecretBytes) {
+        let stateSize = MemoryLayout<crypto_auth_hmacsha256_state>.size
+        let scratchSize = 3 * hashLength + stateSize
+        return withUnsafeTemporaryAllocation(byteCount: scratchSize, alignment: 16) { scratch in
+            let base = scratch.baseAddress!
+            defer { sodium_memzero(base, scratchSize) }
+            let temporaryKey = UnsafeMutableRawBufferPointer(start: base, count: hashLength)
+            let first = UnsafeMutableRawBufferPointer(start: base + hashLength, count: hashLength)
+            let second = UnsafeMutableRawBufferPointer(start: base + 2 * hashLength, count: hashLength)
+            let state = (base + 3 * hashLength).bindMemory(to: crypto_auth_hmacsha256_state.self, capacity: 1)
+            var counter: UInt8 = 1
+            chainingKey.withUnsafeBytes { chainingKey in
+                hmac(state: state, key: chainingKey, [inputKeyMaterial], into: temporaryKey)
+            }
+            withUnsafeBytes(of: &counter) { one in
+                hmac(state: state, key: UnsafeRawBufferPointer(temporaryKey), [one], into: first)
+            }
+            counter = 2
+            withUnsafeBytes(of: &counter) { two in
+                hmac(state: state, key: UnsafeRawBufferPointer(temporaryKey), [UnsafeRawBufferPointer(first), two], into: second)
+            }
+            return (
+                SecretBytes(count: hashLength, protection: .heap) { $0.copyMemory(from: UnsafeRawBufferPointer(first)) },
+                SecretBytes(count: hashLength, protection: .heap) { $0.copyMemory(from: UnsafeRawBufferPointer(second)) }
+            )
         }
-        return outputs
     }
 
-    static func hmac(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
-        var state = crypto_auth_hmacsha256_state()
-        var output = [UInt8](repeating: 0, count: 32)
-        withBytePointer(key) { keyBytes, keyCount in
-            _ = crypto_auth_hmacsha256_init(&state, keyBytes, keyCount)
+    /// HMAC-SHA256(`key`, the concatenation of `parts`) into `output` (32 bytes), using `state`
+    /// (which the caller zeroes) instead of copying the parts together.
+    private static func hmac(
+        state: UnsafeMutablePointer<crypto_auth_hmacsha256_state>, key: UnsafeRawBufferPointer,
+        _ parts: [UnsafeRawBufferPointer], into output: UnsafeMutableRawBufferPointer
+    ) {
+        precondition(output.count == hashLength && key.count > 0, "HMAC-SHA256: a 32-byte output and a key")
+        _ = crypto_auth_hmacsha256_init(state, key.baseAddress!.assumingMemoryBound(to: UInt8.self), key.count)
+        for part in parts where part.count > 0 {
+            _ = crypto_auth_hmacsha256_update(state, part.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(part.count))
         }
-        withBytePointer(message) { input, count in
-            _ = crypto_auth_hmacsha256_update(&state, input, UInt64(count))
-        }
-        withMutableBytePointer(&output) { out in
-            _ = crypto_auth_hmacsha256_final(&state, out)
-        }
-        sodium_memzero(&state, MemoryLayout<crypto_auth_hmacsha256_state>.size)
-        return output
+        _ = crypto_auth_hmacsha256_final(state, output.baseAddress!.assumingMemoryBound(to: UInt8.self))
     }
 }
