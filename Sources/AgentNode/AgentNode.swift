@@ -55,6 +55,8 @@ public final class AgentNode: Service, Sendable {
 
     public func run() async throws {
         MemoryTuning.apply()
+        try PrivateFile.createDirectory(configuration.dataDirectory.path)
+        try configuration.dataDirectory.checkSafety(databasePath: configuration.databasePath)
         let identity = try Self.loadOrCreateIdentity(in: configuration.dataDirectory, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         let host = Network.Host(identity: identity, group: group, configuration: configuration.host, logger: logger)

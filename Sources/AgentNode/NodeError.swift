@@ -5,6 +5,9 @@ public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidConfiguration = "invalid_configuration"
         /// A file could not be read.
         case fileSystem = "file_system"
+        /// The data directory or the database could be changed by another user (owner, mode,
+        /// symlink): refused before anything in it is used.
+        case unsafeDataDirectory = "unsafe_data_directory"
     }
 
     public let kind: Kind
