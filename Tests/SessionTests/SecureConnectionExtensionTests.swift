@@ -134,6 +134,17 @@ struct SecureConnectionExtensionTests {
         #expect(!pair.client.isActive)
     }
 
+    @Test("a muxer name the peer chose is escaped in the error (issue #10 finding 9: forged log lines)")
+    func hostileMuxerNameEscaped() throws {
+        let forged = "/mplex/6.7.0\n2026-12-06T10:00:00+0000 critical agentd : identity key file replaced"
+        let pair = try Pair(clientMuxers: ["/yamux/1.0.0"], serverMuxers: [forged])
+        try pair.shuttle()
+        let error = try #require(pair.clientRecorder.errors.first as? SessionError)
+        #expect(error.kind == .negotiationFailed)
+        #expect(!error.message.contains("\n"), "\(error.message)")
+        #expect(error.message.contains("/mplex/6.7.0\\n2026-12-06"), "\(error.message)")
+    }
+
     // MARK: Rekeying
 
     @Test("both announce: a signal every 3 messages, both keys follow, every byte arrives")

@@ -132,7 +132,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         remotePeer = info.remotePeer
         establishedAt = .now()
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
-        logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer)"])
+        logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in

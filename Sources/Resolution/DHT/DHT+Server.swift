@@ -175,7 +175,7 @@ extension DHT {
                 return .refuse("PUT_VALUE value is not an .agent record: \(error.message)")
             }
             guard signed.record.name.recordKey == record.key else {
-                return .refuse("PUT_VALUE key \(String(decoding: record.key.prefix(300), as: UTF8.self)) does not match the record's name \(signed.record.name)")
+                return .refuse("PUT_VALUE key \(String(decoding: record.key.prefix(300), as: UTF8.self).escapedForLog()) does not match the record's name \(signed.record.name)")
             }
             do {
                 let acceptance = try store.put(signed, from: peer, now: unixClock())

@@ -1,4 +1,5 @@
 import Identity
+import Multiformats
 import NIOCore
 
 /// Upgrades a raw byte stream (a TCP connection) to an authenticated, encrypted libp2p connection,
@@ -300,7 +301,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             throw SessionError(
                 .negotiationFailed,
                 "no common muxer: we support \(configuration.muxers.joined(separator: ", ")), the peer announced "
-                    + remote.joined(separator: ", "))
+                    + remote.prefix(8).map { $0.escapedForLog(maximumLength: 64) }.joined(separator: ", "))
         }
         return chosen
     }
