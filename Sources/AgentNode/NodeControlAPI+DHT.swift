@@ -124,6 +124,12 @@ extension NodeControlAPI {
                 throw ControlAPIError.invalidParams("dht.get_closest needs \"key\": a peer id, a NAME.agent, or text")
             }
             let (key, kind) = try lookupKey(text)
+            // Peers refuse kad messages with longer keys (ours too, KadMessage): a lookup for one
+            // would only collect refusals, so it is refused here with a clear error instead.
+            guard key.count <= KadLimits.maximumKeyLength else {
+                throw ControlAPIError.invalidParams(
+                    "\"key\" is \(key.count) bytes; kad keys are at most \(KadLimits.maximumKeyLength) bytes")
+            }
             let result = await dht.lookupClosestPeers(to: key)
             let target = KademliaKey(hashing: key)
             return .object([

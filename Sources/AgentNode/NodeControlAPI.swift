@@ -46,7 +46,9 @@ enum NodeControlAPI {
 
         methods.register("connect") { params in
             let address = try multiaddr(params, "addr")
-            let connection = try await call { try await host.connect(to: address) }
+            // spec/control-api.md §8: the address given is dialled (or a connection dialled to it
+            // is reused), so a dead address or another peer's address fails even while connected.
+            let connection = try await call { try await host.connect(to: address, reuse: .sameAddress) }
             return .object([
                 "peer_id": .string(connection.remotePeer?.description ?? ""),
                 "addr": .string(address.description),
@@ -58,10 +60,7 @@ enum NodeControlAPI {
             guard let target = params["target"]?.stringValue else {
                 throw ControlAPIError.invalidParams("ping needs \"target\": a multiaddr with /p2p/ or a connected peer id")
             }
-            let count = params["count"]?.intValue ?? 1
-            guard (1...1000).contains(count) else {
-                throw ControlAPIError.invalidParams("\"count\" must be 1 to 1000")
-            }
+            let count = try integer(params, "count", in: 1...1000) ?? 1
             let peer = try await resolvePeer(target, host: host, dht: dht)
             let rtts = try await call { try await Ping.ping(host, peer: peer, count: count) }
             return .object([
@@ -74,7 +73,10 @@ enum NodeControlAPI {
             guard let target = params["target"]?.stringValue else {
                 throw ControlAPIError.invalidParams("perf needs \"target\": a multiaddr with /p2p/ or a connected peer id")
             }
-            guard let upload = params["upload"]?.uint64Value, let download = params["download"]?.uint64Value else {
+            // Capped: each byte costs both daemons work until it is sent (2^64 - 1 would never end).
+            guard let upload = try integer(params, "upload", in: 0...maximumPerfBytes),
+                let download = try integer(params, "download", in: 0...maximumPerfBytes)
+            else {
                 throw ControlAPIError.invalidParams("perf needs \"upload\" and \"download\" byte counts")
             }
             let peer = try await resolvePeer(target, host: host, dht: dht)
@@ -90,6 +92,23 @@ enum NodeControlAPI {
             ])
         }
         return methods
+    }
+
+    /// The most bytes one `perf` request may upload, and download (spec/control-api.md §8).
+    static let maximumPerfBytes: UInt64 = 1 << 30
+
+    /// The integer param `key` in `range`; `nil` when absent or `null`. A value of another type, a
+    /// fraction, or one out of range is `invalid_params` (never silently a default).
+    static func integer<T: FixedWidthInteger>(_ params: JSONValue, _ key: String, in range: ClosedRange<T>) throws -> T?
+    {
+        guard let value = params[key], value != .null else { return nil }
+        let integer = T.isSigned ? value.int64Value.flatMap(T.init(exactly:)) : value.uint64Value.flatMap(T.init(exactly:))
+        guard let integer, range.contains(integer) else {
+            let given = value.numberValue.map { "\($0)" } ?? "a \(value.typeName)"
+            throw ControlAPIError.invalidParams(
+                "\"\(key)\" must be an integer from \(range.lowerBound) to \(range.upperBound), not \(given)")
+        }
+        return integer
     }
 
     static func multiaddr(_ params: JSONValue, _ key: String) throws -> Multiaddr {
@@ -111,7 +130,7 @@ enum NodeControlAPI {
         }
         if target.hasPrefix("/") {
             let address = try multiaddr(.object(["addr": .string(target)]), "addr")
-            let connection = try await call { try await host.connect(to: address) }
+            let connection = try await call { try await host.connect(to: address, reuse: .sameAddress) }
             guard let peer = connection.remotePeer else { throw ControlAPIError.failed("connection has no peer") }
             return peer
         }

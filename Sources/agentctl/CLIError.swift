@@ -59,12 +59,15 @@ struct CLIError: Error {
         }
     }
 
-    /// Writes the error to stderr: one line (plus a hint) for people, one JSON object with `--json`.
+    /// Writes the error to stderr: one line (plus a hint) for people; with `--json`, one JSON
+    /// object on one line (spec/control-api.md §7), so that a script can read errors line by line.
     func report(json: Bool) {
         if json {
-            var object: [String: Any] = ["kind": kind, "message": message, "exit_code": Int(status.rawValue)]
-            if let hint { object["hint"] = hint }
-            Output.writeError(Output.json(["error": object]))
+            var object: [String: JSONValue] = [
+                "kind": .string(kind), "message": .string(message), "exit_code": .number(Int(status.rawValue)),
+            ]
+            if let hint { object["hint"] = .string(hint) }
+            Output.writeError(JSONValue.object(["error": .object(object)]).jsonText + "\n")
         } else {
             Output.writeError("agentctl: \(message)\n" + (hint.map { "hint: \($0)\n" } ?? ""))
         }

@@ -66,7 +66,9 @@ struct PeersCommand: AsyncParsableCommand {
 
 struct ConnectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "connect", abstract: "Connect to a peer by multiaddr (must end in /p2p/<peer id>).")
+        commandName: "connect",
+        abstract:
+            "Dial a peer at a multiaddr ending in /p2p/<peer id> (fails if that address is dead or another peer's).")
 
     @Argument(help: "The peer's multiaddr, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…")
     var multiaddr: String
@@ -112,9 +114,9 @@ struct PerfCommand: AsyncParsableCommand {
 
     @Argument(help: "A multiaddr ending in /p2p/<peer id>, or the peer id of a connected peer.")
     var target: String
-    @Option(help: "Bytes to upload.")
+    @Option(help: "Bytes to upload (at most 1 GiB, 1073741824).")
     var upload: UInt64 = 10_000_000
-    @Option(help: "Bytes to download.")
+    @Option(help: "Bytes to download (at most 1 GiB).")
     var download: UInt64 = 10_000_000
     @OptionGroup var daemon: DaemonOptions
     @OptionGroup var output: OutputOptions

@@ -76,6 +76,23 @@ struct ControlAPICLITests {
         }
     }
 
+    @Test("with --json an error is one line of compact JSON on stderr (spec §7)")
+    func oneLineErrors() async throws {
+        try await withServer { _, path in
+            let remote = try await run("api", "call", "fail", #"{"kind":"not_found"}"#, "--api-socket", path, "--json")
+            #expect(remote.status == 1)
+            #expect(
+                remote.stderr
+                    == #"{"error":{"exit_code":1,"kind":"unknown_name","message":"no such agent: bob.agent"}}"# + "\n")
+        }
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let unreachable = try await run("api", "call", "echo", "--data-dir", directory.path, "--json")
+        #expect(unreachable.status == 3)
+        #expect(unreachable.stderr.hasSuffix("}\n") && unreachable.stderr.filter { $0 == "\n" }.count == 1)
+        #expect(try unreachable.errorJSON()["error"] as? [String: Any] != nil)
+    }
+
     @Test("PARAMS_JSON that is not JSON, or not an object or array, is bad usage (exit 2)")
     func badParams() async throws {
         try await withServer { _, path in

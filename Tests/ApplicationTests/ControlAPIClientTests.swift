@@ -100,7 +100,7 @@ struct ControlAPIClientTests {
         }
     }
 
-    @Test("pending calls fail with connectionClosed when the daemon goes away")
+    @Test("a pending call fails with shutting_down when the daemon shuts down; later calls with connectionClosed")
     func daemonGoesAway() async throws {
         let test = TestMethods()
         let directory = try TemporaryDirectory()
@@ -116,6 +116,14 @@ struct ControlAPIClientTests {
             _ = try await call.value
             Issue.record("the call outlived the daemon")
         } catch let error as ControlAPIError {
+            #expect(error.kind == .remoteError)
+            #expect(error.code == -32000)
+            #expect(error.detail == "shutting_down")
+        }
+        do {
+            _ = try await client.call("echo")
+            Issue.record("a call after the shutdown succeeded")
+        } catch {
             #expect(error.kind == .connectionClosed)
         }
         test.gate.open()

@@ -18,13 +18,21 @@ struct ControlAPIJSONTests {
         #expect(value.jsonText == text)
     }
 
-    @Test("UInt64.max and Int64.min are exact; an integer past UInt64 becomes a Double")
+    @Test("UInt64.max and Int64.min are exact; an integer past 64 bits is a parse error, not a rounded Double")
     func integerRanges() throws {
         #expect(try JSONValue(parsing: "18446744073709551615").uint64Value == UInt64.max)
         #expect(try JSONValue(parsing: "-9223372036854775808").int64Value == Int64.min)
-        let huge = try JSONValue(parsing: "18446744073709551616")
-        #expect(huge.numberValue?.isInteger == false)
-        #expect(huge.doubleValue == 18446744073709551616.0)
+        for text in ["18446744073709551616", "-9223372036854775809", "[1,100000000000000000000000]"] {
+            do throws(ControlAPIError) {
+                let value = try JSONValue(parsing: text)
+                Issue.record("\(text) parsed as \(value.jsonText)")
+            } catch {
+                #expect(error.kind == .parseError)
+                #expect(error.message.contains("64 bits"))
+            }
+        }
+        // Written with an exponent or a fraction, the same magnitude is a Double, as §4 says.
+        #expect(try JSONValue(parsing: "1.8446744073709552e19").numberValue?.isInteger == false)
     }
 
     @Test(

@@ -243,6 +243,55 @@ struct ControlAPIServerTests {
         }
     }
 
+    @Test("1 MiB + 1 byte and then EOF, before the newline, is still answered line_too_long (spec §2)")
+    func tooLongLineThenEOF() async throws {
+        try await withServer { _, path in
+            // (One byte more is refused before the EOF: the framer allows one byte for a "\r".)
+            let tooLong = try await RawClient.connect(path)
+            try await tooLong.send(bytes: [UInt8](repeating: UInt8(ascii: "a"), count: (1 << 20) + 1))
+            try await tooLong.channel.close(mode: .output)
+            let response = try await tooLong.readJSON()
+            #expect(response.errorCode == -32600)
+            #expect(response.errorKind == "line_too_long")
+            #expect(response["id"] == .null)
+            #expect(await tooLong.readLine() == nil)
+            await tooLong.close()
+            // Exactly 1 MiB without its newline is an incomplete request: discarded, no answer.
+            let client = try await RawClient.connect(path)
+            try await client.send(bytes: [UInt8](repeating: UInt8(ascii: " "), count: 1 << 20))
+            try await client.channel.close(mode: .output)
+            #expect(await client.readLine() == nil)
+            await client.close()
+        }
+    }
+
+    @Test("at shutdown, requests still running are answered shutting_down before the connection closes")
+    func shutdownAnswersInFlight() async throws {
+        let test = TestMethods()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let server = try await ControlAPIServer.bind(
+            socketPath: directory.socketPath, methods: test.methods, logger: quietLogger)
+        let running = Task { await server.run() }
+        let client = try await RawClient.connect(directory.socketPath)
+        // `gated` ignores cancellation: the answer must not wait for the handler.
+        try await client.send(#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"gated"}"# + "\n")
+        try await client.send(#"{"jsonrpc":"2.0","id":"s","method":"sleep","params":{"ms":600000}}"# + "\n")
+        _ = await test.probe.waitFor("gated started")
+        #expect(try await client.roundTrip(#"{"jsonrpc":"2.0","id":"e","method":"echo"}"#)["id"] == "e")
+        await server.shutdown()
+        var answers: [JSONValue: String] = [:]
+        while let line = await client.readLine() {
+            let response = try JSONValue(parsing: line)
+            #expect(response.errorCode == -32000, "\(line)")
+            answers[response["id"] ?? .null] = response.errorKind
+        }
+        #expect(answers == [.number(UInt64.max): "shutting_down", "s": "shutting_down"])
+        test.gate.open()  // run() waits for every handler to return
+        await running.value
+        await client.close()
+    }
+
     @Test("seeded garbage bytes get parse or request errors; the server keeps serving")
     func garbage() async throws {
         try await withServer { _, path in

@@ -122,6 +122,39 @@ struct ControlAPISocketTests {
         }
     }
 
+    #if os(Linux)
+        @Test("every path of up to 103 bytes works, also in a long directory (no temporary path); 104 is refused")
+        func longestPath() async throws {
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            // A long directory and a short name: a temporary path in the directory would not fit.
+            let longDirectory =
+                directory.path + "/" + String(repeating: "d", count: 103 - 2 - directory.path.utf8.count - 1)
+            try FileManager.default.createDirectory(atPath: longDirectory, withIntermediateDirectories: false)
+            let path = longDirectory + "/s"
+            #expect(path.utf8.count == 103)
+            let server = try await ControlAPIServer.bind(
+                socketPath: path, methods: TestMethods().methods, logger: quietLogger)
+            let running = Task { await server.run() }
+            #expect(try mode(of: path) == 0o600)
+            let client = try await RawClient.connect(path)
+            #expect(try await client.roundTrip(#"{"jsonrpc":"2.0","id":1,"method":"echo"}"#)["id"] == 1)
+            await client.close()
+            await server.shutdown()
+            await running.value
+            #expect(!FileManager.default.fileExists(atPath: path))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: longDirectory).isEmpty)
+            do throws(ControlAPIError) {
+                _ = try await ControlAPIServer.bind(
+                    socketPath: path + "x", methods: TestMethods().methods, logger: quietLogger)
+                Issue.record("bound a 104-byte path")
+            } catch {
+                #expect(error.kind == .socketFailure)
+                #expect(error.message.contains("too long") && error.message.contains("103"))
+            }
+        }
+    #endif
+
     @Test("shutdown removes the socket file and is idempotent; then clients find the daemon unreachable")
     func shutdownRemovesSocket() async throws {
         let directory = try TemporaryDirectory()

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Limits of the control API server (spec/control-api.md §3). Every buffer the server keeps for a
 /// client is bounded by one of these; together they bound the memory one client can make it use to
 /// about `maxLineLength + maxOutboundBytes` (plus one socket read).
@@ -26,6 +28,9 @@ public struct ControlAPIConfiguration: Sendable, Hashable {
     public var maxConnections = 256
     /// The longest response the server sends; a longer result is answered with -32603 instead.
     public var maxResponseLength = defaultMaxResponseLength
+    /// At shutdown, how long a connection may take to receive its `shutting_down` answers before
+    /// it is closed regardless (a client that does not read would otherwise hold the shutdown).
+    public var shutdownGracePeriod: TimeAmount = .seconds(2)
 
     public init() {}
 }

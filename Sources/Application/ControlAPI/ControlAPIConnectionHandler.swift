@@ -76,8 +76,8 @@ final class ControlAPIConnectionHandler: ChannelDuplexHandler {
         if case ChannelEvent.inputClosed = event, case .open = state {
             // Half-close (`nc -N`, `socat`): the lines already read still get their answers. An
             // unterminated last line is discarded: only a newline completes a request.
+            state = .inputClosed
             processLines()
-            if case .open = state { state = .inputClosed }
             closeIfFinished()
             return
         }
@@ -109,6 +109,16 @@ final class ControlAPIConnectionHandler: ChannelDuplexHandler {
             return
         }
         resume()
+    }
+
+    /// The server is shutting down: read and take nothing more, close once what is written (the
+    /// `shutting_down` answers) has been taken by the socket.
+    func shutDown() {
+        switch state {
+        case .closed: return
+        case .open, .inputClosed, .closing: state = .closing
+        }
+        closeWhenIdle()
     }
 
     /// Closes once the bytes written so far have been taken by the socket.
@@ -149,7 +159,16 @@ final class ControlAPIConnectionHandler: ChannelDuplexHandler {
                 failConnection(error)
                 return
             }
-            guard let line else { break }
+            guard let line else {
+                // spec §2: a line over the limit is answered `line_too_long` even when the input
+                // ends before its newline (the framer allows one more byte for a "\r" that can now
+                // never come).
+                if case .inputClosed = state, framer.bufferedByteCount > framer.maxLineLength {
+                    failConnection(framer.tooLong(atLeast: framer.bufferedByteCount))
+                    return
+                }
+                break
+            }
             handle(line)
         }
         if readHeldBack, mayProceed, case .open = state, let context {

@@ -34,6 +34,7 @@ public final class ControlAPIServer: Sendable {
     private let logger: Logger
     private let state: NIOLockedValueBox<State>
     private let connections: AsyncStream<ControlAPIServerConnection>
+    private let gracePeriod: TimeAmount
 
     private struct State {
         var isShutDown = false
@@ -41,7 +42,7 @@ public final class ControlAPIServer: Sendable {
         /// Later ``shutdown()`` calls wait here for the first one to finish.
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var nextConnectionID: UInt64 = 1
-        var open: [UInt64: any Channel] = [:]
+        var open: [UInt64: ControlAPIServerConnection] = [:]
         /// Accepted connections go to `run()` through this; finished at shutdown. Unbounded as a
         /// type, bounded by `maxConnections` in use.
         var connectionsContinuation: AsyncStream<ControlAPIServerConnection>.Continuation
@@ -49,8 +50,9 @@ public final class ControlAPIServer: Sendable {
 
     private init(
         socketPath: String, serverChannel: any Channel, socketIdentity: UnixSocketFile.Identity, logger: Logger,
-        state: NIOLockedValueBox<State>, connections: AsyncStream<ControlAPIServerConnection>
+        state: NIOLockedValueBox<State>, connections: AsyncStream<ControlAPIServerConnection>, gracePeriod: TimeAmount
     ) {
+        self.gracePeriod = gracePeriod
         self.socketPath = socketPath
         self.serverChannel = serverChannel
         self.socketIdentity = socketIdentity
@@ -77,7 +79,8 @@ public final class ControlAPIServer: Sendable {
             return logger
         }()
         try checkLength(of: socketPath)
-        switch try UnixSocketFile.occupant(of: socketPath) {
+        let occupant = try UnixSocketFile.occupant(of: socketPath)
+        switch occupant {
         case .nothing:
             break
         case .otherFile:
@@ -93,43 +96,81 @@ public final class ControlAPIServer: Sendable {
             logger.info("replacing a stale control API socket left by a process that is gone")
         }
 
-        let privateDirectory = try UnixSocketFile.makePrivateDirectory(besides: socketPath)
-        let temporaryPath = privateDirectory + "/s"
-        var boundChannel: (any Channel)?
-        do throws(ControlAPIError) {
-            try checkLength(of: temporaryPath, for: socketPath)
-            let (connections, continuation) = AsyncStream.makeStream(of: ControlAPIServerConnection.self)
-            let state = NIOLockedValueBox(State(connectionsContinuation: continuation))
-            let channel: any Channel
-            do {
-                channel = try await ServerBootstrap(group: eventLoopGroup)
-                    .serverChannelOption(.backlog, value: 256)
-                    .childChannelOption(.allowRemoteHalfClosure, value: true)
-                    .childChannelInitializer { channel in
-                        accept(channel, state: state, methods: methods, configuration: configuration, logger: logger)
-                    }
-                    .bind(unixDomainSocketPath: temporaryPath)
-                    .get()
-            } catch {
-                throw ControlAPIError(.socketFailure, "cannot listen on \(socketPath): \(error)")
+        let (connections, continuation) = AsyncStream.makeStream(of: ControlAPIServerConnection.self)
+        let state = NIOLockedValueBox(State(connectionsContinuation: continuation))
+        let bootstrap = ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                accept(channel, state: state, methods: methods, configuration: configuration, logger: logger)
             }
-            boundChannel = channel
-            try UnixSocketFile.setOwnerOnly(temporaryPath)
-            try UnixSocketFile.move(temporaryPath, to: socketPath)
-            UnixSocketFile.removeQuietly(file: nil, directory: privateDirectory)
+        let channel = try await listen(at: socketPath, with: bootstrap, replacingStale: occupant != .nothing)
+        do throws(ControlAPIError) {
             guard case .socket(let identity) = try UnixSocketFile.occupant(of: socketPath) else {
                 throw ControlAPIError(.socketFailure, "the socket at \(socketPath) vanished right after it was created")
             }
             logger.info("control API listening")
             return ControlAPIServer(
                 socketPath: socketPath, serverChannel: channel, socketIdentity: identity, logger: logger, state: state,
-                connections: connections)
+                connections: connections, gracePeriod: configuration.shutdownGracePeriod)
         } catch {
-            try? await boundChannel?.close()
-            UnixSocketFile.removeQuietly(file: temporaryPath, directory: privateDirectory)
+            try? await channel.close()
             throw error
         }
     }
+
+    #if os(Linux)
+        /// Binds straight at `socketPath`, mode 0600 from the start (``UnixSocketFile/bindOwnerOnly(_:backlog:)``):
+        /// every path that fits `sun_path` works (spec/control-api.md §1).
+        private static func listen(
+            at socketPath: String, with bootstrap: ServerBootstrap, replacingStale: Bool
+        ) async throws(ControlAPIError) -> any Channel {
+            if replacingStale {
+                guard unlink(socketPath) == 0 || errno == ENOENT else {
+                    throw UnixSocketFile.failure("cannot remove the stale socket \(socketPath)", errno: errno)
+                }
+            }
+            let descriptor = try UnixSocketFile.bindOwnerOnly(socketPath, backlog: 256)
+            do {
+                // The channel owns the descriptor from here (it closes it; only if NIO cannot wrap it
+                // at all, which takes a failing fcntl, would it stay open until the process exits).
+                return try await bootstrap.withBoundSocket(descriptor).get()
+            } catch {
+                unlink(socketPath)
+                throw ControlAPIError(.socketFailure, "cannot listen on \(socketPath): \(error)")
+            }
+        }
+    #else
+        /// Binds in a fresh private directory (mode 0700) beside `socketPath`, makes the socket 0600
+        /// there and renames it into place: a socket file takes its mode from the umask at bind
+        /// time, and nobody can reach it inside the private directory before the `chmod`. The
+        /// temporary path must fit `sun_path` too.
+        private static func listen(
+            at socketPath: String, with bootstrap: ServerBootstrap, replacingStale: Bool
+        ) async throws(ControlAPIError) -> any Channel {
+            let privateDirectory = try UnixSocketFile.makePrivateDirectory(besides: socketPath)
+            let temporaryPath = privateDirectory + "/s"
+            var boundChannel: (any Channel)?
+            do throws(ControlAPIError) {
+                try checkLength(of: temporaryPath, for: socketPath)
+                let channel: any Channel
+                do {
+                    channel = try await bootstrap.bind(unixDomainSocketPath: temporaryPath).get()
+                } catch {
+                    throw ControlAPIError(.socketFailure, "cannot listen on \(socketPath): \(error)")
+                }
+                boundChannel = channel
+                try UnixSocketFile.setOwnerOnly(temporaryPath)
+                try UnixSocketFile.move(temporaryPath, to: socketPath)
+                UnixSocketFile.removeQuietly(file: nil, directory: privateDirectory)
+                return channel
+            } catch {
+                try? await boundChannel?.close()
+                UnixSocketFile.removeQuietly(file: temporaryPath, directory: privateDirectory)
+                throw error
+            }
+        }
+    #endif
 
     /// Serves requests until ``shutdown()`` is called or the calling task is cancelled; returns
     /// after the socket is removed and every request task has finished.
@@ -145,11 +186,13 @@ public final class ControlAPIServer: Sendable {
         }
     }
 
-    /// Stops accepting connections, closes every open connection and removes the socket file (if
-    /// it is still ours). Idempotent: every call returns once that is done. A running ``run()``
-    /// returns once its tasks have finished.
+    /// Stops accepting connections, removes the socket file (if it is still ours), answers every
+    /// request still running with `-32000 shutting_down` and closes every open connection once
+    /// that is written (at most `shutdownGracePeriod` later for a client that does not read).
+    /// Idempotent: every call returns once that is done. A running ``run()`` returns once its
+    /// tasks have finished: they are cancelled.
     public func shutdown() async {
-        let open: [any Channel]? = state.withLockedValue { state in
+        let open: [ControlAPIServerConnection]? = state.withLockedValue { state in
             guard !state.isShutDown else { return nil }
             state.isShutDown = true
             state.connectionsContinuation.finish()
@@ -167,8 +210,14 @@ public final class ControlAPIServer: Sendable {
         }
         try? await serverChannel.close()
         UnixSocketFile.remove(socketPath, ifIdentity: socketIdentity)
-        for channel in open {
-            try? await channel.close()
+        for connection in open {
+            let channel = connection.channel
+            let deadline = channel.eventLoop.scheduleTask(in: gracePeriod) { channel.close(promise: nil) }
+            channel.closeFuture.whenComplete { _ in deadline.cancel() }
+            connection.shutDown()
+        }
+        for connection in open {
+            try? await connection.channel.closeFuture.get()
         }
         logger.info("control API stopped")
         let waiters = state.withLockedValue { state in
@@ -188,23 +237,23 @@ public final class ControlAPIServer: Sendable {
         _ channel: any Channel, state: NIOLockedValueBox<State>, methods: ControlAPIMethods,
         configuration: ControlAPIConfiguration, logger: Logger
     ) -> EventLoopFuture<Void> {
-        let admitted: UInt64? = state.withLockedValue { state in
+        let admitted: ControlAPIServerConnection? = state.withLockedValue { state in
             guard !state.isShutDown, state.open.count < configuration.maxConnections else { return nil }
             let id = state.nextConnectionID
             state.nextConnectionID += 1
-            state.open[id] = channel
-            return id
+            let connection = ControlAPIServerConnection(
+                id: id, channel: channel, configuration: configuration, logger: logger)
+            state.open[id] = connection
+            return connection
         }
-        guard let id = admitted else {
+        guard let connection = admitted else {
             logger.warning("refusing a control API connection: \(configuration.maxConnections) are open")
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: configuration.maxConnections))
             }
         }
-        let connection = ControlAPIServerConnection(
-            id: id, channel: channel, configuration: configuration, logger: logger)
         channel.closeFuture.whenComplete { _ in
-            _ = state.withLockedValue { $0.open.removeValue(forKey: id) }
+            _ = state.withLockedValue { $0.open.removeValue(forKey: connection.id) }
         }
         return channel.eventLoop.makeCompletedFuture {
             let handler = ControlAPIConnectionHandler(connection: connection, methods: methods)
@@ -220,7 +269,10 @@ public final class ControlAPIServer: Sendable {
 
     // MARK: - Socket path
 
-    /// `sun_path` holds 108 bytes on Linux and 104 on macOS, including the terminating NUL.
+    /// `sun_path` holds 108 bytes on Linux and 104 on macOS, including the terminating NUL; SwiftNIO,
+    /// which both the server and the client use, takes at most 103 bytes on every platform.
+    static let maximumPathLength = 103
+
     private static func checkLength(of path: String, for requested: String? = nil) throws(ControlAPIError) {
         do {
             _ = try SocketAddress(unixDomainSocketPath: path)
@@ -232,7 +284,9 @@ public final class ControlAPIServer: Sendable {
                         + "must fit a Unix socket address too); use a shorter path")
             }
             throw ControlAPIError(
-                .socketFailure, "the socket path \(path) (\(path.utf8.count) bytes) is too long for a Unix socket")
+                .socketFailure,
+                "the socket path \(path) is \(path.utf8.count) bytes, too long for a Unix socket (at most \(maximumPathLength)); use a shorter path"
+            )
         }
     }
 

@@ -14,6 +14,8 @@ final class ControlAPIServerConnection: Sendable {
     struct Work: Sendable {
         var request: JSONRPCRequest
         var handler: ControlAPIMethods.Handler
+        /// Names the request among those awaiting an answer (ids may repeat); set by ``submit(_:)``.
+        var token: UInt64 = 0
     }
 
     enum Message {
@@ -27,6 +29,12 @@ final class ControlAPIServerConnection: Sendable {
     private struct Outbound {
         var pendingBytes = 0
         var isClosed = false
+        /// Set by ``shutDown()``: no request is taken any more.
+        var isShuttingDown = false
+        var nextToken: UInt64 = 1
+        /// Requests with an id whose response is not sent yet, by token: at shutdown each is
+        /// answered `shutting_down` at once, and its own answer, if it comes, is not sent.
+        var unanswered: [UInt64: JSONValue] = [:]
     }
 
     let id: UInt64
@@ -60,10 +68,38 @@ final class ControlAPIServerConnection: Sendable {
 
     var pendingBytes: Int { outbound.withLockedValue { $0.pendingBytes } }
 
-    /// Hands a request to ``serve()``. False when the connection is no longer served.
+    /// Hands a request to ``serve()``. False when the connection is no longer served (closed, or
+    /// the server is shutting down).
     func submit(_ work: Work) -> Bool {
+        var work = work
+        let admitted = outbound.withLockedValue { state -> Bool in
+            guard !state.isShuttingDown, !state.isClosed else { return false }
+            work.token = state.nextToken
+            state.nextToken += 1
+            if let id = work.request.id { state.unanswered[work.token] = id }
+            return true
+        }
+        guard admitted else { return false }
         if case .enqueued = requestsContinuation.yield(work) { return true }
+        outbound.withLockedValue { _ = $0.unanswered.removeValue(forKey: work.token) }
         return false
+    }
+
+    /// The server is shutting down (spec/control-api.md §1): every request still running is
+    /// answered `-32000 shutting_down` now, whether or not its handler heeds the cancellation that
+    /// follows; no further request is taken; the connection closes once those answers are written.
+    func shutDown() {
+        let unanswered = outbound.withLockedValue { state -> [(UInt64, JSONValue)] in
+            state.isShuttingDown = true
+            defer { state.unanswered = [:] }
+            return state.unanswered.sorted { $0.key < $1.key }
+        }
+        let error = ControlAPIError(.failed, "the daemon is shutting down", detail: "shutting_down")
+        for (_, id) in unanswered {
+            try? send(JSONRPCResponse.failure(id: id, error: error), as: .response)
+        }
+        requestsContinuation.finish()  // serve() ends its loop and cancels the running requests
+        onLoop { $0.shutDown() }
     }
 
     /// The channel is closed: no more requests, and every send from now on throws.
@@ -99,23 +135,25 @@ final class ControlAPIServerConnection: Sendable {
                     "control API method failed", metadata: ["method": "\(request.method)", "error": "\(error)"])
             }
             guard request.id != nil else { return }  // a notification gets no response
-            try? send(answer, as: .response)
+            try? send(answer, as: .response, answering: work.token)
         case .subscription(let handler):
             // A subscription needs an id for its response; invoked as a notification it is ignored.
             guard let id = request.id else { return }
-            let subscriber = ControlAPISubscriber(connection: self, requestID: id)
+            let subscriber = ControlAPISubscriber(connection: self, requestID: id, token: work.token)
             do {
                 try await handler(request.params, subscriber)
                 if !subscriber.isAccepted {
                     let error = ControlAPIError(
                         .internalError, "the subscription \(request.method) ended without accepting")
-                    try? send(JSONRPCResponse.failure(id: id, error: error), as: .response)
+                    try? send(JSONRPCResponse.failure(id: id, error: error), as: .response, answering: work.token)
                     return
                 }
                 logger.debug("subscription ended", metadata: ["method": "\(request.method)"])
             } catch {
                 if !subscriber.isAccepted {
-                    try? send(JSONRPCResponse.failure(id: id, error: Self.answerError(for: error)), as: .response)
+                    try? send(
+                        JSONRPCResponse.failure(id: id, error: Self.answerError(for: error)), as: .response,
+                        answering: work.token)
                     return
                 }
                 if !isClosed {
@@ -140,8 +178,9 @@ final class ControlAPIServerConnection: Sendable {
 
     /// Encodes `message` as one line and writes it. Throws `connectionClosed` when the connection is
     /// closed, and for a notification `slowConsumer` when it would pass the pending-bytes limit (the
-    /// connection is then closed).
-    func send(_ message: JSONValue, as kind: Message) throws(ControlAPIError) {
+    /// connection is then closed). With `token`, the message is the response to that request and
+    /// is dropped if the request was answered already (at shutdown).
+    func send(_ message: JSONValue, as kind: Message, answering token: UInt64? = nil) throws(ControlAPIError) {
         var buffer = channel.allocator.buffer(capacity: 256)
         buffer.writeJSONValue(message)
         if buffer.readableBytes > configuration.maxResponseLength {
@@ -156,9 +195,10 @@ final class ControlAPIServerConnection: Sendable {
         buffer.writeInteger(UInt8(ascii: "\n"))
         let count = buffer.readableBytes
         let limit = configuration.maxOutboundBytesPerConnection
-        enum Verdict { case write, closed, drop(pending: Int) }
+        enum Verdict { case write, closed, drop(pending: Int), answered }
         let verdict = outbound.withLockedValue { state -> Verdict in
             if state.isClosed { return .closed }
+            if let token, state.unanswered.removeValue(forKey: token) == nil { return .answered }
             if kind == .notification && state.pendingBytes + count > limit {
                 state.isClosed = true
                 return .drop(pending: state.pendingBytes)
@@ -177,6 +217,8 @@ final class ControlAPIServerConnection: Sendable {
             throw ControlAPIError(
                 .slowConsumer,
                 "the client did not read \(pending) bytes of notifications (limit \(limit)); it was dropped")
+        case .answered:
+            return
         case .write:
             channel.writeAndFlush(buffer).whenComplete { _ in self.didWrite(count) }
         }

@@ -12,11 +12,13 @@ import NIOConcurrencyHelpers
 public final class ControlAPISubscriber: Sendable {
     private let connection: ControlAPIServerConnection
     private let requestID: JSONValue?
+    private let token: UInt64
     private let accepted = NIOLockedValueBox(false)
 
-    init(connection: ControlAPIServerConnection, requestID: JSONValue?) {
+    init(connection: ControlAPIServerConnection, requestID: JSONValue?, token: UInt64) {
         self.connection = connection
         self.requestID = requestID
+        self.token = token
     }
 
     /// Sends the response to the subscribe request (`result`, e.g. a subscription id). Call it once,
@@ -28,7 +30,7 @@ public final class ControlAPISubscriber: Sendable {
         }
         precondition(first, "ControlAPISubscriber.accept called twice")
         guard let requestID else { return }
-        try connection.send(JSONRPCResponse.success(id: requestID, result: result), as: .response)
+        try connection.send(JSONRPCResponse.success(id: requestID, result: result), as: .response, answering: token)
     }
 
     /// Sends the notification `{"jsonrpc":"2.0","method":method,"params":params}` (no `params`

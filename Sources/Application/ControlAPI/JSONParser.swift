@@ -305,6 +305,10 @@ private struct Cursor {
         if isInteger {
             if let value = Int64(text) { return JSONNumber(value) }
             if let value = UInt64(text) { return JSONNumber(value) }
+            // spec/control-api.md §4: an integer is an exact 64-bit value. Rounding a larger one to
+            // a Double would answer an id of 2^64 as 1.8446744073709552e+19, a different id.
+            index = start
+            throw error("integer \(text.prefix(40)) does not fit in 64 bits")
         }
         guard let value = Double(text), value.isFinite else {
             index = start

@@ -56,7 +56,8 @@ struct LineFramer {
         return line
     }
 
-    private func tooLong(atLeast length: Int) -> ControlAPIError {
+    /// The error for a line of at least `length` bytes, over ``maxLineLength``.
+    func tooLong(atLeast length: Int) -> ControlAPIError {
         ControlAPIError(
             .invalidRequest,
             "line longer than \(maxLineLength) bytes (\(length) bytes without a newline so far); the connection is closed",

@@ -87,10 +87,21 @@ public final class Host: Sendable {
     /// The protocol ids we serve.
     public var protocols: [String] { core.protocolIDs }
 
-    /// Connects to `address`, which must end in `/p2p/<peer id>`; reuses a live connection to that
-    /// peer. Fails if the peer that answers is not that peer.
-    public func connect(to address: Multiaddr) async throws -> Connection {
-        try await core.connect(to: address)
+    /// What ``connect(to:reuse:)`` does when a connection to the address's peer is already live.
+    public enum ConnectionReuse: Sendable {
+        /// Any live connection to the peer is used; `address` is dialled only without one.
+        case anyToPeer
+        /// A live connection is used only if it was dialled to `address` itself; otherwise
+        /// `address` is dialled, so an unreachable address or another peer's address fails even
+        /// while the peer is connected (addresses a user typed: `agentctl connect`, ping, perf).
+        case sameAddress
+    }
+
+    /// Connects to `address`, which must end in `/p2p/<peer id>`; `reuse` says when a live
+    /// connection to that peer answers instead of a dial. Fails if the peer that answers is not
+    /// that peer (`SessionError` `peer_id_mismatch`).
+    public func connect(to address: Multiaddr, reuse: ConnectionReuse = .anyToPeer) async throws -> Connection {
+        try await core.connect(to: address, reuse: reuse)
     }
 
     /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.

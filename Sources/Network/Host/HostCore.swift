@@ -209,7 +209,7 @@ final class HostCore: @unchecked Sendable {
 
     // MARK: Dialling
 
-    func connect(to address: Multiaddr) async throws -> Connection {
+    func connect(to address: Multiaddr, reuse: Host.ConnectionReuse = .anyToPeer) async throws -> Connection {
         guard let multihash = address.peerIDMultihash else {
             throw NetworkError(.invalidAddress, "\(address) has no /p2p/<peer id>: the peer to authenticate is unknown")
         }
@@ -221,6 +221,9 @@ final class HostCore: @unchecked Sendable {
         }
         guard peer != peerID else {
             throw NetworkError(.invalidAddress, "\(address) is this node itself")
+        }
+        if reuse == .sameAddress {
+            return try await connectThrough(address, peer: peer)
         }
         let (future, isNew) = lock.withLock { () -> (EventLoopFuture<Connection>?, Bool) in
             if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) {
@@ -235,6 +238,24 @@ final class HostCore: @unchecked Sendable {
         lock.withLock { pendingDials[peer] = dial }
         defer { lock.withLock { pendingDials[peer] = nil } }
         return try await dial.get()
+    }
+
+    /// `connect(to:reuse: .sameAddress)`: a live connection counts only if it runs to `address`
+    /// itself; otherwise `address` is dialled, and the handshake proves the peer there is `peer`. A
+    /// user who names an address asks about that address: answering from a connection the peer
+    /// made to us (or that we made elsewhere) would report a dead address or the wrong peer's
+    /// address as working. The dial is not shared with `pendingDials`, which stand for "some
+    /// connection to the peer", not for this address.
+    private func connectThrough(_ address: Multiaddr, peer: PeerID) async throws -> Connection {
+        let target = Multiaddr(address.components.filter { if case .p2p = $0 { return false } else { return true } })
+        let existing = lock.withLock {
+            connectionsByPeer[peer]?.first { !$0.isClosing && $0.direction == .outbound && $0.remoteAddress == target }
+        }
+        if let existing { return existing }
+        let eventLoop = group.next()
+        let dialled = try await eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }.get()
+        // One logical connection per peer (`register`): the new one may have lost to an older one.
+        return connection(to: peer) ?? dialled
     }
 
     private func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {

@@ -37,12 +37,19 @@ public enum Perf {
     }
 
     /// Runs perf against `peer`: uploads `upload` bytes, then downloads `download` bytes.
+    /// Cancelling the task resets the stream (a write waiting for the peer's window or a read
+    /// waiting for its bytes ends at once) and throws `CancellationError`.
     public static func run(_ host: Host, peer: PeerID, upload: UInt64, download: UInt64) async throws -> Result {
         let stream = try await host.newStream(to: peer, protocols: [protocolID])
         do {
-            return try await run(on: stream, peer: peer, upload: upload, download: download)
+            return try await withTaskCancellationHandler {
+                try await run(on: stream, peer: peer, upload: upload, download: download)
+            } onCancel: {
+                stream.reset()
+            }
         } catch {
             stream.reset()
+            try Task.checkCancellation()
             throw error
         }
     }

@@ -21,11 +21,25 @@ public enum Ping {
         }
     }
 
-    /// Pings `peer` `count` times on one stream and returns the round-trip times.
+    /// Pings `peer` `count` times on one stream and returns the round-trip times. Cancelling the
+    /// task resets the stream and throws `CancellationError`.
     /// - Throws: `NetworkError.protocolViolation` if an echo differs from what was sent.
     public static func ping(_ host: Host, peer: PeerID, count: Int = 1) async throws -> [Duration] {
         let stream = try await host.newStream(to: peer, protocols: [protocolID])
         defer { stream.reset() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await ping(on: stream, peer: peer, count: count)
+            } onCancel: {
+                stream.reset()
+            }
+        } catch {
+            try Task.checkCancellation()
+            throw error
+        }
+    }
+
+    private static func ping(on stream: MuxedStream, peer: PeerID, count: Int) async throws -> [Duration] {
         var rtts: [Duration] = []
         let clock = ContinuousClock()
         for _ in 0..<count {
