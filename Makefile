@@ -14,9 +14,9 @@ run: build
 	$$($(SWIFT) build --show-bin-path)/agentd $(AGENTD_ARGS)
 
 # The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests,
-# then the many-node DHT networks on their own (they load both cores for a minute or two, which
-# would skew the timing-sensitive hostile-peer tests if run alongside).
-NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests
+# then the many-node DHT networks and the identify flood on their own (they load both cores for a
+# minute or two, which would skew the timing-sensitive hostile-peer tests if run alongside).
+NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests
 test: deps
 	$(SWIFT) build --build-tests
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(NETWORK_SUITES)'

@@ -46,9 +46,13 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public let eventLoop: EventLoop
     var logger: Logger
     private let configuration: YamuxConfiguration
-    private let idleTimeout: TimeAmount?
-    /// When the last stream went away (or the connection was established); nil while streams live.
-    private var idleSince: NIODeadline?
+    private let liveness: ConnectionLiveness
+    /// The last frame on any stream, received or sent (or the establishment): idleness counts from
+    /// it (`ConnectionLiveness`).
+    private var lastStreamTraffic = NIODeadline.now()
+    /// Past this after establishment without a completed identify, the connection is closed.
+    private let identifyTimeout: TimeAmount?
+    private var identifyDeadline: Scheduled<Void>?
     private weak var host: HostCore?
 
     private var context: ChannelHandlerContext?
@@ -91,10 +95,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     init(
         id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
-        configuration: YamuxConfiguration, idleTimeout: TimeAmount? = nil, logger: Logger
+        configuration: YamuxConfiguration, liveness: ConnectionLiveness, identifyTimeout: TimeAmount?, logger: Logger
     ) {
         self.id = id
-        self.idleTimeout = idleTimeout
+        self.liveness = liveness
+        self.identifyTimeout = identifyTimeout
         self.direction = direction
         self.eventLoop = eventLoop
         self.host = host
@@ -131,12 +136,18 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
         remotePeer = info.remotePeer
         establishedAt = .now()
+        lastStreamTraffic = establishedAt!
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             loopBound.value.tick()
+        }
+        if let identifyTimeout {
+            identifyDeadline = context.eventLoop.scheduleTask(in: identifyTimeout) {
+                loopBound.value.identifyDeadlinePassed(identifyTimeout)
+            }
         }
         establishedDone = true
         established.succeed(self)
@@ -190,8 +201,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
             }
             guard let frame = next else { return }
+            let now = NIODeadline.now()
+            if frame.streamID != .session { lastStreamTraffic = now }
             // `session!` mutates in place: a local copy would copy the stream table per frame.
-            let actions = try session!.receive(frame, now: .now())
+            let actions = try session!.receive(frame, now: now)
             perform(actions)
         }
     }
@@ -222,21 +235,20 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     private func tick() {
         guard session != nil else { return }
-        // Idle timeout: a connection that carried no stream for `idleTimeout` is closed.
-        if streams.isEmpty {
-            let now = NIODeadline.now()
-            if let since = idleSince, let idleTimeout, now - since >= idleTimeout {
-                logger.debug("closing idle connection", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
-                close(error: nil)
-                return
-            }
-            if idleSince == nil { idleSince = now }
+        let now = NIODeadline.now()
+        // Idle timeout (`ConnectionLiveness`), unless a part of the node protects the peer.
+        if liveness.idleTimeoutExpired(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now),
+            !isProtected
+        {
+            logger.debug("closing idle connection", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+            close(error: nil)
+            return
+        }
+        if liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now) {
             host?.trimIfCrowded()
-        } else {
-            idleSince = nil
         }
         do {
-            let actions = try session!.tick(now: .now())
+            let actions = try session!.tick(now: now)
             perform(actions)
         } catch {
             logger.info("connection keepalive failed: \(error)")
@@ -331,6 +343,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         // socket's writability.
         let (frames, followUp) = session!.nextOutboundFrames(maximumBytes: Self.pumpBudget)
         let pulled = frames.reduce(0) { $0 + 12 + $1.payload.readableBytes }
+        if frames.contains(where: { $0.streamID != .session }) { lastStreamTraffic = .now() }
         if !frames.isEmpty {
             var buffer = context.channel.allocator.buffer(capacity: pulled)
             for frame in frames { buffer.writeYamuxFrame(frame) }
@@ -590,6 +603,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private func finish(error: Error) {
         tickTask?.cancel()
         tickTask = nil
+        identifyDeadline?.cancel()
+        identifyDeadline = nil
         closed = true
         finished = true
         for id in Array(streams.keys) { fail(stream: id, with: error) }
@@ -607,11 +622,13 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             latency: session?.smoothedRTT)
     }
 
-    /// Closes the connection (GoAway) if it carries no stream at this moment; whether it did.
-    /// Trimming decides from a snapshot, and a stream may have opened since.
+    /// Closes the connection (GoAway) if it is idle and its peer unprotected at this moment;
+    /// whether it did. Trimming decides from a snapshot, and a stream may have moved since.
     func closeIfIdle() -> EventLoopFuture<Bool> {
         eventLoop.submit { [self] in
-            guard streams.isEmpty, !closed else { return false }
+            guard !closed, liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: .now()),
+                !isProtected
+            else { return false }
             closingFlag.withLockedValue { $0 = true }
             close(error: nil)
             return true
@@ -619,8 +636,36 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// What trimming needs to know; must be called on the event loop.
-    func activity() -> (streams: Int, establishedAt: NIODeadline?, idleSince: NIODeadline?) {
-        (streams.count, establishedAt, idleSince)
+    func activity(now: NIODeadline = .now()) -> (
+        streams: Int, isIdle: Bool, establishedAt: NIODeadline?, lastStreamTraffic: NIODeadline
+    ) {
+        let isIdle = liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now)
+        return (streams.count, isIdle, establishedAt, lastStreamTraffic)
+    }
+
+    /// Whether a part of the node protects the peer (`Host.protect`).
+    private var isProtected: Bool {
+        guard let remotePeer, let host else { return false }
+        return host.isProtected(remotePeer)
+    }
+
+    /// identify over this connection succeeded: the identify deadline no longer applies.
+    func identifyCompleted() {
+        eventLoop.execute { [self] in
+            identifyDeadline?.cancel()
+            identifyDeadline = nil
+        }
+    }
+
+    /// A peer that upgraded the connection but did not complete identify within `timeout` does not
+    /// speak libp2p as it must (or wants to hold a slot): closed (issue #10, finding 1).
+    private func identifyDeadlinePassed(_ timeout: TimeAmount) {
+        identifyDeadline = nil
+        guard !closed else { return }
+        logger.info(
+            "closing connection: identify did not complete within \(timeout.nanoseconds / 1_000_000) ms",
+            metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+        close(error: nil)
     }
 
     /// Rekeys of the connection's Noise session so far, ours and the peer's (tests, status).

@@ -22,12 +22,25 @@ public final class Host: Sendable {
         public var handshakeTimeout: TimeAmount = .seconds(10)
         /// Dials give up after this long.
         public var dialTimeout: TimeAmount = .seconds(15)
-        /// Connections without streams for this long are closed (nil: never).
+        /// Idle connections (see `streamQuietPeriod`) are closed after this long without stream
+        /// traffic (nil: never), unless their peer is protected (`Host.protect`).
         public var idleTimeout: TimeAmount? = .seconds(300)
+        /// A connection with open streams counts as idle, for trimming and `idleTimeout`, once none
+        /// of its streams moved a frame for this long: a stream the peer opened and left silent
+        /// does not keep a connection busy for ever.
+        public var streamQuietPeriod: TimeAmount = .seconds(30)
+        /// A connection on which identify has not completed this long after the upgrade is closed
+        /// (a peer that speaks yamux but not libp2p cannot hold a connection slot).
+        public var identifyTimeout: TimeAmount = .seconds(30)
+        /// Our own identify exchange (stream, negotiation, response) gives up after this long.
+        public var identifyStreamTimeout: TimeAmount = .seconds(10)
+        /// A stream that has not agreed its protocol (multistream-select) this long after it
+        /// opened is reset, inbound and outbound.
+        public var streamNegotiationTimeout: TimeAmount = .seconds(10)
         /// Trimming (as go-libp2p's connection manager): once more than `connectionHighWater`
-        /// connections are established, idle ones (no stream, established at least
+        /// connections are established, idle ones (see `streamQuietPeriod`; established at least
         /// `connectionGracePeriod` ago) are closed, the longest idle first, until
-        /// `connectionLowWater` remain. A connection carrying a stream is never trimmed. DHT lookups
+        /// `connectionLowWater` remain. A busy or protected connection is never trimmed. DHT lookups
         /// connect to many peers once; without trimming a busy node would hold them all until the
         /// idle timeout and reach `maximumConnections`. Defaults 160 / 192 / 60 s, as go-libp2p.
         public var connectionLowWater = 160
@@ -120,7 +133,8 @@ public final class Host: Sendable {
     ) async throws -> MuxedStream {
         let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
         do {
-            return try await raw.negotiateOutbound(proposals: protocols)
+            return try await raw.negotiateOutbound(
+                proposals: protocols, timeout: core.configuration.streamNegotiationTimeout)
         } catch {
             raw.reset()
             throw error
@@ -136,7 +150,8 @@ public final class Host: Sendable {
     ) async throws -> MuxedStream {
         let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
         do {
-            return try await raw.negotiateOutboundLazy(protocolID: protocolID, initial: initial)
+            return try await raw.negotiateOutboundLazy(
+                protocolID: protocolID, initial: initial, timeout: core.configuration.streamNegotiationTimeout)
         } catch {
             raw.reset()
             throw error
@@ -154,8 +169,23 @@ public final class Host: Sendable {
     /// Snapshots of all established connections.
     public func connections() async -> [ConnectionInfo] { await core.connectionInfos() }
 
-    /// What identify told us about `peer`.
+    /// What identify told us about `peer`, while it is connected (the peer store keeps connected
+    /// peers only).
     public func peerInfo(_ peer: PeerID) -> IdentifyInfo? { core.peerInfo(peer) }
+
+    /// Protects `peer`'s connections under `tag`: while any tag holds, they are never trimmed nor
+    /// closed by the idle timeout (go-libp2p's connection manager `Protect`). For a part of the node
+    /// that needs the connection kept although it may carry no traffic for a while (a relay
+    /// reservation, a conversation waiting for a response, a mailbox transfer). The protection
+    /// belongs to the peer and lasts until `unprotect`, across reconnections.
+    public func protect(_ peer: PeerID, tag: String) { core.protect(peer, tag: tag) }
+
+    /// Removes `tag` from `peer`'s protection; returns whether another tag still protects it.
+    @discardableResult
+    public func unprotect(_ peer: PeerID, tag: String) -> Bool { core.unprotect(peer, tag: tag) }
+
+    /// Whether `peer` is protected under `tag`, or under any tag when `tag` is nil.
+    public func isProtected(_ peer: PeerID, tag: String? = nil) -> Bool { core.isProtected(peer, tag: tag) }
 
     /// Closes listeners and connections (GoAway on each).
     public func shutdown() async {

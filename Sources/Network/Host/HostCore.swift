@@ -36,7 +36,8 @@ final class HostCore: @unchecked Sendable {
     private var nextTaskID = 0
     private var listeners: [Channel] = []
     private var boundAddresses: [Multiaddr] = []
-    private var peerInfos: [PeerID: IdentifyInfo] = [:]
+    private var peerStore = PeerStore()
+    private var protection = ConnectionProtection()
     private var nextConnectionID = 1
     private var isShutDown = false
     private var trimming = false
@@ -112,9 +113,33 @@ final class HostCore: @unchecked Sendable {
         if isNew { Identify.pushToAll(core: self) }
     }
 
-    func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerInfos[peer] } }
+    func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerStore.info(for: peer) } }
 
-    func setPeerInfo(_ info: IdentifyInfo, for peer: PeerID) { lock.withLock { peerInfos[peer] = info } }
+    /// Stores what identify over `connection` told us, if that connection is still registered (an
+    /// answer that arrives after the peer left is dropped: the store keeps connected peers only).
+    /// Whether it was stored.
+    @discardableResult
+    func setPeerInfo(_ info: IdentifyInfo, from connection: Connection) -> Bool {
+        guard let peer = connection.remotePeer else { return false }
+        return lock.withLock {
+            guard connectionsByPeer[peer]?.contains(where: { $0 === connection }) == true else { return false }
+            peerStore.set(info, for: peer)
+            return true
+        }
+    }
+
+    /// Peers in the peer store, and peers with an established connection, read together (tests).
+    var peerStoreOccupancy: (stored: Int, connected: Int) {
+        lock.withLock { (peerStore.count, connectionsByPeer.count) }
+    }
+
+    func protect(_ peer: PeerID, tag: String) { lock.withLock { protection.protect(peer, tag: tag) } }
+
+    func unprotect(_ peer: PeerID, tag: String) -> Bool { lock.withLock { protection.unprotect(peer, tag: tag) } }
+
+    func isProtected(_ peer: PeerID, tag: String? = nil) -> Bool {
+        lock.withLock { protection.isProtected(peer, tag: tag) }
+    }
 
     func connection(to peer: PeerID) -> Connection? {
         lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing } }
@@ -127,7 +152,9 @@ final class HostCore: @unchecked Sendable {
         }
         return Connection(
             id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: configuration.yamux,
-            idleTimeout: configuration.idleTimeout, logger: logger)
+            liveness: ConnectionLiveness(
+                streamQuietPeriod: configuration.streamQuietPeriod, idleTimeout: configuration.idleTimeout),
+            identifyTimeout: configuration.identifyTimeout, logger: logger)
     }
 
     /// Socket reads adapt between 2 KiB and 256 KiB (NIO's default stops at 64 KiB). A Noise
@@ -372,33 +399,42 @@ final class HostCore: @unchecked Sendable {
         }
     }
 
-    /// Closes idle connections, the longest idle first, until `connectionLowWater` remain (or no
-    /// idle one is left); returns how many it closed.
+    /// Closes idle connections (`ConnectionLiveness`) of unprotected peers, the longest idle first,
+    /// until `connectionLowWater` remain (or no such connection is left); returns how many it closed.
     @discardableResult
     func trim() async -> Int {
-        let all = lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
-        let excess = all.count - configuration.connectionLowWater
+        let (live, unprotected) = lock.withLock { () -> (Int, [Connection]) in
+            var live = 0
+            var unprotected: [Connection] = []
+            for (peer, connections) in connectionsByPeer {
+                let open = connections.filter { !$0.isClosing }
+                live += open.count
+                if !protection.isProtected(peer) { unprotected += open }
+            }
+            return (live, unprotected)
+        }
+        let excess = live - configuration.connectionLowWater
         guard excess > 0 else { return 0 }
         let now = NIODeadline.now()
         var idle: [(connection: Connection, since: NIODeadline)] = []
-        for connection in all {
-            guard let state = try? await connection.eventLoop.submit({ connection.activity() }).get(),
-                state.streams == 0, let established = state.establishedAt,
+        for connection in unprotected {
+            guard let state = try? await connection.eventLoop.submit({ connection.activity(now: now) }).get(),
+                state.isIdle, let established = state.establishedAt,
                 now - established >= configuration.connectionGracePeriod
             else { continue }
-            idle.append((connection, state.idleSince ?? established))
+            idle.append((connection, state.lastStreamTraffic))
         }
         idle.sort { $0.since < $1.since }
         var closed = 0
         for (connection, _) in idle where closed < excess {
-            // Checked again on the connection's loop: one that got a stream meanwhile stays.
+            // Checked again on the connection's loop: one that got busy (or protected) meanwhile stays.
             if (try? await connection.closeIfIdle().get()) == true { closed += 1 }
         }
         if closed > 0 {
             logger.info(
                 "trimmed idle connections",
                 metadata: [
-                    "closed": "\(closed)", "connections": "\(all.count)",
+                    "closed": "\(closed)", "connections": "\(live)",
                     "low": "\(configuration.connectionLowWater)", "high": "\(configuration.connectionHighWater)",
                 ])
         }
@@ -409,11 +445,18 @@ final class HostCore: @unchecked Sendable {
         guard let peer = connection.remotePeer else { return }
         let wasRegistered = lock.withLock { connectionsByPeer[peer]?.contains { $0 === connection } ?? false }
         guard wasRegistered else { return }
-        lock.withLock {
-            connectionsByPeer[peer]?.removeAll { $0 === connection }
-            if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
-        }
+        lock.withLock { unregister(connection, of: peer) }
         logger.info("disconnected", metadata: ["peer": "\(peer)", "conn": "\(connection.id)"])
+    }
+
+    /// Removes `connection` from the registry; with the peer's last connection, its peer store
+    /// entry goes too. Under `lock`.
+    private func unregister(_ connection: Connection, of peer: PeerID) {
+        connectionsByPeer[peer]?.removeAll { $0 === connection }
+        if connectionsByPeer[peer]?.isEmpty == true {
+            connectionsByPeer[peer] = nil
+            peerStore.remove(peer)
+        }
     }
 
     func connectionInfos() async -> [ConnectionInfo] {
@@ -431,7 +474,8 @@ final class HostCore: @unchecked Sendable {
         let supported = protocolIDs
         spawn("inbound stream \(stream.id) on connection \(connection.id)") { [self] in
             do {
-                let muxed = try await stream.negotiateInbound(supported: supported)
+                let muxed = try await stream.negotiateInbound(
+                    supported: supported, timeout: configuration.streamNegotiationTimeout)
                 guard let handler = lock.withLock({ handlers[muxed.protocolID] }) else {
                     stream.reset()
                     return
@@ -492,10 +536,7 @@ final class HostCore: @unchecked Sendable {
                     _ = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
                 }
                 lock.withLock {
-                    if let peer = connection.remotePeer {
-                        connectionsByPeer[peer]?.removeAll { $0 === connection }
-                        if connectionsByPeer[peer]?.isEmpty == true { connectionsByPeer[peer] = nil }
-                    }
+                    if let peer = connection.remotePeer { unregister(connection, of: peer) }
                     pendingConnections[ObjectIdentifier(connection)] = nil
                 }
             }

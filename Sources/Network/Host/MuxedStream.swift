@@ -151,46 +151,51 @@ public struct MuxedStream: Sendable {
 }
 
 extension RawStream {
-    /// multistream-select as the listener on an inbound stream.
-    func negotiateInbound(supported: [String]) async throws -> MuxedStream {
-        var negotiation = MultistreamNegotiation(listenerSupporting: supported)
-        try await send(negotiation.start())
-        var buffer = ByteBuffer()
-        while true {
-            guard var chunk = try await read() else {
-                throw NetworkError(.protocolViolation, "stream closed during protocol negotiation")
-            }
-            buffer.writeBuffer(&chunk)
-            let actions = try negotiation.receive(&buffer)
-            try await send(actions)
-            if let agreed = negotiation.negotiatedProtocol {
-                return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
-            }
-            guard buffer.readableBytes <= MultistreamMessage.maximumLength * 2 else {
-                throw NetworkError(.protocolViolation, "protocol negotiation overflowed its buffer")
+    /// multistream-select as the listener on an inbound stream. Past `timeout` the stream is reset
+    /// and the call throws `NetworkError.timeout` (as do the dialer's negotiations below).
+    func negotiateInbound(supported: [String], timeout: TimeAmount) async throws -> MuxedStream {
+        try await withDeadline(timeout, "protocol negotiation") {
+            var negotiation = MultistreamNegotiation(listenerSupporting: supported)
+            try await send(negotiation.start())
+            var buffer = ByteBuffer()
+            while true {
+                guard var chunk = try await read() else {
+                    throw NetworkError(.protocolViolation, "stream closed during protocol negotiation")
+                }
+                buffer.writeBuffer(&chunk)
+                let actions = try negotiation.receive(&buffer)
+                try await send(actions)
+                if let agreed = negotiation.negotiatedProtocol {
+                    return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
+                }
+                guard buffer.readableBytes <= MultistreamMessage.maximumLength * 2 else {
+                    throw NetworkError(.protocolViolation, "protocol negotiation overflowed its buffer")
+                }
             }
         }
     }
 
     /// multistream-select as the dialer on an outbound stream.
-    func negotiateOutbound(proposals: [String]) async throws -> MuxedStream {
-        var negotiation = MultistreamNegotiation(dialerProposing: proposals)
-        try await send(negotiation.start())
-        var buffer = ByteBuffer()
-        while true {
-            guard var chunk = try await read() else {
-                throw NetworkError(.protocolNotSupported, "peer closed the stream while negotiating \(proposals)")
-            }
-            buffer.writeBuffer(&chunk)
-            let actions: [MultistreamNegotiation.Action]
-            do {
-                actions = try negotiation.receive(&buffer)
-            } catch {
-                throw Self.outboundFailure(error, proposals: proposals)
-            }
-            try await send(actions)
-            if let agreed = negotiation.negotiatedProtocol {
-                return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
+    func negotiateOutbound(proposals: [String], timeout: TimeAmount) async throws -> MuxedStream {
+        try await withDeadline(timeout, "negotiation of \(proposals.joined(separator: ", "))") {
+            var negotiation = MultistreamNegotiation(dialerProposing: proposals)
+            try await send(negotiation.start())
+            var buffer = ByteBuffer()
+            while true {
+                guard var chunk = try await read() else {
+                    throw NetworkError(.protocolNotSupported, "peer closed the stream while negotiating \(proposals)")
+                }
+                buffer.writeBuffer(&chunk)
+                let actions: [MultistreamNegotiation.Action]
+                do throws(SessionError) {
+                    actions = try negotiation.receive(&buffer)
+                } catch {
+                    throw Self.outboundFailure(error, proposals: proposals)
+                }
+                try await send(actions)
+                if let agreed = negotiation.negotiatedProtocol {
+                    return MuxedStream(raw: self, protocolID: agreed, readAhead: buffer)
+                }
             }
         }
     }
@@ -199,27 +204,31 @@ extension RawStream {
     /// they propose a single protocol): the header, the proposal and `initial` go out in one write,
     /// without waiting for the agreement, which is read and checked before anything the protocol
     /// answers. Saves a round trip per stream; a peer that refuses answers `na` and the stream fails.
-    func negotiateOutboundLazy(protocolID: String, initial: ByteBuffer) async throws -> MuxedStream {
-        var negotiation = MultistreamNegotiation(dialerProposing: [protocolID])
-        var out = ByteBuffer()
-        for case .send(var bytes) in negotiation.start() { out.writeBuffer(&bytes) }
-        var initial = initial
-        out.writeBuffer(&initial)
-        try await write(out)
-        var buffer = ByteBuffer()
-        while negotiation.negotiatedProtocol == nil {
-            guard var chunk = try await read() else {
-                throw NetworkError(.connectionClosed, "peer closed the stream while negotiating \(protocolID)")
+    func negotiateOutboundLazy(
+        protocolID: String, initial: ByteBuffer, timeout: TimeAmount
+    ) async throws -> MuxedStream {
+        try await withDeadline(timeout, "negotiation of \(protocolID)") {
+            var negotiation = MultistreamNegotiation(dialerProposing: [protocolID])
+            var out = ByteBuffer()
+            for case .send(var bytes) in negotiation.start() { out.writeBuffer(&bytes) }
+            var initial = initial
+            out.writeBuffer(&initial)
+            try await write(out)
+            var buffer = ByteBuffer()
+            while negotiation.negotiatedProtocol == nil {
+                guard var chunk = try await read() else {
+                    throw NetworkError(.connectionClosed, "peer closed the stream while negotiating \(protocolID)")
+                }
+                buffer.writeBuffer(&chunk)
+                do throws(SessionError) {
+                    // With a single proposal the dialer never has anything more to send.
+                    _ = try negotiation.receive(&buffer)
+                } catch {
+                    throw Self.outboundFailure(error, proposals: [protocolID])
+                }
             }
-            buffer.writeBuffer(&chunk)
-            do {
-                // With a single proposal the dialer never has anything more to send.
-                _ = try negotiation.receive(&buffer)
-            } catch {
-                throw Self.outboundFailure(error, proposals: [protocolID])
-            }
+            return MuxedStream(raw: self, protocolID: protocolID, readAhead: buffer)
         }
-        return MuxedStream(raw: self, protocolID: protocolID, readAhead: buffer)
     }
 
     private static func outboundFailure(_ error: SessionError, proposals: [String]) -> Error {

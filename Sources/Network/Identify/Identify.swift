@@ -4,15 +4,6 @@ import Multiformats
 import NIOCore
 import SwiftProtobuf
 
-/// What a peer told us about itself with identify.
-public struct IdentifyInfo: Sendable, Hashable {
-    public var protocolVersion: String
-    public var agentVersion: String
-    public var listenAddresses: [Multiaddr]
-    public var observedAddress: Multiaddr?
-    public var protocols: [String]
-}
-
 /// identify and identify/push (libp2p/specs `identify/README.md`).
 ///
 /// The responder writes one `Identify` protobuf, varint-length-prefixed, and closes the stream.
@@ -24,6 +15,15 @@ public enum Identify {
     public static let protocolVersion = "ipfs/0.1.0"
     /// Largest identify response read in total (py sends ~490 bytes; go caps at 8 KiB per message).
     public static let maximumResponseLength = 64 * 1024
+    /// What the peer store keeps of one peer's identify (`IdentifyInfo`): its first 32 listen
+    /// addresses of at most 256 bytes each (a `/dns` name of 253 characters with a port and a peer
+    /// id fits), its first 128 protocol ids of at most 128 bytes each, versions of at most 256
+    /// Unicode scalars. About 41 KiB per peer at worst, kept for connected peers only.
+    public static let maximumListenAddresses = 32
+    public static let maximumAddressLength = 256
+    public static let maximumProtocols = 128
+    public static let maximumProtocolLength = 128
+    public static let maximumVersionLength = 256
 
     static func register(on host: Host) {
         let core = host.core
@@ -36,9 +36,11 @@ public enum Identify {
             }
         }
         host.handle(pushProtocolID) { stream in
-            if let info = try? await read(stream), let peer = stream.connection.remotePeer {
-                core.setPeerInfo(info, for: peer)
+            // A push that does not end within the identify deadline is dropped (the stream reset).
+            let info = try? await stream.raw.withDeadline(core.configuration.identifyStreamTimeout, "identify push") {
+                try await read(stream)
             }
+            if let info { core.setPeerInfo(info, from: stream.connection) }
         }
     }
 
@@ -54,21 +56,26 @@ public enum Identify {
         return (try? message.serializedBytes()) ?? []
     }
 
-    /// Identifies the peer of `connection` in the background.
+    /// Identifies the peer of `connection` in the background. The exchange (negotiation and
+    /// response) gives up after `identifyStreamTimeout`; the connection itself is closed if
+    /// identify has not completed within `identifyTimeout` (`Connection`).
     static func identify(connection: Connection, host core: HostCore) {
         core.spawn("identify on connection \(connection.id)") {
             do {
                 let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
-                let stream = try await raw.negotiateOutbound(proposals: [protocolID])
-                let info: IdentifyInfo
-                do {
-                    info = try await read(stream)
-                } catch {
-                    stream.reset()
-                    throw error
+                let (stream, info) = try await raw.withDeadline(core.configuration.identifyStreamTimeout, "identify") {
+                    let stream = try await raw.negotiateOutbound(
+                        proposals: [protocolID], timeout: core.configuration.streamNegotiationTimeout)
+                    do {
+                        return (stream, try await read(stream))
+                    } catch {
+                        stream.reset()
+                        throw error
+                    }
                 }
+                // Stored before our side of the stream closes: a peer that sees our FIN knows it is.
+                if core.setPeerInfo(info, from: connection) { connection.identifyCompleted() }
                 stream.close()
-                if let peer = connection.remotePeer { core.setPeerInfo(info, for: peer) }
             } catch {
                 core.logger.debug("identify failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
             }
@@ -82,7 +89,8 @@ public enum Identify {
             core.spawn("identify push on connection \(connection.id)") {
                 do {
                     let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
-                    let stream = try await raw.negotiateOutbound(proposals: [pushProtocolID])
+                    let stream = try await raw.negotiateOutbound(
+                        proposals: [pushProtocolID], timeout: core.configuration.streamNegotiationTimeout)
                     try await stream.writeLengthPrefixed(
                         ByteBuffer(bytes: message(for: core, observed: connection.remoteAddress)))
                     stream.close()
@@ -114,10 +122,6 @@ public enum Identify {
                 throw NetworkError(.protocolViolation, "identify public key does not match peer \(stream.remotePeer)")
             }
         }
-        return IdentifyInfo(
-            protocolVersion: merged.protocolVersion, agentVersion: merged.agentVersion,
-            listenAddresses: merged.listenAddrs.compactMap { try? Multiaddr(bytes: Array($0)) },
-            observedAddress: merged.hasObservedAddr ? try? Multiaddr(bytes: Array(merged.observedAddr)) : nil,
-            protocols: merged.protocols)
+        return IdentifyInfo(merged)
     }
 }
