@@ -95,4 +95,54 @@ struct PyKadInteropTests {
         await host.shutdown()
         try await group.shutdownGracefully()
     }
+
+    /// Waits (up to `seconds`) until `condition` holds; false if it never did.
+    static func eventually(_ seconds: Int = 15, _ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<(seconds * 20) {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return condition()
+    }
+
+    @Test("py kad servers that join through us stay in our table when they refuse our requests; a third party's FIND_NODE returns them")
+    func pyPeersStayAfterRefusals() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (host, dht, ourAddress) = try await Self.makeNode(group)
+        var peers: [PyNode] = []
+        do {
+            // As agentd does: our self-certifying name is published (locally: nobody is known yet).
+            _ = try await dht.register(AgentName(selfCertifying: host.peerID))
+            // Two py servers bootstrap through us: connect, put us in their table, look themselves up.
+            for _ in 0..<2 {
+                let py = try await Self.startPy()
+                peers.append(py)
+                _ = try await py.process.command("connect", ["addr": ourAddress.description])
+                _ = try await py.process.command("find_closest", ["peer_id": py.peerID.description])
+            }
+            let expected = Set(peers.map(\.peerID))
+            #expect(try await Self.eventually { Set(dht.routingTableEntries.map(\.peer.id)) == expected })
+            // Republishing our record looks up its key ("/agent/<base36 id>.agent", 70 bytes): py
+            // refuses FIND_NODE for keys over 50 bytes that are not multihashes, by resetting the
+            // stream. A refusal proves the peer alive: both stay.
+            #expect(await dht.republishOwnRecords(force: true) == 1)
+            #expect(Set(dht.routingTableEntries.map(\.peer.id)) == expected)
+
+            // A third party that knows only us asks us for peers: it gets both py servers.
+            let third = try await Self.startPy()
+            peers.append(third)
+            _ = try await third.process.command("connect", ["addr": ourAddress.description])
+            let answer = try await third.process.command(
+                "query_peer", ["peer_id": host.peerID.description, "key_hex": Hex.encode(third.peerID.multihash.bytes)])
+            #expect(Set(answer["peers"] as? [String] ?? []) == Set(expected.map(\.description)))
+        } catch {
+            for py in peers { await py.process.stop() }
+            await host.shutdown()
+            try await group.shutdownGracefully()
+            throw error
+        }
+        for py in peers { await py.process.stop() }
+        await host.shutdown()
+        try await group.shutdownGracefully()
+    }
 }

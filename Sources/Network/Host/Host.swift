@@ -117,6 +117,14 @@ public final class Host: Sendable {
         try await core.connect(to: address, reuse: reuse)
     }
 
+    /// Dials `address` (ending in `/p2p/<peer id>`) on a fresh TCP connection, whatever connections
+    /// to that peer exist, and closes it as soon as the Noise handshake authenticated the peer,
+    /// before the handshake completes: proof that the peer is reachable at that address (the DHT's
+    /// dial-back), leaving no connection on either side.
+    public func probe(_ address: Multiaddr) async throws {
+        try await AddressProbe.probe(address, core: core)
+    }
+
     /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.
     /// - Parameter priority: the stream's share of the connection when several streams send at
     ///   once (weighted fair queueing over four levels, see `YamuxPriority`).

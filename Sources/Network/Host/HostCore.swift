@@ -260,6 +260,9 @@ final class HostCore: @unchecked Sendable {
             return (nil, true)
         }
         if let future, !isNew { return try await future.get() }
+        // A dial submitted to a loop of a group that is shutting down never runs (NIO then traps on the
+        // unfulfilled promise): a task still working for a shut-down host must fail here instead.
+        try checkNotShutDown()
         let eventLoop = group.next()
         let dial = eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }
         lock.withLock { pendingDials[peer] = dial }
@@ -336,6 +339,11 @@ final class HostCore: @unchecked Sendable {
             return "timed out"
         }
         return "\(underlying)"
+    }
+
+    /// Throws `.shutdown` once `shutdown` or `abortConnections` started.
+    func checkNotShutDown() throws(NetworkError) {
+        guard !lock.withLock({ isShutDown }) else { throw NetworkError(.shutdown, "the host is shut down") }
     }
 
     // MARK: Registry

@@ -303,8 +303,8 @@ extension DHT {
                     do {
                         _ = try await request(message, to: peer)
                         return (peer.id, nil, false)
-                    } catch let refusal as KadRefusal {
-                        return (peer.id, refusal.message, true)
+                    } catch let failure as KadRequestFailure {
+                        return (peer.id, failure.message, failure.isRefusal)
                     } catch {
                         return (peer.id, "\(error)", false)
                     }

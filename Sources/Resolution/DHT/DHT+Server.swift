@@ -111,13 +111,7 @@ extension DHT {
             return
         }
         let isServer = info.protocols.contains(configuration.protocolID)
-        let addresses = Self.reachableAddresses(info.listenAddresses, observed: connection.remoteAddress)
-        let update = state.withLockedValue {
-            $0.table.add(
-                KademliaPeer(id: peer, addresses: addresses), evidence: .inboundStream(isServer ? .server : .client),
-                now: .now())
-        }
-        handle(update)
+        admit(peer, evidence: .inboundStream(isServer ? .server : .client), connection: connection)
     }
 
     /// A peer's listen addresses made dialable: an unspecified IP (`0.0.0.0`, `::`) is replaced by

@@ -32,6 +32,10 @@ public final class DHT: Sendable {
         var inboundStreamsByPeer: [PeerID: Int] = [:]
         /// Peers whose kad stream arrived before identify finished; they are added once it has.
         var awaitingIdentify: Set<PeerID> = []
+        /// Peers being dialled back before they may enter the routing table (spec/dht.md §4).
+        var dialBacks: Set<PeerID> = []
+        /// When a peer's last dial-back failed; bounded (the oldest is forgotten first).
+        var dialBackFailures: [PeerID: NIODeadline] = [:]
         var started = false
         /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
         /// host's addresses / protocols).
@@ -105,51 +109,6 @@ public final class DHT: Sendable {
     /// Per-bucket counts of the non-empty buckets.
     public var bucketSummaries: [RoutingTable.BucketSummary] {
         state.withLockedValue { $0.table.bucketSummaries }
-    }
-
-    /// Records that `peer` answered a request of ours at one of `addresses`.
-    func noteAnswered(_ peer: KademliaPeer) {
-        let update = state.withLockedValue { $0.table.add(peer, evidence: .answeredRequest, now: .now()) }
-        handle(update)
-    }
-
-    /// Records that `peer` failed a request: it leaves the table (its replacement moves in).
-    func noteFailed(_ peer: PeerID) {
-        let eviction = state.withLockedValue { $0.table.remove(peer) }
-        if let eviction {
-            logger.debug(
-                "routing table: removed unresponsive peer",
-                metadata: ["peer": "\(eviction.evicted.peer.id)", "promoted": "\(eviction.promoted?.peer.id.description ?? "-")"])
-        }
-    }
-
-    func handle(_ update: RoutingTable.Update) {
-        if case .inserted = update { tableGrew() }
-        guard case .pendingLivenessCheck(let oldest) = update else { return }
-        Task { [self] in
-            // The kad-dht spec forbids kad PING for liveness; the libp2p ping protocol is used.
-            let alive: Bool
-            do {
-                alive = try await withHardTimeout(
-                    configuration.requestHardTimeout, description: "liveness check of \(oldest.id)", onTimeout: {}
-                ) { [self] in
-                    _ = try await connection(to: oldest)
-                    return try await !Ping.ping(host, peer: oldest.id, count: 1).isEmpty
-                }
-            } catch {
-                alive = false
-            }
-            let eviction = state.withLockedValue { state -> RoutingTable.Eviction? in
-                if alive {
-                    state.table.livenessCheckSucceeded(oldest.id, now: .now())
-                    return nil
-                }
-                return state.table.livenessCheckFailed(oldest.id, now: .now())
-            }
-            if let eviction {
-                logger.debug("routing table: evicted after failed liveness check", metadata: ["peer": "\(eviction.evicted.peer.id)"])
-            }
-        }
     }
 
     /// A peer joined a small table: own records published to fewer than r replicas (the first node
@@ -265,8 +224,8 @@ public final class DHT: Sendable {
 
     /// Events of a running lookup.
     private enum LookupEvent: Sendable {
-        case answer(KademliaPeer, KadMessage)
-        case failure(KademliaPeer, String)
+        case answer(KademliaPeer, KadMessage, Connection)
+        case failure(KademliaPeer, KadRequestFailure)
         case timer
     }
 
@@ -284,6 +243,9 @@ public final class DHT: Sendable {
         }
         var seen = Set(seeds.map(\.id))
         let allSeeds = seeds + extraSeeds.filter { seen.insert($0.id).inserted }
+        // The caller's seeds (bootstrap addresses the user gave) are dialled as given; every other
+        // candidate's addresses are hearsay (spec/dht.md §6.4).
+        let trusted = Set(extraSeeds.map(\.id))
         var lookup = ClosestPeersLookup(
             target: target, seeds: allSeeds, localKey: state.withLockedValue { $0.table.localKey },
             configuration: lookupConfiguration)
@@ -298,15 +260,17 @@ public final class DHT: Sendable {
             switch lookup.next(now: .now()) {
             case .query(let peer):
                 outstanding += 1
+                let hearsay = !trusted.contains(peer.id)
                 Task { [self] in
-                    do {
-                        guard let answer = try await self.request(request, to: peer) else {
-                            continuation.yield(.failure(peer, "no answer"))
+                    do throws(KadRequestFailure) {
+                        let exchange = try await self.exchange(request, with: peer, hearsay: hearsay)
+                        guard let answer = exchange.answer else {
+                            continuation.yield(.failure(peer, KadRequestFailure(.badAnswer, "no answer")))
                             return
                         }
-                        continuation.yield(.answer(peer, answer))
+                        continuation.yield(.answer(peer, answer, exchange.connection))
                     } catch {
-                        continuation.yield(.failure(peer, "\(error)"))
+                        continuation.yield(.failure(peer, error))
                     }
                 }
             case .finished(let result):
@@ -330,19 +294,19 @@ public final class DHT: Sendable {
                 switch event {
                 case .timer:
                     timerArmed = false
-                case .answer(let peer, let answer):
+                case .answer(let peer, let answer, let connection):
                     outstanding -= 1
                     let closer = answer.closerPeers.map { KademliaPeer(id: $0.peerID, addresses: Self.dialable($0.addresses)) }
                     let foundValue = onAnswer(peer.id, answer)
                     // A late answer (after the lookup's timeout) still proves the peer alive.
                     lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: .now())
-                    noteAnswered(peer)
+                    noteAnswered(peer.id, via: connection)
                     if foundValue, stopWhen() { return lookup.stop(now: .now()) }
-                case .failure(let peer, let reason):
+                case .failure(let peer, let failure):
                     outstanding -= 1
-                    logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(reason)"])
+                    logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(failure)"])
                     lookup.failed(peer.id, now: .now())
-                    noteFailed(peer.id)
+                    noteFailed(peer.id, failure)
                 }
             }
         }
@@ -351,105 +315,189 @@ public final class DHT: Sendable {
     // MARK: Requests
 
     /// Sends `message` to `peer` on a new stream (dialling it if needed) and returns its answer, or
-    /// `nil` for messages that get none (ADD_PROVIDER). Throws when the peer cannot be reached, does
-    /// not answer within `requestHardTimeout`, or answers with something that is not a kad message of
-    /// the same type.
-    public func request(_ message: KadMessage, to peer: KademliaPeer) async throws -> KadMessage? {
-        let streamBox = NIOLockedValueBox<(stream: MuxedStream?, abandoned: Bool)>((nil, false))
-        let protocolID = configuration.protocolID
-        return try await withHardTimeout(
-            configuration.requestHardTimeout,
-            description: "kad \(message.type) to \(peer.id)",
-            onTimeout: {
-                let stream = streamBox.withLockedValue { box -> MuxedStream? in
-                    box.abandoned = true
-                    return box.stream
+    /// `nil` for messages that get none (ADD_PROVIDER).
+    /// - Parameter hearsay: `peer.addresses` were named by a third party (a lookup answer): they
+    ///   are dialled only after the addresses the routing table and identify hold for the peer, and
+    ///   a failure on them says nothing about the peer (spec/dht.md §6.4).
+    /// - Throws: `KadRequestFailure` when the peer cannot be reached, does not answer within
+    ///   `requestHardTimeout`, refuses, or answers with something that is not a kad message of the
+    ///   same type.
+    public func request(_ message: KadMessage, to peer: KademliaPeer, hearsay: Bool = false) async throws -> KadMessage? {
+        try await exchange(message, with: peer, hearsay: hearsay).answer
+    }
+
+    /// An answered request and the connection it rode on.
+    struct Exchange: Sendable {
+        let answer: KadMessage?
+        let connection: Connection
+    }
+
+    /// What a request was doing when its hard timeout struck.
+    private struct RequestProgress: Sendable {
+        var stream: MuxedStream?
+        var abandoned = false
+        /// Dialling addresses only a third party named: a timeout then is not the peer's fault.
+        var diallingHearsay = false
+    }
+
+    /// `request`, also returning the connection the answer came on.
+    func exchange(_ message: KadMessage, with peer: KademliaPeer, hearsay: Bool) async throws(KadRequestFailure) -> Exchange {
+        let progress = NIOLockedValueBox(RequestProgress())
+        do {
+            return try await withHardTimeout(
+                configuration.requestHardTimeout,
+                description: "kad \(message.type) to \(peer.id)",
+                onTimeout: {
+                    let stream = progress.withLockedValue { box -> MuxedStream? in
+                        box.abandoned = true
+                        return box.stream
+                    }
+                    stream?.reset()
                 }
-                stream?.reset()
+            ) { [self] () async throws -> Exchange in
+                try await exchangeUntimed(message, with: peer, hearsay: hearsay, progress: progress)
             }
-        ) { [self] () async throws -> KadMessage? in
-            var connection = try await connection(to: peer)
-            // The request rides with the protocol proposal (lazy multistream-select): one round
-            // trip per request, not two.
-            var framed = ByteBuffer()
-            let body = message.serialized()
-            framed.writeUVarint(UInt64(body.count))
-            framed.writeBytes(body)
-            // From here on the peer is reached: a stream it resets or closes, during the negotiation
-            // (which carries the request) or before the answer, is its refusal.
-            var opened: MuxedStream?
-            for attempt in 0..<2 {
-                do {
-                    opened = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
-                    break
-                } catch let error as NetworkError where error.kind == .protocolNotSupported {
-                    throw error
-                } catch where connection.isClosing && attempt == 0 {
-                    // The connection is going away under the request (trimmed as idle just before
-                    // the stream opened, a GoAway from the peer, the peer gone): not the peer
-                    // refusing the request. Dial again, once; kad requests are idempotent, so one
-                    // that went out before the close does no harm twice.
-                    connection = try await self.connection(to: peer)
-                } catch {
-                    throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
-                }
-            }
-            guard let stream = opened else {
-                throw KadRefusal(message: "\(peer.id): no stream for \(message.type)")
-            }
-            let abandoned = streamBox.withLockedValue { box -> Bool in
-                box.stream = stream
-                return box.abandoned
-            }
-            if abandoned {
-                stream.reset()
-                throw ResolutionError(.network, "kad \(message.type) to \(peer.id) timed out")
-            }
-            guard message.type != .addProvider else {
-                stream.close()
-                return nil
-            }
-            let reply: ByteBuffer
-            do {
-                guard let answer = try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) else {
-                    stream.reset()
-                    throw KadRefusal(message: "\(peer.id) closed the kad stream without answering \(message.type)")
-                }
-                reply = answer
-            } catch let refusal as KadRefusal {
-                throw refusal
-            } catch {
-                throw KadRefusal(message: "\(peer.id) refused \(message.type): \(error)")
-            }
-            // Done with it: anything more the peer sends is dropped, and the stream is freed.
-            stream.close()
-            let answer: KadMessage
-            do {
-                answer = try KadMessage(serialized: reply.readableBytesView)
-            } catch {
-                stream.reset()
-                throw ResolutionError(.network, "\(peer.id) answered \(message.type) with a malformed message: \(error)")
-            }
-            guard answer.type == message.type else {
-                throw ResolutionError(.network, "\(peer.id) answered \(message.type) with \(answer.type)")
-            }
-            return answer
+        } catch let failure as KadRequestFailure {
+            throw failure
+        } catch {
+            // Only the hard timeout ends up here (the body throws nothing else).
+            let hearsayOnly = progress.withLockedValue { $0.diallingHearsay }
+            throw KadRequestFailure(hearsayOnly ? .unreachableByHearsay : .timedOut, "\(error)")
         }
     }
 
-    /// A live connection to `peer`, or a new one through its addresses (tried in order, at most 4).
-    func connection(to peer: KademliaPeer) async throws -> Connection {
-        if let connection = host.connection(to: peer.id), !connection.isClosing { return connection }
-        var lastError: (any Error)?
-        for address in Self.dialable(peer.addresses).prefix(4) {
-            let full = address.peerIDMultihash == nil ? address.appending(.p2p(peer.id.multihash)) : address
+    private func exchangeUntimed(
+        _ message: KadMessage, with peer: KademliaPeer, hearsay: Bool, progress: NIOLockedValueBox<RequestProgress>
+    ) async throws(KadRequestFailure) -> Exchange {
+        var connection = try await connection(to: peer, hearsay: hearsay, progress: progress)
+        let protocolID = configuration.protocolID
+        // The request rides with the protocol proposal (lazy multistream-select): one round
+        // trip per request, not two.
+        var framed = ByteBuffer()
+        let body = message.serialized()
+        framed.writeUVarint(UInt64(body.count))
+        framed.writeBytes(body)
+        // From here on the peer is reached: a stream it resets or closes, during the negotiation
+        // (which carries the request) or before the answer, is its refusal, and proves it alive.
+        var opened: MuxedStream?
+        for attempt in 0..<2 {
             do {
-                return try await host.connect(to: full)
+                opened = try await host.newStream(on: connection, lazyProtocol: protocolID, initial: framed)
+                break
+            } catch let error as NetworkError where error.kind == .protocolNotSupported {
+                throw KadRequestFailure(.notServing, "\(peer.id) does not serve \(protocolID): \(error)")
+            } catch where connection.isClosing && attempt == 0 {
+                // The connection is going away under the request (trimmed as idle just before
+                // the stream opened, a GoAway from the peer, the peer gone): not the peer
+                // refusing the request. Dial again, once; kad requests are idempotent, so one
+                // that went out before the close does no harm twice.
+                connection = try await self.connection(to: peer, hearsay: hearsay, progress: progress)
+            } catch {
+                throw KadRequestFailure(.refused, "\(peer.id) refused \(message.type): \(error)")
+            }
+        }
+        guard let stream = opened else {
+            throw KadRequestFailure(.refused, "\(peer.id): no stream for \(message.type)")
+        }
+        let abandoned = progress.withLockedValue { box -> Bool in
+            box.stream = stream
+            return box.abandoned
+        }
+        if abandoned {
+            stream.reset()
+            throw KadRequestFailure(.timedOut, "kad \(message.type) to \(peer.id) timed out")
+        }
+        guard message.type != .addProvider else {
+            stream.close()
+            return Exchange(answer: nil, connection: connection)
+        }
+        let reply: ByteBuffer
+        do {
+            guard let answer = try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize) else {
+                stream.reset()
+                throw KadRequestFailure(.refused, "\(peer.id) closed the kad stream without answering \(message.type)")
+            }
+            reply = answer
+        } catch let failure as KadRequestFailure {
+            throw failure
+        } catch {
+            throw KadRequestFailure(.refused, "\(peer.id) refused \(message.type): \(error)")
+        }
+        // Done with it: anything more the peer sends is dropped, and the stream is freed.
+        stream.close()
+        let answer: KadMessage
+        do {
+            answer = try KadMessage(serialized: reply.readableBytesView)
+        } catch {
+            stream.reset()
+            throw KadRequestFailure(.badAnswer, "\(peer.id) answered \(message.type) with a malformed message: \(error)")
+        }
+        guard answer.type == message.type else {
+            throw KadRequestFailure(.badAnswer, "\(peer.id) answered \(message.type) with \(answer.type)")
+        }
+        return Exchange(answer: answer, connection: connection)
+    }
+
+    /// The addresses to dial `peer` at, in order (spec/dht.md §6.4): those the caller itself
+    /// supplied (not hearsay), then those the routing table holds, then those the peer announced
+    /// through identify; and, apart, the addresses a third party named, dialled only after all
+    /// of those. Hearsay never replaces what we know.
+    func dialPlan(for peer: KademliaPeer, hearsay: Bool) -> (known: [Multiaddr], hearsay: [Multiaddr]) {
+        var known: [Multiaddr] = hearsay ? [] : Self.dialable(peer.addresses)
+        if let entry = state.withLockedValue({ $0.table.entry(for: peer.id) }) {
+            known += Self.dialable(entry.peer.addresses)
+        }
+        if let info = host.peerInfo(peer.id) {
+            known += Self.reachableAddresses(info.listenAddresses, observed: nil)
+        }
+        known = Self.unique(known)
+        let told = hearsay ? Self.unique(Self.dialable(peer.addresses)).filter { !known.contains($0) } : []
+        return (known, told)
+    }
+
+    /// A live connection to `peer`, or a new one: through its known addresses first (at most 4),
+    /// then through hearsay (at most 4).
+    private func connection(
+        to peer: KademliaPeer, hearsay: Bool, progress: NIOLockedValueBox<RequestProgress>
+    ) async throws(KadRequestFailure) -> Connection {
+        if let connection = host.connection(to: peer.id), !connection.isClosing { return connection }
+        let plan = dialPlan(for: peer, hearsay: hearsay)
+        var lastError: (any Error)?
+        for address in plan.known.prefix(4) {
+            do {
+                return try await host.connect(to: Self.withPeer(address, peer.id))
             } catch {
                 lastError = error
             }
         }
-        throw lastError ?? ResolutionError(.network, "no dialable address known for \(peer.id)")
+        let knownFailed = !plan.known.isEmpty
+        progress.withLockedValue { $0.diallingHearsay = !knownFailed }
+        for address in plan.hearsay.prefix(4) {
+            do {
+                let connection = try await host.connect(to: Self.withPeer(address, peer.id))
+                progress.withLockedValue { $0.diallingHearsay = false }
+                return connection
+            } catch {
+                lastError = error
+            }
+        }
+        let reason = lastError.map { "\($0)" } ?? "no dialable address known for \(peer.id)"
+        throw KadRequestFailure(knownFailed ? .unreachable : .unreachableByHearsay, reason)
+    }
+
+    /// A live connection to `peer` or a new one through the addresses we trust for it (for the
+    /// liveness check: hearsay plays no part).
+    func connection(to peer: KademliaPeer) async throws(KadRequestFailure) -> Connection {
+        try await connection(to: peer, hearsay: false, progress: NIOLockedValueBox(RequestProgress()))
+    }
+
+    static func withPeer(_ address: Multiaddr, _ peer: PeerID) -> Multiaddr {
+        address.peerIDMultihash == nil ? address.appending(.p2p(peer.multihash)) : address
+    }
+
+    static func unique(_ addresses: [Multiaddr]) -> [Multiaddr] {
+        var seen = Set<Multiaddr>()
+        return addresses.filter { seen.insert($0).inserted }
     }
 
     /// The addresses of `addresses` worth dialling: TCP over IP or DNS, not unspecified (0.0.0.0, ::).
@@ -469,13 +517,6 @@ public final class DHT: Sendable {
             }
         }
     }
-}
-
-/// A peer was reached and reset (or closed) the stream instead of answering: the kad-dht way of
-/// refusing a request, e.g. a PUT of a record it will not store.
-struct KadRefusal: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
 }
 
 /// Runs `body`; if it has not finished after `timeout`, calls `onTimeout` (which should make `body`

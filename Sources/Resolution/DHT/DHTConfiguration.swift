@@ -48,6 +48,11 @@ public struct DHTConfiguration: Sendable {
     public var inboundIdleTimeout: TimeAmount = .seconds(60)
     /// At most this many provider records held (ADD_PROVIDER), all keys together.
     public var maximumProviderRecords = 10_000
+    /// At most this many dial-backs (spec/dht.md §4) in flight at once; a peer that comes while
+    /// all are busy is dialled back when it next proves itself.
+    public var maximumConcurrentDialBacks = 16
+    /// A peer whose dial-back failed is not dialled back again for this long.
+    public var dialBackRetryInterval: TimeAmount = .minutes(5)
     /// Provider records expire after this long (libp2p: 48 h).
     public var providerRecordTTL: TimeAmount = .hours(48)
 

@@ -41,6 +41,12 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         /// `NoiseHandshake.staticKeySignature(identity:staticKey:)`, made once per static key;
         /// `nil` signs in every handshake.
         public var staticKeySignature: [UInt8]?
+        /// Initiator only: stop once the responder has authenticated (Noise message 2, checked
+        /// against `expectedPeer`), fire `.authenticated` and close, without sending message 3.
+        /// The responder never completes the handshake, so the probe leaves no connection behind
+        /// on either side: proof that the peer is reachable at the address dialled (the DHT's
+        /// dial-back, spec/dht.md §4).
+        public var authenticateOnly = false
 
         public init(
             role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
@@ -234,6 +240,18 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             case .handshake(var handshake):
                 guard let message = try Self.readFrame(&buffer) else { return }
                 try handshake.readMessage(Array(message.readableBytesView))
+                if configuration.authenticateOnly, configuration.role == .initiator, let peer = configuration.expectedPeer,
+                    handshake.isOurTurn, !handshake.isComplete
+                {
+                    // Message 2 decrypted (the responder holds its static key) and its payload
+                    // signed by `peer`'s identity key: authenticated. Message 3 is never sent.
+                    phase = .failed
+                    timeout?.cancel()
+                    timeout = nil
+                    context.fireUserInboundEventTriggered(SecureConnectionEvent.authenticated(peer))
+                    context.close(promise: nil)
+                    return
+                }
                 if handshake.isOurTurn && !handshake.isComplete {
                     writeHandshakeMessage(try handshake.writeMessage(), context: context)
                 }
@@ -457,4 +475,7 @@ public enum SecureConnectionEvent: Sendable {
 
     /// The connection is authenticated and encrypted, and the muxer agreed.
     case established(Established)
+    /// `Configuration.authenticateOnly`: the responder proved to be this peer; the connection is
+    /// closing.
+    case authenticated(PeerID)
 }
