@@ -72,7 +72,10 @@ struct DHTLivenessTests {
     @Test("one FIND_NODE answer naming honest H at 127.0.0.1:1 neither redirects H's entry nor evicts H")
     func hearsayAddress() async throws {
         let network = DHTTestNetwork(threads: 1)
-        let victim = try await network.addNode()
+        // The lookup waits for every answer (a loaded machine may take seconds), so H's counts.
+        var patient = DHTTestNetwork.configuration()
+        patient.requestTimeout = patient.requestHardTimeout
+        let victim = try await network.addNode(configuration: patient)
         let honest = try await network.addNode()
         let trueAddress = honest.address.decapsulatingPeer()
         let (liar, liarAddress) = try await Self.liar(

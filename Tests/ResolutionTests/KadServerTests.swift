@@ -192,28 +192,33 @@ struct KadServerTests {
         try await network.shutdown()
     }
 
-    @Test("inbound streams over the limit are reset; idle streams are closed")
+    @Test("a stream over the total limit takes the longest-idle stream's slot; idle streams are closed")
     func limits() async throws {
         var configuration = DHTTestNetwork.configuration()
         configuration.maximumInboundStreams = 4
-        configuration.inboundIdleTimeout = .milliseconds(300)
+        // Long enough for the four streams to open on a loaded machine.
+        configuration.inboundIdleTimeout = .seconds(5)
         let network = DHTTestNetwork(threads: 1)
         let server = try await network.addNode(configuration: configuration)
-        let client = try await network.addNode()
+        var clients: [DHTTestNetwork.Node] = []
+        for _ in 0..<5 { clients.append(try await network.addNode()) }
         var held: [MuxedStream] = []
-        for _ in 0..<4 { held.append(try await Self.rawStream(client, to: server)) }
-        // Let the server pick them up, then a fifth is refused.
-        try await Task.sleep(for: .milliseconds(100))
-        let fifth = try await Self.rawStream(client, to: server)
-        #expect(await Self.isRefused(fifth))
-        // The idle ones are closed by the server after the idle timeout.
-        for stream in held { #expect(await Self.isRefused(stream)) }
-        // And slots are free again.
-        #expect(try await client.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        for client in clients.prefix(4) {
+            held.append(try await Self.rawStream(client, to: server))
+            #expect(try await Self.eventually { server.dht.state.withLockedValue { $0.inboundStreams.count } == held.count })
+        }
+        // A fifth peer's request is answered: the stream idle longest (the first) made room.
+        let fifth = try await Self.rawStream(clients[4], to: server)
+        try await fifth.writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+        #expect(try await fifth.readLengthPrefixed(maximumLength: 1 << 20) != nil)
+        #expect(await Self.isRefused(held[0]))
+        // The others are closed by the server after the idle timeout.
+        for stream in held.dropFirst() { #expect(await Self.isRefused(stream)) }
+        #expect(try await clients[0].dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
         try await network.shutdown()
     }
 
-    @Test("one peer cannot hold more than its share of inbound streams; others are still served")
+    @Test("one peer over its share of inbound streams loses its own longest-idle stream; others are untouched")
     func perPeerLimit() async throws {
         var configuration = DHTTestNetwork.configuration()
         configuration.maximumInboundStreamsPerPeer = 2
@@ -221,18 +226,60 @@ struct KadServerTests {
         let server = try await network.addNode(configuration: configuration)
         let greedy = try await network.addNode()
         let other = try await network.addNode()
+        let others = try await Self.rawStream(other, to: server)
         var held: [MuxedStream] = []
-        for _ in 0..<2 { held.append(try await Self.rawStream(greedy, to: server)) }
-        try await Task.sleep(for: .milliseconds(100))
+        for _ in 0..<2 {
+            held.append(try await Self.rawStream(greedy, to: server))
+            #expect(try await Self.eventually { server.dht.state.withLockedValue { $0.inboundStreams.countByPeer[greedy.peerID] } == held.count })
+        }
         let third = try await Self.rawStream(greedy, to: server)
-        #expect(await Self.isRefused(third))
-        #expect(server.dht.state.withLockedValue { $0.inboundStreamsByPeer[greedy.peerID] } == 2)
-        // The two admitted streams are still served.
-        try await held[0].writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
-        #expect(try await held[0].readLengthPrefixed(maximumLength: 1 << 20) != nil)
-        #expect(try await other.dht.request(KadMessage(type: .ping), to: Self.peer(server))?.type == .ping)
+        try await third.writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+        #expect(try await third.readLengthPrefixed(maximumLength: 1 << 20) != nil)
+        #expect(await Self.isRefused(held[0]))
+        #expect(server.dht.state.withLockedValue { $0.inboundStreams.countByPeer[greedy.peerID] } == 2)
+        // The other peer's stream, idle all along, is still served.
+        try await others.writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+        #expect(try await others.readLengthPrefixed(maximumLength: 1 << 20) != nil)
+        for stream in [held[1], third, others] { stream.reset() }
+        try await network.shutdown()
+    }
+
+    @Test("16 peers holding 16 idle streams each (all 256 slots) do not keep the 17th peer's FIND_NODE out")
+    func seventeenthPeer() async throws {
+        // All test peers share 127.0.0.1; the attack is as if each held its own address.
+        var configuration = DHTTestNetwork.configuration()
+        configuration.maximumInboundStreamsPerIP = 256
+        let network = DHTTestNetwork(threads: 1)
+        let server = try await network.addNode(configuration: configuration)
+        var held: [MuxedStream] = []
+        for _ in 0..<16 {
+            let holder = try await network.addNode()
+            for _ in 0..<16 {
+                // Each stream sends one request and keeps the stream open (the attack sends one
+                // every 59 s to stay under the idle timeout).
+                let stream = try await Self.rawStream(holder, to: server)
+                try await stream.writeLengthPrefixed(ByteBuffer(bytes: KadMessage(type: .ping).serialized()))
+                #expect(try await stream.readLengthPrefixed(maximumLength: 1 << 20) != nil)
+                held.append(stream)
+            }
+        }
+        #expect(server.dht.state.withLockedValue { $0.inboundStreams.count } == 256)
+        let seventeenth = try await network.addNode()
+        let answer = try await seventeenth.dht.request(
+            KadMessage(type: .findNode, key: seventeenth.peerID.multihash.bytes), to: Self.peer(server))
+        #expect(answer?.type == .findNode)
+        #expect(server.dht.state.withLockedValue { $0.inboundStreams.count } == 256)
         for stream in held { stream.reset() }
         try await network.shutdown()
+    }
+
+    /// Waits (up to 10 s) until `condition` holds.
+    static func eventually(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<200 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return condition()
     }
 }
 

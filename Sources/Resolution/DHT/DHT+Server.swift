@@ -18,31 +18,26 @@ extension DHT {
     /// message answered in order. Malformed input, a refused PUT or an idle stream resets it.
     func serve(_ stream: MuxedStream) async {
         let peer = stream.remotePeer
-        let admitted = state.withLockedValue { state -> Bool in
-            guard state.inboundStreams < configuration.maximumInboundStreams,
-                state.inboundStreamsByPeer[peer, default: 0] < configuration.maximumInboundStreamsPerPeer
-            else { return false }
-            state.inboundStreams += 1
-            state.inboundStreamsByPeer[peer, default: 0] += 1
-            return true
-        }
-        guard admitted else {
-            logger.debug("kad: inbound stream refused, at the limit", metadata: ["peer": "\(peer)"])
+        let ip = stream.connection.remoteAddress.flatMap(IPAddress.init(_:))
+        let admission = state.withLockedValue { $0.inboundStreams.admit(stream, peer: peer, ip: ip, now: .now()) }
+        guard case .admitted(let slot, let evicted) = admission else {
+            logger.debug("kad: inbound stream refused, every stream in its scope is busy", metadata: ["peer": "\(peer)"])
             stream.reset()
             return
         }
-        defer {
-            state.withLockedValue { state in
-                state.inboundStreams -= 1
-                let left = state.inboundStreamsByPeer[peer, default: 1] - 1
-                state.inboundStreamsByPeer[peer] = left > 0 ? left : nil
-            }
+        if let evicted {
+            logger.debug(
+                "kad: longest-idle inbound stream reset to make room",
+                metadata: ["peer": "\(peer)", "evicted": "\(evicted.remotePeer)"])
+            evicted.reset()
         }
+        defer { state.withLockedValue { _ = $0.inboundStreams.release(slot) } }
 
         noteInbound(peer, connection: stream.connection)
         var served = 0
         while served < configuration.maximumRequestsPerStream {
             let message: ByteBuffer?
+            state.withLockedValue { $0.inboundStreams.markIdle(slot, now: .now()) }
             do {
                 message = try await withHardTimeout(
                     configuration.inboundIdleTimeout, description: "idle kad stream from \(peer)",
@@ -55,6 +50,7 @@ extension DHT {
                 stream.reset()
                 return
             }
+            state.withLockedValue { $0.inboundStreams.markBusy(slot) }
             guard let message else {
                 try? await stream.closeWrite()
                 return

@@ -28,8 +28,7 @@ public final class DHT: Sendable {
         var table: RoutingTable
         var cache: ResolutionCache
         var providers: ProviderStore
-        var inboundStreams = 0
-        var inboundStreamsByPeer: [PeerID: Int] = [:]
+        var inboundStreams: InboundStreamSlots<MuxedStream>
         /// Peers whose kad stream arrived before identify finished; they are added once it has.
         var awaitingIdentify: Set<PeerID> = []
         /// Peers being dialled back before they may enter the routing table (spec/dht.md §4).
@@ -79,7 +78,11 @@ public final class DHT: Sendable {
                 table: RoutingTable(localPeer: host.peerID, configuration: configuration.routingTable),
                 cache: ResolutionCache(configuration: configuration.cache),
                 providers: ProviderStore(
-                    capacity: configuration.maximumProviderRecords, ttl: configuration.providerRecordTTL)))
+                    capacity: configuration.maximumProviderRecords, ttl: configuration.providerRecordTTL),
+                inboundStreams: InboundStreamSlots(
+                    limits: .init(
+                        total: configuration.maximumInboundStreams, perPeer: configuration.maximumInboundStreamsPerPeer,
+                        perIP: configuration.maximumInboundStreamsPerIP))))
     }
 
     /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host

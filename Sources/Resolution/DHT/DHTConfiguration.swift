@@ -38,10 +38,15 @@ public struct DHTConfiguration: Sendable {
     public var republishFraction = 0.5
     /// Stored records of others are pushed again to the current closest nodes this often.
     public var replicationInterval: TimeAmount = .hours(1)
-    /// At most this many inbound kad streams at once (all peers together); more are reset.
+    /// At most this many inbound kad streams at once (all peers together). A stream beyond a limit
+    /// takes the slot of the longest-idle stream in the full scope (reset); it is refused only when
+    /// every stream there is answering a request.
     public var maximumInboundStreams = 256
     /// At most this many inbound kad streams at once from one peer (so one peer cannot take them all).
     public var maximumInboundStreamsPerPeer = 16
+    /// At most this many inbound kad streams at once from one remote IP address (many peer ids on
+    /// one host share it).
+    public var maximumInboundStreamsPerIP = 64
     /// At most this many requests served on one inbound stream.
     public var maximumRequestsPerStream = 256
     /// An inbound stream that sends no request for this long is closed.
