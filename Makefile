@@ -15,12 +15,15 @@ run: build
 
 # The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests,
 # then the many-node DHT networks and the identify flood on their own (they load both cores for a
-# minute or two, which would skew the timing-sensitive hostile-peer tests if run alongside).
+# minute or two, which would skew the timing-sensitive hostile-peer tests if run alongside), then
+# the memory-budget suite alone (it asserts on the resident size of the whole test process).
 NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests
+ALONE_SUITES = MemoryBudgetTests
 test: deps
 	$(SWIFT) build --build-tests
-	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(NETWORK_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(NETWORK_SUITES)|$(ALONE_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(NETWORK_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(ALONE_SUITES)'
 
 bench: deps
 	$(SWIFT) build -c release --product agent-bench

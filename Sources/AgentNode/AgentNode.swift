@@ -59,8 +59,16 @@ public final class AgentNode: Service, Sendable {
         try configuration.dataDirectory.checkSafety(databasePath: configuration.databasePath)
         let identity = try Self.loadOrCreateIdentity(in: configuration.dataDirectory, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
-        let host = Network.Host(identity: identity, group: group, configuration: configuration.host, logger: logger)
-        Perf.register(on: host)
+        var hostConfiguration = configuration.host
+        do {
+            hostConfiguration.denyList = try DenyListFile.load(configuration.dataDirectory.denyListPath)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let host = Network.Host(identity: identity, group: group, configuration: hostConfiguration, logger: logger)
+        // perf is a load generator for whoever connects: served only when asked (`--perf`).
+        if configuration.perf { Perf.register(on: host) }
 
         var bound: [Multiaddr] = []
         var failures: [String] = []
@@ -91,6 +99,8 @@ public final class AgentNode: Service, Sendable {
 
         var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
         NodeControlAPI.registerDHTMethods(&methods, dht: dht)
+        NodeControlAPI.registerLimitsMethods(
+            &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
         let server: ControlAPIServer
         do {
             server = try await ControlAPIServer.bind(

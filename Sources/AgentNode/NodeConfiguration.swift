@@ -19,6 +19,9 @@ public struct NodeConfiguration: Sendable {
     public var bootstrapAddresses: [Multiaddr] = []
     /// Names to publish on start and keep fresh (`--name`), besides the node's self-certifying name.
     public var names: [AgentName] = []
+    /// Serve perf (`/perf/1.0.0`, `agentd --perf`): off by default, as it lets any peer make the
+    /// node send and take up to `Perf.defaultMaximumBytes` per stream.
+    public var perf = false
     /// The SQLite database (default: DATA_DIR/agentd.db); nil keeps records in memory only.
     public var databasePath: String?
 

@@ -11,6 +11,10 @@ public struct NetworkError: Error, Hashable, Sendable, CustomStringConvertible {
         case protocolNotSupported = "protocol_not_supported"
         /// A limit was reached (connections, handshakes in flight, streams).
         case resourceLimit = "resource_limit"
+        /// A limit refused the peer or the address: the deny list, or a resource limit at admission.
+        case refused
+        /// A setting (a limits file, a flag) is not valid.
+        case invalidConfiguration = "invalid_configuration"
         /// The operation did not finish in time.
         case timeout
         /// The peer answered with something the protocol does not allow.

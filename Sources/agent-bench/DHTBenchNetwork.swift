@@ -87,6 +87,8 @@ struct DHTBenchNetwork: Sendable {
     private static func startNode(group: EventLoopGroup, logger: Logger) async throws -> Node {
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.dialTimeout = .seconds(3)
+        // Every node is on 127.0.0.1: one address for the per-IP limits.
+        hostConfiguration.limits = .loopbackTestNetwork
         let host = Network.Host(
             identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
         do {

@@ -16,7 +16,7 @@ struct AgentCtl: AsyncParsableCommand {
             IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self,
             ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, UnregisterCommand.self,
             NamesCommand.self, ResolveCommand.self,
-            DHTCommand.self, APICommand.self,
+            DHTCommand.self, LimitsCommand.self, BlockCommand.self, UnblockCommand.self, APICommand.self,
         ]
     )
 

@@ -15,7 +15,8 @@ struct Agentd: AsyncParsableCommand {
         abstract: "Run an agent node of the .agent network.",
         discussion: """
             agentd holds this host's Ed25519 identity (DATA_DIR/identity.key, created on first start),
-            listens for libp2p connections (TCP, Noise, yamux; identify, ping and perf are served), and
+            listens for libp2p connections (TCP, Noise, yamux; identify and ping are served, perf with --perf),
+            applies resource limits (--limits FILE; defaults in spec/session.md), and
             serves the control API that agentctl and local agents use: JSON-RPC 2.0 over the Unix
             socket DATA_DIR/agentd.sock (mode 0600). When it is ready it prints one JSON line on
             stdout: {"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}; logs go to stderr.
@@ -82,6 +83,14 @@ struct Agentd: AsyncParsableCommand {
     @Option(name: .customLong("dht-replication"), help: "Nodes each record is stored at (1-20).")
     var dhtReplication: Int = DHTConfiguration().replicationFactor
 
+    @Flag(name: .customLong("perf"), help: "Serve libp2p perf (/perf/1.0.0) to peers; off by default (it is a load generator).")
+    var perf = false
+
+    @Option(
+        name: .customLong("limits"),
+        help: "A JSON file of resource limits, one object per scope, e.g. {\"ip\": {\"connections\": 64}} (spec/session.md §7).")
+    var limits: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -135,6 +144,15 @@ struct Agentd: AsyncParsableCommand {
         configuration.dht.protocolID = dhtProtocol
         configuration.dht.replicationFactor = dhtReplication
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
+        configuration.perf = perf
+        if let limits {
+            do {
+                configuration.host.limits = try LimitsFile.load(limits)
+            } catch {
+                FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
         do {
             let (bootstrapAddresses, source) = try BootstrapSources.resolve(arguments: bootstrap, dataDirectory: directory)
             configuration.bootstrapAddresses = bootstrapAddresses

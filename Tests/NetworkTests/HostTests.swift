@@ -373,6 +373,7 @@ struct ConnectionTrimmingTests {
         configuration.connectionLowWater = 3
         configuration.connectionHighWater = 5
         configuration.connectionGracePeriod = .zero
+        configuration.limits = .loopbackTestNetwork  // nine clients on 127.0.0.1
         let hub = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
         HostTests.registerEcho(on: hub)
         let bound = try await hub.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))

@@ -42,6 +42,8 @@ final class DHTTestNetwork: @unchecked Sendable {
     ) async throws -> Node {
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.dialTimeout = .seconds(3)
+        // Every node is on 127.0.0.1: one address for the per-IP limits.
+        hostConfiguration.limits = .loopbackTestNetwork
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
         let host = Network.Host(identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
@@ -90,7 +92,10 @@ final class DHTTestNetwork: @unchecked Sendable {
         await stop(index)
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
-        let host = Network.Host(identity: old.host.identity, group: group, logger: logger)
+        var hostConfiguration = Network.Host.Configuration()
+        hostConfiguration.limits = .loopbackTestNetwork
+        let host = Network.Host(
+            identity: old.host.identity, group: group, configuration: hostConfiguration, logger: logger)
         let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         let dht = DHT(host: host, store: old.dht.store, configuration: Self.configuration(), logger: logger)
         dht.start()

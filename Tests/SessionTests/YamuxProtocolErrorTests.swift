@@ -146,7 +146,10 @@ struct YamuxProtocolErrorTests {
 
     @Test("10,000 inbound SYNs: at most maximumStreams live, the rest refused with RST, memory bounded")
     func synFlood() throws {
-        var server = YamuxSession(role: .server)
+        // The stream limit under test, not the receive-window budget (see YamuxMemoryBudgetTests).
+        var configuration = YamuxConfiguration()
+        configuration.sessionReceiveWindowBudget = 1024 * 256 * 1024
+        var server = YamuxSession(role: .server, configuration: configuration)
         var opened = 0
         var acks = 0
         var resets = 0

@@ -333,7 +333,10 @@ struct YamuxSessionTests {
 
     @Test("the ACK backlog is bounded at the spec's 256 streams")
     func ackBacklog() throws {
-        var client = YamuxSession(role: .client)
+        // The backlog under test, not the receive-window budget (see YamuxMemoryBudgetTests).
+        var configuration = YamuxConfiguration()
+        configuration.sessionReceiveWindowBudget = 512 * 256 * 1024
+        var client = YamuxSession(role: .client, configuration: configuration)
         var ids: [YamuxStreamID] = []
         for _ in 0..<256 { ids.append(try client.openStream()) }
         let error = #expect(throws: SessionError.self) { try client.openStream() }

@@ -32,6 +32,8 @@ struct DHTProcessTests {
         var started: [JSONLineProcess] = []
         do {
             try Data(#"{"version": 1, "peers": []}"#.utf8).write(to: URL(fileURLWithPath: base + "/no-peers.json"))
+            // Every node is on 127.0.0.1: one address for the per-IP limits (README, "Resource limits").
+            try Data(Self.loopbackLimits.utf8).write(to: URL(fileURLWithPath: base + "/limits.json"))
             var nodes: [Node] = []
             for index in 1...count {
                 let dataDir = base + "/node-\(index)"
@@ -40,7 +42,7 @@ struct DHTProcessTests {
                     executable: ProcessRunner.executable("agentd"),
                     arguments: [
                         "--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap,
-                        "--name", "node-\(index)", "--log-level", "warning",
+                        "--name", "node-\(index)", "--log-level", "warning", "--limits", base + "/limits.json",
                     ])
                 started.append(process)
                 let ready: PyEvent
@@ -83,6 +85,11 @@ struct DHTProcessTests {
     }
 
     /// Runs agentctl against `node`'s daemon; a daemon that does not answer fails the call in 10 s.
+    /// Limits for many nodes on one address: the per-IP and per-subnet ones as high as the node's.
+    static let loopbackLimits = """
+        {"ip": {"pending_handshakes": 64, "connections": 512}, "subnet": {"pending_handshakes": 64, "connections": 512}}
+        """
+
     func agentctl(_ node: Node, _ arguments: String...) throws -> ProcessRunner.Result {
         try ProcessRunner.run(
             ProcessRunner.executable("agentctl"), arguments + ["--data-dir", node.dataDir, "--timeout", "10"])

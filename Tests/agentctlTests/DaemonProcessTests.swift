@@ -11,10 +11,10 @@ struct DaemonProcessTests {
         return path
     }
 
-    static func startDaemon(_ dataDir: String) async throws -> (JSONLineProcess, PyEvent) {
+    static func startDaemon(_ dataDir: String, _ extra: [String] = []) async throws -> (JSONLineProcess, PyEvent) {
         let daemon = try JSONLineProcess(
             executable: ProcessRunner.executable("agentd"),
-            arguments: ["--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warning"])
+            arguments: ["--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warning"] + extra)
         let ready = try await daemon.waitFor("ready", timeout: .seconds(20))
         return (daemon, ready)
     }
@@ -77,6 +77,78 @@ struct DaemonProcessTests {
         #expect(await daemon.waitForExit() == 0)
     }
 
+    @Test("block and unblock: refused at accept and at dial, kept across a restart; limits shows usage and refusals")
+    func denyList() async throws {
+        let dirA = try Self.temporaryDirectory()
+        let dirB = try Self.temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: dirA)
+            try? FileManager.default.removeItem(atPath: dirB)
+        }
+        var (a, readyA) = try await Self.startDaemon(dirA)
+        let (b, readyB) = try await Self.startDaemon(dirB)
+        do {
+            let addrA = try #require((readyA["addrs"] as? [String])?.first)
+            let peerB = try #require(readyB["peer_id"] as? String)
+            let addrB = try #require((readyB["addrs"] as? [String])?.first)
+
+            let blocked = try agentctl("block", peerB, "--data-dir", dirA, "--json")
+            #expect(blocked.status == 0, "\(blocked.stderr)")
+            #expect(try blocked.json()["added"] as? Bool == true)
+            // At dial: a clear error.
+            let dial = try agentctl("connect", addrB, "--data-dir", dirA)
+            #expect(dial.status == 1)
+            #expect(dial.stderr.contains("blocked"))
+            // At accept, once B's peer id is known: refused, counted, never listed.
+            _ = try agentctl("connect", addrA, "--data-dir", dirB)
+            var denied = 0
+            for _ in 0..<50 where denied == 0 {
+                denied = try agentctl("limits", "--data-dir", dirA, "--json").json()["denied"] as? Int ?? 0
+                if denied == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(denied >= 1)
+            let peers = try agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
+            #expect(!peers.contains { $0["peer_id"] as? String == peerB })
+
+            // Kept across a restart, in a private file.
+            a.signal(SIGTERM)
+            #expect(await a.waitForExit() == 0)
+            let mode = try FileManager.default.attributesOfItem(atPath: dirA + "/denylist")[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+            (a, readyA) = try await Self.startDaemon(dirA)
+            let limits = try agentctl("limits", "--data-dir", dirA, "--json").json()
+            #expect(limits["blocked"] as? [String] == [peerB])
+            let rows = try #require(limits["scopes"] as? [[String: Any]])
+            #expect(rows.contains { $0["scope"] as? String == "ip" && $0["resource"] as? String == "connections" && $0["limit"] as? Int == 8 })
+            #expect(rows.allSatisfy { $0["used"] is Int && $0["refused"] is Int })
+            #expect(try agentctl("connect", addrB, "--data-dir", dirA).status == 1)
+
+            // Unblocked: the dial works again.
+            let unblocked = try agentctl("unblock", peerB, "--data-dir", dirA, "--json")
+            #expect(try unblocked.json()["removed"] as? Bool == true)
+            let connected = try agentctl("connect", addrB, "--data-dir", dirA)
+            #expect(connected.status == 0, "\(connected.stderr)")
+
+            // A network: the live connection closes, and B's dial is refused at accept.
+            #expect(try agentctl("block", "127.0.0.1/8", "--data-dir", dirA).status == 2)  // host bits set
+            #expect(try agentctl("block", "not-a-peer", "--data-dir", dirA).status == 2)
+            #expect(try agentctl("block", "127.0.0.0/8", "--data-dir", dirA).status == 0)
+            let after = try agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
+            #expect(after.isEmpty)
+            #expect(try agentctl("connect", addrA, "--data-dir", dirB).status == 1)
+            let human = try agentctl("limits", "--data-dir", dirA)
+            #expect(human.stdoutText.contains("pending_handshakes") && human.stdoutText.contains("127.0.0.0/8"))
+        } catch {
+            await a.stop()
+            await b.stop()
+            throw error
+        }
+        a.signal(SIGTERM)
+        b.signal(SIGTERM)
+        #expect(await a.waitForExit() == 0)
+        #expect(await b.waitForExit() == 0)
+    }
+
     @Test("two daemons side by side: id, connect, ping, peers, perf; clean shutdown on SIGTERM")
     func twoDaemons() async throws {
         let dirA = try Self.temporaryDirectory()
@@ -86,7 +158,8 @@ struct DaemonProcessTests {
             try? FileManager.default.removeItem(atPath: dirB)
         }
         let (a, readyA) = try await Self.startDaemon(dirA)
-        let (b, readyB) = try await Self.startDaemon(dirB)
+        // b serves perf (off by default).
+        let (b, readyB) = try await Self.startDaemon(dirB, ["--perf"])
         do {
             #expect(readyA["api"] as? String == dirA + "/agentd.sock")
             let peerB = try #require(readyB["peer_id"] as? String)

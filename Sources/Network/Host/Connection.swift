@@ -92,6 +92,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private let closePromise: EventLoopPromise<Void>
     /// The channel went inactive: streams are failed, nothing more is read or accepted.
     private var finished = false
+    /// An inbound connection's address scopes in the resource manager; set before the handshake
+    /// starts, read by the host's registry afterwards.
+    var addressKeys: ResourceManager.AddressKeys?
+    /// Node memory reserved for this connection (see `reconcileMemory`).
+    private var memory = ConnectionMemory()
 
     init(
         id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
@@ -140,6 +145,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
+        reconcileMemory()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             loopBound.value.tick()
@@ -203,8 +209,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             guard let frame = next else { return }
             let now = NIODeadline.now()
             if frame.streamID != .session { lastStreamTraffic = now }
+            // Room for what the frame may take (a new stream's window) before the session decides.
+            if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
+            let refusedBefore = session!.refusedForStreamLimit &+ session!.refusedForMemory
             // `session!` mutates in place: a local copy would copy the stream table per frame.
             let actions = try session!.receive(frame, now: now)
+            if session!.refusedForStreamLimit &+ session!.refusedForMemory != refusedBefore { reportRefusedStream() }
             perform(actions)
         }
     }
@@ -247,6 +257,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         if liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now) {
             host?.trimIfCrowded()
         }
+        // Memory: give back what is no longer needed, take what waiting writers need, and report
+        // the usage peaks for `agentctl limits`.
+        memory.starved = false
+        reconcileMemory()
+        if let resources = host?.resources {
+            resources.reportConnectionUsage(.connectionStreams, session!.liveStreamCount)
+            resources.reportConnectionUsage(.connectionReceiveWindowMemory, session!.totalReceiveWindow)
+            resources.reportConnectionUsage(.connectionSendQueueMemory, session!.totalSendQueueCost)
+        }
+        perform(session!.retryWaitingWriters())
         do {
             let actions = try session!.tick(now: now)
             perform(actions)
@@ -274,6 +294,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
                 if state.abandoned {
                     // Nobody will read: credit it back and drop it.
                     consumed(bytes.readableBytes, on: id)
+                } else if state.reader == nil {
+                    // The bytes will wait for a reader: kept compact, not as views that pin whole
+                    // socket read buffers (see `StreamState.queueUnread`).
+                    state.queueUnread(bytes)
                 } else {
                     state.inbound.append(bytes)
                     if state.reader != nil {
@@ -376,6 +400,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
         }
         do {
+            if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
             let id = try session!.openStream(priority: priority)
             streams[id] = StreamState()
             pump()
@@ -512,7 +537,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         while let first = state.pendingWrites.first {
             switch first {
             case .data(var bytes, let continuation):
-                let room = session!.writableBytes(on: id)
+                if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
+                let room = session!.writableBytesOrWait(on: id)
                 if room <= 0 { return }
                 let chunk = bytes.readSlice(length: min(room, bytes.readableBytes))!
                 do {
@@ -600,7 +626,45 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         context?.close(promise: nil)
     }
 
+    /// Keeps node memory reserved for this connection one granule ahead of what its session holds
+    /// (so a new stream's window or a write finds room without waiting), and gives back what is more
+    /// than two granules ahead. The session's `memoryLimit` is what is reserved: when the node's
+    /// budget is spent, SYNs are refused, writes wait and windows stop growing.
+    private func reconcileMemory() {
+        guard session != nil, let resources = host?.resources else { return }
+        let change = memory.change(inUse: session!.memoryInUse)
+        if change > 0 {
+            if resources.reserveMemory(change) {
+                memory.reserved += change
+            } else {
+                memory.starved = true  // asked again at the next tick, not on every frame
+            }
+        } else if change < 0 {
+            resources.releaseMemory(-change)
+            memory.reserved += change
+        }
+        session!.memoryLimit = memory.reserved
+    }
+
+    private func reportRefusedStream() {
+        guard let resources = host?.resources, session != nil else { return }
+        let limit = session!.refusedForMemory > memory.reportedMemoryRefusals
+        memory.reportedMemoryRefusals = session!.refusedForMemory
+        if limit {
+            resources.connectionRefused(
+                .connectionReceiveWindowMemory,
+                "a new stream's window does not fit (\(session!.totalReceiveWindow) bytes of windows, \(memory.reserved) reserved) from \(remotePeer?.description ?? "?")")
+        } else {
+            resources.connectionRefused(
+                .connectionStreams, "\(session!.liveStreamCount) streams live on a connection of \(remotePeer?.description ?? "?")")
+        }
+    }
+
     private func finish(error: Error) {
+        if memory.reserved > 0 {
+            host?.resources.releaseMemory(memory.reserved)
+            memory.reserved = 0
+        }
         tickTask?.cancel()
         tickTask = nil
         identifyDeadline?.cancel()
@@ -633,6 +697,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             close(error: nil)
             return true
         }
+    }
+
+    /// The connection's memory as its session counts it and as reserved from the node; must be
+    /// called on the event loop (tests, status).
+    func memoryUsage() -> (receiveWindows: Int, sendQueueCost: Int, reserved: Int) {
+        (session?.totalReceiveWindow ?? 0, session?.totalSendQueueCost ?? 0, memory.reserved)
     }
 
     /// What trimming needs to know; must be called on the event loop.
@@ -703,4 +773,52 @@ final class StreamState {
     /// Its user is gone: inbound bytes are credited and dropped, the state is freed on close.
     var abandoned = false
     var error: Error?
+
+    /// Queues bytes no reader waits for. Their count is bounded by the stream's receive window, but
+    /// a `ByteBuffer` keeps its whole storage alive: a 1-byte frame left as a view of a 256 KiB
+    /// socket read buffer pins 256 KiB. So a small chunk is gathered into the last queued one when
+    /// that is small too, and a chunk whose storage is mostly other bytes is copied out: queued
+    /// memory stays within about twice the bytes (plus one storage per 4 KiB).
+    static let gatherBelow = 4096
+
+    func queueUnread(_ bytes: ByteBuffer) {
+        var bytes = bytes
+        if bytes.readableBytes < Self.gatherBelow, let last = inbound.indices.last,
+            inbound[last].readableBytes < Self.gatherBelow
+        {
+            inbound[last].writeBuffer(&bytes)
+            return
+        }
+        if bytes.storageCapacity > 2 * bytes.readableBytes + Self.gatherBelow {
+            var copy = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+            copy.writeBuffer(&bytes)
+            bytes = copy
+        }
+        inbound.append(bytes)
+    }
+}
+
+/// Node memory a connection holds reserved in the resource manager, in granules.
+struct ConnectionMemory {
+    var reserved = 0
+    /// The node refused the last reservation; not asked again before the next tick.
+    var starved = false
+    /// The session's memory refusals already reported.
+    var reportedMemoryRefusals = 0
+
+    /// Whether the session is within a granule of what is reserved (cheap: checked per frame).
+    func needsReservation(inUse: Int) -> Bool {
+        !starved && inUse + ResourceManager.memoryGranule > reserved
+    }
+
+    /// How much to reserve (positive) or give back (negative): one granule of headroom, given back
+    /// only beyond two (hysteresis, so a connection at a boundary does not take and give back on
+    /// every frame). Multiples of the granule.
+    func change(inUse: Int) -> Int {
+        let granule = ResourceManager.memoryGranule
+        let wanted = (inUse + granule + granule - 1) / granule * granule
+        if wanted > reserved { return starved ? 0 : wanted - reserved }
+        if reserved - wanted >= 2 * granule { return wanted + granule - reserved }
+        return 0
+    }
 }

@@ -13,11 +13,13 @@ import Session
 /// logical connection per peer, and routes inbound streams to protocol handlers by protocol id.
 public final class Host: Sendable {
     public struct Configuration: Sendable {
-        /// At most this many established connections; further inbound ones are closed at once.
-        public var maximumConnections = 512
-        /// At most this many connections in the upgrade phase at once (a slow-handshake flood
-        /// cannot pin more than this many sockets and Noise states).
-        public var maximumPendingHandshakes = 64
+        /// The resource manager's limits (spec/session.md §7): handshakes in flight and connections
+        /// per node, per IP and per subnet; inbound streams per protocol per peer; memory per node,
+        /// connection and stream. The per-connection and per-stream ones override the matching
+        /// `yamux` settings.
+        public var limits = ResourceLimits()
+        /// Peers and networks refused at accept, after the handshake and at dial.
+        public var denyList = DenyList()
         /// The whole upgrade (multistream, Noise, muxer) must finish within this time.
         public var handshakeTimeout: TimeAmount = .seconds(10)
         /// Dials give up after this long.
@@ -42,7 +44,7 @@ public final class Host: Sendable {
         /// `connectionGracePeriod` ago) are closed, the longest idle first, until
         /// `connectionLowWater` remain. A busy or protected connection is never trimmed. DHT lookups
         /// connect to many peers once; without trimming a busy node would hold them all until the
-        /// idle timeout and reach `maximumConnections`. Defaults 160 / 192 / 60 s, as go-libp2p.
+        /// idle timeout and reach the `system.connections` limit. Defaults 160 / 192 / 60 s, as go-libp2p.
         public var connectionLowWater = 160
         public var connectionHighWater = 192
         public var connectionGracePeriod: TimeAmount = .seconds(60)
@@ -165,6 +167,21 @@ public final class Host: Sendable {
             throw error
         }
     }
+
+    /// The resource manager: limits, usage, refusals, the deny list.
+    public var resources: ResourceManager { core.resources }
+
+    /// Adds `entry` to the deny list and closes the connections it now covers (the peer's, or those
+    /// from an address in the network). The caller persists the list.
+    /// - Throws: `NetworkError.resourceLimit` when the list is full.
+    @discardableResult
+    public func block(_ entry: DenyList.Entry) async throws(NetworkError) -> Bool {
+        try await core.block(entry)
+    }
+
+    /// Removes `entry` from the deny list; false if it was not there.
+    @discardableResult
+    public func unblock(_ entry: DenyList.Entry) -> Bool { core.resources.allow(entry) }
 
     /// The live connection to `peer`, if any.
     public func connection(to peer: PeerID) -> Connection? { core.connection(to: peer) }

@@ -21,6 +21,12 @@ final class HostCore: @unchecked Sendable {
     let group: EventLoopGroup
     let configuration: Host.Configuration
     let logger: Logger
+    /// Owns the limits and their accounting (see `ResourceManager`).
+    let resources: ResourceManager
+    /// `configuration.yamux` with the per-connection and per-stream limits applied.
+    let yamuxConfiguration: YamuxConfiguration
+    /// The address scopes of admitted connections, released when they close.
+    private var admitted: [ObjectIdentifier: ResourceManager.AddressKeys?] = [:]
 
     private let lock = NIOLock()
     private var handlers: [String: @Sendable (MuxedStream) async -> Void] = [:]
@@ -30,7 +36,6 @@ final class HostCore: @unchecked Sendable {
     }
     private var connectionCount = 0
     private var pendingDials: [PeerID: EventLoopFuture<Connection>] = [:]
-    private var pendingHandshakes = 0
     private var pendingConnections: [ObjectIdentifier: Connection] = [:]
     private var tasks: [Int: (label: String, task: Task<Void, Never>)] = [:]
     private var nextTaskID = 0
@@ -58,6 +63,14 @@ final class HostCore: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "self"] = "\(peerID)"
         self.logger = logger
+        self.resources = ResourceManager(limits: configuration.limits, denyList: configuration.denyList, logger: logger)
+        var yamux = configuration.yamux
+        yamux.maximumStreams = configuration.limits.connectionStreams
+        yamux.sessionReceiveWindowBudget = max(
+            configuration.limits.connectionReceiveWindowMemory, Int(yamux.initialReceiveWindow))
+        yamux.sessionSendQueueBudget = configuration.limits.connectionSendQueueMemory
+        yamux.maximumQueuedBytesPerStream = configuration.limits.streamSendQueueBytes
+        self.yamuxConfiguration = yamux
     }
 
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
@@ -151,7 +164,7 @@ final class HostCore: @unchecked Sendable {
             return nextConnectionID
         }
         return Connection(
-            id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: configuration.yamux,
+            id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: yamuxConfiguration,
             liveness: ConnectionLiveness(
                 streamQuietPeriod: configuration.streamQuietPeriod, idleTimeout: configuration.idleTimeout),
             identifyTimeout: configuration.identifyTimeout, logger: logger)
@@ -202,20 +215,21 @@ final class HostCore: @unchecked Sendable {
     }
 
     private func initializeInbound(_ channel: Channel) throws {
-        let admitted = lock.withLock { () -> Bool in
-            let established = connectionsByPeer.values.reduce(0) { $0 + $1.count }
-            guard !isShutDown, pendingHandshakes < configuration.maximumPendingHandshakes,
-                established < configuration.maximumConnections
-            else { return false }
-            pendingHandshakes += 1
-            return true
+        guard !lock.withLock({ isShutDown }) else {
+            channel.close(promise: nil)
+            return
         }
-        guard admitted else {
-            logger.warning("refusing inbound connection: limit reached", metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+        // Admission before any handshake work: the deny list, and handshakes and connections in
+        // flight per node, per IP and per subnet (refusals are counted and logged, rate-limited).
+        let keys: ResourceManager.AddressKeys?
+        switch resources.admitHandshake(from: channel.remoteAddress.flatMap(IPAddress.init)) {
+        case .success(let admittedKeys): keys = admittedKeys
+        case .failure:
             channel.close(promise: nil)
             return
         }
         let connection = makeConnection(direction: .inbound, channel: channel)
+        connection.addressKeys = keys
         lock.withLock { pendingConnections[ObjectIdentifier(connection)] = connection }
         try channel.pipeline.syncOperations.addHandlers([
             SecureConnectionHandler(
@@ -226,11 +240,9 @@ final class HostCore: @unchecked Sendable {
             connection,
         ])
         connection.establishedFuture.whenComplete { [self] result in
-            lock.withLock {
-                pendingHandshakes -= 1
-                pendingConnections[ObjectIdentifier(connection)] = nil
-            }
-            if case .success(let connection) = result { register(connection) }
+            resources.handshakeEnded(keys)
+            lock.withLock { pendingConnections[ObjectIdentifier(connection)] = nil }
+            if case .success(let connection) = result { _ = register(connection) }
         }
     }
 
@@ -248,6 +260,12 @@ final class HostCore: @unchecked Sendable {
         }
         guard peer != peerID else {
             throw NetworkError(.invalidAddress, "\(address) is this node itself")
+        }
+        if resources.isDenied(peer) {
+            throw NetworkError(.refused, "peer \(peer) is blocked (agentctl unblock \(peer) lifts it)")
+        }
+        if let ip = IPAddress(address), let network = resources.deniedNetwork(containing: ip) {
+            throw NetworkError(.refused, "\(address) is in the blocked network \(network) (agentctl unblock \(network) lifts it)")
         }
         if reuse == .sameAddress {
             return try await connectThrough(address, peer: peer)
@@ -320,8 +338,8 @@ final class HostCore: @unchecked Sendable {
                     NetworkError(.connectionFailed, "cannot connect to \(address): \(Self.describe(connectError: error))"))
             }
             .flatMap { _ in connectionBox.withLockedValue { $0! }.establishedFuture }
-            .map { [self] connection in
-                register(connection)
+            .flatMapThrowing { [self] connection in
+                if let refusal = register(connection) { throw refusal }
                 return connection
             }
     }
@@ -348,12 +366,20 @@ final class HostCore: @unchecked Sendable {
 
     // MARK: Registry
 
-    private func register(_ connection: Connection) {
-        guard let peer = connection.remotePeer else { return }
+    /// Adds an established connection to the registry, or closes it and says why (the deny list or
+    /// a connection limit refused it, or the host is shutting down).
+    private func register(_ connection: Connection) -> NetworkError? {
+        guard let peer = connection.remotePeer else { return nil }
         guard !lock.withLock({ isShutDown }) else {
             connection.close()
-            return
+            return NetworkError(.shutdown, "the host is shutting down")
         }
+        // The peer id is known now: the deny list and the connection limits decide.
+        if let refusal = resources.admitConnection(peer: peer, inboundFrom: connection.addressKeys) {
+            connection.close()
+            return NetworkError(refusal.entry == nil ? .refused : .resourceLimit, refusal.message)
+        }
+        lock.withLock { admitted[ObjectIdentifier(connection)] = connection.addressKeys }
         // One logical connection per peer. When both sides dialled at once, each holds two; both
         // keep the one initiated by the smaller peer id (the same choice on both sides) and close
         // the other. Two connections with the same initiator: keep the older.
@@ -377,12 +403,13 @@ final class HostCore: @unchecked Sendable {
         if let redundant {
             logger.debug("closing duplicate connection", metadata: ["peer": "\(peer)", "conn": "\(redundant.id)"])
             redundant.close()
-            if redundant === connection { return }
+            if redundant === connection { return nil }
         }
         logger.info(
             "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
         Identify.identify(connection: connection, host: self)
         trimIfCrowded()
+        return nil
     }
 
     // MARK: Trimming
@@ -450,6 +477,9 @@ final class HostCore: @unchecked Sendable {
     }
 
     func connectionClosed(_ connection: Connection) {
+        if let keys = lock.withLock({ admitted.removeValue(forKey: ObjectIdentifier(connection)) }) {
+            resources.connectionClosed(inboundFrom: keys)
+        }
         guard let peer = connection.remotePeer else { return }
         let wasRegistered = lock.withLock { connectionsByPeer[peer]?.contains { $0 === connection } ?? false }
         guard wasRegistered else { return }
@@ -476,6 +506,27 @@ final class HostCore: @unchecked Sendable {
         return infos.sorted { $0.id < $1.id }
     }
 
+    /// Adds `entry` to the deny list and closes the connections it covers.
+    func block(_ entry: DenyList.Entry) async throws(NetworkError) -> Bool {
+        guard try resources.deny(entry) else { return false }
+        var covered: [Connection] = []
+        for connection in lock.withLock({ connectionsByPeer.values.flatMap { $0 } }) {
+            switch entry {
+            case .peer(let peer):
+                if connection.remotePeer == peer { covered.append(connection) }
+            case .network(let network):
+                let address = try? await connection.eventLoop.submit { connection.remoteAddress }.get()
+                if let ip = address.flatMap(IPAddress.init), network.contains(ip) { covered.append(connection) }
+            }
+        }
+        for connection in covered {
+            logger.info("closing connection of a blocked peer", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")", "conn": "\(connection.id)"])
+            connection.close()
+            _ = await Self.wait(for: connection.closeFuture, timeout: .seconds(5))
+        }
+        return true
+    }
+
     // MARK: Streams
 
     func acceptStream(_ stream: RawStream, on connection: Connection) {
@@ -488,6 +539,14 @@ final class HostCore: @unchecked Sendable {
                     stream.reset()
                     return
                 }
+                // Streams of one protocol per peer are bounded (the protocol_peer scope).
+                guard let peer = connection.remotePeer,
+                    resources.admitInboundStream(peer: peer, protocolID: muxed.protocolID) == nil
+                else {
+                    stream.reset()
+                    return
+                }
+                defer { resources.inboundStreamEnded(peer: peer, protocolID: muxed.protocolID) }
                 await handler(muxed)
                 // The handler is done: whatever it left open is closed gracefully and freed.
                 stream.abandon()

@@ -8,7 +8,7 @@ import Identity
 /// peer ever seen grew by megabytes a minute with no peer connected (issue #10, finding 2). Each
 /// entry is itself capped at decoding (`IdentifyInfo` keeps at most `Identify.maximumListenAddresses`
 /// addresses and `Identify.maximumProtocols` protocols, each of bounded length), so the store holds
-/// at most `maximumConnections` bounded entries.
+/// at most `ResourceLimits.systemConnections` bounded entries.
 ///
 /// Why not an LRU of recently seen peers: every reader (the DHT's admission of an inbound peer, the
 /// control API's `peers`) asks about a connected peer; what a disconnected peer claimed is stale

@@ -21,13 +21,35 @@ public enum Perf {
         public var downloadBytesPerSecond: Double { downloadSeconds > 0 ? Double(downloadBytes) / downloadSeconds : 0 }
     }
 
-    /// Registers the perf server on `host`.
-    public static func register(on host: Host) {
+    /// The most bytes the server sends or takes in one request by default: 1 GiB, what
+    /// `agent-bench session` moves per run. The spec sets no limit, so an unchecked 64-bit size
+    /// would let one SYN of 8 bytes keep a node sending for ever (finding 3 of issue #10).
+    public static let defaultMaximumBytes: UInt64 = 1 << 30
+
+    /// Registers the perf server on `host`. A node serves perf only when asked (`agentd --perf`):
+    /// it is a load generator for whoever connects.
+    /// - Parameter maximumBytes: a request for more, or an upload of more, is answered with a
+    ///   stream reset.
+    public static func register(on host: Host, maximumBytes: UInt64 = defaultMaximumBytes) {
+        let logger = host.core.logger
         host.handle(protocolID) { stream in
             do {
                 let header = try await stream.readExactly(8)
                 let requested = header.getInteger(at: header.readerIndex, as: UInt64.self)!
-                while try await stream.read() != nil {}
+                guard requested <= maximumBytes else {
+                    logger.debug("perf: refused a request for \(requested) bytes (at most \(maximumBytes))")
+                    stream.reset()
+                    return
+                }
+                var uploaded: UInt64 = 0
+                while let chunk = try await stream.read() {
+                    uploaded += UInt64(chunk.readableBytes)
+                    guard uploaded <= maximumBytes else {
+                        logger.debug("perf: refused an upload of more than \(maximumBytes) bytes")
+                        stream.reset()
+                        return
+                    }
+                }
                 try await send(requested, on: stream)
                 try await stream.closeWrite()
             } catch {

@@ -26,11 +26,18 @@ public struct YamuxConfiguration: Hashable, Sendable {
     /// go-yamux. It also bounds the payload of an inbound data frame.
     public var maximumReceiveWindow: UInt32 = 16 * 1024 * 1024
 
-    /// Auto-tuning grows a window only while the receive windows of all live streams add up to at
-    /// most this. The windows bound what the peer may make us hold for the application, so this
-    /// bounds the session's inbound memory once windows grow. Default 64 MiB: four streams at the
-    /// maximum window.
-    public var sessionReceiveWindowBudget: Int = 64 * 1024 * 1024
+    /// The receive windows of all live streams added up, the initial window of each included, stay
+    /// within this. The windows bound what the peer may make us hold for the application, so this
+    /// bounds the session's inbound memory: an inbound SYN that would exceed it is answered with RST,
+    /// and opening a stream beyond it throws `.resourceLimit`. Auto-tuning grows windows only up to
+    /// three quarters of it, so that a bulk stream leaves room for new streams. Default 32 MiB: 128
+    /// fresh streams, or one stream at the 16 MiB maximum window and 64 fresh ones.
+    public var sessionReceiveWindowBudget: Int = 32 * 1024 * 1024
+
+    /// The memory cost of all streams' queued outbound bytes (see `YamuxSendQueue.memoryCost`) stays
+    /// about within this: once it is reached, `writableBytes(on:)` is 0 for every stream until the
+    /// queues drained to half of it. Default 16 MiB.
+    public var sessionSendQueueBudget: Int = 16 * 1024 * 1024
 
     /// Live streams (both directions). An inbound SYN over the limit is answered with RST; opening
     /// one over it throws `.resourceLimit`. Default 1024.
@@ -80,7 +87,10 @@ public struct YamuxConfiguration: Hashable, Sendable {
             initialReceiveWindow >= Self.specInitialWindow,
             "yamux initialReceiveWindow must be at least the spec's 256 KiB, which the peer assumes")
         precondition(maximumReceiveWindow >= initialReceiveWindow, "maximumReceiveWindow below initialReceiveWindow")
-        precondition(sessionReceiveWindowBudget >= 0, "sessionReceiveWindowBudget must not be negative")
+        precondition(
+            sessionReceiveWindowBudget >= Int(initialReceiveWindow),
+            "sessionReceiveWindowBudget must hold at least one stream's initial window")
+        precondition(sessionSendQueueBudget > 0, "sessionSendQueueBudget must be positive")
         precondition(maximumStreams > 0, "maximumStreams must be positive")
         precondition(maximumAckBacklog > 0, "maximumAckBacklog must be positive")
         precondition(

@@ -164,9 +164,16 @@ extension YamuxSession {
         }
         highestInboundID = max(highestInboundID, id.rawValue)
 
-        // Refused: after our GoAway, or at the stream limit. The peer learns it from the RST and may
-        // retry later; the session goes on (a busy peer is not a broken one).
-        guard !sentGoAway, streams.count < configuration.maximumStreams else {
+        // Refused: after our GoAway, at the stream limit, or when its initial window does not fit
+        // the receive-window budget (initial windows count: 300 streams of 256 KiB would otherwise
+        // promise 75 MiB beyond it). The peer learns it from the RST and may retry later; the
+        // session goes on (a busy peer is not a broken one).
+        let withinStreamLimit = streams.count < configuration.maximumStreams
+        let withinMemory = hasRoomForNewStream
+        guard !sentGoAway, withinStreamLimit, withinMemory else {
+            if !sentGoAway {
+                if !withinStreamLimit { refusedForStreamLimit += 1 } else { refusedForMemory += 1 }
+            }
             // A SYN frame's data still counts against the initial window the spec grants it.
             guard frame.type != .data || frame.length <= YamuxConfiguration.specInitialWindow else {
                 throw SessionError(

@@ -41,10 +41,12 @@ extension YamuxSession {
                 continue
             }
             let maximumPayload = min(configuration.maximumFramePayload, budget - YamuxFrame.headerSize)
+            let costBefore = streams[id]!.sendQueue.memoryCost
             guard let frame = streams[id]!.takeDataFrame(maximumPayload: maximumPayload) else {
                 streams[id]!.isScheduled = false  // nothing to send (window closed since)
                 continue
             }
+            totalSendQueueCost += streams[id]!.sendQueue.memoryCost - costBefore
             frames.append(frame)
             budget -= frame.encodedSize
             scheduler.charge(frame.encodedSize, to: priority)
@@ -63,6 +65,11 @@ extension YamuxSession {
             } else {
                 streams[id]!.isScheduled = false
             }
+        }
+        if !waitingForBudget.isEmpty, totalSendQueueCost <= configuration.sessionSendQueueBudget / 2,
+            memoryInUse < memoryLimit
+        {
+            actions += retryWaitingWriters()
         }
         return (frames, actions)
     }

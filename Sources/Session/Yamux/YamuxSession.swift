@@ -66,7 +66,24 @@ public struct YamuxSession: Sendable {
     var owedControlFrames = 0
     var scheduler: YamuxScheduler
     /// The receive windows of all live streams added up (for `sessionReceiveWindowBudget`).
-    var totalReceiveWindow = 0
+    public internal(set) var totalReceiveWindow = 0
+    /// The memory cost of all streams' send queues (for `sessionSendQueueBudget`).
+    public internal(set) var totalSendQueueCost = 0
+    /// Streams owed `.writable` once the session's queues drain (they found no room for the session,
+    /// not for themselves).
+    var waitingForBudget: [YamuxStreamID] = []
+    /// Inbound SYNs refused with RST, by cause: the stream limit, and the memory budgets.
+    public internal(set) var refusedForStreamLimit = 0
+    public internal(set) var refusedForMemory = 0
+
+    /// A ceiling on `memoryInUse` that the caller sets from a budget beyond this session (the node's,
+    /// reserved in granules through the resource manager). A SYN, a write or window growth that does
+    /// not fit under it is refused as at the session's own budgets. Default: no ceiling.
+    public var memoryLimit = Int.max
+
+    /// What the session holds or has promised to hold: the receive windows granted (initial ones
+    /// included) and the memory cost of the queued outbound bytes.
+    public var memoryInUse: Int { totalReceiveWindow + totalSendQueueCost }
     var sentGoAway = false
     var receivedGoAway = false
     var outstandingPings = CircularBuffer<OutstandingPing>()
@@ -133,10 +150,37 @@ public struct YamuxSession: Sendable {
     /// Outbound bytes queued on `stream`, or `nil` if it is not live.
     public func queuedBytes(on stream: YamuxStreamID) -> Int? { streams[stream]?.sendQueue.count }
 
-    /// How many bytes `write(_:to:)` accepts on `stream` now (0 if it is not writable).
+    /// How many bytes `write(_:to:)` accepts on `stream` now: the room in its queue, or 0 if it is not
+    /// writable or the session's queues are at `sessionSendQueueBudget` (or `memoryLimit`). A write
+    /// within it may take the session a little past its budget (by at most that write); further ones
+    /// then wait.
     public func writableBytes(on stream: YamuxStreamID) -> Int {
         guard case .active = state, let stream = streams[stream], stream.sendHalf == .open else { return 0 }
+        guard !sendBudgetExhausted else { return 0 }
         return configuration.maximumQueuedBytesPerStream - stream.sendQueue.count
+    }
+
+    var sendBudgetExhausted: Bool {
+        totalSendQueueCost >= configuration.sessionSendQueueBudget || memoryInUse >= memoryLimit
+    }
+
+    /// Like `writableBytes(on:)`; when it is 0 because of the session's budgets, `stream` is owed a
+    /// `.writable` once the queues drained to half the budget (or at the next `retryWaitingWriters`).
+    public mutating func writableBytesOrWait(on stream: YamuxStreamID) -> Int {
+        let room = writableBytes(on: stream)
+        if room == 0, sendBudgetExhausted, streams[stream] != nil, !waitingForBudget.contains(stream) {
+            waitingForBudget.append(stream)
+        }
+        return room
+    }
+
+    /// `.writable` for every stream waiting for the session's budgets (call it when `memoryLimit`
+    /// grew, or now and then: a writer must not wait for a drain that never comes).
+    public mutating func retryWaitingWriters() -> [YamuxAction] {
+        guard !waitingForBudget.isEmpty else { return [] }
+        let waiting = waitingForBudget
+        waitingForBudget.removeAll()
+        return waiting.filter { streams[$0] != nil }.map { .writable($0) }
     }
 
     // MARK: - Local operations
@@ -158,6 +202,11 @@ public struct YamuxSession: Sendable {
         }
         guard streams.count < configuration.maximumStreams else {
             throw SessionError(.resourceLimit, "yamux session has \(streams.count) streams, the most it allows")
+        }
+        guard hasRoomForNewStream else {
+            throw SessionError(
+                .resourceLimit,
+                "yamux session's receive windows (\(totalReceiveWindow) bytes) leave no room for another stream's")
         }
         guard unacknowledgedOutbound < configuration.maximumAckBacklog else {
             throw SessionError(
@@ -212,7 +261,9 @@ public struct YamuxSession: Sendable {
                 "yamux stream \(stream) has \(current.sendQueue.count) bytes queued; \(bytes.readableBytes) more exceed its cap of \(cap): wait for .writable"
             )
         }
+        let costBefore = streams[stream]!.sendQueue.memoryCost
         streams[stream]!.sendQueue.append(bytes)
+        totalSendQueueCost += streams[stream]!.sendQueue.memoryCost - costBefore
         if streams[stream]!.sendQueue.count > cap / 2 { streams[stream]!.owesWritable = true }
         schedule(stream)
     }
@@ -231,7 +282,13 @@ public struct YamuxSession: Sendable {
         streams[stream]!.receiveWindow.consume(count)
         let current = streams[stream]!
         if !current.remoteClosed && !current.hasControlEntry && current.receiveWindow.updateIsDue {
-            let room = max(0, configuration.sessionReceiveWindowBudget - totalReceiveWindow)
+            // Growth stops at three quarters of the budget (the rest stays for new streams' initial
+            // windows) and within the caller's memory ceiling.
+            let room = max(
+                0,
+                min(
+                    configuration.sessionReceiveWindowBudget / 4 * 3 - totalReceiveWindow,
+                    memoryLimit == .max ? Int.max : memoryLimit - memoryInUse))
             let limit = min(Int(configuration.maximumReceiveWindow), Int(current.receiveWindow.size) + room)
             let growth = streams[stream]!.receiveWindow.autoTune(now: now, rtt: smoothedRTT, limit: UInt32(limit))
             totalReceiveWindow += Int(growth)
@@ -335,6 +392,9 @@ public struct YamuxSession: Sendable {
         guard case .active = state else { return }
         state = .failed(error)
         streams.removeAll()
+        totalReceiveWindow = 0
+        totalSendQueueCost = 0
+        waitingForBudget.removeAll()
         control.removeAll()
         owedControlFrames = 0
         staleEntries = 0
@@ -352,6 +412,7 @@ public struct YamuxSession: Sendable {
     mutating func free(_ stream: YamuxStreamID) {
         guard let removed = streams.removeValue(forKey: stream) else { return }
         totalReceiveWindow -= Int(removed.receiveWindow.size)
+        totalSendQueueCost -= removed.sendQueue.memoryCost
         if removed.isOutbound && !removed.acknowledged { unacknowledgedOutbound -= 1 }
         if !removed.isOutbound { closedInbound.insert(stream) }
         // Its control and scheduler entries, if any, are skipped when they come up. A peer that
@@ -368,6 +429,13 @@ public struct YamuxSession: Sendable {
             scheduler.removeAll { streams[$0] == nil }
             staleEntries = 0
         }
+    }
+
+    /// Whether a new stream's initial window fits the session's receive budget and `memoryLimit`.
+    var hasRoomForNewStream: Bool {
+        let initial = Int(configuration.initialReceiveWindow)
+        return totalReceiveWindow + initial <= configuration.sessionReceiveWindowBudget
+            && (memoryLimit == .max || memoryInUse + initial <= memoryLimit)
     }
 
     mutating func sendPing(now: NIODeadline) {
