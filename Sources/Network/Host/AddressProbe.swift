@@ -18,7 +18,12 @@ enum AddressProbe {
         let (host, port) = try TCPAddress.hostAndPort(of: address)
         try core.checkNotShutDown()
         let eventLoop = core.group.next()
-        let authenticated = eventLoop.makePromise(of: Void.self)
+        // The promise is made by the channel initializer, on the channel's loop: a connect that
+        // fails (also because the loop group is shutting down) leaves no promise behind that would
+        // have to be failed on a loop that no longer runs tasks (NIO traps on a leaked promise).
+        let authenticated = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
+        // The probe's channel, and whether the probe was cancelled before the channel existed.
+        let probeChannel = NIOLockedValueBox<(channel: Channel?, cancelled: Bool)>((nil, false))
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(core.configuration.dialTimeout)
@@ -29,22 +34,50 @@ enum AddressProbe {
                         handshakeTimeout: core.configuration.handshakeTimeout, rekey: nil,
                         staticKeySignature: core.staticKeySignature)
                     configuration.authenticateOnly = true
+                    let promise = channel.eventLoop.makePromise(of: Void.self)
+                    authenticated.withLockedValue { $0 = promise }
+                    let cancelled = probeChannel.withLockedValue { state -> Bool in
+                        state.channel = channel
+                        return state.cancelled
+                    }
+                    if cancelled { throw CancellationError() }
                     try channel.pipeline.syncOperations.addHandlers([
                         SecureConnectionHandler(configuration: configuration),
-                        ProbeHandler(promise: authenticated),
+                        ProbeHandler(promise: promise),
                     ])
                 }
             }
+        // Cancelled (the host shuts down): the socket is closed, which ends the connect or the
+        // handshake at once instead of at their timeouts.
+        try await withTaskCancellationHandler {
+            try await connectAndAuthenticate(bootstrap, host: host, port: port, address: address, peer: peer, authenticated: authenticated)
+        } onCancel: {
+            let channel = probeChannel.withLockedValue { state -> Channel? in
+                state.cancelled = true
+                return state.channel
+            }
+            channel?.close(promise: nil)
+        }
+    }
+
+    private static func connectAndAuthenticate(
+        _ bootstrap: ClientBootstrap, host: String, port: Int, address: Multiaddr, peer: PeerID,
+        authenticated: NIOLockedValueBox<EventLoopPromise<Void>?>
+    ) async throws {
         let channel: Channel
         do {
             channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
-            authenticated.fail(error)
+            // A connect that failed after the initializer ran: its pipeline was torn down on the
+            // channel's loop, and `ProbeHandler.handlerRemoved` failed the promise there.
             throw NetworkError(
                 .connectionFailed, "cannot connect to \(address): \(HostCore.describe(connectError: error))")
         }
+        guard let promise = authenticated.withLockedValue({ $0 }) else {
+            preconditionFailure("a connected probe channel ran its initializer")
+        }
         do {
-            try await authenticated.futureResult.get()
+            try await promise.futureResult.get()
         } catch {
             channel.close(promise: nil)
             throw NetworkError(.connectionFailed, "\(address) did not authenticate as \(peer): \(error)")
@@ -70,6 +103,12 @@ enum AddressProbe {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(NetworkError(.connectionClosed, "closed before the peer authenticated"))
+        }
+
+        /// A channel whose connect failed never goes active (no `channelInactive`); its pipeline
+        /// is still torn down on its loop, and that ends the wait. (A completed promise ignores it.)
+        func handlerRemoved(context: ChannelHandlerContext) {
             promise.fail(NetworkError(.connectionClosed, "closed before the peer authenticated"))
         }
     }

@@ -123,8 +123,9 @@ public final class Host: Sendable {
     /// to that peer exist, and closes it as soon as the Noise handshake authenticated the peer,
     /// before the handshake completes: proof that the peer is reachable at that address (the DHT's
     /// dial-back), leaving no connection on either side.
+    /// A host task: refused once `shutdown()` began, which cancels it (closing its socket) and waits.
     public func probe(_ address: Multiaddr) async throws {
-        try await AddressProbe.probe(address, core: core)
+        try await core.runTracked("probe of \(address)") { [core] in try await AddressProbe.probe(address, core: core) }
     }
 
     /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.

@@ -573,6 +573,43 @@ final class HostCore: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` as a task of this host and returns its result: refused once shutdown began, and
+    /// `shutdown()` cancels and waits for it, so that the caller's event loop group is never shut
+    /// down under it (NIO traps on promises left behind on a stopped loop). Cancelling the caller
+    /// cancels `body`.
+    /// - Throws: `NetworkError(.shutdown)` when the host is shut down; whatever `body` throws.
+    func runTracked<Result: Sendable>(
+        _ label: String, _ body: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        let outcome = NIOLockedValueBox<Swift.Result<Result, Error>?>(nil)
+        let task = lock.withLock { () -> Task<Void, Never>? in
+            guard !isShutDown else { return nil }
+            let id = nextTaskID
+            nextTaskID += 1
+            let task = Task { [self] in
+                do {
+                    let value = try await body()
+                    outcome.withLockedValue { $0 = .success(value) }
+                } catch {
+                    outcome.withLockedValue { $0 = .failure(error) }
+                }
+                _ = lock.withLock { tasks.removeValue(forKey: id) }
+            }
+            tasks[id] = (label, task)
+            return task
+        }
+        guard let task else { throw NetworkError(.shutdown, "the host is shut down") }
+        await withTaskCancellationHandler {
+            await task.value
+        } onCancel: {
+            task.cancel()
+        }
+        guard let result = outcome.withLockedValue({ $0 }) else {
+            preconditionFailure("a tracked task finished without an outcome")
+        }
+        return try result.get()
+    }
+
     func abortConnections() {
         let (listeners, connections) = lock.withLock { () -> ([Channel], [Connection]) in
             isShutDown = true
