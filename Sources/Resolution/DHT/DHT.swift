@@ -78,7 +78,8 @@ public final class DHT: Sendable {
                 table: RoutingTable(localPeer: host.peerID, configuration: configuration.routingTable),
                 cache: ResolutionCache(configuration: configuration.cache),
                 providers: ProviderStore(
-                    capacity: configuration.maximumProviderRecords, ttl: configuration.providerRecordTTL),
+                    capacity: configuration.maximumProviderRecords,
+                    perPeerCapacity: configuration.maximumProviderRecordsPerPeer, ttl: configuration.providerRecordTTL),
                 inboundStreams: InboundStreamSlots(
                     limits: .init(
                         total: configuration.maximumInboundStreams, perPeer: configuration.maximumInboundStreamsPerPeer,

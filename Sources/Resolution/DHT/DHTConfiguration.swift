@@ -58,6 +58,8 @@ public struct DHTConfiguration: Sendable {
     public var maximumConcurrentDialBacks = 16
     /// A peer whose dial-back failed is not dialled back again for this long.
     public var dialBackRetryInterval: TimeAmount = .minutes(5)
+    /// At most this many provider records from one peer (so one peer id cannot take them all).
+    public var maximumProviderRecordsPerPeer = 256
     /// Provider records expire after this long (libp2p: 48 h).
     public var providerRecordTTL: TimeAmount = .hours(48)
 

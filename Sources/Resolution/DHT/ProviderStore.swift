@@ -3,36 +3,57 @@ import Multiformats
 import NIOCore
 
 /// Provider records (ADD_PROVIDER / GET_PROVIDERS), held in memory: agentd does not use them
-/// itself, but answers them as the kad-dht spec says, within a fixed budget.
+/// itself, but answers them as the kad-dht spec says, within a fixed budget (spec/dht.md §3.2).
+///
+/// Issue #10, finding 8: one peer id filled all slots for 48 h, and once full every ADD_PROVIDER
+/// scanned every entry under the DHT's lock. Now each peer has its own cap, and expired entries
+/// leave in expiry order from the front of a queue: an ADD_PROVIDER costs O(1) amortized.
 struct ProviderStore: Sendable {
     struct Provider: Sendable {
         var addresses: [Multiaddr]
         var expires: NIODeadline
     }
 
+    /// One (key, peer) pair's expiry as queued. Every entry lives `ttl` from its last add and `now`
+    /// never goes back, so the queue is in expiry order; an item whose pair was refreshed since
+    /// (a later expiry) is stale and skipped.
+    private struct Expiry: Sendable {
+        let expires: NIODeadline
+        let key: [UInt8]
+        let peer: PeerID
+    }
+
     let capacity: Int
+    let perPeerCapacity: Int
     let ttl: TimeAmount
     private(set) var count = 0
+    private(set) var countByPeer: [PeerID: Int] = [:]
     private var byKey: [[UInt8]: [PeerID: Provider]] = [:]
+    private var queue: [Expiry] = []
+    /// Items before it are consumed.
+    private var head = 0
 
-    init(capacity: Int, ttl: TimeAmount) {
+    init(capacity: Int, perPeerCapacity: Int, ttl: TimeAmount) {
         self.capacity = capacity
+        self.perPeerCapacity = perPeerCapacity
         self.ttl = ttl
     }
 
-    /// Adds or refreshes `peer` as a provider of `key`. Returns false when the store is full.
+    /// Adds or refreshes `peer` as a provider of `key`. Returns false when the store, or the peer's
+    /// share of it, is full (the pair is dropped).
     mutating func add(key: [UInt8], peer: PeerID, addresses: [Multiaddr], now: NIODeadline) -> Bool {
+        removeExpired(now: now)
         let provider = Provider(addresses: Array(addresses.prefix(KadLimits.maximumAddressesPerPeer)), expires: now + ttl)
         if byKey[key]?[peer] != nil {
             byKey[key]![peer] = provider
+            enqueue(Expiry(expires: provider.expires, key: key, peer: peer))
             return true
         }
-        if count >= capacity {
-            removeExpired(now: now)
-            guard count < capacity else { return false }
-        }
+        guard count < capacity, countByPeer[peer, default: 0] < perPeerCapacity else { return false }
         byKey[key, default: [:]][peer] = provider
         count += 1
+        countByPeer[peer, default: 0] += 1
+        enqueue(Expiry(expires: provider.expires, key: key, peer: peer))
         return true
     }
 
@@ -44,11 +65,30 @@ struct ProviderStore: Sendable {
         }
     }
 
+    /// Removes the expired pairs, oldest first; touches nothing else.
     mutating func removeExpired(now: NIODeadline) {
-        for (key, providers) in byKey {
-            let live = providers.filter { $0.value.expires > now }
-            count -= providers.count - live.count
-            byKey[key] = live.isEmpty ? nil : live
+        while head < queue.count, queue[head].expires <= now {
+            let item = queue[head]
+            head += 1
+            guard let provider = byKey[item.key]?[item.peer], provider.expires == item.expires else { continue }
+            byKey[item.key]![item.peer] = nil
+            if byKey[item.key]!.isEmpty { byKey[item.key] = nil }
+            count -= 1
+            let left = countByPeer[item.peer, default: 1] - 1
+            countByPeer[item.peer] = left > 0 ? left : nil
         }
+        if head > 0, head * 2 >= queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// Queues an expiry; drops stale items when they outnumber the live ones (refreshes only ever
+    /// add items), so the queue stays within twice the store plus a little.
+    private mutating func enqueue(_ item: Expiry) {
+        queue.append(item)
+        guard queue.count - head > 2 * count + 64 else { return }
+        queue = queue[head...].filter { byKey[$0.key]?[$0.peer]?.expires == $0.expires }
+        head = 0
     }
 }
