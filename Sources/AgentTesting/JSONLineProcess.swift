@@ -24,6 +24,11 @@ public final class JSONLineProcess: @unchecked Sendable {
     private let process: Process
     private let state = NIOLockedValueBox(State())
     private let stdinPipe = Pipe()
+    /// Kept for the life of the object: on Linux, closing a FileHandle (which its deinit does) while
+    /// its readability handler's dispatch source is still registered can crash libdispatch's
+    /// manager thread (a bad pointer in `_dispatch_event_loop_drain`, seen in CI). The handler is
+    /// removed at EOF and in `deinit`, before the handle can go.
+    private let stdoutPipe = Pipe()
 
     /// `@unchecked Sendable`: only ever touched inside `state.withLockedValue`.
     private struct State: @unchecked Sendable {
@@ -54,7 +59,7 @@ public final class JSONLineProcess: @unchecked Sendable {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        let out = Pipe()
+        let out = stdoutPipe
         process.standardOutput = out
         process.standardInput = stdinPipe
         var environment = ProcessInfo.processInfo.environment
@@ -64,6 +69,8 @@ public final class JSONLineProcess: @unchecked Sendable {
         let state = self.state
         out.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
+            // EOF: no more handler calls (on Linux they would otherwise repeat for ever).
+            if data.isEmpty { handle.readabilityHandler = nil }
             JSONLineProcess.consume(Array(data), state: state)
         }
         process.terminationHandler = { process in
@@ -183,6 +190,10 @@ public final class JSONLineProcess: @unchecked Sendable {
             }
             if let status { continuation.resume(returning: status) }
         }
+    }
+
+    deinit {
+        stdoutPipe.fileHandleForReading.readabilityHandler = nil
     }
 
     /// Sends `signal` to the process by PID.
