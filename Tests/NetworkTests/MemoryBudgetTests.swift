@@ -49,8 +49,12 @@ struct MemoryBudgetTests {
     func pingAndPerfFlood() async throws {
         // The attacker's 75 MiB queue ahead of its ping answers in the TCP stream: the node reads
         // them late, and its ping timeout (a defence of its own) would end the connection before
-        // the memory is measured. Here it waits.
-        try await TestNetwork.run(configure: { $0.yamux.pingTimeout = .seconds(300) }) { net in
+        // the memory is measured. Here it waits; so does the identify deadline (the attacker never
+        // answers identify, and filling 600 streams takes longer than 30 s on a slow machine).
+        try await TestNetwork.run(configure: {
+            $0.yamux.pingTimeout = .seconds(300)
+            $0.identifyTimeout = .seconds(300)
+        }) { net in
             Perf.register(on: net.victim)  // as `agentd --perf`
             let peer = try await RawYamuxPeer.connect(to: net, from: "127.0.0.2")
             try await peer.ping()
