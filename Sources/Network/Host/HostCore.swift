@@ -685,14 +685,21 @@ final class HostCore: @unchecked Sendable {
                 }
                 if first { continuation.resume(returning: value) }
             }
+            // The finished side resumes before it cancels the timer: a cancelled timer's sleep
+            // returns at once, and on the other thread it could otherwise resume first with
+            // `false` for a task that did finish (seen in CI as "0 task(s) did not finish").
             let timer = Task {
-                try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+                do {
+                    try await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+                } catch {
+                    return
+                }
                 resume(false)
             }
             Task {
                 await task.value
-                timer.cancel()
                 resume(true)
+                timer.cancel()
             }
         }
     }
