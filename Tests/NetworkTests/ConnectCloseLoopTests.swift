@@ -59,4 +59,26 @@ struct ConnectCloseLoopTests {
         await server.shutdown()
         try await group.shutdownGracefully()
     }
+    @Test("concurrent connects to one peer share one dial and get the same connection")
+    func concurrentConnectsShareOneDial() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (server, address) = try await HostTests.makeHost(group)
+        for _ in 0..<50 {
+            let client = Host(identity: Ed25519.PrivateKey(), group: group)
+            let connections = try await withThrowingTaskGroup(of: Connection.self) { tasks in
+                for _ in 0..<8 { tasks.addTask { try await client.connect(to: address) } }
+                var all: [Connection] = []
+                for try await connection in tasks { all.append(connection) }
+                return all
+            }
+            // One dial: every caller holds the same connection, and it is the only connection this
+            // fresh client ever made (ids count up from 1 per host; a second dial would be id 2).
+            #expect(connections.allSatisfy { $0 === connections[0] })
+            #expect(connections[0].id == 1)
+            #expect(client.core.connectionsMade == 1)
+            await client.shutdown()
+        }
+        await server.shutdown()
+        try await group.shutdownGracefully()
+    }
 }

@@ -158,6 +158,9 @@ final class HostCore: @unchecked Sendable {
         lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing } }
     }
 
+    /// How many connections (inbound and outbound, including failed handshakes) this host made.
+    var connectionsMade: Int { lock.withLock { nextConnectionID - 1 } }
+
     private func makeConnection(direction: ConnectionDirection, channel: Channel) -> Connection {
         let id = lock.withLock {
             defer { nextConnectionID += 1 }
@@ -270,22 +273,44 @@ final class HostCore: @unchecked Sendable {
         if reuse == .sameAddress {
             return try await connectThrough(address, peer: peer)
         }
-        let (future, isNew) = lock.withLock { () -> (EventLoopFuture<Connection>?, Bool) in
-            if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) {
-                return (existing.eventLoop.makeSucceededFuture(existing), false)
-            }
-            if let pending = pendingDials[peer] { return (pending, false) }
-            return (nil, true)
+        // One critical section decides: reuse a live connection, join the dial in flight, or
+        // become the dial (its promise is in `pendingDials` before the lock is released, so a
+        // second caller always joins it; only the caller that put an entry there removes it).
+        enum Plan {
+            case reuse(Connection)
+            case join(EventLoopFuture<Connection>)
+            case dial(EventLoopPromise<Connection>)
+            case shutDown
         }
-        if let future, !isNew { return try await future.get() }
-        // A dial submitted to a loop of a group that is shutting down never runs (NIO then traps on the
-        // unfulfilled promise): a task still working for a shut-down host must fail here instead.
-        try checkNotShutDown()
         let eventLoop = group.next()
-        let dial = eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }
-        lock.withLock { pendingDials[peer] = dial }
-        defer { lock.withLock { pendingDials[peer] = nil } }
-        return try await dial.get()
+        let plan = lock.withLock { () -> Plan in
+            if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) { return .reuse(existing) }
+            if let pending = pendingDials[peer] { return .join(pending) }
+            // A dial submitted to a loop of a group that is shutting down never runs (NIO then traps
+            // on the unfulfilled promise): a task still working for a shut-down host fails here.
+            guard !isShutDown else { return .shutDown }
+            let promise = eventLoop.makePromise(of: Connection.self)
+            pendingDials[peer] = promise.futureResult
+            return .dial(promise)
+        }
+        switch plan {
+        case .reuse(let connection):
+            return connection
+        case .join(let future):
+            return try await future.get()
+        case .shutDown:
+            throw NetworkError(.shutdown, "the host is shut down")
+        case .dial(let promise):
+            eventLoop.execute { [self] in
+                self.dial(address, peer: peer, on: eventLoop).cascade(to: promise)
+            }
+            promise.futureResult.whenComplete { [self] _ in
+                lock.withLock {
+                    if pendingDials[peer] === promise.futureResult { pendingDials[peer] = nil }
+                }
+            }
+            return try await promise.futureResult.get()
+        }
     }
 
     /// `connect(to:reuse: .sameAddress)`: a live connection counts only if it runs to `address`
