@@ -153,6 +153,9 @@ public final class AgentNode: Service, Sendable {
         logger.info("shutting down")
         await server.shutdown()
         await host.shutdown()
+        // The maintenance loops (cancelled above) end with the host: nothing of the DHT outlives
+        // the node.
+        await maintenance.value
         try? await group.shutdownGracefully()
     }
 }

@@ -405,6 +405,10 @@ extension DHT {
 
     /// Pushes the records we store for others to the current closest nodes (storers re-replicate,
     /// so a record survives its replicas leaving). Returns how many records were pushed.
+    ///
+    /// Paced (spec/dht.md §7.2): at most `replicationConcurrency` records in flight, each a lookup
+    /// and its PUTs, and at most `replicationRate` started per second. Stops starting records when
+    /// the task is cancelled.
     @discardableResult
     public func replicateStoredRecords(limit: Int = 10_000) async -> Int {
         let now = unixClock()
@@ -416,19 +420,55 @@ extension DHT {
             logger.error("record store read failed", metadata: ["error": "\(error)"])
             return 0
         }
-        var pushed = 0
-        for record in records {
-            let lookup = await lookupClosestPeers(to: record.record.name.recordKey)
-            let targets = lookup.closest.prefix(configuration.replicationFactor)
-            let (stored, _) = await put(record, to: Array(targets))
-            if !stored.isEmpty { pushed += 1 }
+        let concurrency = configuration.replicationConcurrency
+        var pacer = ReplicationPacer(perSecond: configuration.replicationRate)
+        return await withTaskGroup(of: Bool.self) { group in
+            var pushed = 0
+            var inFlight = 0
+            for record in records {
+                if inFlight >= concurrency, let done = await group.next() {
+                    inFlight -= 1
+                    if done { pushed += 1 }
+                }
+                let start = pacer.reserve(now: .now())
+                let wait = start - .now()
+                if wait > .zero {
+                    do {
+                        try await Task.sleep(nanoseconds: UInt64(wait.nanoseconds))
+                    } catch {
+                        break
+                    }
+                }
+                guard !Task.isCancelled else { break }
+                inFlight += 1
+                group.addTask { [self] in
+                    let lookup = await lookupClosestPeers(to: record.record.name.recordKey)
+                    let targets = lookup.closest.prefix(configuration.replicationFactor)
+                    let (stored, _) = await put(record, to: Array(targets))
+                    return !stored.isEmpty
+                }
+            }
+            for await done in group where done { pushed += 1 }
+            return pushed
         }
-        return pushed
     }
 
-    /// Runs until the task is cancelled: every `maintenanceInterval`, refreshes due buckets,
-    /// republishes due own records, and every `replicationInterval` re-replicates stored records.
+    /// Runs until the task is cancelled, as two loops in child tasks (so both end with it):
+    /// - upkeep, every `maintenanceInterval`: refreshes due buckets, republishes due own records,
+    ///   retries failed restores, drops expired provider records;
+    /// - re-replication, every `replicationInterval` (the first round one interval after start):
+    ///   `replicateStoredRecords`, paced.
+    ///
+    /// Apart, so that a long re-replication round (10,000 records whose replicas answer slowly)
+    /// never delays a republish, a refresh or a restore (issue #10, finding 6).
     public func runMaintenance() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { [self] in await runReplication() }
+            group.addTask { [self] in await runUpkeep() }
+        }
+    }
+
+    private func runUpkeep() async {
         while !Task.isCancelled {
             do {
                 try await Task.sleep(nanoseconds: UInt64(configuration.maintenanceInterval.nanoseconds))
@@ -440,17 +480,25 @@ extension DHT {
             // Saved names whose publish at start failed (a storage error, say) are tried again,
             // with back-off; those published already are skipped.
             await restoreRegistrations(backingOff: true)
-            let due = state.withLockedValue { state -> Bool in
-                state.providers.removeExpired(now: .now())
-                guard let last = state.lastReplication else {
-                    state.lastReplication = .now()
-                    return false
+            state.withLockedValue { $0.providers.removeExpired(now: .now()) }
+        }
+    }
+
+    private func runReplication() async {
+        var next = NIODeadline.now() + configuration.replicationInterval
+        while !Task.isCancelled {
+            let wait = next - .now()
+            if wait > .zero {
+                do {
+                    try await Task.sleep(nanoseconds: UInt64(wait.nanoseconds))
+                } catch {
+                    return
                 }
-                guard NIODeadline.now() - last >= configuration.replicationInterval else { return false }
-                state.lastReplication = .now()
-                return true
             }
-            if due { await replicateStoredRecords() }
+            // Start to start: a round longer than the interval is followed at once by the next.
+            next = NIODeadline.now() + configuration.replicationInterval
+            let pushed = await replicateStoredRecords()
+            logger.debug("re-replication round done", metadata: ["pushed": "\(pushed)"])
         }
     }
 }

@@ -46,7 +46,6 @@ public final class DHT: Sendable {
         var unregistrations: [AgentName: UInt64] = [:]
         /// Saved names whose restore failed: failures in a row, and when the next try is due.
         var restoreFailures: [AgentName: (count: Int, retryAt: NIODeadline)] = [:]
-        var lastReplication: NIODeadline?
         var republishScheduled = false
         var randomState = SystemRandomNumberGenerator()
     }
@@ -67,6 +66,9 @@ public final class DHT: Sendable {
         logger: Logger = Logger(label: "agentd.dht"),
         unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {
+        precondition(
+            configuration.replicationConcurrency >= 1 && configuration.replicationRate >= 1,
+            "replicationConcurrency and replicationRate must be at least 1")
         self.host = host
         self.store = store
         self.configuration = configuration

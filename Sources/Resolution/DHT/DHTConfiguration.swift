@@ -38,6 +38,12 @@ public struct DHTConfiguration: Sendable {
     public var republishFraction = 0.5
     /// Stored records of others are pushed again to the current closest nodes this often.
     public var replicationInterval: TimeAmount = .hours(1)
+    /// Re-replication pushes at most this many records at once, each a lookup (α requests in
+    /// flight) and its PUTs (spec/dht.md §7.2). At least 1.
+    public var replicationConcurrency = 4
+    /// Re-replication starts at most this many records per second, evenly spaced: a round of
+    /// 10,000 records takes at least 1000 s, well inside `replicationInterval`. At least 1.
+    public var replicationRate = 10
     /// At most this many inbound kad streams at once (all peers together). A stream beyond a limit
     /// takes the slot of the longest-idle stream in the full scope (reset); it is refused only when
     /// every stream there is answering a request.
