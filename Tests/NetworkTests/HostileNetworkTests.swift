@@ -913,7 +913,7 @@ final class RawPeer {
     /// One Noise handshake message: `uint16 length ‖ body`.
     func readNoiseFrame(within timeout: TimeAmount) async throws -> [UInt8]? {
         try await read(within: timeout) { buffer in
-            try SecureConnectionHandler.readFrame(&buffer).map { Array($0.readableBytesView) }
+            SecureConnectionHandler.readFrame(&buffer).map { Array($0.readableBytesView) }
         }
     }
 }
