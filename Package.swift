@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "agentd",
             dependencies: [
-                "AgentNode", "Identity", "Multiformats", "Resolution",
+                "AgentNode", "Identity", "Multiformats", "Network", "Resolution",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

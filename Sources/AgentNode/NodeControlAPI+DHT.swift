@@ -185,7 +185,14 @@ extension NodeControlAPI {
         let peer = resolved.record.record.peerID
         if host.connection(to: peer) != nil { return peer }
         var failures: [String] = []
+        // A record's addresses are its owner's word: dialled only as the scope rule allows
+        // (spec/network.md, "Addresses").
+        let rule = host.addressScopeRule
         for address in resolved.record.record.addresses {
+            guard rule.permits(address, from: .thirdParty) else {
+                failures.append("\(address): not dialled (out of this node's address scope)")
+                continue
+            }
             let full = address.peerIDMultihash == nil ? address.appending(Multiaddr.Component.p2p(peer.multihash)) : address
             do {
                 _ = try await host.connect(to: full)

@@ -4,6 +4,7 @@ import Foundation
 import Identity
 import Logging
 import Multiformats
+import Network
 import Resolution
 import ServiceLifecycle
 
@@ -62,6 +63,11 @@ struct Agentd: AsyncParsableCommand {
         help: "A multiaddr to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; /tcp/0 picks a port; default: \(NodeConfiguration.defaultListenAddresses.joined(separator: " and ")))."
     )
     var listen: [String] = []
+
+    @Option(
+        name: .customLong("public-cidr"),
+        help: "Treat a network as public when deciding which addresses learned from other peers to dial, e.g. 198.18.0.0/15 for a lab (repeatable; spec/network.md, \"Addresses\").")
+    var publicCIDR: [String] = []
 
     @Option(name: .customLong("api-socket"), help: "Control API socket path (default: DATA_DIR/agentd.sock).")
     var apiSocket: String?
@@ -127,6 +133,18 @@ struct Agentd: AsyncParsableCommand {
                 throw ValidationError("bad --listen \"\(text)\": \(error.message)")
             }
         }
+        _ = try publicNetworks()
+    }
+
+    /// `--public-cidr`: IP networks in CIDR notation.
+    func publicNetworks() throws -> [IPNetwork] {
+        try publicCIDR.map { text in
+            do {
+                return try IPNetwork(text)
+            } catch {
+                throw ValidationError("bad --public-cidr \"\(text)\": \(error)")
+            }
+        }
     }
 
     /// `alice` and `alice.agent` both name `alice.agent`.
@@ -145,6 +163,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.dht.replicationFactor = dhtReplication
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         configuration.perf = perf
+        configuration.host.publicNetworks = try publicNetworks()
         if let limits {
             do {
                 configuration.host.limits = try LimitsFile.load(limits)

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 import Identity
 import Logging
@@ -61,6 +61,12 @@ public final class Host: Sendable {
         /// Noise rekeying, announced in every handshake and used with peers that announce it too
         /// (spec/session.md §3.1); `nil` announces nothing. Default: every 1000 messages or 10 min.
         public var rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy()
+        /// Addresses this node is reachable at that it cannot see on its interfaces (a public
+        /// address forwarded to it: `--announce`); advertised first, in identify and records.
+        public var announcedAddresses: [Multiaddr] = []
+        /// Networks treated as public by the dial rule for third-party addresses
+        /// (`--public-cidr`; spec/network.md, "Addresses").
+        public var publicNetworks: [IPNetwork] = []
 
         public init() {}
     }
@@ -68,6 +74,12 @@ public final class Host: Sendable {
     public let identity: Ed25519.PrivateKey
     public let peerID: PeerID
     let core: HostCore
+    /// `addressScopeRule` as last computed, with the listen addresses and time it was computed for.
+    private let scopeRuleCache = NIOLockedValueBox<(rule: AddressScopeRule, bound: [Multiaddr], at: NIODeadline)?>(nil)
+    /// How long a computed `addressScopeRule` is used: reading the interfaces (getifaddrs) costs
+    /// ~130 µs in a debug build, and the DHT asks for every answer; interface changes are seen
+    /// within this time.
+    static let scopeRuleLifetime: TimeAmount = .seconds(5)
 
     public init(
         identity: Ed25519.PrivateKey, group: EventLoopGroup, configuration: Configuration = Configuration(),
@@ -89,10 +101,32 @@ public final class Host: Sendable {
     /// The addresses we listen on, as bound.
     public var listenAddresses: [Multiaddr] { core.listenAddresses }
 
-    /// The addresses others can dial: the listen addresses, with an unspecified IP (`0.0.0.0`,
-    /// `::`) replaced by the addresses of this host's interfaces of that family (link-local IPv6
-    /// left out; loopback last). What identify and our DHT records announce.
+    /// The addresses others can dial: the announced addresses, then the listen addresses with an
+    /// unspecified IP (`0.0.0.0`, `::`) replaced by the addresses of this host's interfaces of that
+    /// family (link-local IPv6 left out; loopback only when there is nothing else; see
+    /// `LocalInterface.advertisedAddresses`). What identify, our DHT records and the ready line
+    /// announce.
     public var advertisedAddresses: [Multiaddr] { core.advertisedAddresses }
+
+    /// The dial rule for addresses a third party supplied (spec/network.md, "Addresses"), from this
+    /// node's addresses and interfaces (as read at most `scopeRuleLifetime` ago, and again whenever
+    /// the listen addresses change) and `Configuration.publicNetworks`.
+    public var addressScopeRule: AddressScopeRule {
+        let now = NIODeadline.now()
+        let bound = core.listenAddresses
+        if let cached = scopeRuleCache.withLockedValue({ $0 }), cached.bound == bound,
+            now - cached.at < Self.scopeRuleLifetime
+        {
+            return cached.rule
+        }
+        let interfaces = LocalInterface.current()
+        let own = LocalInterface.advertisedAddresses(
+            bound: bound, announced: core.configuration.announcedAddresses, interfaces: interfaces)
+        let rule = AddressScopeRule(
+            ownAddresses: own, interfaces: interfaces, publicNetworks: core.configuration.publicNetworks)
+        scopeRuleCache.withLockedValue { $0 = (rule, bound, now) }
+        return rule
+    }
 
     /// Registers `handler` for inbound streams that negotiate `protocolID`.
     public func handle(_ protocolID: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {
@@ -131,7 +165,9 @@ public final class Host: Sendable {
     /// Opens a stream to `peer` (which must be connected) and agrees one of `protocols`.
     /// - Parameter priority: the stream's share of the connection when several streams send at
     ///   once (weighted fair queueing over four levels, see `YamuxPriority`).
-    public func newStream(to peer: PeerID, protocols: [String], priority: YamuxPriority = .normal) async throws -> MuxedStream {
+    public func newStream(to peer: PeerID, protocols: [String], priority: YamuxPriority = .normal) async throws
+        -> MuxedStream
+    {
         guard let connection = core.connection(to: peer) else {
             throw NetworkError(.connectionFailed, "not connected to \(peer)")
         }
@@ -157,7 +193,8 @@ public final class Host: Sendable {
     /// round trip less for request/response protocols. The agreement is checked on the first read;
     /// a peer that does not speak the protocol makes it fail.
     public func newStream(
-        on connection: Connection, lazyProtocol protocolID: String, initial: ByteBuffer, priority: YamuxPriority = .normal
+        on connection: Connection, lazyProtocol protocolID: String, initial: ByteBuffer,
+        priority: YamuxPriority = .normal
     ) async throws -> MuxedStream {
         let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
         do {

@@ -76,45 +76,10 @@ final class HostCore: @unchecked Sendable {
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
 
     var advertisedAddresses: [Multiaddr] {
-        let bound = listenAddresses
-        guard bound.contains(where: Self.isUnspecified) else { return bound }
-        let devices = (try? System.enumerateDevices()) ?? []
-        var result: [Multiaddr] = []
-        for address in bound {
-            guard Self.isUnspecified(address), case .tcp(let port) = address.components.dropFirst().first else {
-                if !result.contains(address) { result.append(address) }
-                continue
-            }
-            let wantIPv4: Bool
-            if case .ip4 = address.components[0] { wantIPv4 = true } else { wantIPv4 = false }
-            var expanded: [(loopback: Bool, address: Multiaddr)] = []
-            for device in devices {
-                guard let ip = device.address?.ipAddress else { continue }
-                let text: String
-                switch device.address {
-                case .v4? where wantIPv4: text = "/ip4/\(ip)/tcp/\(port)"
-                case .v6? where !wantIPv4:
-                    if ip.lowercased().hasPrefix("fe80") { continue }
-                    text = "/ip6/\(ip.split(separator: "%").first ?? "")/tcp/\(port)"
-                default: continue
-                }
-                guard let multiaddr = try? Multiaddr(text), !expanded.contains(where: { $0.address == multiaddr }) else { continue }
-                expanded.append((ip == "127.0.0.1" || ip == "::1", multiaddr))
-            }
-            for entry in expanded.filter({ !$0.loopback }) + expanded.filter(\.loopback) where !result.contains(entry.address) {
-                result.append(entry.address)
-            }
-        }
-        return result
+        LocalInterface.advertisedAddresses(
+            bound: listenAddresses, announced: configuration.announcedAddresses, interfaces: LocalInterface.current())
     }
 
-    static func isUnspecified(_ address: Multiaddr) -> Bool {
-        switch address.components.first {
-        case .ip4(let ip)?: return ip.description == "0.0.0.0"
-        case .ip6(let ip)?: return ip.description == "::"
-        default: return false
-        }
-    }
     var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
 
     func setHandler(_ id: String, _ handler: @escaping @Sendable (MuxedStream) async -> Void) {

@@ -74,7 +74,9 @@ extension DHT {
 
     private func dialBack(_ peer: PeerID, evidence: RoutingTable.Evidence, connection: Connection) {
         guard let info = host.peerInfo(peer) else { return }
-        let candidates = Self.dialBackCandidates(listen: info.listenAddresses, observed: connection.remoteAddress)
+        // The peer's own word: dialled back only where the scope rule allows (spec/network.md).
+        let candidates = host.addressScopeRule.dialable(
+            Self.dialBackCandidates(listen: info.listenAddresses, observed: connection.remoteAddress), from: .thirdParty)
         guard !candidates.isEmpty else { return }
         let now = NIODeadline.now()
         let start = state.withLockedValue { state -> Bool in

@@ -117,15 +117,9 @@ extension DHT {
         for address in listen {
             guard address.components.count >= 2 else { continue }
             var components = address.components
-            switch components[0] {
-            case .ip4(let ip) where ip.description == "0.0.0.0":
-                guard let observedIP = observed?.components.first, case .ip4 = observedIP else { continue }
-                components[0] = observedIP
-            case .ip6(let ip) where ip.description == "::":
-                guard let observedIP = observed?.components.first, case .ip6 = observedIP else { continue }
-                components[0] = observedIP
-            default:
-                break
+            if let ip = IPAddress(address), AddressScope.of(ip) == .unspecified {
+                guard let observedIP = observed.flatMap(IPAddress.init), observedIP.family == ip.family else { continue }
+                components[0] = observedIP.multiaddrComponent
             }
             let candidate = Multiaddr(components)
             if !dialable([candidate]).isEmpty, !result.contains(candidate) { result.append(candidate) }

@@ -302,7 +302,11 @@ public final class DHT: Sendable {
                     timerArmed = false
                 case .answer(let peer, let answer, let connection):
                     outstanding -= 1
-                    let closer = answer.closerPeers.map { KademliaPeer(id: $0.peerID, addresses: Self.dialable($0.addresses)) }
+                    // Addresses from a third party: only those the scope rule allows (spec/network.md).
+                    let rule = host.addressScopeRule
+                    let closer = answer.closerPeers.map {
+                        KademliaPeer(id: $0.peerID, addresses: rule.dialable($0.addresses, from: .thirdParty))
+                    }
                     let foundValue = onAnswer(peer.id, answer)
                     // A late answer (after the lookup's timeout) still proves the peer alive.
                     lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: .now())
@@ -448,16 +452,19 @@ public final class DHT: Sendable {
     /// supplied (not hearsay), then those the routing table holds, then those the peer announced
     /// through identify; and, apart, the addresses a third party named, dialled only after all
     /// of those. Hearsay never replaces what we know.
+    /// Identify addresses and hearsay are third-party addresses: dialled only as the scope rule
+    /// allows (spec/network.md, "Addresses"); table entries were reached before.
     func dialPlan(for peer: KademliaPeer, hearsay: Bool) -> (known: [Multiaddr], hearsay: [Multiaddr]) {
+        let rule = host.addressScopeRule
         var known: [Multiaddr] = hearsay ? [] : Self.dialable(peer.addresses)
         if let entry = state.withLockedValue({ $0.table.entry(for: peer.id) }) {
             known += Self.dialable(entry.peer.addresses)
         }
         if let info = host.peerInfo(peer.id) {
-            known += Self.reachableAddresses(info.listenAddresses, observed: nil)
+            known += rule.dialable(Self.reachableAddresses(info.listenAddresses, observed: nil), from: .thirdParty)
         }
         known = Self.unique(known)
-        let told = hearsay ? Self.unique(Self.dialable(peer.addresses)).filter { !known.contains($0) } : []
+        let told = hearsay ? Self.unique(rule.dialable(peer.addresses, from: .thirdParty)).filter { !known.contains($0) } : []
         return (known, told)
     }
 
@@ -506,22 +513,10 @@ public final class DHT: Sendable {
         return addresses.filter { seen.insert($0).inserted }
     }
 
-    /// The addresses of `addresses` worth dialling: TCP over IP or DNS, not unspecified (0.0.0.0, ::).
+    /// The addresses of `addresses` the transport can dial (`AddressScopeRule.isDialable`): TCP over
+    /// IP or DNS, not unspecified (0.0.0.0, ::). Whose addresses are dialled is the scope rule's call.
     static func dialable(_ addresses: [Multiaddr]) -> [Multiaddr] {
-        addresses.filter { address in
-            guard address.components.count >= 2 else { return false }
-            switch address.components[0] {
-            case .ip4(let ip): if ip.description == "0.0.0.0" { return false }
-            case .ip6(let ip): if ip.description == "::" { return false }
-            case .dns, .dns4, .dns6: break
-            default: return false
-            }
-            guard case .tcp = address.components[1] else { return false }
-            return address.components.dropFirst(2).allSatisfy {
-                if case .p2p = $0 { return true }
-                return false
-            }
-        }
+        addresses.filter(AddressScopeRule.isDialable)
     }
 }
 
