@@ -16,14 +16,18 @@ public final class AgentNode: Service, Sendable {
     /// What `agentd` prints on stdout once it serves (DESIGN §5).
     public struct Ready: Sendable {
         public let peerID: PeerID
+        /// The addresses to dial this node at, each ending in `/p2p/<peer id>`: `Host.advertisedAddresses`.
         public let addresses: [Multiaddr]
+        /// The addresses the node listens on, as bound (`/ip4/0.0.0.0/tcp/4001`).
+        public let listenAddresses: [Multiaddr]
         public let apiSocketPath: String
 
-        /// `{"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}`.
+        /// `{"event":"ready","peer_id":"…","addrs":["…"],"listen_addrs":["…"],"api":"…"}`.
         public var jsonLine: String {
             let object: JSONValue = .object([
                 "event": "ready", "peer_id": .string(peerID.description),
-                "addrs": .array(addresses.map { .string($0.description) }), "api": .string(apiSocketPath),
+                "addrs": .array(addresses.map { .string($0.description) }),
+                "listen_addrs": .array(listenAddresses.map { .string($0.description) }), "api": .string(apiSocketPath),
             ])
             return object.jsonText
         }
@@ -139,8 +143,9 @@ public final class AgentNode: Service, Sendable {
             }
         }
 
-        let addresses = bound.map { $0.appending(.p2p(host.peerID.multihash)) }
-        onReady(Ready(peerID: host.peerID, addresses: addresses, apiSocketPath: server.socketPath))
+        let addresses = host.advertisedAddresses.map { $0.appending(.p2p(host.peerID.multihash)) }
+        onReady(
+            Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
         logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
 
         let maintenance = Task { await dht.runMaintenance() }

@@ -17,7 +17,8 @@ enum NodeControlAPI {
                 "peer_id": .string(host.peerID.description),
                 "did": .string(DIDKey.string(for: identity.publicKey)),
                 "public_key": .string(Data(identity.publicKey.rawRepresentation).base64EncodedString()),
-                "addrs": .array(host.listenAddresses.map { .string($0.appending(.p2p(host.peerID.multihash)).description) }),
+                "addrs": .array(host.advertisedAddresses.map { .string($0.appending(.p2p(host.peerID.multihash)).description) }),
+                "listen_addrs": .array(host.listenAddresses.map { .string($0.description) }),
                 "protocols": .array(host.protocols.map { .string($0) }),
                 "agent_version": .string(Network.Host.Configuration().agentVersion),
             ])

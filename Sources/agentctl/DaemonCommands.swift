@@ -26,7 +26,8 @@ private func milliseconds(_ value: JSONValue?) -> String {
 
 struct IDCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "id", abstract: "Show the running node's peer id, did:key, listen addresses and protocols.")
+        commandName: "id",
+        abstract: "Show the running node's peer id, did:key, addresses (to dial, and as bound) and protocols.")
 
     @OptionGroup var daemon: DaemonOptions
     @OptionGroup var output: OutputOptions
@@ -36,7 +37,8 @@ struct IDCommand: AsyncParsableCommand {
             var text = "peer id:   \(result["peer_id"]?.stringValue ?? "?")\n"
             text += "did:       \(result["did"]?.stringValue ?? "?")\n"
             text += "agent:     \(result["agent_version"]?.stringValue ?? "?")\n"
-            for address in result["addrs"]?.arrayValue ?? [] { text += "listen:    \(address.stringValue ?? "")\n" }
+            for address in result["addrs"]?.arrayValue ?? [] { text += "address:   \(address.stringValue ?? "")\n" }
+            for address in result["listen_addrs"]?.arrayValue ?? [] { text += "listen:    \(address.stringValue ?? "")\n" }
             for proto in result["protocols"]?.arrayValue ?? [] { text += "protocol:  \(proto.stringValue ?? "")\n" }
             return text
         }

@@ -20,7 +20,8 @@ struct Agentd: AsyncParsableCommand {
             applies resource limits (--limits FILE; defaults in spec/session.md), and
             serves the control API that agentctl and local agents use: JSON-RPC 2.0 over the Unix
             socket DATA_DIR/agentd.sock (mode 0600). When it is ready it prints one JSON line on
-            stdout: {"event":"ready","peer_id":"…","addrs":["…"],"api":"…"}; logs go to stderr.
+            stdout: {"event":"ready","peer_id":"…","addrs":["…"],"listen_addrs":["…"],"api":"…"}
+            (addrs: where to dial it, with /p2p; listen_addrs: as bound); logs go to stderr.
             SIGINT or SIGTERM shut it down cleanly (GoAway on every connection, socket removed).
 
             It joins the network through its bootstrap peers (--bootstrap, else the first
@@ -63,6 +64,11 @@ struct Agentd: AsyncParsableCommand {
         help: "A multiaddr to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; /tcp/0 picks a port; default: \(NodeConfiguration.defaultListenAddresses.joined(separator: " and ")))."
     )
     var listen: [String] = []
+
+    @Option(
+        name: .customLong("announce"),
+        help: "A multiaddr this node is reachable at but cannot see on its interfaces, e.g. its public address behind a port forward: /ip4/203.0.113.7/tcp/4001 (repeatable; advertised first in identify, records and the ready line).")
+    var announce: [String] = []
 
     @Option(
         name: .customLong("public-cidr"),
@@ -133,7 +139,25 @@ struct Agentd: AsyncParsableCommand {
                 throw ValidationError("bad --listen \"\(text)\": \(error.message)")
             }
         }
+        _ = try announcedAddresses()
         _ = try publicNetworks()
+    }
+
+    /// `--announce`: dialable TCP addresses (`/ip4|ip6|dns*/HOST/tcp/PORT`) without `/p2p`.
+    func announcedAddresses() throws -> [Multiaddr] {
+        try announce.map { text in
+            let address: Multiaddr
+            do {
+                address = try Multiaddr(text)
+            } catch {
+                throw ValidationError("bad --announce \"\(text)\": \(error)")
+            }
+            guard address.peerIDMultihash == nil, AddressScopeRule.isDialable(address) else {
+                throw ValidationError(
+                    "bad --announce \"\(text)\": give a dialable TCP address without /p2p, e.g. /ip4/203.0.113.7/tcp/4001")
+            }
+            return address
+        }
     }
 
     /// `--public-cidr`: IP networks in CIDR notation.
@@ -163,6 +187,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.dht.replicationFactor = dhtReplication
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         configuration.perf = perf
+        configuration.host.announcedAddresses = try announcedAddresses()
         configuration.host.publicNetworks = try publicNetworks()
         if let limits {
             do {

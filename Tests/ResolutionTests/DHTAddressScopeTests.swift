@@ -113,3 +113,34 @@ struct DHTAddressScopeTests {
         try await network.shutdown()
     }
 }
+
+@Suite("announced addresses: identify and records", .serialized)
+struct AnnouncedAddressTests {
+    @Test("an --announce address comes first in identify and in the node's own record")
+    func announcedFirst() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        let announced = try Multiaddr("/ip4/203.0.113.7/tcp/4001")
+        var hostConfiguration = Network.Host.Configuration()
+        hostConfiguration.limits = .loopbackTestNetwork
+        hostConfiguration.announcedAddresses = [announced]
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let host = Network.Host(
+            identity: Ed25519.PrivateKey(), group: network.group, configuration: hostConfiguration, logger: logger)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        #expect(host.advertisedAddresses == [announced, bound])
+
+        let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTTestNetwork.configuration(), logger: logger)
+        dht.start()
+        let other = try await network.addNode()
+        _ = try await other.host.connect(to: bound.appending(.p2p(host.peerID.multihash)))
+        #expect(try await DHTLivenessTests.eventually { other.host.peerInfo(host.peerID) != nil })
+        #expect(other.host.peerInfo(host.peerID)?.listenAddresses == [announced, bound])
+
+        await dht.bootstrap([other.address])
+        let report = try await dht.register(try AgentName("announced.agent"))
+        #expect(report.record.record.addresses == [announced, bound])
+        await host.shutdown()
+        try await network.shutdown()
+    }
+}
