@@ -1,18 +1,34 @@
 import Application
 import Identity
 import Network
+import Resolution
 
 /// `agentd --limits FILE`: a JSON object with one object per scope, each naming resources and
 /// their limits, e.g. `{"ip": {"connections": 64}, "system": {"memory": 2147483648}}`. Entries not
-/// named keep their defaults (spec/session.md §7 lists them all).
+/// named keep their defaults (spec/session.md §7 lists them all). The `dht` scope holds the routing
+/// table's subnet limits (spec/dht.md §4): `subnet_entries_per_bucket`, `subnet_entries`, and
+/// `loopback_exempt` (1: loopback entries are never counted, 0: always counted; unnamed: not counted
+/// when the node listens only on loopback).
 public enum LimitsFile {
+    /// The resources of the `dht` scope.
+    static let dhtResources = ["subnet_entries_per_bucket", "subnet_entries", "loopback_exempt"]
+
     /// Larger files are refused unread: a limits file is a few hundred bytes.
     public static let maximumSize = 64 * 1024
 
-    /// Reads `path` and applies it to `limits`.
+    /// Reads `path` and applies it to `limits` (a `dht` scope is checked, and applied nowhere).
     /// - Throws: `NodeError.invalidConfiguration` naming the file and the problem; `.fileSystem`.
     public static func load(_ path: String, into limits: ResourceLimits = ResourceLimits()) throws(NodeError)
         -> ResourceLimits
+    {
+        var dht = DHTConfiguration()
+        return try load(path, into: limits, dht: &dht)
+    }
+
+    /// Reads `path` and applies it: the `dht` scope to `dht`, the other scopes to `limits`.
+    /// - Throws: `NodeError.invalidConfiguration` naming the file and the problem; `.fileSystem`.
+    public static func load(_ path: String, into limits: ResourceLimits = ResourceLimits(), dht: inout DHTConfiguration)
+        throws(NodeError) -> ResourceLimits
     {
         let bytes: [UInt8]
         do {
@@ -21,7 +37,7 @@ public enum LimitsFile {
             throw NodeError(.fileSystem, "cannot read the limits file: \(error.message)")
         }
         do {
-            return try parse(bytes, into: limits)
+            return try parse(bytes, into: limits, dht: &dht)
         } catch {
             throw NodeError(.invalidConfiguration, "limits file \(path): \(error.message)")
         }
@@ -33,6 +49,15 @@ public enum LimitsFile {
     public static func parse(_ bytes: some Collection<UInt8>, into limits: ResourceLimits = ResourceLimits())
         throws(NodeError) -> ResourceLimits
     {
+        var dht = DHTConfiguration()
+        return try parse(bytes, into: limits, dht: &dht)
+    }
+
+    /// Applies the JSON text `bytes`: the `dht` scope to `dht`, the other scopes to `limits`.
+    /// - Throws: as `parse(_:into:)`.
+    public static func parse(
+        _ bytes: some Collection<UInt8>, into limits: ResourceLimits = ResourceLimits(), dht: inout DHTConfiguration
+    ) throws(NodeError) -> ResourceLimits {
         let document: JSONValue
         do {
             document = try JSONValue(parsing: bytes, maxDepth: 4)
@@ -56,14 +81,42 @@ public enum LimitsFile {
                         .invalidConfiguration,
                         "\(printable(scope)).\(printable(resource)) must be a whole number, not \(describe(value))")
                 }
+                if scope == "dht" {
+                    try apply(resource, limit, to: &dht)
+                    continue
+                }
                 do {
                     try limits.set(scope: scope, resource: resource, to: limit)
                 } catch {
-                    throw NodeError(.invalidConfiguration, error.message)
+                    let message = ResourceLimits.scopes.contains(scope) ? error.message : error.message + ", dht"
+                    throw NodeError(.invalidConfiguration, message)
                 }
             }
         }
         return limits
+    }
+
+    private static func apply(_ resource: String, _ value: Int, to dht: inout DHTConfiguration) throws(NodeError) {
+        switch resource {
+        case "subnet_entries_per_bucket", "subnet_entries":
+            guard value >= 1 else {
+                throw NodeError(.invalidConfiguration, "dht.\(resource) must be at least 1, not \(value)")
+            }
+            if resource == "subnet_entries" {
+                dht.routingTable.maximumEntriesPerSubnet = value
+            } else {
+                dht.routingTable.maximumEntriesPerSubnetPerBucket = value
+            }
+        case "loopback_exempt":
+            guard value == 0 || value == 1 else {
+                throw NodeError(.invalidConfiguration, "dht.loopback_exempt must be 0 or 1, not \(value)")
+            }
+            dht.loopbackExemption = value == 1 ? .always : .never
+        default:
+            throw NodeError(
+                .invalidConfiguration,
+                "unknown resource \"\(printable(resource))\" in scope dht; it has \(dhtResources.joined(separator: ", "))")
+        }
     }
 
     private static func describe(_ value: JSONValue) -> String {

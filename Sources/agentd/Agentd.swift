@@ -191,7 +191,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.host.publicNetworks = try publicNetworks()
         if let limits {
             do {
-                configuration.host.limits = try LimitsFile.load(limits)
+                configuration.host.limits = try LimitsFile.load(limits, dht: &configuration.dht)
             } catch {
                 FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
                 throw ExitCode(2)

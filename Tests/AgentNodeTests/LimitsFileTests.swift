@@ -1,6 +1,7 @@
 import AgentTesting
 import Foundation
 import Network
+import Resolution
 import Testing
 
 @testable import AgentNode
@@ -22,6 +23,25 @@ struct LimitsFileTests {
         #expect(try LimitsFile.parse(Array("{}".utf8)) == ResourceLimits())
     }
 
+    @Test("the dht scope sets the routing table's subnet limits and the loopback exemption")
+    func dhtScope() throws {
+        var dht = DHTConfiguration()
+        let limits = try LimitsFile.parse(
+            Array(#"{"dht": {"subnet_entries_per_bucket": 20, "subnet_entries": 1024, "loopback_exempt": 0}, "ip": {"connections": 8}}"#.utf8),
+            dht: &dht)
+        #expect(dht.routingTable.maximumEntriesPerSubnetPerBucket == 20)
+        #expect(dht.routingTable.maximumEntriesPerSubnet == 1024)
+        #expect(dht.loopbackExemption == .never)
+        #expect(limits.ipConnections == 8)
+        _ = try LimitsFile.parse(Array(#"{"dht": {"loopback_exempt": 1}}"#.utf8), dht: &dht)
+        #expect(dht.loopbackExemption == .always)
+        var untouched = DHTConfiguration()
+        _ = try LimitsFile.parse(Array(#"{"ip": {"connections": 8}}"#.utf8), dht: &untouched)
+        #expect(untouched.loopbackExemption == .whenLoopbackOnly)
+        #expect(untouched.routingTable.maximumEntriesPerSubnetPerBucket == 2)
+        #expect(untouched.routingTable.maximumEntriesPerSubnet == 10)
+    }
+
     @Test(
         "a bad file is refused with a message that names the problem",
         arguments: [
@@ -29,6 +49,12 @@ struct LimitsFileTests {
             ("42", "one object per scope"), (#"{"ip": 8}"#, "must map to an object"),
             (#"{"sytem": {"connections": 1}}"#, "unknown scope \"sytem\""),
             (#"{"ip": {"conections": 1}}"#, "unknown resource \"conections\""),
+            (#"{"sytem": {"connections": 1}}"#, "stream, dht"),
+            (#"{"dht": {"subnet_entries": 0}}"#, "dht.subnet_entries must be at least 1"),
+            (#"{"dht": {"subnet_entries_per_bucket": -2}}"#, "at least 1"),
+            (#"{"dht": {"loopback_exempt": 2}}"#, "must be 0 or 1"),
+            (#"{"dht": {"subnets": 2}}"#, "unknown resource \"subnets\" in scope dht"),
+            (#"{"dht": {"subnet_entries": "10"}}"#, "a string"),
             (#"{"ip": {"memory": 1}}"#, "unknown resource \"memory\" in scope ip"),
             (#"{"ip": {"connections": -1}}"#, "at least 1"), (#"{"ip": {"connections": 0}}"#, "at least 1"),
             (#"{"ip": {"connections": "8"}}"#, "a string"), (#"{"ip": {"connections": true}}"#, "a boolean"),

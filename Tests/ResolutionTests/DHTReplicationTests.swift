@@ -155,9 +155,9 @@ struct DHTReplicationTests {
         configuration.replicationFactor = 2
         configuration.maintenanceInterval = .milliseconds(100)
         configuration.replicationInterval = .milliseconds(100)
-        // The slow peer holds each lookup for 30 s, so records leave the round only that late.
-        configuration.requestTimeout = .seconds(30)
-        configuration.requestHardTimeout = .seconds(30)
+        // The slow peer holds each lookup for 120 s, so records leave the round only that late.
+        configuration.requestTimeout = .seconds(120)
+        configuration.requestHardTimeout = .seconds(120)
         configuration.replicationConcurrency = 4
         configuration.replicationRate = 50
         let node = try await network.addNode(configuration: configuration)

@@ -37,7 +37,7 @@ final class DHTTestNetwork: @unchecked Sendable {
     /// Adds a node; `configure` may adjust its DHT settings, `makeDHT` replace the DHT (adversaries).
     @discardableResult
     func addNode(
-        configuration: DHTConfiguration = DHTTestNetwork.configuration(),
+        configuration: DHTConfiguration = DHTTestNetwork.configuration(), listen: String = "/ip4/127.0.0.1/tcp/0",
         unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) async throws -> Node {
         var hostConfiguration = Network.Host.Configuration()
@@ -47,7 +47,7 @@ final class DHTTestNetwork: @unchecked Sendable {
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
         let host = Network.Host(identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
-        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let bound = try await host.listen(on: try Multiaddr(listen))
         let store = try RecordStore(path: nil)
         let dht = DHT(host: host, store: store, configuration: configuration, logger: logger, unixClock: unixClock)
         dht.start()

@@ -29,9 +29,10 @@ enum KadFixtures {
         }
     }
 
-    /// `/ip4/10.0.x.y/tcp/4001`.
+    /// `/ip4/10.x.y.1/tcp/4001`: each number (mod 65,536) a host in its own /24, so that many of
+    /// them stay within the routing table's subnet limits.
     static func address(_ number: Int) -> Multiaddr {
-        Multiaddr([.ip4(IPv4Address(0x0a00_0000 | UInt32(number & 0xffff))), .tcp(4001)])
+        Multiaddr([.ip4(IPv4Address(0x0a00_0001 | UInt32(number & 0xffff) << 8)), .tcp(4001)])
     }
 
     /// A key from 64 hex digits.

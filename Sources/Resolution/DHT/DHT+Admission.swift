@@ -74,19 +74,25 @@ extension DHT {
 
     private func dialBack(_ peer: PeerID, evidence: RoutingTable.Evidence, connection: Connection) {
         guard let info = host.peerInfo(peer) else { return }
-        // The peer's own word: dialled back only where the scope rule allows (spec/network.md).
-        let candidates = host.addressScopeRule.dialable(
-            Self.dialBackCandidates(listen: info.listenAddresses, observed: connection.remoteAddress), from: .thirdParty)
-        guard !candidates.isEmpty else { return }
         let now = NIODeadline.now()
-        let start = state.withLockedValue { state -> Bool in
-            if let failed = state.dialBackFailures[peer], now - failed < configuration.dialBackRetryInterval {
-                return false
+        // The peer's own word: dialled back only where the scope rule allows (spec/network.md).
+        let listed = host.addressScopeRule.dialable(
+            Self.dialBackCandidates(listen: info.listenAddresses, observed: connection.remoteAddress), from: .thirdParty)
+        var probe = KademliaPeer(id: peer)
+        let candidates = state.withLockedValue { state -> [Multiaddr] in
+            // Addresses in a subnet that has its share of the table are not worth proving.
+            let candidates = listed.filter {
+                probe.addresses = [$0]
+                return state.table.admitsSubnet(of: probe)
             }
-            guard state.dialBacks.count < configuration.maximumConcurrentDialBacks else { return false }
-            return state.dialBacks.insert(peer).inserted
+            guard !candidates.isEmpty else { return [] }
+            if let failed = state.dialBackFailures[peer], now - failed < configuration.dialBackRetryInterval {
+                return []
+            }
+            guard state.dialBacks.count < configuration.maximumConcurrentDialBacks else { return [] }
+            return state.dialBacks.insert(peer).inserted ? candidates : []
         }
-        guard start else { return }
+        guard !candidates.isEmpty else { return }
         Task { [self] in
             var proven: Multiaddr?
             for address in candidates {

@@ -91,11 +91,18 @@ public final class DHT: Sendable {
     /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host
     /// listens (`auto` looks at its listen addresses).
     public func start() {
+        let listening = host.listenAddresses
+        let loopbackOnly = listening.allSatisfy { IPAddress($0).map(RoutingTable.isLoopback) ?? false }
         let mode = state.withLockedValue { state -> DHTMode in
             guard !state.started else { return state.mode }
             state.started = true
             if state.mode == .auto {
-                state.mode = host.listenAddresses.isEmpty ? .client : .server
+                state.mode = listening.isEmpty ? .client : .server
+            }
+            switch configuration.loopbackExemption {
+            case .never: state.table.exemptLoopback(false)
+            case .always: state.table.exemptLoopback(true)
+            case .whenLoopbackOnly: state.table.exemptLoopback(loopbackOnly)
             }
             return state.mode
         }

@@ -12,6 +12,19 @@ public enum DHTMode: String, Hashable, Sendable, CaseIterable {
     case auto
 }
 
+/// Whether routing-table entries at loopback addresses count in the subnet limits (spec/dht.md §4).
+public enum LoopbackExemption: String, Hashable, Sendable {
+    /// Loopback entries count like any other (all of 127.0.0.0/8 is one /24 per 256 addresses).
+    case never
+    /// Loopback entries are not counted.
+    case always
+    /// Not counted when every address the node listens on is loopback (decided when the DHT
+    /// starts): only processes on this host can reach such a node at all, and a loopback entry is
+    /// a process on this host by construction (we reached it there ourselves, §4). A node that
+    /// also listens on other addresses counts them, so that local processes cannot flood it.
+    case whenLoopbackOnly
+}
+
 /// Settings of the DHT; the defaults are the ones spec/dht.md states.
 public struct DHTConfiguration: Sendable {
     /// The protocol id: ours by default, `/ipfs/kad/1.0.0` to speak to libp2p's public DHTs.
@@ -31,6 +44,8 @@ public struct DHTConfiguration: Sendable {
     /// A request is abandoned (its stream reset) after this long.
     public var requestHardTimeout: TimeAmount = .seconds(10)
     public var routingTable = RoutingTable.Configuration()
+    /// Whether loopback entries are left out of the routing table's subnet limits.
+    public var loopbackExemption = LoopbackExemption.whenLoopbackOnly
     public var cache = ResolutionCache.Configuration()
     /// How often the maintenance loop wakes up to refresh buckets, republish and re-replicate.
     public var maintenanceInterval: TimeAmount = .seconds(60)

@@ -50,8 +50,12 @@ struct KBucket: Sendable {
     }
 
     /// Puts `entry` in the replacement cache as its most recently seen member, dropping the least
-    /// recently seen one when the cache is over `capacity`.
-    mutating func cacheReplacement(_ entry: RoutingTableEntry, capacity: Int) {
+    /// recently seen one when the cache is over `capacity`, and the least recently seen one of
+    /// entry's subnet when more than `perSubnet` candidates share it (`sameSubnet` says which do),
+    /// so that one subnet cannot push every other candidate out.
+    mutating func cacheReplacement(
+        _ entry: RoutingTableEntry, capacity: Int, perSubnet: Int, sameSubnet: (RoutingTableEntry) -> Bool
+    ) {
         var entry = entry
         if let cached = replacementIndex(of: entry.peer.key) {
             let old = replacements.remove(at: cached)
@@ -61,19 +65,30 @@ struct KBucket: Sendable {
         }
         guard capacity > 0 else { return }
         replacements.append(entry)
+        var shared = 0
+        for candidate in replacements where sameSubnet(candidate) { shared += 1 }
+        if shared > perSubnet, let oldest = replacements.firstIndex(where: sameSubnet) {
+            replacements.remove(at: oldest)
+        }
         if replacements.count > capacity { replacements.removeFirst(replacements.count - capacity) }
     }
 
-    /// Removes entry `index`, clearing a liveness check on it, and moves the most recently seen
-    /// replacement into the bucket.
-    mutating func remove(at index: Int) -> (removed: RoutingTableEntry, promoted: RoutingTableEntry?) {
+    /// Removes entry `index`, clearing a liveness check on it.
+    mutating func remove(at index: Int) -> RoutingTableEntry {
         let removed = entries.remove(at: index)
         if livenessCheck?.key == removed.peer.key { livenessCheck = nil }
-        guard let promoted = replacements.popLast() else { return (removed, nil) }
+        return removed
+    }
+
+    /// Moves the most recently seen replacement for which `admissible` holds into the bucket (placed
+    /// by its last-seen time); the others stay cached.
+    mutating func promoteReplacement(where admissible: (RoutingTableEntry) -> Bool) -> RoutingTableEntry? {
+        guard let index = replacements.lastIndex(where: admissible) else { return nil }
+        let promoted = replacements.remove(at: index)
         // Keep the bucket ordered by last contact: the replacement may be older than some entries.
         let position = entries.firstIndex { $0.lastSeen > promoted.lastSeen } ?? entries.endIndex
         entries.insert(promoted, at: position)
-        return (removed, promoted)
+        return promoted
     }
 
     mutating func removeReplacement(at index: Int) {

@@ -1,6 +1,7 @@
 import Identity
 import Multiformats
 import NIOCore
+import Network
 
 /// The Kademlia routing table: 256 k-buckets over the SHA-256 keyspace, bucket `i` holding the peers
 /// whose distance from us is in `[2^i, 2^(i+1))` (so bucket 255 is the half of the keyspace that
@@ -21,6 +22,14 @@ import NIOCore
 /// - Kademlia paper §2.2: a full bucket prefers the peers it has (long-lived nodes tend to stay),
 ///   so a newcomer waits in the replacement cache while the least recently seen entry is checked;
 ///   only a failed check evicts it.
+/// - Subnet diversity, against the eclipse attack of S/Kademlia (Baumgart and Mies, 2007), counted
+///   per bucket and per table as go-libp2p-kbucket's peer diversity filter does: at most
+///   `maximumEntriesPerSubnetPerBucket` entries of one subnet (the /24 of an IPv4 address, the /48
+///   of an IPv6 one, IPv4-mapped IPv6 counting as IPv4) in a bucket, at most
+///   `maximumEntriesPerSubnet` in the table, and as many candidates of one subnet in a replacement
+///   cache as in a bucket. An entry counts in the subnet of its first address (the one we reached
+///   it at); an entry without an IP address (a DNS name) counts in one shared group; an entry
+///   without any address, and loopback entries when `exemptsLoopback`, are not counted.
 public struct RoutingTable: Sendable {
     /// Number of buckets: one per possible `floor(log2(distance))`.
     public static let bucketCount = KademliaKey.bitCount
@@ -60,6 +69,17 @@ public struct RoutingTable: Sendable {
         case clientMode
         /// The table holds `maximumEntries`.
         case tableFull
+        /// Its subnet has its share of the bucket or of the table already.
+        case subnetFull
+    }
+
+    /// The group an entry counts in for the subnet limits.
+    enum SubnetKey: Hashable, Sendable {
+        /// The /24 (IPv4) or /48 (IPv6) of the entry's first address.
+        case network(IPNetwork)
+        /// The entry's first address is not an IP address (a DNS name): all such entries share one
+        /// group, so names cannot bypass the limits.
+        case named
     }
 
     /// An entry that left the table, and the replacement that took its place, if the bucket had one.
@@ -76,8 +96,13 @@ public struct RoutingTable: Sendable {
     public let configuration: Configuration
     /// Entries in the table (replacement caches not counted).
     public private(set) var count = 0
+    /// Whether entries at loopback addresses are left out of the subnet limits (see
+    /// `exemptLoopback(_:)`); initially not.
+    public private(set) var exemptsLoopback = false
 
     var buckets: [KBucket]
+    /// Entries per subnet in the whole table (uncounted entries left out).
+    private var subnetCounts: [SubnetKey: Int] = [:]
 
     /// An empty table for `localPeer`.
     public init(localPeer: PeerID, configuration: Configuration = Configuration()) {
@@ -86,6 +111,62 @@ public struct RoutingTable: Sendable {
         self.localKey = KademliaKey(peer: localPeer)
         self.configuration = configuration
         self.buckets = Array(repeating: KBucket(), count: Self.bucketCount)
+    }
+
+    /// Leaves loopback entries out of the subnet limits, or counts them again. Entries already in
+    /// the table stay (even beyond a limit counted now); the limits apply to what comes next.
+    public mutating func exemptLoopback(_ exempt: Bool) {
+        exemptsLoopback = exempt
+        subnetCounts = [:]
+        for bucket in buckets {
+            for entry in bucket.entries {
+                if let key = subnetKey(of: entry.peer) { subnetCounts[key, default: 0] += 1 }
+            }
+        }
+    }
+
+    private static let loopbackV4 = try! IPNetwork("127.0.0.0/8")
+    private static let loopbackV6 = try! IPNetwork("::1")
+
+    /// Whether `ip` is a loopback address: 127.0.0.0/8 or ::1.
+    static func isLoopback(_ ip: IPAddress) -> Bool {
+        loopbackV4.contains(ip) || loopbackV6.contains(ip)
+    }
+
+    /// The group `peer` counts in for the subnet limits; nil when it is not counted.
+    func subnetKey(of peer: KademliaPeer) -> SubnetKey? {
+        Self.subnetKey(of: peer, exemptingLoopback: exemptsLoopback)
+    }
+
+    static func subnetKey(of peer: KademliaPeer, exemptingLoopback: Bool) -> SubnetKey? {
+        guard let first = peer.addresses.first else { return nil }
+        guard let ip = IPAddress(first) else { return .named }
+        if exemptingLoopback, isLoopback(ip) { return nil }
+        return .network(IPNetwork(containing: ip, prefixLength: IPNetwork.subnetPrefixLengths(ip.family).site))
+    }
+
+    /// Whether `peer`, at its first address, would be within the subnet limits: true for an entry
+    /// already (its address does not change by this), and for the local peer (refused otherwise).
+    /// Lets the caller skip proving an address the table would refuse anyway.
+    public func admitsSubnet(of peer: KademliaPeer) -> Bool {
+        guard let bucket = bucketIndex(for: peer.key), buckets[bucket].index(of: peer.key) == nil else { return true }
+        return admits(subnetKey(of: peer), inBucket: bucket)
+    }
+
+    /// Whether one more entry of `key` fits bucket `bucket` and the table.
+    private func admits(_ key: SubnetKey?, inBucket bucket: Int) -> Bool {
+        guard let key else { return true }
+        guard subnetCounts[key, default: 0] < configuration.maximumEntriesPerSubnet else { return false }
+        var inBucket = 0
+        for entry in buckets[bucket].entries where subnetKey(of: entry.peer) == key { inBucket += 1 }
+        return inBucket < configuration.maximumEntriesPerSubnetPerBucket
+    }
+
+    private mutating func countSubnet(_ key: SubnetKey?, _ delta: Int) {
+        guard let key else { return }
+        let updated = subnetCounts[key, default: 0] + delta
+        precondition(updated >= 0, "subnet count of \(key) below zero")
+        subnetCounts[key] = updated == 0 ? nil : updated
     }
 
     /// The bucket `key` belongs in; `nil` for the local key.
@@ -136,17 +217,40 @@ public struct RoutingTable: Sendable {
             peer.addresses.removeLast(peer.addresses.count - configuration.maximumAddressesPerPeer)
         }
         if let index = buckets[bucket].index(of: peer.key) {
-            buckets[bucket].touch(at: index, addresses: peer.addresses, evidence: evidence, now: now)
+            var addresses: [Multiaddr]? = peer.addresses
+            let current = buckets[bucket].entries[index].peer
+            if !peer.addresses.isEmpty, peer.addresses != current.addresses {
+                let (old, new) = (subnetKey(of: current), subnetKey(of: peer))
+                if old != new {
+                    // Moving to another subnet is joining it: only within its limits, else the
+                    // entry keeps the addresses it has.
+                    countSubnet(old, -1)
+                    if admits(new, inBucket: bucket) {
+                        countSubnet(new, 1)
+                    } else {
+                        countSubnet(old, 1)
+                        addresses = nil
+                    }
+                }
+            }
+            buckets[bucket].touch(at: index, addresses: addresses, evidence: evidence, now: now)
             return .updated
         }
+        let subnet = subnetKey(of: peer)
+        guard admits(subnet, inBucket: bucket) else { return .rejected(.subnetFull) }
         let entry = RoutingTableEntry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
         if buckets[bucket].entries.count < configuration.bucketSize {
             guard count < configuration.maximumEntries else { return .rejected(.tableFull) }
             buckets[bucket].append(entry)
             count += 1
+            countSubnet(subnet, 1)
             return .inserted
         }
-        buckets[bucket].cacheReplacement(entry, capacity: configuration.replacementCacheSize)
+        let exempting = exemptsLoopback
+        buckets[bucket].cacheReplacement(
+            entry, capacity: configuration.replacementCacheSize,
+            perSubnet: configuration.maximumEntriesPerSubnetPerBucket,
+            sameSubnet: { subnet != nil && Self.subnetKey(of: $0.peer, exemptingLoopback: exempting) == subnet })
         if let check = buckets[bucket].livenessCheck, now - check.started < configuration.livenessCheckTimeout {
             return .cached
         }
@@ -191,8 +295,26 @@ public struct RoutingTable: Sendable {
 
     private mutating func remove(key: KademliaKey, bucket: Int) -> Eviction? {
         if let index = buckets[bucket].index(of: key) {
-            let (removed, promoted) = buckets[bucket].remove(at: index)
-            if promoted == nil { count -= 1 }
+            let removed = buckets[bucket].remove(at: index)
+            countSubnet(subnetKey(of: removed.peer), -1)
+            // The most recently seen candidate that keeps the subnet limits moves up; candidates
+            // of a subnet that has its share stay cached.
+            let exempting = exemptsLoopback
+            let tableCounts = subnetCounts
+            var bucketCounts: [SubnetKey: Int] = [:]
+            for entry in buckets[bucket].entries {
+                if let key = subnetKey(of: entry.peer) { bucketCounts[key, default: 0] += 1 }
+            }
+            let (perBucket, perTable) = (configuration.maximumEntriesPerSubnetPerBucket, configuration.maximumEntriesPerSubnet)
+            let promoted = buckets[bucket].promoteReplacement { candidate in
+                guard let key = Self.subnetKey(of: candidate.peer, exemptingLoopback: exempting) else { return true }
+                return bucketCounts[key, default: 0] < perBucket && tableCounts[key, default: 0] < perTable
+            }
+            if let promoted {
+                countSubnet(subnetKey(of: promoted.peer), 1)
+            } else {
+                count -= 1
+            }
             return Eviction(evicted: removed, promoted: promoted)
         }
         if let index = buckets[bucket].replacementIndex(of: key) {

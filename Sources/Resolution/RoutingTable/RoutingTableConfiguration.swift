@@ -32,6 +32,16 @@ extension RoutingTable {
         /// log2(N / k) hold every node there is, so the self-lookup the caller runs with each
         /// refresh round fills them; 15 is that depth for N ≈ 650 000.
         public var maximumRefreshCommonPrefixLength = 15
+        /// At most this many entries of one subnet (IPv4 /24, IPv6 /48) in a bucket, and as many
+        /// candidates of one subnet in its replacement cache (go-libp2p's diversity filter bounds a
+        /// bucket's share of one IP group too); 2 of k = 20 means an
+        /// attacker needs 10 distinct /24s (or /48s) to fill one bucket, while a few honest nodes
+        /// behind one NAT or in one cloud subnet still get in (spec/dht.md §4).
+        public var maximumEntriesPerSubnetPerBucket = 2
+        /// At most this many entries of one subnet in the whole table: one network holds at most
+        /// 10 of the ~200–340 entries of a table in a large network, yet honest co-located nodes,
+        /// whose ids spread over many buckets, are not turned away.
+        public var maximumEntriesPerSubnet = 10
 
         /// The defaults above.
         public init() {}
