@@ -92,7 +92,7 @@ public final class DHT: Sendable {
     /// listens (`auto` looks at its listen addresses).
     public func start() {
         let listening = host.listenAddresses
-        let loopbackOnly = listening.allSatisfy { IPAddress($0).map(RoutingTable.isLoopback) ?? false }
+        let loopbackOnly = listening.allSatisfy { AddressScope.of($0) == .loopback }
         let mode = state.withLockedValue { state -> DHTMode in
             guard !state.started else { return state.mode }
             state.started = true

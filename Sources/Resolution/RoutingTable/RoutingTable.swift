@@ -125,14 +125,6 @@ public struct RoutingTable: Sendable {
         }
     }
 
-    private static let loopbackV4 = try! IPNetwork("127.0.0.0/8")
-    private static let loopbackV6 = try! IPNetwork("::1")
-
-    /// Whether `ip` is a loopback address: 127.0.0.0/8 or ::1.
-    static func isLoopback(_ ip: IPAddress) -> Bool {
-        loopbackV4.contains(ip) || loopbackV6.contains(ip)
-    }
-
     /// The group `peer` counts in for the subnet limits; nil when it is not counted.
     func subnetKey(of peer: KademliaPeer) -> SubnetKey? {
         Self.subnetKey(of: peer, exemptingLoopback: exemptsLoopback)
@@ -141,7 +133,7 @@ public struct RoutingTable: Sendable {
     static func subnetKey(of peer: KademliaPeer, exemptingLoopback: Bool) -> SubnetKey? {
         guard let first = peer.addresses.first else { return nil }
         guard let ip = IPAddress(first) else { return .named }
-        if exemptingLoopback, isLoopback(ip) { return nil }
+        if exemptingLoopback, AddressScope.of(ip) == .loopback { return nil }
         return .network(IPNetwork(containing: ip, prefixLength: IPNetwork.subnetPrefixLengths(ip.family).site))
     }
 
