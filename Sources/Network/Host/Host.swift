@@ -229,6 +229,22 @@ public final class Host: Sendable {
     /// changes peers should know of.
     public func pushIdentify() { Identify.pushToAll(core: core) }
 
+    /// The host's events from now on (`HostEvent`): connections established and closed, identify
+    /// results, observed addresses, listen address changes. Each call is a new subscription with
+    /// its own buffer of `bufferSize` events; a subscriber that falls further behind loses the
+    /// oldest ones (counted and logged under `label`). The stream finishes when the host shuts
+    /// down; dropping it (or cancelling its reader) ends the subscription.
+    public func events(label: String, bufferSize: Int = 1024) -> AsyncStream<HostEvent> {
+        core.events.subscribe(label: label, bufferSize: bufferSize)
+    }
+
+    /// Runs `body` as a task of the host: `shutdown()` cancels it and waits for it (at most 10 s,
+    /// then reports it), so a service's background work ends with the host instead of outliving it.
+    /// Refused (not run) once shutdown began.
+    public func spawn(_ label: String, _ body: @escaping @Sendable () async -> Void) {
+        core.spawn(label, body)
+    }
+
     /// Snapshots of all established connections.
     public func connections() async -> [ConnectionInfo] { await core.connectionInfos() }
 

@@ -21,6 +21,8 @@ final class HostCore: @unchecked Sendable {
     let group: EventLoopGroup
     let configuration: Host.Configuration
     let logger: Logger
+    /// Host events for the node's services (`Host.events`).
+    let events: HostEventBus
     /// Owns the limits and their accounting (see `ResourceManager`).
     let resources: ResourceManager
     /// `configuration.yamux` with the per-connection and per-stream limits applied.
@@ -63,6 +65,7 @@ final class HostCore: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "self"] = "\(peerID)"
         self.logger = logger
+        self.events = HostEventBus(logger: logger)
         self.resources = ResourceManager(limits: configuration.limits, denyList: configuration.denyList, logger: logger)
         var yamux = configuration.yamux
         yamux.maximumStreams = configuration.limits.connectionStreams
@@ -99,11 +102,15 @@ final class HostCore: @unchecked Sendable {
     @discardableResult
     func setPeerInfo(_ info: IdentifyInfo, from connection: Connection) -> Bool {
         guard let peer = connection.remotePeer else { return false }
-        return lock.withLock {
+        let stored = lock.withLock {
             guard connectionsByPeer[peer]?.contains(where: { $0 === connection }) == true else { return false }
             peerStore.set(info, for: peer)
             return true
         }
+        guard stored else { return false }
+        events.emit(.identified(peer, connection: connection.id, info: info))
+        if let observed = info.observedAddress { events.emit(.observedAddress(observed, reportedBy: peer)) }
+        return true
     }
 
     /// Peers in the peer store, and peers with an established connection, read together (tests).
@@ -172,6 +179,7 @@ final class HostCore: @unchecked Sendable {
             boundAddresses.append(local)
         }
         logger.info("listening", metadata: ["addr": "\(local)"])
+        events.emit(.listenAddressesChanged(listenAddresses))
         // Peers already connected learn the new address (identify push).
         Identify.pushToAll(core: self)
         return local
@@ -397,6 +405,8 @@ final class HostCore: @unchecked Sendable {
         }
         logger.info(
             "connected", metadata: ["peer": "\(peer)", "direction": "\(connection.direction.rawValue)", "conn": "\(connection.id)"])
+        events.emit(
+            .connected(peer, connection: connection.id, direction: connection.direction, remoteAddress: connection.remoteAddress))
         Identify.identify(connection: connection, host: self)
         trimIfCrowded()
         return nil
@@ -473,8 +483,12 @@ final class HostCore: @unchecked Sendable {
         guard let peer = connection.remotePeer else { return }
         let wasRegistered = lock.withLock { connectionsByPeer[peer]?.contains { $0 === connection } ?? false }
         guard wasRegistered else { return }
-        lock.withLock { unregister(connection, of: peer) }
+        let remaining = lock.withLock { () -> Int in
+            unregister(connection, of: peer)
+            return connectionsByPeer[peer]?.count ?? 0
+        }
         logger.info("disconnected", metadata: ["peer": "\(peer)", "conn": "\(connection.id)"])
+        events.emit(.disconnected(peer, connection: connection.id, remaining: remaining))
     }
 
     /// Removes `connection` from the registry; with the peer's last connection, its peer store
@@ -553,6 +567,7 @@ final class HostCore: @unchecked Sendable {
     func spawn(_ label: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) {
         let label = label()
         lock.withLock {
+            guard !isShutDown else { return }
             let id = nextTaskID
             nextTaskID += 1
             let task = Task { [self] in
@@ -651,6 +666,7 @@ final class HostCore: @unchecked Sendable {
             }
             _ = lock.withLock { tasks.removeValue(forKey: running.key) }
         }
+        events.finish()
     }
 
     /// Waits for `future` at most `timeout`; true if it completed.
