@@ -23,21 +23,29 @@ struct AdmissionTests {
         // machine: a deadline far beyond the test's length.
         try await TestNetwork.run(configure: { $0.handshakeTimeout = .seconds(600) }) { net in
             let limits = net.victim.resources.limits
+            let started = ContinuousClock.now
             var silent: [RawPeer] = []
             for _ in 0..<64 { silent.append(try await RawPeer.connect(to: net, from: "127.0.0.2")) }
-            // The node closes what is over the per-IP limit at once; the rest sit in their handshake.
+            // The node takes the first 8 into their handshake (accepts come in connect order) and
+            // closes each later one at accept: those closes are waited for, however loaded the
+            // machine; the 8 must still be open afterwards.
+            for peer in silent[limits.ipPendingHandshakes...] { _ = try await peer.waitForClose(within: .seconds(30)) }
             var open = 0
-            for peer in silent {
+            for peer in silent[..<limits.ipPendingHandshakes] {
                 do {
-                    try await peer.waitForClose(within: .milliseconds(300))
+                    try await peer.waitForClose(within: .milliseconds(100))
                 } catch RawPeerError.timedOut {
                     open += 1
                 }
             }
             #expect(open == limits.ipPendingHandshakes)
             #expect(net.victim.resources.refusals(.ipPendingHandshakes) == 64 - limits.ipPendingHandshakes)
-            // One line for the lot, not 56 (the log flood of finding 1).
-            #expect(net.log.lines(containing: "refused inbound connection").count == 1, "node log:\n\(net.log)")
+            // One line per limit per refusalLogInterval (10 s) for the lot, not 56 (the log flood of
+            // finding 1): one when the refusals took less than 10 s, as they do unless the machine
+            // is crawling.
+            let windows = 1 + Int((ContinuousClock.now - started) / .seconds(10))
+            let lines = net.log.lines(containing: "refused inbound connection").count
+            #expect(lines >= 1 && lines <= windows, "\(lines) lines in \(windows) log windows; node log:\n\(net.log)")
 
             // A full Noise + yamux upgrade from the neighbour address, while the 8 are still pending.
             let honest = try await RawPeer.connect(to: net, from: "127.0.0.3", secure: Self.honestUpgrade)

@@ -120,9 +120,12 @@ struct HostileNetworkTests {
                 bytes.writeNoiseFrame(try noise.writeMessage(payload: []))
             }
             try await peer.send(bytes)
-            let lifetime = try await peer.waitForClose(within: .seconds(5))
+            // The log line below proves that the 800 ms deadline cut the handshake; the lifetime
+            // only has to fall short of the default 10 s deadline (a loaded machine runs the timer
+            // late, never early).
+            let lifetime = try await peer.waitForClose(within: .seconds(9))
             #expect(lifetime >= .milliseconds(deadline.nanoseconds / 1_000_000) - .milliseconds(200))
-            #expect(lifetime < .seconds(3))
+            #expect(lifetime < .seconds(9))
             #expect(
                 net.log.lines(containing: "connection error:", "did not finish within 800 ms").count == 1,
                 "node log:\n\(net.log)")
