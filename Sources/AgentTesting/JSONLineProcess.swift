@@ -24,10 +24,11 @@ public final class JSONLineProcess: @unchecked Sendable {
     private let process: Process
     private let state = NIOLockedValueBox(State())
     private let stdinPipe = Pipe()
-    /// Kept for the life of the object: on Linux, closing a FileHandle (which its deinit does) while
-    /// its readability handler's dispatch source is still registered can crash libdispatch's
-    /// manager thread (a bad pointer in `_dispatch_event_loop_drain`, seen in CI). The handler is
-    /// removed at EOF and in `deinit`, before the handle can go.
+    /// Read by a thread of its own with blocking `read(2)` (`startReader`), never through
+    /// `FileHandle.readabilityHandler`: that handler's dispatch source crashed libdispatch's manager
+    /// thread in CI twice (a bad pointer in `_dispatch_event_loop_drain`), even with the handler
+    /// removed at EOF and the pipe kept alive — a pipe's read end inherited by a child spawned at
+    /// the same moment outlives our close, and epoll then reports events for a freed source.
     private let stdoutPipe = Pipe()
 
     /// `@unchecked Sendable`: only ever touched inside `state.withLockedValue`.
@@ -67,12 +68,6 @@ public final class JSONLineProcess: @unchecked Sendable {
         for (key, value) in extra { environment[key] = value }
         process.environment = environment
         let state = self.state
-        out.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            // EOF: no more handler calls (on Linux they would otherwise repeat for ever).
-            if data.isEmpty { handle.readabilityHandler = nil }
-            JSONLineProcess.consume(Array(data), state: state)
-        }
         process.terminationHandler = { process in
             let waiters = state.withLockedValue { state -> [CheckedContinuation<Int32, Never>] in
                 state.exitStatus = process.terminationStatus
@@ -82,6 +77,31 @@ public final class JSONLineProcess: @unchecked Sendable {
             for waiter in waiters { waiter.resume(returning: process.terminationStatus) }
         }
         try process.run()
+        Self.startReader(PipeBox(pipe: out), state: state)
+    }
+
+    /// `@unchecked Sendable`: the pipe is only read through its file descriptor by the reader
+    /// thread, which holds it (so the descriptor stays open) until EOF.
+    private struct PipeBox: @unchecked Sendable {
+        let pipe: Pipe
+    }
+
+    /// Reads the child's stdout until EOF on a thread of its own, handing each chunk to `consume`.
+    private static func startReader(_ box: PipeBox, state: NIOLockedValueBox<State>) {
+        let thread = Thread {
+            let descriptor = box.pipe.fileHandleForReading.fileDescriptor
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                consume(Array(buffer[..<count]), state: state)
+            }
+            consume([], state: state)
+            withExtendedLifetime(box) {}
+        }
+        thread.name = "JSONLineProcess stdout"
+        thread.start()
     }
 
     private static func consume(_ bytes: [UInt8], state: NIOLockedValueBox<State>) {
@@ -190,10 +210,6 @@ public final class JSONLineProcess: @unchecked Sendable {
             }
             if let status { continuation.resume(returning: status) }
         }
-    }
-
-    deinit {
-        stdoutPipe.fileHandleForReading.readabilityHandler = nil
     }
 
     /// Sends `signal` to the process by PID.
