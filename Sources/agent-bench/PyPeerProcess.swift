@@ -55,15 +55,22 @@ final class PyPeerProcess {
         let stdout = Pipe()
         process.standardOutput = stdout
         let (outputStream, outputContinuation) = AsyncStream.makeStream(of: Data.self)
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                outputContinuation.finish()
-            } else {
-                outputContinuation.yield(data)
+        // A thread of its own with blocking read(2), not FileHandle.readabilityHandler, whose
+        // dispatch source has crashed libdispatch on Linux (see AgentTesting's JSONLineProcess).
+        let box = PipeBox(pipe: stdout)
+        let reader = Thread {
+            let descriptor = box.pipe.fileHandleForReading.fileDescriptor
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                outputContinuation.yield(Data(buffer[..<count]))
             }
+            outputContinuation.finish()
+            withExtendedLifetime(box) {}
         }
+        reader.name = "py peer stdout"
         let (exitStream, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
         process.terminationHandler = { process in
             exitContinuation.yield(process.terminationStatus)
@@ -72,6 +79,13 @@ final class PyPeerProcess {
         output = outputStream.makeAsyncIterator()
         exit = exitStream.makeAsyncIterator()
         try process.run()
+        reader.start()
+    }
+
+    /// `@unchecked Sendable`: the pipe is only read through its descriptor by the reader thread,
+    /// which holds it (so the descriptor stays open) until EOF.
+    private struct PipeBox: @unchecked Sendable {
+        let pipe: Pipe
     }
 
     /// Reads events until one named `name`, returning it and every event before it. Fails on an
