@@ -21,8 +21,9 @@ NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests
 ALONE_SUITES = MemoryBudgetTests
 # Hosts over real sockets and daemons as processes run apart from the CPU-bound suites (vectors,
 # fuzzers): on 2 cores the fuzzers can hold the test pool for a minute, longer than the 10 s
-# negotiation and 30 s identify deadlines a starved connection would then hit.
-SOCKET_SUITES = ^NetworkTests\.|^agentctlTests\.
+# negotiation and 30 s identify deadlines a starved connection would then hit. So do the DHT
+# re-replication tests (request timeouts of a few seconds).
+SOCKET_SUITES = ^NetworkTests\.|^agentctlTests\.|DHTReplicationTests
 test: deps
 	$(SWIFT) build --build-tests
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(SOCKET_SUITES)|$(NETWORK_SUITES)|$(ALONE_SUITES)'
