@@ -18,6 +18,9 @@ public enum HostEvent: Sendable {
     case observedAddress(Multiaddr, reportedBy: PeerID)
     /// The addresses the host listens on changed (a listener was added).
     case listenAddressesChanged([Multiaddr])
+    /// AutoNAT's verdict on whether this node is reachable from outside, or its confidence,
+    /// changed (`AutoNATService`; spec/network.md, "AutoNAT").
+    case reachabilityChanged(Reachability, confidence: Int)
 }
 
 /// Hands every `HostEvent` to each subscriber's `AsyncStream`, in the order emitted.
