@@ -120,6 +120,9 @@ public final class AutoNATService: Sendable {
     private func apply(_ event: HostEvent, to tracker: inout ReachabilityTracker) {
         switch event {
         case .identified(let peer, _, let info):
+            // The observed address first: a server's identify tells us both what to ask it about
+            // and that we may ask it (the separate `.observedAddress` event comes after this one).
+            if let observed = info.observedAddress, isDirect(peer) { tracker.observed(observed) }
             if info.protocols.contains(AutoNAT.protocolID), isDirect(peer) {
                 tracker.serverAvailable(peer)
             } else {

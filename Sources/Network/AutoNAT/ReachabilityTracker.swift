@@ -85,8 +85,7 @@ public struct ReachabilityTracker: Sendable {
     /// below full confidence, `refreshInterval` after it at full confidence; nil: at once.
     private var nextCheck: NIODeadline? {
         guard let lastCheck else { return nil }
-        let settled = reachability != .unknown && confidence >= configuration.maximumConfidence
-        return lastCheck + (settled ? configuration.refreshInterval : configuration.retryInterval)
+        return lastCheck + (isSettled ? configuration.refreshInterval : configuration.retryInterval)
     }
 
     // MARK: Inputs
@@ -146,39 +145,39 @@ public struct ReachabilityTracker: Sendable {
         return result
     }
 
-    /// When `tick` next has something to do, if anything is scheduled.
-    public func nextDeadline(now: NIODeadline) -> NIODeadline? {
-        guard !servers.isEmpty, !candidates.isEmpty else { return nil }
-        let due = nextCheck ?? now
-        // Due, but every idle server was asked too recently: when the first becomes askable.
-        let askable = servers.compactMap { peer, asked -> NIODeadline? in
-            guard !inFlight.contains(peer) else { return nil }
-            return asked.map { $0 + configuration.serverThrottle } ?? now
-        }.min()
-        guard let askable else { return nil }
-        return max(due, askable)
+    /// Whether the verdict is known at full confidence (checks then come at the refresh interval,
+    /// and a new server waits for the next check).
+    private var isSettled: Bool { reachability != .unknown && confidence >= configuration.maximumConfidence }
+
+    /// When `server` (idle, last asked at `asked`) may be asked next.
+    private func askableAt(_ asked: NIODeadline?, due: NIODeadline, now: NIODeadline) -> NIODeadline {
+        guard let asked else { return isSettled ? due : now }
+        return max(due, asked + configuration.serverThrottle)
     }
 
-    /// Starts a check when one is due: asks up to `serversPerCheck` servers (those never asked
-    /// first, then the longest unasked; never one asked within `serverThrottle` or still
-    /// answering) to dial back `candidates`.
+    /// When `tick` next has something to do; nil when nothing is scheduled (no server or no address
+    /// to ask about, or every server busy answering).
+    public func nextDeadline(now: NIODeadline) -> NIODeadline? {
+        guard !servers.isEmpty, !candidates.isEmpty, inFlight.count < configuration.serversPerCheck else { return nil }
+        let due = nextCheck ?? now
+        return servers.compactMap { peer, asked in inFlight.contains(peer) ? nil : askableAt(asked, due: due, now: now)
+        }.min()
+    }
+
+    /// Asks servers when a check is due: up to `serversPerCheck` at once (those never asked first,
+    /// then the longest unasked; never one asked within `serverThrottle` or still answering) to
+    /// dial back `candidates`. Below full confidence a server never asked before is asked as soon
+    /// as it is available, without waiting for the next check. A change of the addresses to send
+    /// makes a check due at once (the votes stay: each server's next answer replaces its own).
     public mutating func tick(now: NIODeadline) -> [AutoNATClientAction] {
         let addresses = candidates
         guard !addresses.isEmpty else { return [] }
-        var actions: [AutoNATClientAction] = []
-        if !lastSent.isEmpty, addresses != lastSent {
-            // Our addresses changed (a new observed IP, a new listener): the votes were about the
-            // old ones. The verdict stands until new evidence moves it; check again at once.
-            lastSent = addresses
-            votes.removeAll()
-            lastCheck = nil
-            actions += recompute()
-        }
-        if let nextCheck, now < nextCheck { return actions }
+        if !lastSent.isEmpty, addresses != lastSent { lastCheck = nil }
+        let due = nextCheck ?? now
         let slots = configuration.serversPerCheck - inFlight.count
-        guard slots > 0 else { return actions }
+        guard slots > 0 else { return [] }
         let chosen = servers.filter { peer, asked in
-            !inFlight.contains(peer) && (asked.map { now - $0 >= configuration.serverThrottle } ?? true)
+            !inFlight.contains(peer) && askableAt(asked, due: due, now: now) <= now
         }.sorted { left, right in
             switch (left.value, right.value) {
             case (nil, nil): return left.key.bytes.lexicographicallyPrecedes(right.key.bytes)
@@ -187,15 +186,14 @@ public struct ReachabilityTracker: Sendable {
             case (let l?, let r?): return l != r ? l < r : left.key.bytes.lexicographicallyPrecedes(right.key.bytes)
             }
         }.prefix(slots).map(\.key)
-        guard !chosen.isEmpty else { return actions }
+        guard !chosen.isEmpty else { return [] }
         lastSent = addresses
-        lastCheck = now
-        for peer in chosen {
+        if now >= due { lastCheck = now }
+        return chosen.map { peer in
             servers[peer] = .some(now)
             inFlight.insert(peer)
-            actions.append(.ask(peer, addresses))
+            return .ask(peer, addresses)
         }
-        return actions
     }
 
     /// The answer to an `.ask`: the server's response, or nil with `failure` when the request
