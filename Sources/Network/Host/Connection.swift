@@ -17,6 +17,8 @@ public struct ConnectionInfo: Sendable {
     public let remotePeer: PeerID
     public let remoteAddress: Multiaddr?
     public let direction: ConnectionDirection
+    /// Direct, or through a relay.
+    public let path: ConnectionPath
     public let streams: Int
     /// Smoothed RTT from yamux pings, once measured.
     public let latency: TimeAmount?
@@ -43,6 +45,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     public let id: Int
     public let direction: ConnectionDirection
+    /// Direct, or through a relay (then `remoteAddress` is the circuit address).
+    public let path: ConnectionPath
     public let eventLoop: EventLoop
     var logger: Logger
     private let configuration: YamuxConfiguration
@@ -99,10 +103,12 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private var memory = ConnectionMemory()
 
     init(
-        id: Int, direction: ConnectionDirection, eventLoop: EventLoop, host: HostCore?,
+        id: Int, direction: ConnectionDirection, transport: TransportChannelInfo, eventLoop: EventLoop, host: HostCore?,
         configuration: YamuxConfiguration, liveness: ConnectionLiveness, identifyTimeout: TimeAmount?, logger: Logger
     ) {
         self.id = id
+        self.path = transport.path
+        self.remoteAddress = transport.remoteAddress
         self.liveness = liveness
         self.identifyTimeout = identifyTimeout
         self.direction = direction
@@ -129,9 +135,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             context.close(promise: nil)
         }
         self.inbound = context.channel.allocator.buffer(capacity: 0)
-        remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:))
+        if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
+            remoteAddress = socketAddress
+        }
         // Failures before the peer is authenticated can only name the address: log it.
-        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+        if let remoteAddress { logger[metadataKey: "remote"] = "\(remoteAddress)" }
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -142,7 +150,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         remotePeer = info.remotePeer
         establishedAt = .now()
         lastStreamTraffic = establishedAt!
-        remoteAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) ?? remoteAddress
+        if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
+            remoteAddress = socketAddress
+        }
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
         reconcileMemory()
@@ -682,7 +692,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     func info() -> ConnectionInfo? {
         guard let remotePeer else { return nil }
         return ConnectionInfo(
-            id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, streams: streams.count,
+            id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, path: path, streams: streams.count,
             latency: session?.smoothedRTT)
     }
 

@@ -42,6 +42,9 @@ final class HostCore: @unchecked Sendable {
     private var tasks: [Int: (label: String, task: Task<Void, Never>)] = [:]
     private var nextTaskID = 0
     private var listeners: [Channel] = []
+    /// The transports dials choose from, in order (TCP first).
+    private var transports: [any Transport]
+    let tcp: TCPTransport
     private var boundAddresses: [Multiaddr] = []
     private var peerStore = PeerStore()
     private var protection = ConnectionProtection()
@@ -74,6 +77,9 @@ final class HostCore: @unchecked Sendable {
         yamux.sessionSendQueueBudget = configuration.limits.connectionSendQueueMemory
         yamux.maximumQueuedBytesPerStream = configuration.limits.streamSendQueueBytes
         self.yamuxConfiguration = yamux
+        self.tcp = TCPTransport(
+            group: group, dialTimeout: configuration.dialTimeout, receiveAllocator: Self.receiveAllocator)
+        self.transports = [tcp]
     }
 
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
@@ -127,19 +133,28 @@ final class HostCore: @unchecked Sendable {
     }
 
     func connection(to peer: PeerID) -> Connection? {
-        lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing } }
+        lock.withLock { Self.preferred(connectionsByPeer[peer]) }
+    }
+
+    /// The connection new streams to a peer use: a direct one before a relayed one.
+    private static func preferred(_ connections: [Connection]?) -> Connection? {
+        guard let connections else { return nil }
+        return connections.first { !$0.isClosing && !$0.path.isRelayed } ?? connections.first { !$0.isClosing }
     }
 
     /// How many connections (inbound and outbound, including failed handshakes) this host made.
     var connectionsMade: Int { lock.withLock { nextConnectionID - 1 } }
 
-    private func makeConnection(direction: ConnectionDirection, channel: Channel) -> Connection {
+    private func makeConnection(direction: ConnectionDirection, channel: Channel, transport: TransportChannelInfo)
+        -> Connection
+    {
         let id = lock.withLock {
             defer { nextConnectionID += 1 }
             return nextConnectionID
         }
         return Connection(
-            id: id, direction: direction, eventLoop: channel.eventLoop, host: self, configuration: yamuxConfiguration,
+            id: id, direction: direction, transport: transport, eventLoop: channel.eventLoop, host: self,
+            configuration: yamuxConfiguration,
             liveness: ConnectionLiveness(
                 streamQuietPeriod: configuration.streamQuietPeriod, idleTimeout: configuration.idleTimeout),
             identifyTimeout: configuration.identifyTimeout, logger: logger)
@@ -156,23 +171,8 @@ final class HostCore: @unchecked Sendable {
     // MARK: Listening
 
     func listen(on address: Multiaddr) async throws -> Multiaddr {
-        let (host, port) = try TCPAddress.hostAndPort(of: address)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: Self.receiveAllocator)
-            .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.initializeInbound(channel) }
-            }
-        let channel: Channel
-        do {
-            channel = try await bootstrap.bind(host: host, port: port).get()
-        } catch {
-            throw NetworkError(.connectionFailed, "cannot listen on \(address): \(error)")
-        }
-        guard let local = channel.localAddress.flatMap(TCPAddress.multiaddr(of:)) else {
-            throw NetworkError(.invalidAddress, "listener on \(address) has no usable local address")
+        let (channel, local) = try await tcp.listen(on: address) { [self] channel, transport in
+            try initializeInbound(channel, transport: transport)
         }
         lock.withLock {
             listeners.append(channel)
@@ -190,7 +190,9 @@ final class HostCore: @unchecked Sendable {
         lock.withLock { connectionsByPeer.values.flatMap { $0 }.filter { !$0.isClosing } }
     }
 
-    private func initializeInbound(_ channel: Channel) throws {
+    /// Upgrades a channel a transport accepted (a TCP connection, or a circuit a relay opened to
+    /// us) as the responder.
+    func initializeInbound(_ channel: Channel, transport: TransportChannelInfo) throws {
         guard !lock.withLock({ isShutDown }) else {
             channel.close(promise: nil)
             return
@@ -198,13 +200,13 @@ final class HostCore: @unchecked Sendable {
         // Admission before any handshake work: the deny list, and handshakes and connections in
         // flight per node, per IP and per subnet (refusals are counted and logged, rate-limited).
         let keys: ResourceManager.AddressKeys?
-        switch resources.admitHandshake(from: channel.remoteAddress.flatMap(IPAddress.init)) {
+        switch resources.admitHandshake(from: transport.remoteIP) {
         case .success(let admittedKeys): keys = admittedKeys
         case .failure:
             channel.close(promise: nil)
             return
         }
-        let connection = makeConnection(direction: .inbound, channel: channel)
+        let connection = makeConnection(direction: .inbound, channel: channel, transport: transport)
         connection.addressKeys = keys
         lock.withLock { pendingConnections[ObjectIdentifier(connection)] = connection }
         try channel.pipeline.syncOperations.addHandlers([
@@ -257,7 +259,7 @@ final class HostCore: @unchecked Sendable {
         }
         let eventLoop = group.next()
         let plan = lock.withLock { () -> Plan in
-            if let existing = connectionsByPeer[peer]?.first(where: { !$0.isClosing }) { return .reuse(existing) }
+            if let existing = Self.preferred(connectionsByPeer[peer]) { return .reuse(existing) }
             if let pending = pendingDials[peer] { return .join(pending) }
             // A dial submitted to a loop of a group that is shutting down never runs (NIO then traps
             // on the unfulfilled promise): a task still working for a shut-down host fails here.
@@ -304,42 +306,49 @@ final class HostCore: @unchecked Sendable {
         return connection(to: peer) ?? dialled
     }
 
+    /// The transport that dials `address`, or an error naming what is supported.
+    func transport(for address: Multiaddr) throws(NetworkError) -> any Transport {
+        if let transport = lock.withLock({ transports.first { $0.canDial(address) } }) { return transport }
+        throw NetworkError(
+            .invalidAddress,
+            "\(address): no transport dials this address (supported: /ip4|ip6|dns*/HOST/tcp/PORT, and …/p2p/RELAY/p2p-circuit)")
+    }
+
+    /// Adds a transport (the circuit relay client adds itself); dials try transports in order.
+    func add(transport: any Transport) {
+        lock.withLock { transports.append(transport) }
+    }
+
     private func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
-        let (host, port): (String, Int)
+        let transport: any Transport
         do {
-            (host, port) = try TCPAddress.hostAndPort(of: address)
+            transport = try self.transport(for: address)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
         let connectionBox = NIOLockedValueBox<Connection?>(nil)
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: Self.receiveAllocator)
-            .connectTimeout(configuration.dialTimeout)
-            .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let connection = makeConnection(direction: .outbound, channel: channel)
-                    connectionBox.withLockedValue { $0 = connection }
-                    try channel.pipeline.syncOperations.addHandlers([
-                        SecureConnectionHandler(
-                            configuration: .init(
-                                role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
-                                handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
-                                staticKeySignature: staticKeySignature)),
-                        connection,
-                    ])
-                }
+        return transport.dial(address, peer: peer, on: eventLoop) { [self] channel, info in
+            let connection = makeConnection(direction: .outbound, channel: channel, transport: info)
+            connectionBox.withLockedValue { $0 = connection }
+            try channel.pipeline.syncOperations.addHandlers([
+                SecureConnectionHandler(
+                    configuration: .init(
+                        role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
+                        handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
+                        staticKeySignature: staticKeySignature)),
+                connection,
+            ])
+        }
+        .flatMap { _ in
+            guard let connection = connectionBox.withLockedValue({ $0 }) else {
+                preconditionFailure("a connected \(transport.name) channel ran its upgrade")
             }
-        return bootstrap.connect(host: host, port: port)
-            .flatMapError { error in
-                eventLoop.makeFailedFuture(
-                    NetworkError(.connectionFailed, "cannot connect to \(address): \(Self.describe(connectError: error))"))
-            }
-            .flatMap { _ in connectionBox.withLockedValue { $0! }.establishedFuture }
-            .flatMapThrowing { [self] connection in
-                if let refusal = register(connection) { throw refusal }
-                return connection
-            }
+            return connection.establishedFuture
+        }
+        .flatMapThrowing { [self] connection in
+            if let refusal = register(connection) { throw refusal }
+            return connection
+        }
     }
 
     /// A short reason for a failed TCP connect ("connection refused" rather than NIO's nested dump).
@@ -385,15 +394,19 @@ final class HostCore: @unchecked Sendable {
             // A connection that is already closing never wins: the peer reconnected after closing it
             // (its close has not reached us yet), and keeping the old one would kill the new one.
             connectionsByPeer[peer]?.removeAll { $0.isClosing }
-            guard let existing = connectionsByPeer[peer]?.first else {
-                connectionsByPeer[peer] = [connection]
+            // A relayed and a direct connection coexist (the direct one replaces the relayed one
+            // after a hole punch, spec/network.md "Dial policy"); the rule holds within each kind.
+            guard let existing = connectionsByPeer[peer]?.first(where: { $0.path.isRelayed == connection.path.isRelayed })
+            else {
+                connectionsByPeer[peer, default: []].append(connection)
                 return nil
             }
             let initiator = { (c: Connection) -> PeerID in c.direction == .outbound ? self.peerID : peer }
             let existingInitiator = initiator(existing)
             let newInitiator = initiator(connection)
             if existingInitiator != newInitiator, newInitiator.bytes.lexicographicallyPrecedes(existingInitiator.bytes) {
-                connectionsByPeer[peer] = [connection]
+                connectionsByPeer[peer]?.removeAll { $0 === existing }
+                connectionsByPeer[peer, default: []].append(connection)
                 return existing
             }
             return connection
