@@ -36,11 +36,19 @@ public final class AgentNode: Service, Sendable {
     public let configuration: NodeConfiguration
     let logger: Logger
     let onReady: @Sendable (Ready) -> Void
+    let onEvent: @Sendable (NodeEvent) -> Void
 
-    public init(configuration: NodeConfiguration, logger: Logger, onReady: @escaping @Sendable (Ready) -> Void) {
+    /// - Parameters:
+    ///   - onReady: called once, when the node serves (agentd prints the ready line).
+    ///   - onEvent: called for each node event after that, in order (agentd prints event lines).
+    public init(
+        configuration: NodeConfiguration, logger: Logger, onReady: @escaping @Sendable (Ready) -> Void,
+        onEvent: @escaping @Sendable (NodeEvent) -> Void = { _ in }
+    ) {
         self.configuration = configuration
         self.logger = logger
         self.onReady = onReady
+        self.onEvent = onEvent
     }
 
     /// Reads the identity key, creating it (mode 0600) on first start.
@@ -73,6 +81,13 @@ public final class AgentNode: Service, Sendable {
         let host = Network.Host(identity: identity, group: group, configuration: hostConfiguration, logger: logger)
         // perf is a load generator for whoever connects: served only when asked (`--perf`).
         if configuration.perf { Perf.register(on: host) }
+        let scopeRule = AddressScopeRule(publicNetworks: hostConfiguration.publicNetworks)
+        var autonatServer: AutoNATServer?
+        if configuration.servesAutoNAT {
+            var serverConfiguration = configuration.autonatServer
+            serverConfiguration.policy.scopeRule = scopeRule
+            autonatServer = AutoNATServer.register(on: host, configuration: serverConfiguration, logger: logger)
+        }
 
         var bound: [Multiaddr] = []
         var failures: [String] = []
@@ -100,8 +115,14 @@ public final class AgentNode: Service, Sendable {
         }
         let dht = DHT(host: host, store: store, configuration: configuration.dht, logger: logger)
         dht.start()
+        // Before bootstrap: the bootstrap peers are the first servers asked.
+        var autonatConfiguration = configuration.autonat
+        autonatConfiguration.tracker.scopeRule = scopeRule
+        let autonat = AutoNATService.start(on: host, configuration: autonatConfiguration, logger: logger)
+        let events = NodeEvents(onPublish: onEvent)
 
         var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
+        NodeControlAPI.registerNATMethods(&methods, events: events, autonat: autonat, server: autonatServer)
         NodeControlAPI.registerDHTMethods(&methods, dht: dht)
         NodeControlAPI.registerLimitsMethods(
             &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
@@ -147,6 +168,7 @@ public final class AgentNode: Service, Sendable {
         onReady(
             Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
         logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
+        Self.followReachability(host: host, autonat: autonat, dht: dht, events: events)
 
         let maintenance = Task { await dht.runMaintenance() }
         await withGracefulShutdownHandler {
@@ -158,9 +180,33 @@ public final class AgentNode: Service, Sendable {
         logger.info("shutting down")
         await server.shutdown()
         await host.shutdown()
+        events.finish()
         // The maintenance loops (cancelled above) end with the host: nothing of the DHT outlives
         // the node.
         await maintenance.value
         try? await group.shutdownGracefully()
+    }
+
+    /// From the ready line on: each change of AutoNAT's verdict (or confidence) becomes an
+    /// `autonat` event, and `--dht-mode auto` follows the verdict. A host task: it ends with the
+    /// host. The verdict reached before the ready line is announced first.
+    static func followReachability(host: Network.Host, autonat: AutoNATService, dht: DHT, events: NodeEvents) {
+        // Subscribed before the current state is read: a change in between is seen twice at
+        // worst, and the repeat is not announced.
+        let changes = host.events(label: "node reachability")
+        host.spawn("reachability events") {
+            var last = (Reachability.unknown, 0)
+            func announce(_ reachability: Reachability, _ confidence: Int) {
+                guard (reachability, confidence) != last else { return }
+                last = (reachability, confidence)
+                dht.reachabilityChanged(reachability)
+                events.publish(.autonat(reachability, confidence: confidence))
+            }
+            let current = autonat.status.tracker
+            announce(current.reachability, current.confidence)
+            for await event in changes {
+                if case .reachabilityChanged(let reachability, let confidence) = event { announce(reachability, confidence) }
+            }
+        }
     }
 }

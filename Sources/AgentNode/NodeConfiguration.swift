@@ -22,6 +22,15 @@ public struct NodeConfiguration: Sendable {
     /// Serve perf (`/perf/1.0.0`, `agentd --perf`): off by default, as it lets any peer make the
     /// node send and take up to `Perf.defaultMaximumBytes` per stream.
     public var perf = false
+    /// Serve AutoNAT (`/libp2p/autonat/1.0.0`): dial other peers back so they learn whether they
+    /// are reachable (`--autonat-server on|off`; on by default). Its limits: `autonatServer`.
+    public var servesAutoNAT = true
+    /// The AutoNAT server's limits and timeouts (spec/network.md, "AutoNAT v1"); its address rule
+    /// is made from `host.publicNetworks` when the node starts.
+    public var autonatServer = AutoNATServer.Configuration()
+    /// The AutoNAT client's timing (spec/network.md, "AutoNAT v1"); its address rule is made from
+    /// `host.publicNetworks` when the node starts.
+    public var autonat = AutoNATService.Configuration()
     /// The SQLite database (default: DATA_DIR/agentd.db); nil keeps records in memory only.
     public var databasePath: String?
 

@@ -15,7 +15,7 @@ struct AgentCtl: AsyncParsableCommand {
         subcommands: [
             IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self,
             ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, UnregisterCommand.self,
-            NamesCommand.self, ResolveCommand.self,
+            NamesCommand.self, ResolveCommand.self, NATCommand.self,
             DHTCommand.self, LimitsCommand.self, BlockCommand.self, UnblockCommand.self, APICommand.self,
         ]
     )

@@ -21,7 +21,9 @@ struct Agentd: AsyncParsableCommand {
             serves the control API that agentctl and local agents use: JSON-RPC 2.0 over the Unix
             socket DATA_DIR/agentd.sock (mode 0600). When it is ready it prints one JSON line on
             stdout: {"event":"ready","peer_id":"…","addrs":["…"],"listen_addrs":["…"],"api":"…"}
-            (addrs: where to dial it, with /p2p; listen_addrs: as bound); logs go to stderr.
+            (addrs: where to dial it, with /p2p; listen_addrs: as bound), then one JSON line per node
+            event, e.g. {"event":"autonat","verdict":"public|private|unknown","confidence":N} when
+            AutoNAT first reaches a verdict and whenever it or its confidence changes; logs go to stderr.
             SIGINT or SIGTERM shut it down cleanly (GoAway on every connection, socket removed).
 
             It joins the network through its bootstrap peers (--bootstrap, else the first
@@ -86,8 +88,15 @@ struct Agentd: AsyncParsableCommand {
     @Option(name: .customLong("name"), help: "Publish NAME.agent for this node and keep it fresh (repeatable).")
     var names: [String] = []
 
-    @Option(name: .customLong("dht-mode"), help: "client, server or auto (server when listening).")
+    @Option(
+        name: .customLong("dht-mode"),
+        help: "client, server or auto (follows AutoNAT: server when reachable from outside, client when not; server while unknown).")
     var dhtMode: String = "auto"
+
+    @Option(
+        name: .customLong("autonat-server"),
+        help: "on or off: dial peers back so they learn whether they are reachable (AutoNAT v1, rate-limited; spec/network.md).")
+    var autonatServer: String = "on"
 
     @Option(name: .customLong("dht-protocol"), help: "The kad protocol id (use /ipfs/kad/1.0.0 to join libp2p DHTs).")
     var dhtProtocol: String = DHTConfiguration.agentProtocolID
@@ -118,6 +127,9 @@ struct Agentd: AsyncParsableCommand {
         }
         guard (1...20).contains(dhtReplication) else {
             throw ValidationError("--dht-replication must be 1 to 20")
+        }
+        guard ["on", "off"].contains(autonatServer) else {
+            throw ValidationError("--autonat-server must be on or off")
         }
         guard DHTMode(rawValue: dhtMode) != nil else {
             throw ValidationError("--dht-mode must be client, server or auto")
@@ -187,6 +199,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.dht.replicationFactor = dhtReplication
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         configuration.perf = perf
+        configuration.servesAutoNAT = autonatServer == "on"
         configuration.host.announcedAddresses = try announcedAddresses()
         configuration.host.publicNetworks = try publicNetworks()
         if let limits {
@@ -205,9 +218,10 @@ struct Agentd: AsyncParsableCommand {
             FileHandle.standardError.write(Data("agentd: \(error.message)\n".utf8))
             throw ExitCode(2)
         }
-        let node = AgentNode(configuration: configuration, logger: logger) { ready in
-            FileHandle.standardOutput.write(Data((ready.jsonLine + "\n").utf8))
-        }
+        let node = AgentNode(
+            configuration: configuration, logger: logger,
+            onReady: { ready in FileHandle.standardOutput.write(Data((ready.jsonLine + "\n").utf8)) },
+            onEvent: { event in FileHandle.standardOutput.write(Data((event.jsonLine + "\n").utf8)) })
         let group = ServiceGroup(
             configuration: .init(services: [.init(service: node)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {

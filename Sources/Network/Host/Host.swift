@@ -133,6 +133,12 @@ public final class Host: Sendable {
         core.setHandler(protocolID, handler)
     }
 
+    /// Stops serving `protocolID` (new streams for it are refused); connected peers are told with
+    /// an identify push.
+    public func unhandle(_ protocolID: String) {
+        core.removeHandler(protocolID)
+    }
+
     /// The protocol ids we serve.
     public var protocols: [String] { core.protocolIDs }
 

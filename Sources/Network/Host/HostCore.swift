@@ -100,6 +100,12 @@ final class HostCore: @unchecked Sendable {
         if isNew { Identify.pushToAll(core: self) }
     }
 
+    /// Stops serving `id`; peers already connected learn it (identify push).
+    func removeHandler(_ id: String) {
+        let removed = lock.withLock { handlers.removeValue(forKey: id) != nil }
+        if removed { Identify.pushToAll(core: self) }
+    }
+
     func peerInfo(_ peer: PeerID) -> IdentifyInfo? { lock.withLock { peerStore.info(for: peer) } }
 
     /// Stores what identify over `connection` told us, if that connection is still registered (an

@@ -114,6 +114,35 @@ public final class DHT: Sendable {
         logger.info("DHT started", metadata: ["mode": "\(mode.rawValue)", "protocol": "\(configuration.protocolID)"])
     }
 
+    /// `--dht-mode auto` follows AutoNAT (spec/dht.md, "Modes"): server when the node is
+    /// reachable from outside, client when it is not; while the verdict is unknown, the mode chosen
+    /// at start (server when the node listens). Serving kad starts or stops at once, and connected
+    /// peers learn it from an identify push. No effect with `--dht-mode client|server`, or before
+    /// `start()`.
+    public func reachabilityChanged(_ reachability: Reachability) {
+        guard configuration.mode == .auto else { return }
+        let target: DHTMode
+        switch reachability {
+        case .public: target = .server
+        case .private: target = .client
+        case .unknown: target = host.listenAddresses.isEmpty ? .client : .server
+        }
+        let changed = state.withLockedValue { state -> Bool in
+            guard state.started, state.mode != target else { return false }
+            state.mode = target
+            return true
+        }
+        guard changed else { return }
+        if target == .server {
+            host.handle(configuration.protocolID) { [self] stream in
+                await serve(stream)
+            }
+        } else {
+            host.unhandle(configuration.protocolID)
+        }
+        logger.info("DHT mode follows AutoNAT", metadata: ["mode": "\(target.rawValue)", "reachability": "\(reachability.rawValue)"])
+    }
+
     // MARK: Routing table
 
     /// The routing table's entries, closest bucket first.

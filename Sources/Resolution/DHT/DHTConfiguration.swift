@@ -7,8 +7,9 @@ public enum DHTMode: String, Hashable, Sendable, CaseIterable {
     case client
     /// Queries and answers; others add it to their routing tables.
     case server
-    /// Server when the node listens on at least one address, client otherwise. (With AutoNAT,
-    /// later: server only when reachable from outside.)
+    /// Follows AutoNAT (`DHT.reachabilityChanged`): server when the node is reachable from
+    /// outside, client when it is not; while that is unknown, server when the node listens on at
+    /// least one address, client otherwise.
     case auto
 }
 
