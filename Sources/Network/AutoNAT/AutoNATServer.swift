@@ -71,9 +71,7 @@ public final class AutoNATServer: Sendable {
         }
         let requester = stream.remotePeer
         let observed = stream.connection.remoteAddress
-        // Until connections carry their path, a relayed connection is one whose remote address
-        // is a `/p2p-circuit` address.
-        let relayed = observed.map { AddressScope.of($0) == .relayed } ?? false
+        let relayed = stream.connection.path.isRelayed
         let decision = state.withLockedValue {
             $0.policy.decide(request, from: requester, observedAddress: observed, relayed: relayed, now: .now())
         }

@@ -64,8 +64,13 @@ public final class AutoNATService: Sendable {
         var tracker = ReachabilityTracker(configuration: configuration.tracker)
         tracker.setAddresses(listen: host.listenAddresses, own: host.advertisedAddresses)
         // Peers connected and identified before we subscribed.
-        for connection in await host.connections() where isServer(connection.remotePeer) {
-            tracker.serverAvailable(connection.remotePeer)
+        for connection in await host.connections() where !connection.path.isRelayed {
+            if let observed = host.peerInfo(connection.remotePeer)?.observedAddress,
+                AddressScope.of(observed) != .relayed
+            {
+                tracker.observed(observed)
+            }
+            if isServer(connection.remotePeer) { tracker.serverAvailable(connection.remotePeer) }
         }
         await withDiscardingTaskGroup { group in
             group.addTask {
@@ -119,37 +124,45 @@ public final class AutoNATService: Sendable {
 
     private func apply(_ event: HostEvent, to tracker: inout ReachabilityTracker) {
         switch event {
-        case .identified(let peer, _, let info):
+        case .identified(let peer, let connection, let info):
             // The observed address first: a server's identify tells us both what to ask it about
-            // and that we may ask it (the separate `.observedAddress` event comes after this one).
-            if let observed = info.observedAddress, isDirect(peer) { tracker.observed(observed) }
-            if info.protocols.contains(AutoNAT.protocolID), isDirect(peer) {
+            // and that we may ask it. What a peer sees of a relayed connection is the relay's
+            // address (quirk 32 of the NAT notes: py ignores those too). Identify push comes here
+            // as well; the separate `.observedAddress` event repeats this one and is not needed.
+            if let observed = info.observedAddress, isDirect(connection: connection),
+                AddressScope.of(observed) != .relayed
+            {
+                tracker.observed(observed)
+            }
+            if info.protocols.contains(AutoNAT.protocolID), hasDirectConnection(peer) {
                 tracker.serverAvailable(peer)
             } else {
                 tracker.serverGone(peer)
             }
-        case .disconnected(let peer, _, let remaining):
-            if remaining == 0 { tracker.serverGone(peer) }
-        case .observedAddress(let address, let reporter):
-            // What a peer sees of a relayed connection is the relay's address (quirk 32 of the
-            // NAT notes: py ignores those too).
-            if isDirect(reporter) { tracker.observed(address) }
+        case .connected(let peer, _, _, _):
+            if isServer(peer) { tracker.serverAvailable(peer) }
+        case .disconnected(let peer, _, _):
+            // A server is asked over a direct connection only: a relayed one would be refused.
+            if !hasDirectConnection(peer) { tracker.serverGone(peer) }
         case .listenAddressesChanged(let listen):
             tracker.setAddresses(listen: listen, own: host.advertisedAddresses)
-        case .connected, .reachabilityChanged:
+        case .observedAddress, .reachabilityChanged:
             break
         }
     }
 
     private func isServer(_ peer: PeerID) -> Bool {
-        host.peerInfo(peer)?.protocols.contains(AutoNAT.protocolID) == true && isDirect(peer)
+        host.peerInfo(peer)?.protocols.contains(AutoNAT.protocolID) == true && hasDirectConnection(peer)
     }
 
-    /// Whether our connection to `peer` is direct. Until connections carry their path, a relayed
-    /// one is one whose remote address is a `/p2p-circuit` address.
-    private func isDirect(_ peer: PeerID) -> Bool {
-        guard let connection = host.connection(to: peer) else { return false }
-        return connection.remoteAddress.map { AddressScope.of($0) != .relayed } ?? true
+    /// Whether we hold a direct connection to `peer` (new streams use it before a relayed one).
+    private func hasDirectConnection(_ peer: PeerID) -> Bool {
+        host.connection(to: peer).map { !$0.path.isRelayed } ?? false
+    }
+
+    /// Whether connection `id` is live and direct.
+    private func isDirect(connection id: Int) -> Bool {
+        host.core.liveConnections.first { $0.id == id }.map { !$0.path.isRelayed } ?? false
     }
 
     /// One DIAL to `server` on a new stream; the response, or nil and what went wrong.
