@@ -173,6 +173,12 @@ let package = Package(
         .testTarget(
             name: "agentctlTests",
             dependencies: ["agentctl", "agentd", "Identity", "Resolution", "Multiformats", "AgentTesting"]),
+        // The NAT lab (Linux network namespaces, as root) and the tests that run agentd in it;
+        // `make test` runs them in a pass of their own (Makefile, NATLAB_SUITES).
+        .testTarget(
+            name: "NATLabTests",
+            dependencies: ["agentctl", "agentd", "AgentTesting"],
+            exclude: ["tcp_punch.py"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,246 @@
+import AgentTesting
+import Foundation
+import Testing
+
+/// The NAT lab itself (Sources/AgentTesting/NATLab.swift): agentd behind a NAT reaches the relay
+/// and cannot be reached back; the routers' NAT is what it claims (conntrack); a TCP simultaneous
+/// open works through two cone NATs and fails through two symmetric ones; nothing of a lab is left
+/// after it, whatever way its test ends.
+@Suite(
+    "the NAT lab", .serialized, .enabled(if: NATLab.enabled, Comment(rawValue: NATLab.skipComment)),
+    .timeLimit(.minutes(3)))
+struct NATLabTests {
+    @Test(
+        "agentd behind a NAT dials and pings the relay; the relay cannot dial it back; conntrack shows the mapping",
+        arguments: NATLab.NAT.allCases)
+    func agentdBehindNAT(nat: NATLab.NAT) async throws {
+        try await NATLab.with(nat: nat) { lab in
+            let ip = lab.addresses
+            let relay = try await lab.startAgentd(in: .relay)
+            let a = try await lab.startAgentd(in: .hostA)
+            #expect(relay.address == "/ip4/\(ip.relay)/tcp/4001/p2p/\(relay.peerID)")
+            #expect(a.address == "/ip4/\(ip.hostA)/tcp/4001/p2p/\(a.peerID)")
+
+            let ping = try a.agentctl("ping", relay.address, "--count", "3", "--json")
+            #expect(ping.status == 0, "ping from A: \(ping.stderr)")
+            #expect((try ping.json()["rtts_ms"] as? [Double])?.count == 3)
+
+            // Router A translated the flow: A's LAN address and port out, its WAN address and the
+            // mapped port in. Cone keeps the port, symmetric picks another.
+            let flow = try await lab.waitForFlow(on: .routerA) {
+                $0.original.source == ip.hostA && $0.original.destination == ip.relay
+                    && $0.original.destinationPort == 4001 && $0.state == "ESTABLISHED"
+            }
+            #expect(flow.reply.source == ip.relay && flow.reply.destination == ip.routerAWAN)
+            #expect(flow.isPortPreserved == (nat == .cone), "\(nat): \(flow)")
+
+            // The relay sees A at exactly that mapping.
+            let peers = try relay.agentctl("peers", "--json")
+            #expect(peers.status == 0, "\(peers.stderr)")
+            let entries = try #require(try peers.json()["peers"] as? [[String: Any]])
+            let seen = entries.first { $0["peer_id"] as? String == a.peerID }
+            #expect(seen?["addr"] as? String == "/ip4/\(ip.routerAWAN)/tcp/\(flow.mappedPort ?? -1)")
+            #expect(seen?["direction"] as? String == "inbound")
+
+            // The relay cannot open a connection to A: A's LAN address is unroutable from the
+            // internet (no route: the dial fails at once, long before agentctl's timeout) …
+            let clock = ContinuousClock()
+            let started = clock.now
+            let lan = try relay.agentctl(["connect", "/ip4/\(ip.hostA)/tcp/4001/p2p/\(a.peerID)"], timeout: 20)
+            #expect(lan.status == 1, "connect to A's LAN address: \(lan.status) \(lan.stdoutText) \(lan.stderr)")
+            #expect(clock.now - started < .seconds(10), "the dial to an unroutable address took \(clock.now - started)")
+            // … and router A's WAN address drops the SYN (its INPUT rule): no answer at all, so the
+            // dial only ends at a timeout (agentctl's 2 s here).
+            let dropped = try lab.inputDrops(.routerA)
+            let wan = try relay.agentctl(["connect", "/ip4/\(ip.routerAWAN)/tcp/4001/p2p/\(a.peerID)"], timeout: 2)
+            #expect(wan.status == 1, "connect to router A's WAN address: \(wan.status) \(wan.stdoutText) \(wan.stderr)")
+            #expect(try lab.inputDrops(.routerA) > dropped, "router A's INPUT rule dropped no SYN")
+            // A is still connected to the relay, through the mapping.
+            let again = try a.agentctl("ping", relay.peerID, "--json")
+            #expect(again.status == 0, "ping over the existing connection: \(again.stderr)")
+        }
+    }
+
+    @Test(
+        "TCP simultaneous open between the two hosts: direct through cone NATs, impossible through symmetric ones",
+        arguments: NATLab.NAT.allCases)
+    func holePunch(nat: NATLab.NAT) async throws {
+        try await NATLab.with(nat: nat) { lab in
+            let ip = lab.addresses
+            let outcome = try await Self.punch(lab, attempts: 3, timeout: 3)
+            switch nat {
+            case .cone:
+                let success = try #require(outcome.success, "no attempt connected: \(outcome.failures)")
+                // Deterministic orchestration: the first attempt connects.
+                #expect(success.attempt == 1, "failed attempts: \(outcome.failures)")
+                #expect(success.a["received"] as? String == "B" && success.b["received"] as? String == "A")
+                // Each side's peer is the other's router, at the other's own port.
+                #expect(success.a["remote"] as? [AnyHashable] == [ip.routerBWAN, success.portB])
+                #expect(success.b["remote"] as? [AnyHashable] == [ip.routerAWAN, success.portA])
+                // Both routers track the WAN-to-WAN flow, ports preserved.
+                let flowA = try await lab.waitForFlow(on: .routerA) {
+                    $0.original.source == ip.hostA && $0.original.sourcePort == success.portA
+                        && $0.original.destination == ip.routerBWAN && $0.original.destinationPort == success.portB
+                }
+                #expect(flowA.state == "ESTABLISHED" && flowA.isAssured, "\(flowA)")
+                #expect(flowA.reply.destination == ip.routerAWAN && flowA.isPortPreserved, "\(flowA)")
+                let flowB = try await lab.waitForFlow(on: .routerB) {
+                    $0.original.source == ip.hostB && $0.original.sourcePort == success.portB
+                        && $0.original.destination == ip.routerAWAN && $0.original.destinationPort == success.portA
+                }
+                #expect(flowB.state == "ESTABLISHED" && flowB.isAssured, "\(flowB)")
+                #expect(flowB.reply.destination == ip.routerBWAN && flowB.isPortPreserved, "\(flowB)")
+            case .symmetric:
+                #expect(
+                    outcome.success == nil,
+                    "a punch through symmetric NATs connected: \(String(describing: outcome.success?.a.fields))")
+                #expect(outcome.failures.count == 3)
+                // Why: router A gave A's flow towards B a random port, not the one B aimed at.
+                let flows = try lab.conntrack(.routerA).filter {
+                    $0.original.source == ip.hostA && $0.original.destination == ip.routerBWAN
+                }
+                #expect(flows.count >= 1)
+                #expect(flows.allSatisfy { !$0.isPortPreserved && $0.state != "ESTABLISHED" }, "\(flows)")
+            }
+        }
+    }
+
+    /// One connected attempt: each side's result event and the two ports.
+    struct PunchSuccess {
+        let attempt: Int
+        let portA: Int
+        let portB: Int
+        let a: PyEvent
+        let b: PyEvent
+    }
+
+    /// Runs up to `attempts` TCP simultaneous opens between host A and host B (tcp_punch.py on each).
+    /// Each attempt: both bind a fresh port (listener and dialler on it, as libp2p hosts dial from
+    /// their listen port); the rendezvous gives each the other's predicted address, its router's WAN
+    /// address and its own port; A connects (its SYN is dropped at router B, which has no mapping
+    /// yet); once router A's conntrack shows A's flow (the mapping exists), B connects, and B's SYN
+    /// passes router A into A's half-open socket: a simultaneous open. The order is the one DCUtR's
+    /// SYNC produces, observed instead of timed.
+    static func punch(
+        _ lab: NATLab, attempts: Int, timeout: Double
+    ) async throws -> (success: PunchSuccess?, failures: [String]) {
+        let ip = lab.addresses
+        let script = TestVectors.repositoryRoot.appendingPathComponent("Tests/NATLabTests/tcp_punch.py").path
+        let a = try lab.run(in: .hostA, executable: try Python.executable(), arguments: [script])
+        let b = try lab.run(in: .hostB, executable: try Python.executable(), arguments: [script])
+        var failures: [String] = []
+        for attempt in 1...attempts {
+            let portA = try #require(try await a.command("bind")["port"] as? Int)
+            let portB = try #require(try await b.command("bind")["port"] as? Int)
+            _ = try await a.command(
+                "connect", ["host": ip.routerBWAN, "port": portB, "timeout": timeout, "attempt": attempt, "say": "A"])
+            _ = try await lab.waitForFlow(on: .routerA, timeout: .seconds(10)) {
+                $0.original.source == ip.hostA && $0.original.sourcePort == portA
+                    && $0.original.destination == ip.routerBWAN && $0.original.destinationPort == portB
+            }
+            _ = try await b.command(
+                "connect", ["host": ip.routerAWAN, "port": portA, "timeout": timeout, "attempt": attempt, "say": "B"])
+            let limit = Duration.seconds(timeout + 20)
+            let resultA = try await a.waitFor("connect", timeout: limit) { $0["attempt"] as? Int == attempt }
+            let resultB = try await b.waitFor("connect", timeout: limit) { $0["attempt"] as? Int == attempt }
+            if resultA["ok"] as? Bool == true, resultB["ok"] as? Bool == true {
+                return (PunchSuccess(attempt: attempt, portA: portA, portB: portB, a: resultA, b: resultB), failures)
+            }
+            failures.append("attempt \(attempt): A \(resultA.fields), B \(resultB.fields)")
+        }
+        return (nil, failures)
+    }
+
+    @Test("shutdown stops the lab's processes and deletes its namespaces, also when the test throws midway")
+    func cleanup() async throws {
+        struct Midway: Error {}
+        var names: [String] = []
+        var directory = ""
+        var pid: Int32 = 0
+        await #expect(throws: Midway.self) {
+            try await NATLab.with(nat: .cone) { lab in
+                names = lab.nodes.map(lab.namespace)
+                directory = lab.directory
+                #expect(Set(try lab.existingNamespaces()) == Set(names))
+                pid = try await lab.startAgentd(in: .relay).process.pid
+                throw Midway()
+            }
+        }
+        #expect(names.count == 6)
+        #expect(Set(try NATLab.listNamespaces()).isDisjoint(with: names))
+        #expect(kill(pid, 0) != 0, "agentd (pid \(pid)) still runs")
+        #expect(!FileManager.default.fileExists(atPath: directory))
+
+        let lab = try await NATLab.start(nat: .symmetric, publicHosts: 2)
+        let made = try lab.existingNamespaces()
+        #expect(made.count == 8)
+        await lab.shutdown()
+        #expect(Set(try NATLab.listNamespaces()).isDisjoint(with: made))
+        await lab.shutdown()  // twice is harmless
+        await #expect(throws: NATLabError.self) { _ = try await lab.startAgentd(in: .relay) }
+    }
+
+    @Test("a lab's start deletes the namespaces of labs whose owner process is gone, and kills what runs in them")
+    func staleSweep() async throws {
+        // A PID that is gone: a process that has exited.
+        let exited = Process()
+        exited.executableURL = URL(fileURLWithPath: "/bin/true")
+        try exited.run()
+        exited.waitUntilExit()
+        let stale = "\(NATLab.prefix)\(exited.processIdentifier)-dead-a"
+        let live = "\(NATLab.prefix)1-live-a"  // PID 1 always runs
+        for name in [stale, live] {
+            #expect(try ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "add", name]).status == 0)
+        }
+        // A process left running in the stale namespace.
+        let orphan = Process()
+        orphan.executableURL = URL(fileURLWithPath: NATLab.toolPath("ip"))
+        orphan.arguments = ["netns", "exec", stale, "sleep", "600"]
+        try orphan.run()
+        defer {
+            if orphan.isRunning { kill(orphan.processIdentifier, SIGKILL) }
+            _ = try? ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "del", live])
+            _ = try? ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "del", stale])
+        }
+        // Wait until it is inside (ip netns exec has entered the namespace).
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while try ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "pids", stale]).stdoutText.isEmpty,
+            clock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+
+        try await NATLab.with(nat: .cone) { _ in }
+
+        let names = try NATLab.listNamespaces()
+        #expect(!names.contains(stale))
+        #expect(names.contains(live), "a live owner's namespace was swept")
+        let gone = clock.now + .seconds(10)
+        while orphan.isRunning, clock.now < gone { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!orphan.isRunning, "the process in the stale namespace still runs")
+    }
+}
+
+/// `conntrack -L` lines as the lab reads them (no root needed).
+@Suite("conntrack flows")
+struct ConntrackFlowTests {
+    @Test("a NATed TCP flow, a simultaneous open and a UDP flow parse into their tuples")
+    func parse() {
+        let text = """
+            tcp      6 431999 ESTABLISHED src=198.19.1.2 dst=198.18.0.1 sport=40123 dport=4001 src=198.18.0.1 dst=198.18.0.11 sport=4001 dport=51515 [ASSURED] mark=0 use=1
+            tcp      6 119 SYN_SENT2 src=198.19.1.2 dst=198.18.0.12 sport=33385 dport=33703 [UNREPLIED] src=198.18.0.12 dst=198.18.0.11 sport=33703 dport=33385 mark=0 use=1
+            udp      17 29 src=198.19.2.2 dst=198.18.0.1 sport=5000 dport=53 [UNREPLIED] src=198.18.0.1 dst=198.18.0.12 sport=53 dport=5000 mark=0 use=1
+            conntrack v1.4.7 (conntrack-tools): 3 flow entries have been shown.
+            """
+        let flows = ConntrackFlow.parse(text)
+        #expect(flows.count == 3)
+        #expect(flows[0].state == "ESTABLISHED" && flows[0].isAssured)
+        #expect(flows[0].original.source == "198.19.1.2" && flows[0].original.sourcePort == 40123)
+        #expect(flows[0].reply.destination == "198.18.0.11" && flows[0].mappedPort == 51515)
+        #expect(!flows[0].isPortPreserved)
+        #expect(flows[1].state == "SYN_SENT2" && flows[1].flags == ["UNREPLIED"] && flows[1].isPortPreserved)
+        #expect(flows[2].transport == "udp" && flows[2].state == nil && flows[2].reply.destinationPort == 5000)
+        #expect(ConntrackFlow.parse("garbage\n\ntcp 6\n").isEmpty)
+    }
+}
