@@ -91,6 +91,8 @@ public final class AutoNATService: Sendable {
                     if let pending = wake, now >= pending { wake = nil }
                 }
                 actions += tracker.tick(now: now)
+                // Before the events go out: whoever reacts to one reads the state that caused it.
+                snapshot.withLockedValue { $0 = Status(tracker: tracker, at: now) }
                 for action in actions {
                     switch action {
                     case .ask(let server, let addresses):
@@ -104,7 +106,6 @@ public final class AutoNATService: Sendable {
                         host.core.events.emit(.reachabilityChanged(reachability, confidence: confidence))
                     }
                 }
-                snapshot.withLockedValue { $0 = Status(tracker: tracker, at: now) }
                 if let deadline = tracker.nextDeadline(now: now), deadline > now, wake.map({ deadline < $0 }) ?? true {
                     wake = deadline
                     group.addTask {
