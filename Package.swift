@@ -168,7 +168,9 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "AgentNodeTests", dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting"]),
+        .testTarget(
+            name: "AgentNodeTests",
+            dependencies: ["AgentNode", "Identity", "Multiformats", "AgentTesting", "Application", "Network"]),
         // Runs the built executables as processes; depending on them makes `swift test` build them.
         .testTarget(
             name: "agentctlTests",

@@ -33,6 +33,8 @@ struct AutoNATProcessTests {
             let a = try ControlAPIConformanceTests.Node(processA, ready: readyA)
             // Subscribed on A before B exists: A's verdict comes as a notification.
             let subscription = try SpecClient(a.socket)
+            let refused = try a.call("events.subscribe", #"{"kinds":["autonat"]}"#)
+            #expect(ControlAPIConformanceTests.code(refused) == -32602)
             let accepted = try subscription.call(#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe"}"#)
             #expect((accepted["result"] as? [String: Any])?["subscription"] as? String == "events")
             let processB = try JSONLineProcess(
