@@ -514,6 +514,49 @@ public final class NATLab: Sendable {
             address: address)
     }
 
+    // MARK: py-libp2p in the lab
+
+    /// Starts Tests/Interop/py/peer.py (py-libp2p 0.8.1, see its header) in `node` with
+    /// `arguments`, e.g. `["dial", relay.address, "--reserve"]`; stopped by the lab.
+    public func runPyPeer(in node: Node, _ arguments: [String]) throws -> JSONLineProcess {
+        try run(in: node, executable: try Python.executable(), arguments: [JSONLineProcess.script] + arguments)
+    }
+
+    /// A py-libp2p relay running in the lab.
+    public struct PyRelay: Sendable {
+        public let node: Node
+        public let process: JSONLineProcess
+        public let peerID: String
+        /// `/ip4/<ip>/tcp/<port>/p2p/<id>`.
+        public let address: String
+    }
+
+    /// Starts py-libp2p 0.8.1's circuit relay v2 (hop and stop, `CircuitV2Protocol` with py's
+    /// default limits; `peer.py listen --relay-hop`) in `node` (the relay host by default) at
+    /// `<node ip>:port`, and waits for its ready line. Its quirks: ../shared/notes/nat-traversal.md
+    /// (1-10: it keeps reading the hop stream after a reply, honours `peer.id` in RESERVE, holds 4
+    /// reservations in total unless `maxReservations`, writes a status into the pipe at a limit).
+    public func startPyRelay(
+        in node: Node = .relay, port: Int = 4001, maxReservations: Int? = nil, readyTimeout: Duration = .seconds(30)
+    ) async throws -> PyRelay {
+        guard let ip = addresses.of(node) else { throw NATLabError("\(node) has no address for a relay") }
+        var arguments = ["listen", "--listen", "/ip4/\(ip)/tcp/\(port)", "--relay-hop"]
+        if let maxReservations { arguments += ["--max-reservations", String(maxReservations)] }
+        let process = try runPyPeer(in: node, arguments)
+        let ready: PyEvent
+        do {
+            ready = try await process.waitFor("ready", timeout: readyTimeout)
+        } catch {
+            await stop(process)
+            throw NATLabError("the py relay in \(node) (pid \(process.pid)) printed no ready line: \(error)")
+        }
+        guard let peerID = ready["peer_id"] as? String, let address = (ready["addrs"] as? [String])?.first else {
+            await stop(process)
+            throw NATLabError("the py relay in \(node): ready line without peer_id or addrs: \(ready.fields)")
+        }
+        return PyRelay(node: node, process: process, peerID: peerID, address: address)
+    }
+
     // MARK: Observing the routers
 
     /// The connection-tracking table of `node` (a router's NAT flows), `conntrack -L`.

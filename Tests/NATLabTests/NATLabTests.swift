@@ -244,3 +244,38 @@ struct ConntrackFlowTests {
         #expect(ConntrackFlow.parse("garbage\n\ntcp 6\n").isEmpty)
     }
 }
+
+/// The lab's py-libp2p relay fixture (`NATLab.startPyRelay`), for interop tests through the NATs.
+@Suite(
+    "py-libp2p's relay in the NAT lab", .serialized,
+    .enabled(if: NATLab.enabled, Comment(rawValue: NATLab.skipComment)),
+    .enabled(if: Python.available, "needs the Python venv (.venv, scripts/install-deps.sh)"),
+    .timeLimit(.minutes(2)))
+struct NATLabPyRelayTests {
+    @Test("py's relay at 198.18.0.1: agentd behind NAT A reaches it and sees hop; a py peer behind NAT B reserves")
+    func pyRelay() async throws {
+        try await NATLab.with(nat: .cone) { lab in
+            let ip = lab.addresses
+            let relay = try await lab.startPyRelay()
+            #expect(relay.address == "/ip4/\(ip.relay)/tcp/4001/p2p/\(relay.peerID)")
+
+            let a = try await lab.startAgentd(in: .hostA)
+            let ping = try a.agentctl("ping", relay.address, "--json")
+            #expect(ping.status == 0, "ping from A: \(ping.stderr)")
+            let peers = try #require(try a.agentctl("peers", "--json").json()["peers"] as? [[String: Any]])
+            let protocols = peers.first { $0["peer_id"] as? String == relay.peerID }?["protocols"] as? [String] ?? []
+            #expect(protocols.contains("/libp2p/circuit/relay/0.2.0/hop"), "\(protocols)")
+
+            let b = try lab.runPyPeer(in: .hostB, ["dial", relay.address, "--reserve"])
+            let reservation = try await b.waitFor("reservation")
+            #expect(reservation["status"] as? Int == 100)  // OK
+            #expect((reservation["expire"] as? Int ?? 0) > Int(Date().timeIntervalSince1970))
+            #expect(reservation["addrs"] as? [String] == [relay.address])
+            // B's connection to the relay went through router B's NAT.
+            _ = try await lab.waitForFlow(on: .routerB) {
+                $0.original.source == ip.hostB && $0.original.destination == ip.relay
+                    && $0.original.destinationPort == 4001 && $0.state == "ESTABLISHED"
+            }
+        }
+    }
+}

@@ -7,15 +7,21 @@ Serves identify (/ipfs/id/1.0.0, plus identify push), ping (/ipfs/ping/1.0.0) an
 
 stdout carries one JSON object per line (flushed at once); everything else goes to stderr.
 
-  peer.py listen [--seed HEX32] [--ignore-stdin]
+  peer.py listen [--seed HEX32] [--ignore-stdin] [--listen MULTIADDR] [--relay-hop [--max-reservations N]]
       {"event":"ready","peer_id":…,"addrs":["/ip4/127.0.0.1/tcp/P/p2p/…"]}
+      --listen replaces /ip4/127.0.0.1/tcp/0 (the NAT lab's py relay: /ip4/198.18.0.1/tcp/4001).
+      --relay-hop also serves circuit relay v2 (hop and stop) with py-libp2p's CircuitV2Protocol
+      and its default limits (max_reservations 4 in total unless --max-reservations).
       then per inbound connection {"event":"connected","peer_id":…}, and once our own identify
       request to that peer is answered {"event":"identify",…}; {"event":"disconnected",…}
       when a connection closes. Runs until SIGTERM/SIGINT or EOF on stdin; exits 0.
 
   peer.py dial MULTIADDR [--identify] [--ping N] [--perf-upload B --perf-download B]
-                         [--seed HEX32] [--timeout S]
+                         [--reserve] [--seed HEX32] [--timeout S]
       connects, then runs identify, ping, perf in that order, then {"event":"done"}, exit 0.
+      --reserve first sends one circuit relay v2 RESERVE (a bare {type: RESERVE}) on a fresh hop
+      stream and prints {"event":"reservation","status":N,"expire":UNIX,"addrs":[…]}; then
+      waits for EOF on stdin before "done" (the reservation lives as long as the connection).
       Any failure: {"event":"error","message":…}, exit 1.
 """
 
@@ -42,6 +48,8 @@ _OUT = os.fdopen(os.dup(1), "w", buffering=1)
 sys.stdout = sys.stderr
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+from contextlib import AsyncExitStack  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import secrets  # noqa: E402
@@ -63,6 +71,13 @@ from libp2p.network.config import ConnectionConfig  # noqa: E402
 from libp2p.peer.id import ID as PeerID  # noqa: E402
 from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
 from libp2p.perf.perf_service import PerfService  # noqa: E402
+from libp2p.relay.circuit_v2.protocol import (  # noqa: E402
+    DEFAULT_RELAY_LIMITS,
+    CircuitV2Protocol,
+)
+from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage  # noqa: E402
+from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg  # noqa: E402
 from libp2p.security.noise.transport import (  # noqa: E402
     PROTOCOL_ID as NOISE_PROTOCOL_ID,
     Transport as NoiseTransport,
@@ -321,10 +336,18 @@ async def wait_stdin_eof() -> None:
 
 async def run_listen(args, stop: trio.CancelScope) -> int:
     host = make_host(args.seed, args.auto_connect)
-    async with host.run([LISTEN_ADDR]):
+    listen = multiaddr.Multiaddr(args.listen) if args.listen else LISTEN_ADDR
+    async with host.run([listen]):
         perf = PerfService(host)
         await perf.start()
-        async with trio.open_nursery() as nursery:
+        async with AsyncExitStack() as services, trio.open_nursery() as nursery:
+            if args.relay_hop:
+                limits = DEFAULT_RELAY_LIMITS
+                if args.max_reservations is not None:
+                    limits = dataclasses.replace(limits, max_reservations=args.max_reservations)
+                relay = CircuitV2Protocol(host, limits=limits, allow_hop=True)
+                await services.enter_async_context(background_trio_service(relay))
+                await relay.event_started.wait()
             host.get_network().register_notifee(ListenNotifee(host, nursery))
             emit({"event": "ready", "peer_id": host.get_id().to_base58(),
                   "addrs": own_addrs(host)})
@@ -353,14 +376,31 @@ async def run_dial(args) -> int:
         await host.connect(info)
         log.info("connected to %s in %.1f ms", info.peer_id,
                  (time.perf_counter() - t0) * 1000)
+        if args.reserve:
+            await run_reserve(host, info.peer_id)
         if args.identify:
             emit(await run_identify(host, info.peer_id))
         if args.ping:
             await run_ping(host, info.peer_id, args.ping)
         if args.perf_upload is not None or args.perf_download is not None:
             await run_perf(perf, target, args.perf_upload or 0, args.perf_download or 0)
+        if args.reserve:
+            await wait_stdin_eof()
         emit({"event": "done"})
     return 0
+
+
+async def run_reserve(host, relay) -> None:
+    """One RESERVE on a fresh hop stream; the reply's status, expiry and circuit addresses."""
+    stream = await host.new_stream(relay, [TProtocol("/libp2p/circuit/relay/0.2.0/hop")])
+    try:
+        await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
+        reply = await read_delimited_msg(stream, HopMessage)
+    finally:
+        await stream.close()
+    addrs = [str(multiaddr.Multiaddr(a)) for a in reply.reservation.addrs]
+    emit({"event": "reservation", "status": int(reply.status), "expire": int(reply.reservation.expire),
+          "addrs": addrs})
 
 
 # ---------------------------------------------------------------- main
@@ -427,6 +467,12 @@ def main() -> None:
                     help="do not exit on stdin EOF (only on SIGTERM/SIGINT)")
     pl.add_argument("--auto-connect", action="store_true",
                     help="keep py-libp2p's AutoConnector (re-dials known peers)")
+    pl.add_argument("--listen", metavar="MULTIADDR",
+                    help="listen address (default /ip4/127.0.0.1/tcp/0)")
+    pl.add_argument("--relay-hop", action="store_true",
+                    help="serve circuit relay v2 hop (py-libp2p's CircuitV2Protocol)")
+    pl.add_argument("--max-reservations", type=int, metavar="N",
+                    help="with --relay-hop: reservations in total (py's default 4)")
     pd = sub.add_parser("dial")
     pd.add_argument("multiaddr")
     pd.add_argument("--seed")
@@ -434,6 +480,8 @@ def main() -> None:
     pd.add_argument("--ping", type=int, default=0, metavar="N")
     pd.add_argument("--perf-upload", type=int, metavar="BYTES")
     pd.add_argument("--perf-download", type=int, metavar="BYTES")
+    pd.add_argument("--reserve", action="store_true",
+                    help="reserve a circuit relay v2 slot at the peer first")
     pd.add_argument("--timeout", type=float, default=30.0, metavar="S")
     pd.add_argument("--auto-connect", action="store_true")
     args = p.parse_args()
