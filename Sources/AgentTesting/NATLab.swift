@@ -586,6 +586,24 @@ public final class NATLab: Sendable {
         }
     }
 
+    /// The flows on `router` that go from its host straight to the other router's WAN address: a
+    /// direct (hole-punched) connection between the two hosts, not one through the relay.
+    public func directFlows(on router: Node) throws -> [ConntrackFlow] {
+        let (host, far) =
+            router == .routerA ? (addresses.hostA, addresses.routerBWAN) : (addresses.hostB, addresses.routerAWAN)
+        guard router == .routerA || router == .routerB else { throw NATLabError("\(router) is not a router") }
+        return try conntrack(router).filter { $0.original.source == host && $0.original.destination == far }
+    }
+
+    /// Empties `router`'s connection-tracking table (`conntrack -F`): every NAT mapping is gone, as
+    /// after a router reboot; established connections through it then stall.
+    public func flushConntrack(_ router: Node) throws {
+        let result = try exec(in: router, Tools.path("conntrack"), ["-F"])
+        guard result.status == 0 else {
+            throw NATLabError("conntrack -F in \(router) failed (\(result.status)): \(result.stderr)")
+        }
+    }
+
     /// Packets the router's INPUT rule dropped (NEW from the WAN to the router itself).
     public func inputDrops(_ router: Node) throws -> Int { try dropped(router, chain: "INPUT") }
 

@@ -90,15 +90,17 @@ struct NATLabTests {
                 }
                 #expect(flowB.state == "ESTABLISHED" && flowB.isAssured, "\(flowB)")
                 #expect(flowB.reply.destination == ip.routerBWAN && flowB.isPortPreserved, "\(flowB)")
+                #expect(try lab.directFlows(on: .routerA) == [flowA])
+                #expect(try lab.directFlows(on: .routerB) == [flowB])
+                try lab.flushConntrack(.routerA)
+                #expect(try lab.directFlows(on: .routerA).isEmpty)
             case .symmetric:
                 #expect(
                     outcome.success == nil,
                     "a punch through symmetric NATs connected: \(String(describing: outcome.success?.a.fields))")
                 #expect(outcome.failures.count == 3)
                 // Why: router A gave A's flow towards B a random port, not the one B aimed at.
-                let flows = try lab.conntrack(.routerA).filter {
-                    $0.original.source == ip.hostA && $0.original.destination == ip.routerBWAN
-                }
+                let flows = try lab.directFlows(on: .routerA)
                 #expect(flows.count >= 1)
                 #expect(flows.allSatisfy { !$0.isPortPreserved && $0.state != "ESTABLISHED" }, "\(flows)")
             }
