@@ -147,7 +147,7 @@ public final class AutoNATService: Sendable {
             if !hasDirectConnection(peer) { tracker.serverGone(peer) }
         case .listenAddressesChanged(let listen):
             tracker.setAddresses(listen: listen, own: host.advertisedAddresses)
-        case .observedAddress, .reachabilityChanged:
+        case .observedAddress, .reachabilityChanged, .reservation, .reservationLost, .advertisedAddressesChanged:
             break
         }
     }

@@ -184,14 +184,7 @@ public final class Host: Sendable {
     public func newStream(
         on connection: Connection, protocols: [String], priority: YamuxPriority = .normal
     ) async throws -> MuxedStream {
-        let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
-        do {
-            return try await raw.negotiateOutbound(
-                proposals: protocols, timeout: core.configuration.streamNegotiationTimeout)
-        } catch {
-            raw.reset()
-            throw error
-        }
+        try await core.newStream(on: connection, protocols: protocols, priority: priority)
     }
 
     /// Opens a stream on `connection` for `protocolID` and sends `initial` right behind the

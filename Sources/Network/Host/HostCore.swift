@@ -46,6 +46,8 @@ final class HostCore: @unchecked Sendable {
     private var transports: [any Transport]
     let tcp: TCPTransport
     private var boundAddresses: [Multiaddr] = []
+    private var circuitAddressesByRelay: [PeerID: (order: Int, addresses: [Multiaddr])] = [:]
+    private var nextCircuitOrder = 0
     private var peerStore = PeerStore()
     private var protection = ConnectionProtection()
     private var nextConnectionID = 1
@@ -87,6 +89,33 @@ final class HostCore: @unchecked Sendable {
     var advertisedAddresses: [Multiaddr] {
         LocalInterface.advertisedAddresses(
             bound: listenAddresses, announced: configuration.announcedAddresses, interfaces: LocalInterface.current())
+            + circuitAddresses
+    }
+
+    /// Our circuit addresses (`…/p2p/RELAY/p2p-circuit`) through the relays where we hold a
+    /// reservation, in the order the reservations were made; advertised after the direct ones.
+    var circuitAddresses: [Multiaddr] {
+        lock.withLock { circuitAddressesByRelay.sorted { $0.value.order < $1.value.order }.flatMap(\.value.addresses) }
+    }
+
+    /// Sets (or with an empty list removes) the circuit addresses through `relay`; peers learn
+    /// them by identify push, the node's services by `.advertisedAddressesChanged`.
+    func setCircuitAddresses(_ addresses: [Multiaddr], through relay: PeerID) {
+        let changed = lock.withLock { () -> Bool in
+            let old = circuitAddressesByRelay[relay]?.addresses ?? []
+            guard old != addresses else { return false }
+            if addresses.isEmpty {
+                circuitAddressesByRelay[relay] = nil
+            } else {
+                let order = circuitAddressesByRelay[relay]?.order ?? nextCircuitOrder
+                nextCircuitOrder += 1
+                circuitAddressesByRelay[relay] = (order, addresses)
+            }
+            return true
+        }
+        guard changed else { return }
+        events.emit(.advertisedAddressesChanged(advertisedAddresses))
+        Identify.pushToAll(core: self)
     }
 
     var protocolIDs: [String] { lock.withLock { handlers.keys.sorted() } }
@@ -186,6 +215,7 @@ final class HostCore: @unchecked Sendable {
         }
         logger.info("listening", metadata: ["addr": "\(local)"])
         events.emit(.listenAddressesChanged(listenAddresses))
+        events.emit(.advertisedAddressesChanged(advertisedAddresses))
         // Peers already connected learn the new address (identify push).
         Identify.pushToAll(core: self)
         return local
@@ -583,10 +613,12 @@ final class HostCore: @unchecked Sendable {
     /// Runs `body` as a task of this host: `shutdown()` waits for it, so that nothing of the host
     /// touches an event loop after `shutdown()` returns.
     /// - Parameter label: names the task in the shutdown report if it does not finish.
-    func spawn(_ label: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) {
+    /// - Returns: false if the host is shut down (then `body` never runs).
+    @discardableResult
+    func spawn(_ label: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) -> Bool {
         let label = label()
-        lock.withLock {
-            guard !isShutDown else { return }
+        return lock.withLock {
+            guard !isShutDown else { return false }
             let id = nextTaskID
             nextTaskID += 1
             let task = Task { [self] in
@@ -594,6 +626,20 @@ final class HostCore: @unchecked Sendable {
                 _ = lock.withLock { tasks.removeValue(forKey: id) }
             }
             tasks[id] = (label, task)
+            return true
+        }
+    }
+
+    /// Opens a stream on `connection` and agrees one of `protocols` (multistream-select).
+    func newStream(on connection: Connection, protocols: [String], priority: YamuxPriority = .normal) async throws
+        -> MuxedStream
+    {
+        let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: priority) }.get()
+        do {
+            return try await raw.negotiateOutbound(proposals: protocols, timeout: configuration.streamNegotiationTimeout)
+        } catch {
+            raw.reset()
+            throw error
         }
     }
 

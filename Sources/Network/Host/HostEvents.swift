@@ -21,6 +21,13 @@ public enum HostEvent: Sendable {
     /// AutoNAT's verdict on whether this node is reachable from outside, or its confidence,
     /// changed (`AutoNATService`; spec/network.md, "AutoNAT").
     case reachabilityChanged(Reachability, confidence: Int)
+    /// A relay granted (or renewed) our reservation: `addresses` are our circuit addresses through
+    /// it (`…/p2p/RELAY/p2p-circuit`), valid until `expires` (Unix seconds).
+    case reservation(relay: PeerID, addresses: [Multiaddr], expires: UInt64)
+    /// A reservation ended before we renewed it (the relay went away, refused a renewal).
+    case reservationLost(relay: PeerID, reason: String)
+    /// The addresses the node advertises (identify, records) changed: `Host.advertisedAddresses`.
+    case advertisedAddressesChanged([Multiaddr])
 }
 
 /// Hands every `HostEvent` to each subscriber's `AsyncStream`, in the order emitted.
