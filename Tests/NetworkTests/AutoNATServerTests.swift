@@ -26,14 +26,18 @@ struct AutoNATServerTests {
             try await group.shutdownGracefully()
         }
 
-        /// Sends `bytes` as one length-prefixed message on a new AutoNAT stream; the answer.
-        func exchange(_ bytes: ByteBuffer, prefix: UInt64? = nil) async throws -> AutoNATDialResponse {
+        /// Sends `bytes` as one length-prefixed message on a new AutoNAT stream (then closes our
+        /// side when `closeWrite`); the answer.
+        func exchange(_ bytes: ByteBuffer, prefix: UInt64? = nil, closeWrite: Bool = false) async throws
+            -> AutoNATDialResponse
+        {
             let stream = try await requester.newStream(to: server.peerID, protocols: [AutoNAT.protocolID])
             var framed = ByteBuffer()
             framed.writeUVarint(prefix ?? UInt64(bytes.readableBytes))
             var body = bytes
             framed.writeBuffer(&body)
             try await stream.write(framed)
+            if closeWrite { try await stream.closeWrite() }
             let answer = try await stream.readLengthPrefixed(maximumLength: AutoNAT.maximumMessageLength)
             stream.close()
             return try AutoNATMessage.decodeResponse(try #require(answer))
@@ -127,8 +131,22 @@ struct AutoNATServerTests {
         #expect(try await pair.exchange(AutoNATMessage.encode(AutoNATDialResponse(status: .ok))).status == .badRequest)
         #expect(try await pair.exchange(ByteBuffer(bytes: [0x08]), prefix: 1 << 20).status == .badRequest)
         #expect(try await pair.exchange(ByteBuffer()).status == .badRequest, "an empty message has no type")
+        let truncated = try await pair.exchange(ByteBuffer(bytes: [0x08]), prefix: 40, closeWrite: true)
+        #expect(truncated.status == .badRequest && truncated.statusText.contains("ended inside"))
         #expect(try await pair.ask([pair.requesterAddress]).status == .ok)
         #expect(pair.server.connection(to: pair.requester.peerID) != nil)
+        try await pair.shutdown()
+    }
+
+    @Test("a requester that opens a stream and never sends is cut off at the request timeout")
+    func silentRequester() async throws {
+        let pair = try await Self.pair { $0.requestTimeout = .milliseconds(300) }
+        let stream = try await pair.requester.newStream(to: pair.server.peerID, protocols: [AutoNAT.protocolID])
+        // No answer, the stream reset: the read fails or ends without a message.
+        let answer = try? await stream.readLengthPrefixed(maximumLength: AutoNAT.maximumMessageLength)
+        #expect(answer == nil)
+        #expect(pair.service.counters.answers.isEmpty)
+        #expect(try await pair.ask([pair.requesterAddress]).status == .ok, "the connection serves on")
         try await pair.shutdown()
     }
 
