@@ -50,6 +50,8 @@ struct AutoNATClientTests {
             own: [
                 Self.addr("/ip4/198.51.100.20/tcp/4001"), Self.addr("/ip4/203.0.113.9/tcp/4444"),
                 Self.addr("/ip4/192.168.1.5/tcp/4001"),
+                // A circuit address through a relay on a public IP: reached through the relay, never a candidate.
+                Self.addr("/ip4/203.0.113.1/tcp/4001/p2p/\(Self.peer())/p2p-circuit"),
             ])
         tracker.observed(Self.addr("/ip6/2001:4860::7/tcp/9"))
         #expect(

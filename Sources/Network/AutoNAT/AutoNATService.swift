@@ -147,7 +147,10 @@ public final class AutoNATService: Sendable {
             if !hasDirectConnection(peer) { tracker.serverGone(peer) }
         case .listenAddressesChanged(let listen):
             tracker.setAddresses(listen: listen, own: host.advertisedAddresses)
-        case .observedAddress, .reachabilityChanged, .reservation, .reservationLost, .advertisedAddressesChanged:
+        case .advertisedAddressesChanged(let advertised):
+            // Relayed (`/p2p-circuit`) addresses among them are never candidates (TCP only).
+            tracker.setAddresses(listen: host.listenAddresses, own: advertised)
+        case .observedAddress, .reachabilityChanged, .reservation, .reservationLost:
             break
         }
     }
