@@ -182,6 +182,33 @@ struct NATLabTests {
         await #expect(throws: NATLabError.self) { _ = try await lab.startAgentd(in: .relay) }
     }
 
+    @Test("building and using a lab leaves the root namespace's interfaces, routes, rules and forwarding alone")
+    func rootNamespaceUntouched() async throws {
+        func snapshot() throws -> [String] {
+            let ip = NATLab.toolPath("ip")
+            // Interface names and addresses, routes, iptables rules without counters or dates, forwarding.
+            let addresses: [String] = try ProcessRunner.run(ip, ["-o", "addr", "show"]).stdoutText
+                .split(separator: "\n").map { line in line.split(separator: " ").prefix(4).joined(separator: " ") }
+            let links: [String] = try ProcessRunner.run(ip, ["-o", "link", "show"]).stdoutText
+                .split(separator: "\n").map { line in line.split(separator: " ").prefix(2).joined(separator: " ") }
+            let routes: [String] = try ProcessRunner.run(ip, ["route", "show", "table", "all"]).stdoutText
+                .split(separator: "\n").map(String.init)
+            let saved: String = try ProcessRunner.run(NATLab.toolPath("iptables-save"), []).stdoutText
+            let rules: [String] = saved.split(separator: "\n").filter { !$0.hasPrefix("#") }
+                .map { line in String(line.replacing(/\[\d+:\d+\]/, with: "")) }
+            let forwarding = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8)
+            return links + addresses + routes + rules + [forwarding]
+        }
+        let before = try snapshot()
+        try await NATLab.with(nat: .symmetric) { lab in
+            let relay = try await lab.startAgentd(in: .relay)
+            let a = try await lab.startAgentd(in: .hostA)
+            #expect(try a.agentctl("ping", relay.address).status == 0)
+            #expect(try snapshot() == before)
+        }
+        #expect(try snapshot() == before)
+    }
+
     @Test("a lab's start deletes the namespaces of labs whose owner process is gone, and kills what runs in them")
     func staleSweep() async throws {
         // A PID that is gone: a process that has exited.
