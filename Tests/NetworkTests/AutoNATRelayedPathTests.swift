@@ -41,6 +41,7 @@ struct AutoNATRelayedPathTests {
         let server = Host(identity: Ed25519.PrivateKey(), group: group)
         var configuration = AutoNATServer.Configuration()
         configuration.policy.scopeRule = Self.loopbackPublic
+        configuration.dialTimeout = .seconds(10)
         let service = AutoNATServer.register(on: server, configuration: configuration)
         let direct = try await server.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         let relay = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
@@ -84,6 +85,7 @@ struct AutoNATRelayedPathTests {
             let host = Host(identity: Ed25519.PrivateKey(), group: group)
             var configuration = AutoNATServer.Configuration()
             configuration.policy.scopeRule = Self.loopbackPublic
+            configuration.dialTimeout = .seconds(10)
             AutoNATServer.register(on: host, configuration: configuration)
             servers.append(host)
         }
