@@ -85,7 +85,9 @@ public final class AutoNATServer: Sendable {
             } else {
                 response = AutoNATDialResponse(
                     status: .dialError,
-                    statusText: "no address answered within \(configuration.dialTimeout.nanoseconds / 1_000_000) ms")
+                    statusText:
+                        "could not dial you back at \(targets.count) address(es) (refused, unreachable or silent; timeout \(configuration.dialTimeout.nanoseconds / 1_000_000) ms)"
+                )
             }
         }
         state.withLockedValue { $0.counters.answers[response.status, default: 0] += 1 }
