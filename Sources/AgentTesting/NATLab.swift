@@ -557,6 +557,50 @@ public final class NATLab: Sendable {
         return PyRelay(node: node, process: process, peerID: peerID, address: address)
     }
 
+    /// A py-libp2p peer listening in the lab, reserved at a relay (`startPyNATPeer`).
+    public struct PyNATPeer: Sendable {
+        public let node: Node
+        public let process: JSONLineProcess
+        public let peerID: String
+        /// Its listen address on the node's own IP, with `/p2p/…`.
+        public let address: String
+        /// `RELAY/p2p-circuit/p2p/<id>`: where others reach it through the relay.
+        public let circuitAddress: String
+        /// The relay's answer: `{"event":"reservation","status":100,"expire":…,"addrs":[…],"circuit":…}`.
+        public let reservation: PyEvent
+    }
+
+    /// Starts a py-libp2p 0.8.1 peer in `node` (a host behind a NAT, typically) listening on
+    /// `0.0.0.0:port`, which connects to `relay` (a multiaddr with `/p2p/`), reserves there, accepts
+    /// circuits through it (STOP) and, with `dcutr`, runs py's DCUtR service (which initiates hole
+    /// punches on every relayed connection every 2 s and first dials all known addresses for up to
+    /// 10 s: quirks 18-26 of ../shared/notes/nat-traversal.md). Waits for the reservation; throws if
+    /// the relay refuses it.
+    public func startPyNATPeer(
+        in node: Node, relay: String, port: Int = 4001, dcutr: Bool = true, timeout: Duration = .seconds(30)
+    ) async throws -> PyNATPeer {
+        var arguments = ["listen", "--listen", "/ip4/0.0.0.0/tcp/\(port)", "--reserve-at", relay]
+        if dcutr { arguments.append("--dcutr") }
+        let process = try runPyPeer(in: node, arguments)
+        do {
+            let ready = try await process.waitFor("ready", timeout: timeout)
+            let reservation = try await process.waitFor("reservation", timeout: timeout)
+            guard let peerID = ready["peer_id"] as? String, let circuit = reservation["circuit"] as? String else {
+                throw NATLabError("no peer_id or circuit address: \(ready.fields) \(reservation.fields)")
+            }
+            guard reservation["status"] as? Int == 100 else {
+                throw NATLabError("the relay refused the reservation: \(reservation.fields)")
+            }
+            let ip = addresses.of(node) ?? "0.0.0.0"
+            return PyNATPeer(
+                node: node, process: process, peerID: peerID, address: "/ip4/\(ip)/tcp/\(port)/p2p/\(peerID)",
+                circuitAddress: circuit, reservation: reservation)
+        } catch {
+            await stop(process)
+            throw NATLabError("the py peer in \(node) (pid \(process.pid)) did not reserve at \(relay): \(error)")
+        }
+    }
+
     // MARK: Observing the routers
 
     /// The connection-tracking table of `node` (a router's NAT flows), `conntrack -L`.

@@ -319,4 +319,29 @@ struct NATLabPyRelayTests {
             }
         }
     }
+
+    @Test("py peers on every role: B behind NAT B reserves at py's relay, A behind NAT A reaches it over the circuit")
+    func pyCircuit() async throws {
+        try await NATLab.with(nat: .cone) { lab in
+            let ip = lab.addresses
+            let relay = try await lab.startPyRelay()
+            let b = try await lab.startPyNATPeer(in: .hostB, relay: relay.address, dcutr: true)
+            #expect(b.circuitAddress == "\(relay.address)/p2p-circuit/p2p/\(b.peerID)")
+            #expect(b.address == "/ip4/\(ip.hostB)/tcp/4001/p2p/\(b.peerID)")
+
+            let a = try lab.runPyPeer(in: .hostA, ["dial", b.circuitAddress, "--ping", "2", "--timeout", "20"])
+            let pings = try await a.waitFor("done", timeout: .seconds(30))
+            #expect(pings["event"] as? String == "done")
+            #expect(a.events.filter { $0["event"] as? String == "ping" }.count == 2)
+            // B saw A come in (over the circuit: A has no route to B, and router B drops inbound).
+            _ = try await b.process.waitFor("connected", timeout: .seconds(10)) {
+                $0["direction"] as? String == "inbound"
+            }
+            // Both hosts reached only the relay (A's dial has ended; B holds its reservation).
+            #expect(try lab.directFlows(on: .routerA).isEmpty && lab.directFlows(on: .routerB).isEmpty)
+            _ = try await lab.waitForFlow(on: .routerB) {
+                $0.original.source == ip.hostB && $0.original.destination == ip.relay && $0.state == "ESTABLISHED"
+            }
+        }
+    }
 }

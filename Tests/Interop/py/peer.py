@@ -8,10 +8,14 @@ Serves identify (/ipfs/id/1.0.0, plus identify push), ping (/ipfs/ping/1.0.0) an
 stdout carries one JSON object per line (flushed at once); everything else goes to stderr.
 
   peer.py listen [--seed HEX32] [--ignore-stdin] [--listen MULTIADDR] [--relay-hop [--max-reservations N]]
+                 [--reserve-at RELAY_MULTIADDR] [--dcutr]
       {"event":"ready","peer_id":…,"addrs":["/ip4/127.0.0.1/tcp/P/p2p/…"]}
       --listen replaces /ip4/127.0.0.1/tcp/0 (the NAT lab's py relay: /ip4/198.18.0.1/tcp/4001).
       --relay-hop also serves circuit relay v2 (hop and stop) with py-libp2p's CircuitV2Protocol
       and its default limits (max_reservations 4 in total unless --max-reservations).
+      --reserve-at RELAY connects to that relay after the ready line, reserves (as dial --reserve,
+      plus "circuit": RELAY/p2p-circuit/p2p/SELF) and accepts circuits through it (STOP);
+      --dcutr runs py's DCUtRProtocol, which also initiates on every relayed connection (quirk 18).
       then per inbound connection {"event":"connected","peer_id":…}, and once our own identify
       request to that peer is answered {"event":"identify",…}; {"event":"disconnected",…}
       when a connection closes. Runs until SIGTERM/SIGINT or EOF on stdin; exits 0.
@@ -19,6 +23,8 @@ stdout carries one JSON object per line (flushed at once); everything else goes 
   peer.py dial MULTIADDR [--identify] [--ping N] [--perf-upload B --perf-download B]
                          [--reserve] [--seed HEX32] [--timeout S]
       connects, then runs identify, ping, perf in that order, then {"event":"done"}, exit 0.
+      A MULTIADDR RELAY/p2p-circuit/p2p/PEER is dialled through the relay with py's
+      CircuitV2Transport as shipped (it reserves for the dialer first: quirk 12).
       --reserve first sends one circuit relay v2 RESERVE (a bare {type: RESERVE}) on a fresh hop
       stream and prints {"event":"reservation","status":N,"expire":UNIX,"addrs":[…]}; then
       waits for EOF on stdin before "done" (the reservation lives as long as the connection).
@@ -77,6 +83,10 @@ from libp2p.relay.circuit_v2.protocol import (  # noqa: E402
 )
 from libp2p.tools.anyio_service import background_trio_service  # noqa: E402
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage  # noqa: E402
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol  # noqa: E402
+from libp2p.relay.circuit_v2.config import RelayConfig  # noqa: E402
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport  # noqa: E402
+from libp2p.peer.peerinfo import PeerInfo  # noqa: E402
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg  # noqa: E402
 from libp2p.security.noise.transport import (  # noqa: E402
     PROTOCOL_ID as NOISE_PROTOCOL_ID,
@@ -348,9 +358,24 @@ async def run_listen(args, stop: trio.CancelScope) -> int:
                 relay = CircuitV2Protocol(host, limits=limits, allow_hop=True)
                 await services.enter_async_context(background_trio_service(relay))
                 await relay.event_started.wait()
+            elif args.reserve_at:
+                # Accepts circuits (STOP) from the relay; serves no hop.
+                stop_service = CircuitV2Protocol(host, allow_hop=False)
+                await services.enter_async_context(background_trio_service(stop_service))
+                await stop_service.event_started.wait()
+            if args.dcutr:
+                dcutr = DCUtRProtocol(host)
+                await services.enter_async_context(background_trio_service(dcutr))
+                await dcutr.event_started.wait()
             host.get_network().register_notifee(ListenNotifee(host, nursery))
             emit({"event": "ready", "peer_id": host.get_id().to_base58(),
                   "addrs": own_addrs(host)})
+            if args.reserve_at:
+                relay = multiaddr.Multiaddr(args.reserve_at)
+                relay_info = info_from_p2p_addr(relay)
+                await host.connect(relay_info)
+                await run_reserve(host, relay_info.peer_id,
+                                  circuit=f"{relay}/p2p-circuit/p2p/{host.get_id().to_base58()}")
 
             async def stdin_watch() -> None:
                 await wait_stdin_eof()
@@ -368,12 +393,24 @@ async def run_listen(args, stop: trio.CancelScope) -> int:
 async def run_dial(args) -> int:
     target = multiaddr.Multiaddr(args.multiaddr)
     info = info_from_p2p_addr(target)  # raises when /p2p/ is missing
+    circuit = "/p2p-circuit/" in str(target)
+    if circuit:
+        # RELAY/p2p-circuit/p2p/PEER: the peer is the last /p2p.
+        info = PeerInfo(PeerID.from_base58(str(target).rsplit("/p2p/", 1)[1]), [])
     host = make_host(args.seed, args.auto_connect)
-    async with host.run([LISTEN_ADDR]):
+    async with host.run([LISTEN_ADDR]), AsyncExitStack() as services:
         perf = PerfService(host)
         await perf.start()
         t0 = time.perf_counter()
-        await host.connect(info)
+        if circuit:
+            # py's relay client as shipped (quirks 11, 12): not a swarm transport, dialled
+            # directly; it reserves at the relay for the dialer before CONNECT.
+            relay_service = CircuitV2Protocol(host, allow_hop=False)
+            await services.enter_async_context(background_trio_service(relay_service))
+            await relay_service.event_started.wait()
+            await CircuitV2Transport(host, relay_service, RelayConfig()).dial(target)
+        else:
+            await host.connect(info)
         log.info("connected to %s in %.1f ms", info.peer_id,
                  (time.perf_counter() - t0) * 1000)
         if args.reserve:
@@ -390,8 +427,9 @@ async def run_dial(args) -> int:
     return 0
 
 
-async def run_reserve(host, relay) -> None:
-    """One RESERVE on a fresh hop stream; the reply's status, expiry and circuit addresses."""
+async def run_reserve(host, relay, circuit: str | None = None) -> None:
+    """One RESERVE on a fresh hop stream; the reply's status, expiry and the relay's addresses
+    (plus `circuit`, our address through the relay, when given)."""
     stream = await host.new_stream(relay, [TProtocol("/libp2p/circuit/relay/0.2.0/hop")])
     try:
         await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
@@ -399,8 +437,11 @@ async def run_reserve(host, relay) -> None:
     finally:
         await stream.close()
     addrs = [str(multiaddr.Multiaddr(a)) for a in reply.reservation.addrs]
-    emit({"event": "reservation", "status": int(reply.status), "expire": int(reply.reservation.expire),
-          "addrs": addrs})
+    event = {"event": "reservation", "status": int(reply.status), "expire": int(reply.reservation.expire),
+             "addrs": addrs}
+    if circuit is not None:
+        event["circuit"] = circuit
+    emit(event)
 
 
 # ---------------------------------------------------------------- main
@@ -473,6 +514,10 @@ def main() -> None:
                     help="serve circuit relay v2 hop (py-libp2p's CircuitV2Protocol)")
     pl.add_argument("--max-reservations", type=int, metavar="N",
                     help="with --relay-hop: reservations in total (py's default 4)")
+    pl.add_argument("--reserve-at", metavar="RELAY_MULTIADDR",
+                    help="connect to this relay, reserve, accept circuits (STOP) through it")
+    pl.add_argument("--dcutr", action="store_true",
+                    help="run py-libp2p's DCUtRProtocol (hole punching over relayed connections)")
     pd = sub.add_parser("dial")
     pd.add_argument("multiaddr")
     pd.add_argument("--seed")
