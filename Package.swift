@@ -61,7 +61,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
-            exclude: ["Identify/Generated/identify.proto", "AutoNAT/Generated/autonat.proto", "Relay/Generated/relay.proto"]
+            exclude: ["Identify/Generated/identify.proto", "AutoNAT/Generated/autonat.proto", "Relay/Generated/relay.proto", "HolePunch/Generated/holepunch.proto"]
         ),
         .target(
             name: "Resolution",

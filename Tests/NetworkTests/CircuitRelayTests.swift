@@ -47,6 +47,16 @@ struct RelayTrio {
     }
 }
 
+/// Waits until `condition` holds, checking every 10 ms for at most 10 s; whether it held. For state
+/// that changes without an event to wait for (a relay's counters after its streams ended).
+func eventually(_ condition: @Sendable () -> Bool) async -> Bool {
+    for _ in 0..<1000 {
+        if condition() { return true }
+        try? await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return condition()
+}
+
 /// Sums what arrives on a stream and answers with the byte count and a checksum when it ends.
 enum SinkProtocol {
     static let id = "/agentd-test/sink/1.0.0"
@@ -217,7 +227,8 @@ extension CircuitRelayTests {
             if case .disconnected(trio.b.peerID, connection.id, _) = event { break }
         }
         #expect(connection.isClosing)
-        #expect(trio.relayService.usage.circuits == 0)
+        // The relay's side ends on its own schedule: wait for it (bounded), then check.
+        #expect(await eventually { trio.relayService.usage.circuits == 0 })
         #expect(trio.relayService.usage.circuitsRelayed == 1)
         try await trio.shutdown()
     }
@@ -408,5 +419,105 @@ struct CircuitRelayStateTests {
         #expect(schedule.granted(expires: 1001, now: 1000) == 1)
         #expect(schedule.failed() == 1)
         #expect(schedule.granted(expires: 900, now: 1000) == 1)
+    }
+}
+
+@Suite("DCUtR hole punching: the exchange on a virtual clock; a relayed connection upgraded to a direct one over loopback", .timeLimit(.minutes(2)))
+struct HolePunchTests {
+    @Test("B: CONNECT, RTT measured, SYNC then dial after RTT/2 (capped at 2 s); up to 3 attempts; success ends it")
+    func initiator() throws {
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let address = try Multiaddr("/ip4/198.51.100.7/tcp/4001")
+        var exchange = HolePunchExchange.Initiator()
+        #expect(exchange.start(now: start) == [.sendConnect])
+        #expect(exchange.receivedConnect(addresses: [address], now: start + .milliseconds(30)) == [
+            .sendSync, .dial([address], after: .milliseconds(15)),
+        ])
+        #expect(exchange.dialsEnded(connected: false, now: start + .seconds(5)) == [.sendConnect])
+        #expect(exchange.attempts == 2)
+        // A slow relay: the wait is capped.
+        #expect(exchange.receivedConnect(addresses: [address], now: start + .seconds(15)) == [
+            .sendSync, .dial([address], after: .seconds(2)),
+        ])
+        #expect(exchange.dialsEnded(connected: false, now: start + .seconds(20)) == [.sendConnect])
+        #expect(exchange.receivedConnect(addresses: [address], now: start + .seconds(20)) == [
+            .sendSync, .dial([address], after: .zero),
+        ])
+        #expect(exchange.dialsEnded(connected: false, now: start + .seconds(25)) == [
+            .failed(attempts: 3, reason: "no direct connection after 3 attempts"),
+        ])
+        #expect(exchange.dialsEnded(connected: true, now: start + .seconds(26)) == [])
+
+        var lucky = HolePunchExchange.Initiator()
+        _ = lucky.start(now: start)
+        _ = lucky.receivedConnect(addresses: [address], now: start + .milliseconds(2))
+        #expect(lucky.dialsEnded(connected: true, now: start + .milliseconds(50)) == [.succeeded(attempts: 1)])
+
+        var empty = HolePunchExchange.Initiator()
+        _ = empty.start(now: start)
+        #expect(empty.receivedConnect(addresses: [], now: start) == [
+            .failed(attempts: 1, reason: "the peer sent no address we may dial"),
+        ])
+        var outOfTurn = HolePunchExchange.Initiator()
+        #expect(outOfTurn.receivedConnect(addresses: [address], now: start) == [
+            .failed(attempts: 0, reason: "CONNECT arrived out of turn"),
+        ])
+    }
+
+    @Test("A: answers each CONNECT, dials at once on SYNC; SYNC without CONNECT is a violation")
+    func responder() throws {
+        let address = try Multiaddr("/ip4/198.51.100.8/tcp/4001")
+        var exchange = HolePunchExchange.Responder()
+        #expect(exchange.receivedSync() == nil)
+        #expect(exchange.receivedConnect(addresses: [address]) == [.sendConnect])
+        #expect(exchange.receivedSync() == [.dial([address], after: .zero)])
+        #expect(exchange.receivedSync() == nil)
+        #expect(exchange.receivedConnect(addresses: []) == [.sendConnect])
+        #expect(exchange.receivedSync() == [])
+        #expect(exchange.rounds == 2)
+    }
+
+    @Test("A dials B through R; B starts DCUtR; a direct connection comes up, new streams use it, the relayed one is closed after the grace")
+    func upgradeOverLoopback() async throws {
+        let trio = try await RelayTrio.start()
+        var configuration = HolePunchService.Configuration()
+        configuration.relayedGracePeriod = .milliseconds(200)
+        _ = HolePunchService(host: trio.a, configuration: configuration)
+        _ = HolePunchService(host: trio.b, configuration: configuration)
+        _ = try await trio.a.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        _ = try await trio.b.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        // B learns its observed address from the relay (identify) before anyone dials it.
+        var bEvents = trio.b.events(label: "test").makeAsyncIterator()
+        var aEvents = trio.a.events(label: "test").makeAsyncIterator()
+        _ = try await trio.bClient.reserve(at: trio.relayAddress)
+        let relayed = try await trio.a.connect(to: trio.circuitToB)
+        #expect(relayed.path.isRelayed)
+        let bSeen = await HostEventsTests.read(&bEvents) { if case .holePunch = $0 { true } else { false } }
+        guard case .holePunch(trio.a.peerID, let outcome)? = bSeen.last else {
+            Issue.record("no hole punch on B: \(bSeen)")
+            return
+        }
+        #expect(outcome.succeeded, "\(outcome)")
+        #expect(outcome.attempts == 1)
+        let aSeen = await HostEventsTests.read(&aEvents) { if case .holePunch = $0 { true } else { false } }
+        guard case .holePunch(trio.b.peerID, let aOutcome)? = aSeen.last else {
+            Issue.record("no hole punch on A: \(aSeen)")
+            return
+        }
+        #expect(aOutcome.succeeded)
+        let direct = try #require(trio.a.connection(to: trio.b.peerID))
+        #expect(direct.path == .direct)
+        #expect(direct !== relayed)
+        // Roles: A (SYNC receiver) is the client.
+        #expect(direct.direction == .outbound)
+        let stream = try await trio.a.newStream(to: trio.b.peerID, protocols: [Ping.protocolID])
+        #expect(stream.connection === direct)
+        stream.reset()
+        // The relayed connection is closed after the grace period.
+        _ = await HostEventsTests.read(&aEvents) {
+            if case .disconnected(trio.b.peerID, relayed.id, 1) = $0 { true } else { false }
+        }
+        #expect(relayed.isClosing)
+        try await trio.shutdown()
     }
 }

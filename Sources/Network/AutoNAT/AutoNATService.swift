@@ -150,7 +150,7 @@ public final class AutoNATService: Sendable {
         case .advertisedAddressesChanged(let advertised):
             // Relayed (`/p2p-circuit`) addresses among them are never candidates (TCP only).
             tracker.setAddresses(listen: host.listenAddresses, own: advertised)
-        case .observedAddress, .reachabilityChanged, .reservation, .reservationLost:
+        case .observedAddress, .reachabilityChanged, .reservation, .reservationLost, .holePunch:
             break
         }
     }

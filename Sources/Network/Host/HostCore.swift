@@ -46,6 +46,7 @@ final class HostCore: @unchecked Sendable {
     private var transports: [any Transport]
     let tcp: TCPTransport
     private var boundAddresses: [Multiaddr] = []
+    private var punchExpectations: [Multiaddr: (peer: PeerID, role: NoiseHandshakeState.Role)] = [:]
     private var circuitAddressesByRelay: [PeerID: (order: Int, addresses: [Multiaddr])] = [:]
     private var nextCircuitOrder = 0
     private var peerStore = PeerStore()
@@ -177,6 +178,16 @@ final class HostCore: @unchecked Sendable {
         return connections.first { !$0.isClosing && !$0.path.isRelayed } ?? connections.first { !$0.isClosing }
     }
 
+    /// The registered connection with this id, if it is still open.
+    func connection(id: Int) -> Connection? {
+        lock.withLock { connectionsByPeer.values.lazy.flatMap { $0 }.first { $0.id == id && !$0.isClosing } }
+    }
+
+    /// A registered direct (not relayed) connection to `peer` that is not closing.
+    func directConnection(to peer: PeerID) -> Connection? {
+        lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing && !$0.path.isRelayed } }
+    }
+
     /// How many connections (inbound and outbound, including failed handshakes) this host made.
     var connectionsMade: Int { lock.withLock { nextConnectionID - 1 } }
 
@@ -242,13 +253,18 @@ final class HostCore: @unchecked Sendable {
             channel.close(promise: nil)
             return
         }
-        let connection = makeConnection(direction: .inbound, channel: channel, transport: transport)
+        // A hole punch's peer whose SYN our listener accepted: the exchange fixed our role, which
+        // may be the initiator's (`expectPunch`).
+        let punch = transport.remoteAddress.flatMap { address in lock.withLock { punchExpectations[address] } }
+        let role = punch?.role ?? .responder
+        let connection = makeConnection(
+            direction: role == .initiator ? .outbound : .inbound, channel: channel, transport: transport)
         connection.addressKeys = keys
         lock.withLock { pendingConnections[ObjectIdentifier(connection)] = connection }
         try channel.pipeline.syncOperations.addHandlers([
             SecureConnectionHandler(
                 configuration: .init(
-                    role: .responder, identity: identity, staticKey: staticKey,
+                    role: role, identity: identity, staticKey: staticKey, expectedPeer: punch?.peer,
                     handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
                     staticKeySignature: staticKeySignature)),
             connection,
@@ -355,7 +371,46 @@ final class HostCore: @unchecked Sendable {
         lock.withLock { transports.append(transport) }
     }
 
-    private func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
+    /// While a hole punch to `peer` runs: a connection our listener accepts from one of
+    /// `addresses` (the peer's punch reached us before ours left) takes `role`, as our own dial
+    /// would, instead of the listener's responder role (two responders would wait on each other).
+    func expectPunch(from addresses: [Multiaddr], peer: PeerID, role: NoiseHandshakeState.Role) {
+        lock.withLock { for address in addresses { punchExpectations[address] = (peer, role) } }
+    }
+
+    func endPunch(from addresses: [Multiaddr], peer: PeerID) {
+        lock.withLock {
+            for address in addresses where punchExpectations[address]?.peer == peer { punchExpectations[address] = nil }
+        }
+    }
+
+    /// A hole punch's dial (DCUtR): from our TCP listen port, in the role the exchange fixed
+    /// (`.initiator` for the peer that received SYNC, `.responder` for the one that sent it: TCP
+    /// simultaneous open gives no dialler and listener). The new direct connection coexists with
+    /// the relayed one (`register`).
+    func punch(_ address: Multiaddr, peer: PeerID, role: NoiseHandshakeState.Role, timeout: TimeAmount) async throws
+        -> Connection
+    {
+        try checkNotShutDown()
+        guard let ip = IPAddress(address) else {
+            throw NetworkError(.invalidAddress, "\(address) is not an IP address to punch to")
+        }
+        let listener = lock.withLock { boundAddresses.first { IPAddress($0)?.family == ip.family } }
+        guard let listener, let local = try? TCPAddress.hostAndPort(of: listener),
+            let localAddress = try? SocketAddress(ipAddress: local.host, port: local.port)
+        else {
+            throw NetworkError(.invalidAddress, "no TCP listener of \(address)'s address family to punch from")
+        }
+        let eventLoop = group.next()
+        return try await eventLoop.flatSubmit { [self] in
+            dial(address, peer: peer, on: eventLoop, punching: (role, localAddress, timeout))
+        }.get()
+    }
+
+    private func dial(
+        _ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop,
+        punching: (role: NoiseHandshakeState.Role, from: SocketAddress, timeout: TimeAmount)? = nil
+    ) -> EventLoopFuture<Connection> {
         let transport: any Transport
         do {
             transport = try self.transport(for: address)
@@ -363,18 +418,27 @@ final class HostCore: @unchecked Sendable {
             return eventLoop.makeFailedFuture(error)
         }
         let connectionBox = NIOLockedValueBox<Connection?>(nil)
-        return transport.dial(address, peer: peer, on: eventLoop) { [self] channel, info in
-            let connection = makeConnection(direction: .outbound, channel: channel, transport: info)
+        let role = punching?.role ?? .initiator
+        let upgrade: TransportUpgrade = { [self] channel, info in
+            let connection = makeConnection(
+                direction: role == .initiator ? .outbound : .inbound, channel: channel, transport: info)
             connectionBox.withLockedValue { $0 = connection }
             try channel.pipeline.syncOperations.addHandlers([
                 SecureConnectionHandler(
                     configuration: .init(
-                        role: .initiator, identity: identity, staticKey: staticKey, expectedPeer: peer,
+                        role: role, identity: identity, staticKey: staticKey, expectedPeer: peer,
                         handshakeTimeout: configuration.handshakeTimeout, rekey: configuration.rekey,
                         staticKeySignature: staticKeySignature)),
                 connection,
             ])
         }
+        let connected: EventLoopFuture<Void>
+        if let punching {
+            connected = tcp.dial(address, on: eventLoop, from: punching.from, timeout: punching.timeout, upgrade: upgrade)
+        } else {
+            connected = transport.dial(address, peer: peer, on: eventLoop, upgrade: upgrade)
+        }
+        return connected
         .flatMap { _ in
             guard let connection = connectionBox.withLockedValue({ $0 }) else {
                 preconditionFailure("a connected \(transport.name) channel ran its upgrade")

@@ -28,6 +28,27 @@ public enum HostEvent: Sendable {
     case reservationLost(relay: PeerID, reason: String)
     /// The addresses the node advertises (identify, records) changed: `Host.advertisedAddresses`.
     case advertisedAddressesChanged([Multiaddr])
+    /// A hole punch (DCUtR) over the relayed connection to `peer` ended.
+    case holePunch(PeerID, HolePunchOutcome)
+}
+
+/// How a hole punch ended.
+public struct HolePunchOutcome: Sendable, Equatable {
+    /// Whether a direct connection to the peer exists now.
+    public var succeeded: Bool
+    /// CONNECT/SYNC rounds made (at most 3).
+    public var attempts: Int
+    /// From the relayed connection being up to the direct one, or to giving up.
+    public var duration: TimeAmount
+    /// Why it failed; nil when it succeeded.
+    public var reason: String?
+
+    public init(succeeded: Bool, attempts: Int, duration: TimeAmount, reason: String?) {
+        self.succeeded = succeeded
+        self.attempts = attempts
+        self.duration = duration
+        self.reason = reason
+    }
 }
 
 /// Hands every `HostEvent` to each subscriber's `AsyncStream`, in the order emitted.

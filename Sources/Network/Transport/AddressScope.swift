@@ -177,6 +177,8 @@ public struct AddressScopeRule: Sendable, Hashable {
     /// (`isDialable`) are refused whoever named them.
     public func permits(_ address: Multiaddr, from origin: AddressOrigin) -> Bool {
         guard Self.isDialable(address) else { return false }
+        // A circuit address is dialled when its relay's address is (the relay is who we connect to).
+        if let relay = Self.relayPart(of: address) { return permits(relay, from: origin) }
         if origin == .user { return true }
         guard let ip = IPAddress(address) else { return false }  // a DNS name (see the type's comment)
         switch scope(of: ip) {
@@ -193,9 +195,24 @@ public struct AddressScopeRule: Sendable, Hashable {
         addresses.filter { permits($0, from: origin) }
     }
 
-    /// Whether the TCP transport can dial `address` at all: `/ip4|ip6|dns|dns4|dns6/…/tcp/PORT`,
-    /// optionally `/p2p/…` after, with a specified IP (not `0.0.0.0` or `::`).
+    /// The relay's address (ending in its `/p2p`) of a circuit address
+    /// `…/p2p/RELAY/p2p-circuit[/p2p/PEER]`; nil for other addresses and malformed circuits.
+    static func relayPart(of address: Multiaddr) -> Multiaddr? {
+        let components = address.components
+        guard let index = components.firstIndex(of: .p2pCircuit), index >= 3, case .p2p = components[index - 1]
+        else { return nil }
+        let rest = components[(index + 1)...]
+        guard rest.isEmpty || (rest.count == 1 && { if case .p2p = rest.first! { true } else { false } }()) else {
+            return nil
+        }
+        return Multiaddr(Array(components[..<index]))
+    }
+
+    /// Whether a transport can dial `address` at all: `/ip4|ip6|dns|dns4|dns6/…/tcp/PORT`,
+    /// optionally `/p2p/…` after, with a specified IP (not `0.0.0.0` or `::`); or a circuit through
+    /// a relay at such an address (`…/tcp/PORT/p2p/RELAY/p2p-circuit[/p2p/PEER]`).
     public static func isDialable(_ address: Multiaddr) -> Bool {
+        if let relay = relayPart(of: address) { return isDialable(relay) }
         let components = address.components
         guard components.count >= 2, case .tcp = components[1] else { return false }
         switch components[0] {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
 import Identity
 import Multiformats
 import NIOCore
@@ -68,6 +71,9 @@ struct TCPTransport: Transport {
 
     var name: String { "tcp" }
 
+    /// SO_REUSEPORT (NIO names only SO_REUSEADDR).
+    static let reusePort = ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SocketOptionName(SO_REUSEPORT))
+
     func canDial(_ address: Multiaddr) -> Bool {
         (try? TCPAddress.hostAndPort(of: address)) != nil
     }
@@ -75,16 +81,33 @@ struct TCPTransport: Transport {
     func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop, upgrade: @escaping TransportUpgrade)
         -> EventLoopFuture<Void>
     {
+        dial(address, on: eventLoop, from: nil, timeout: dialTimeout, upgrade: upgrade)
+    }
+
+    /// Dials `address`; with `localAddress`, from that address (SO_REUSEADDR and SO_REUSEPORT, as
+    /// our listeners set them): a hole punch dials from the listen port, so that a port-preserving
+    /// NAT maps it to the port the peer was told to dial (spec/network.md, "Hole punching").
+    func dial(
+        _ address: Multiaddr, on eventLoop: EventLoop, from localAddress: SocketAddress?, timeout: TimeAmount,
+        upgrade: @escaping TransportUpgrade
+    ) -> EventLoopFuture<Void> {
         let (host, port): (String, Int)
         do {
             (host, port) = try TCPAddress.hostAndPort(of: address)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        let bootstrap = ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: receiveAllocator)
-            .connectTimeout(dialTimeout)
+            .connectTimeout(timeout)
+        if let localAddress {
+            bootstrap = bootstrap
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(TCPTransport.reusePort, value: 1)
+                .bind(to: localAddress)
+        }
+        bootstrap = bootstrap
             .channelInitializer { channel in
                 // Before the connect completes the socket has no remote address: `Connection`
                 // reads the socket's own once the handshake is done.
@@ -105,6 +128,8 @@ struct TCPTransport: Transport {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Hole punches dial from the listen port (`dial(_:on:from:timeout:upgrade:)`).
+            .serverChannelOption(TCPTransport.reusePort, value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: receiveAllocator)
             .childChannelInitializer { channel in
