@@ -639,6 +639,16 @@ public final class NATLab: Sendable {
         return try conntrack(router).filter { $0.original.source == host && $0.original.destination == far }
     }
 
+    /// Waits (at most `timeout`) for an established direct flow on `router` (`directFlows`): the
+    /// trace a hole punch leaves.
+    public func waitForDirectFlow(on router: Node, timeout: Duration = .seconds(10)) async throws -> ConntrackFlow {
+        let (host, far) =
+            router == .routerA ? (addresses.hostA, addresses.routerBWAN) : (addresses.hostB, addresses.routerAWAN)
+        return try await waitForFlow(on: router, timeout: timeout) {
+            $0.original.source == host && $0.original.destination == far && $0.state == "ESTABLISHED"
+        }
+    }
+
     /// Empties `router`'s connection-tracking table (`conntrack -F`): every NAT mapping is gone, as
     /// after a router reboot; established connections through it then stall.
     public func flushConntrack(_ router: Node) throws {

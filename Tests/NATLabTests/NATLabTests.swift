@@ -70,6 +70,22 @@ struct NATLabTests {
         }
     }
 
+    @Test("the relay's agentd restarts in place: same data directory, peer id and address; A pings it again")
+    func relayRestart() async throws {
+        try await NATLab.with(nat: .cone) { lab in
+            let relay = try await lab.startAgentd(in: .relay)
+            let a = try await lab.startAgentd(in: .hostA)
+            #expect(try a.agentctl("ping", relay.address).status == 0)
+            await lab.stop(relay.process)
+            let failed = try a.agentctl(["ping", relay.address], timeout: 10)
+            #expect(failed.status != 0, "ping to a stopped relay: \(failed.stdoutText)")
+            let again = try await lab.startAgentd(in: .relay, dataDirectory: relay.dataDirectory)
+            #expect(again.peerID == relay.peerID && again.address == relay.address)
+            let ping = try a.agentctl("ping", relay.address)
+            #expect(ping.status == 0, "ping after the restart: \(ping.stderr)")
+        }
+    }
+
     @Test(
         "TCP simultaneous open between the two hosts: direct through cone NATs, impossible through symmetric ones",
         arguments: NATLab.NAT.allCases)
@@ -102,6 +118,7 @@ struct NATLabTests {
                 }
                 #expect(flowB.state == "ESTABLISHED" && flowB.isAssured, "\(flowB)")
                 #expect(flowB.reply.destination == ip.routerBWAN && flowB.isPortPreserved, "\(flowB)")
+                #expect(try await lab.waitForDirectFlow(on: .routerA) == flowA)
                 #expect(try lab.directFlows(on: .routerA) == [flowA])
                 #expect(try lab.directFlows(on: .routerB) == [flowB])
                 try lab.flushConntrack(.routerA)
