@@ -90,24 +90,35 @@ extension DHT {
     func noteInbound(_ peer: PeerID, connection: Connection) {
         guard let info = host.peerInfo(peer) else {
             // identify runs in parallel with the peer's first streams and has usually not finished
-            // when its first kad request arrives: decide once it has (within 5 s).
-            let first = state.withLockedValue { $0.awaitingIdentify.insert(peer).inserted }
-            guard first else { return }
-            Task { [self] in
-                defer { _ = state.withLockedValue { $0.awaitingIdentify.remove(peer) } }
-                for _ in 0..<100 {
-                    try? await Task.sleep(nanoseconds: 50_000_000)
-                    if connection.isClosing { return }
-                    if host.peerInfo(peer) != nil {
-                        noteInbound(peer, connection: connection)
-                        return
-                    }
-                }
+            // when its first kad request arrives: decide on its `identified` event. Identify that
+            // completed between the check above and the entry is caught by the check after it;
+            // whoever removes the entry decides, once.
+            state.withLockedValue { $0.awaitingIdentify[peer] = connection }
+            if host.peerInfo(peer) != nil, state.withLockedValue({ $0.awaitingIdentify.removeValue(forKey: peer) }) != nil {
+                noteInbound(peer, connection: connection)
             }
             return
         }
         let isServer = info.protocols.contains(configuration.protocolID)
         admit(peer, evidence: .inboundStream(isServer ? .server : .client), connection: connection)
+    }
+
+    /// Decides on peers that were waiting for identify (`noteInbound`) as host events arrive, until
+    /// the host shuts down. A connection closes at the latest at the identify deadline (30 s), so
+    /// entries never pile up.
+    func watchIdentify(_ events: AsyncStream<HostEvent>) async {
+        for await event in events {
+            switch event {
+            case .identified(let peer, _, _):
+                if let connection = state.withLockedValue({ $0.awaitingIdentify.removeValue(forKey: peer) }) {
+                    noteInbound(peer, connection: connection)
+                }
+            case .disconnected(let peer, _, let remaining) where remaining == 0:
+                state.withLockedValue { _ = $0.awaitingIdentify.removeValue(forKey: peer) }
+            default:
+                break
+            }
+        }
     }
 
     /// A peer's listen addresses made dialable: an unspecified IP (`0.0.0.0`, `::`) is replaced by

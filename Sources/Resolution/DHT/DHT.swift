@@ -30,7 +30,9 @@ public final class DHT: Sendable {
         var providers: ProviderStore
         var inboundStreams: InboundStreamSlots<MuxedStream>
         /// Peers whose kad stream arrived before identify finished; they are added once it has.
-        var awaitingIdentify: Set<PeerID> = []
+        /// Peers whose kad stream arrived before identify completed, with the connection it came
+        /// on: decided on their `identified` host event (`watchIdentify`), dropped on disconnect.
+        var awaitingIdentify: [PeerID: Connection] = [:]
         /// Peers being dialled back before they may enter the routing table (spec/dht.md §4).
         var dialBacks: Set<PeerID> = []
         /// When a peer's last dial-back failed; bounded (the oldest is forgotten first).
@@ -107,6 +109,10 @@ public final class DHT: Sendable {
             return state.mode
         }
         if mode == .server {
+            // Subscribed before kad streams are served: an identify that completes after a stream
+            // found no peer info is seen here.
+            let events = host.events(label: "dht")
+            host.spawn("dht: identify events") { [self] in await watchIdentify(events) }
             host.handle(configuration.protocolID) { [self] stream in
                 await serve(stream)
             }
