@@ -384,7 +384,7 @@ extension DHT {
         let stale = result.closest.prefix(configuration.replicationFactor).filter { !choice.upToDate.contains($0.id) }
         if !stale.isEmpty {
             let record = choice.record
-            Task { [self] in
+            host.spawn("dht: correcting stale replicas of \(name)") { [self] in
                 let (stored, _) = await put(record, to: Array(stale))
                 if !stored.isEmpty {
                     logger.debug("resolve: corrected stale replicas", metadata: ["name": "\(name)", "count": "\(stored.count)"])

@@ -108,11 +108,11 @@ public final class DHT: Sendable {
             }
             return state.mode
         }
+        // Subscribed before kad streams are served (in either mode: `auto` may become server
+        // later): an identify that completes after a stream found no peer info is seen here.
+        let events = host.events(label: "dht")
+        host.spawn("dht: identify events") { [self] in await watchIdentify(events) }
         if mode == .server {
-            // Subscribed before kad streams are served: an identify that completes after a stream
-            // found no peer info is seen here.
-            let events = host.events(label: "dht")
-            host.spawn("dht: identify events") { [self] in await watchIdentify(events) }
             host.handle(configuration.protocolID) { [self] stream in
                 await serve(stream)
             }
@@ -171,7 +171,7 @@ public final class DHT: Sendable {
             return true
         }
         guard due else { return }
-        Task { [self] in
+        host.spawn("dht: republish after joining") { [self] in
             try? await Task.sleep(nanoseconds: 500_000_000)
             state.withLockedValue { $0.republishScheduled = false }
             await republishOwnRecords()
