@@ -27,8 +27,9 @@ public struct ConnectionInfo: Sendable {
 /// One upgraded libp2p connection: the yamux session over a `SecureConnectionHandler`, as the
 /// pipeline handler that performs the session's actions, plus the streams' application-facing state.
 ///
-/// `@unchecked Sendable`: every mutable property is read and written only on `eventLoop` — the
-/// handler callbacks run there, and every public method hops there before touching state.
+/// `@unchecked Sendable`: every mutable stored property is read and written only on `eventLoop`
+/// (the handler callbacks run there, and every method hops there before touching state), except
+/// those in lock boxes (`remote`, `closingFlag`), which any thread may read.
 public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundIn = Never
@@ -86,11 +87,17 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private let established: EventLoopPromise<Connection>
     private var establishedDone = false
 
-    /// Set when the handshake completes.
-    public private(set) var remotePeer: PeerID?
+    /// Who is at the other end and where: written on the event loop (the remote address when the
+    /// handler is added, both at establishment), read from any thread (the host's registry, stream
+    /// handlers), hence behind a lock of its own.
+    private let remote: NIOLockedValueBox<(peer: PeerID?, address: Multiaddr?)>
+
+    /// The authenticated peer; nil until the handshake completes.
+    public var remotePeer: PeerID? { remote.withLockedValue { $0.peer } }
+    /// The remote address: the socket's (TCP) or the circuit address (relayed).
+    public var remoteAddress: Multiaddr? { remote.withLockedValue { $0.address } }
     /// When the handshake completed (on the event loop).
     private var establishedAt: NIODeadline?
-    public private(set) var remoteAddress: Multiaddr?
     /// Completes when the connection is closed.
     public let closeFuture: EventLoopFuture<Void>
     private let closePromise: EventLoopPromise<Void>
@@ -108,7 +115,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     ) {
         self.id = id
         self.path = transport.path
-        self.remoteAddress = transport.remoteAddress
+        self.remote = NIOLockedValueBox((nil, transport.remoteAddress))
         self.liveness = liveness
         self.identifyTimeout = identifyTimeout
         self.direction = direction
@@ -136,7 +143,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         }
         self.inbound = context.channel.allocator.buffer(capacity: 0)
         if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
-            remoteAddress = socketAddress
+            remote.withLockedValue { $0.address = socketAddress }
         }
         // Failures before the peer is authenticated can only name the address: log it.
         if let remoteAddress { logger[metadataKey: "remote"] = "\(remoteAddress)" }
@@ -147,11 +154,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        remotePeer = info.remotePeer
+        remote.withLockedValue { $0.peer = info.remotePeer }
         establishedAt = .now()
         lastStreamTraffic = establishedAt!
         if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
-            remoteAddress = socketAddress
+            remote.withLockedValue { $0.address = socketAddress }
         }
         logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
         session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
