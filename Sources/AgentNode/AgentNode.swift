@@ -89,6 +89,9 @@ public final class AgentNode: Service, Sendable {
             autonatServer = AutoNATServer.register(on: host, configuration: serverConfiguration, logger: logger)
         }
 
+        // Circuit transport, STOP and DCUtR on every node; hop as --relay-service says.
+        let relaying = NodeRelaying(host: host, configuration: configuration, logger: logger)
+
         var bound: [Multiaddr] = []
         var failures: [String] = []
         for address in configuration.listenAddresses {
@@ -120,9 +123,11 @@ public final class AgentNode: Service, Sendable {
         autonatConfiguration.tracker.scopeRule = scopeRule
         let autonat = AutoNATService.start(on: host, configuration: autonatConfiguration, logger: logger)
         let events = NodeEvents(onPublish: onEvent)
+        relaying.keep(configuration.relayAddresses)
 
         var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
-        NodeControlAPI.registerNATMethods(&methods, events: events, autonat: autonat, server: autonatServer)
+        NodeControlAPI.registerNATMethods(
+            &methods, events: events, autonat: autonat, server: autonatServer, relaying: relaying)
         NodeControlAPI.registerDHTMethods(&methods, dht: dht)
         NodeControlAPI.registerLimitsMethods(
             &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
@@ -169,6 +174,7 @@ public final class AgentNode: Service, Sendable {
             Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
         logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
         Self.followReachability(host: host, autonat: autonat, dht: dht, events: events)
+        relaying.follow(dht: dht, autonat: autonat, nodeEvents: events)
 
         let maintenance = Task { await dht.runMaintenance() }
         await withGracefulShutdownHandler {

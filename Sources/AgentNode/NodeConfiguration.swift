@@ -31,6 +31,18 @@ public struct NodeConfiguration: Sendable {
     /// The AutoNAT client's timing (spec/network.md, "AutoNAT v1"); its address rule is made from
     /// `host.publicNetworks` when the node starts.
     public var autonat = AutoNATService.Configuration()
+    /// Relays to hold a reservation at (`--relay`, each ending in `/p2p/<relay id>`), kept and
+    /// renewed for the node's life. Empty: relays are chosen among connected peers that offer hop
+    /// while AutoNAT says this node is private (spec/network.md, "agentd and relays").
+    public var relayAddresses: [Multiaddr] = []
+    /// Serve circuit relay v2 hop (`--relay-service on|off|auto`; auto: while AutoNAT says public).
+    public var relayService = RelayServiceMode.auto
+    /// The relay service's limits.
+    public var relayLimits = RelayLimits()
+    /// Automatic relay choice: at most this many reservations at relays chosen among connected peers.
+    public var automaticRelays = 2
+    /// DCUtR's timeouts.
+    public var holePunch = HolePunchService.Configuration()
     /// The SQLite database (default: DATA_DIR/agentd.db); nil keeps records in memory only.
     public var databasePath: String?
 
@@ -40,4 +52,14 @@ public struct NodeConfiguration: Sendable {
         self.apiSocketPath = apiSocketPath ?? dataDirectory.apiSocketPath
         self.databasePath = dataDirectory.databasePath
     }
+}
+
+/// When the node serves circuit relay v2 hop (`--relay-service`).
+public enum RelayServiceMode: String, Sendable, CaseIterable {
+    /// Always.
+    case on
+    /// Never.
+    case off
+    /// While AutoNAT says the node is reachable from outside (public); stopped when it says private.
+    case auto
 }

@@ -193,7 +193,7 @@ extension NodeControlAPI {
                 failures.append("\(address): not dialled (out of this node's address scope)")
                 continue
             }
-            let full = address.peerIDMultihash == nil ? address.appending(Multiaddr.Component.p2p(peer.multihash)) : address
+            let full = address.ending(in: peer)
             do {
                 _ = try await host.connect(to: full)
                 return peer

@@ -6,10 +6,11 @@ import Network
 /// Reachability in the control API (spec/control-api.md): `nat` and `events.subscribe`.
 extension NodeControlAPI {
     static func registerNATMethods(
-        _ methods: inout ControlAPIMethods, events: NodeEvents, autonat: AutoNATService, server: AutoNATServer?
+        _ methods: inout ControlAPIMethods, events: NodeEvents, autonat: AutoNATService, server: AutoNATServer?,
+        relaying: NodeRelaying? = nil
     ) {
         methods.register("nat") { _ in
-            natStatus(autonat.status, server: server)
+            natStatus(autonat.status, server: server, relay: relaying?.natFields())
         }
 
         // Notifications `{"jsonrpc":"2.0","method":"event","params":{"event":…}}` for every node
@@ -27,7 +28,9 @@ extension NodeControlAPI {
     }
 
     /// The `nat` result (spec/control-api.md §8.7).
-    static func natStatus(_ status: AutoNATService.Status, server: AutoNATServer?) -> JSONValue {
+    static func natStatus(
+        _ status: AutoNATService.Status, server: AutoNATServer?, relay: [String: JSONValue]? = nil
+    ) -> JSONValue {
         let tracker = status.tracker
         func seconds(_ at: NIODeadline) -> JSONValue {
             .number(Double(max(0, (status.at - at).nanoseconds)) / 1e9)
@@ -54,7 +57,7 @@ extension NodeControlAPI {
             serverObject["answers"] = .object(
                 Dictionary(uniqueKeysWithValues: answered.map { ($0.key.description, .number($0.value)) }))
         }
-        return .object([
+        var result: [String: JSONValue] = [
             "reachability": .string(tracker.reachability.rawValue),
             "confidence": .number(tracker.confidence),
             "observed_ips": .array(tracker.observedIPs.map { .string($0.description) }),
@@ -63,9 +66,10 @@ extension NodeControlAPI {
             "votes": .array(votes),
             "answers": .array(answers),
             "autonat_server": .object(serverObject),
-            // Circuit relay v2 (issue #11) fills these: the reservations this node holds at relays,
-            // and its own relay service's usage. Until it lands the node holds none and serves none.
             "relay_reservations": .array([]),
-        ])
+        ]
+        // The reservations this node holds at relays, and its own relay service's state and usage.
+        if let relay { result.merge(relay) { $1 } }
+        return .object(result)
     }
 }

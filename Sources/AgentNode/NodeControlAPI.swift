@@ -32,6 +32,7 @@ enum NodeControlAPI {
                         var object: [String: JSONValue] = [
                             "peer_id": .string(info.remotePeer.description),
                             "addr": info.remoteAddress.map { .string($0.description) } ?? .null,
+                            "path": .string(info.path.name),
                             "direction": .string(info.direction.rawValue),
                             "streams": .number(info.streams),
                             "latency_ms": info.latency.map { .number(Double($0.nanoseconds) / 1e6) } ?? .null,
@@ -54,6 +55,7 @@ enum NodeControlAPI {
                 "peer_id": .string(connection.remotePeer?.description ?? ""),
                 "addr": .string(address.description),
                 "direction": .string(connection.direction.rawValue),
+                "path": .string(connection.path.name),
             ])
         }
 
@@ -63,10 +65,16 @@ enum NodeControlAPI {
             }
             let count = try integer(params, "count", in: 1...1000) ?? 1
             let peer = try await resolvePeer(target, host: host, dht: dht)
-            let rtts = try await call { try await Ping.ping(host, peer: peer, count: count) }
+            // The connection new streams to the peer use: the direct one when there is one.
+            guard let connection = host.connection(to: peer) else {
+                throw ControlAPIError.failed("the connection to \(peer) closed", kind: "connection_failed")
+            }
+            let rtts = try await call { try await Ping.ping(host, on: connection, count: count) }
             return .object([
                 "peer_id": .string(peer.description),
                 "rtts_ms": .array(rtts.map { .number($0.seconds * 1000) }),
+                "path": .string(connection.path.name),
+                "addr": connection.remoteAddress.map { .string($0.description) } ?? .null,
             ])
         }
 

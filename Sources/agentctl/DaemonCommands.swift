@@ -47,7 +47,7 @@ struct IDCommand: AsyncParsableCommand {
 
 struct PeersCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "peers", abstract: "List connected peers: id, address, direction, latency.")
+        commandName: "peers", abstract: "List connections: peer id, address, path (direct or relayed), direction, latency.")
 
     @OptionGroup var daemon: DaemonOptions
     @OptionGroup var output: OutputOptions
@@ -60,7 +60,8 @@ struct PeersCommand: AsyncParsableCommand {
                 let id = peer["peer_id"]?.stringValue ?? "?"
                 let address = peer["addr"]?.stringValue ?? "-"
                 let direction = peer["direction"]?.stringValue ?? "?"
-                return "\(id)  \(address)  \(direction)  \(milliseconds(peer["latency_ms"]))\n"
+                let path = peer["path"]?.stringValue ?? "?"
+                return "\(id)  \(address)  \(path)  \(direction)  \(milliseconds(peer["latency_ms"]))\n"
             }.joined()
         }
     }
@@ -79,7 +80,7 @@ struct ConnectCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await callDaemon(daemon, output, "connect", .object(["addr": .string(multiaddr)])) { result in
-            "connected to \(result["peer_id"]?.stringValue ?? "?")\n"
+            "connected to \(result["peer_id"]?.stringValue ?? "?") (\(result["path"]?.stringValue ?? "?"))\n"
         }
     }
 }
@@ -88,7 +89,7 @@ struct PingCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ping", abstract: "Ping a peer (multiaddr, NAME.agent, or peer id of a connected peer) with /ipfs/ping/1.0.0.")
 
-    @Argument(help: "A multiaddr ending in /p2p/<peer id>, or the peer id of a connected peer.")
+    @Argument(help: "A multiaddr ending in /p2p/<peer id> (a /p2p-circuit one too), NAME.agent, or the peer id of a connected peer.")
     var target: String
     @Option(help: "Number of pings (1-1000).")
     var count: Int = 3
@@ -103,8 +104,9 @@ struct PingCommand: AsyncParsableCommand {
         let params: JSONValue = .object(["target": .string(target), "count": .number(count)])
         try await callDaemon(daemon, output, "ping", params) { result in
             let peer = result["peer_id"]?.stringValue ?? "?"
+            let path = result["path"]?.stringValue ?? "?"
             return (result["rtts_ms"]?.arrayValue ?? []).enumerated().map { index, rtt in
-                "pong from \(peer): seq=\(index + 1) time=\(milliseconds(rtt))\n"
+                "pong from \(peer) (\(path)): seq=\(index + 1) time=\(milliseconds(rtt))\n"
             }.joined()
         }
     }

@@ -44,7 +44,29 @@ struct NATCommand: AsyncParsableCommand {
                 text += "autonat server: off\n"
             }
             let reservations = result["relay_reservations"]?.arrayValue ?? []
-            text += "relay reservations: \(reservations.isEmpty ? "none" : "\(reservations.count)")\n"
+            if reservations.isEmpty { text += "relay reservations: none\n" }
+            for reservation in reservations {
+                let expires = reservation["expires"]?.doubleValue.map {
+                    String(format: "expires in %.0f s", $0 - Date().timeIntervalSince1970)
+                } ?? ""
+                let voucher = reservation["voucher_verified"]?.boolValue == true ? "voucher verified" : "no valid voucher"
+                text += "reservation:   \(reservation["relay"]?.stringValue ?? "?") (\(voucher), \(expires))\n"
+                for address in reservation["addrs"]?.arrayValue ?? [] {
+                    text += "  address:     \(address.stringValue ?? "?")\n"
+                }
+            }
+            if let service = result["relay_service"] {
+                let mode = service["mode"]?.stringValue ?? "?"
+                if service["serving"]?.boolValue == true {
+                    text += "relay service: serving (\(mode)): \(service["reservations"]?.intValue ?? 0) reservations, "
+                    text += "\(service["circuits"]?.intValue ?? 0) circuits open, "
+                    text += "\(service["circuits_relayed"]?.intValue ?? 0) relayed, \(service["bytes_relayed"]?.uint64Value ?? 0) bytes; "
+                    text += "refused \(service["reservations_refused"]?.intValue ?? 0) reservations, "
+                    text += "\(service["circuits_refused"]?.intValue ?? 0) circuits\n"
+                } else {
+                    text += "relay service: not serving (\(mode))\n"
+                }
+            }
             return text
         }
     }

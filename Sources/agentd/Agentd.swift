@@ -23,7 +23,10 @@ struct Agentd: AsyncParsableCommand {
             stdout: {"event":"ready","peer_id":"…","addrs":["…"],"listen_addrs":["…"],"api":"…"}
             (addrs: where to dial it, with /p2p; listen_addrs: as bound), then one JSON line per node
             event, e.g. {"event":"autonat","verdict":"public|private|unknown","confidence":N} when
-            AutoNAT first reaches a verdict and whenever it or its confidence changes; logs go to stderr.
+            AutoNAT first reaches a verdict and whenever it or its confidence changes,
+            {"event":"reservation","relay":…,"addrs":[…],"expires":UNIX} and {"event":"reservation_lost",…}
+            for relay reservations, {"event":"hole_punch","peer":…,"result":"direct|failed","attempts":N,"ms":…}
+            for DCUtR upgrades of relayed connections; logs go to stderr.
             SIGINT or SIGTERM shut it down cleanly (GoAway on every connection, socket removed).
 
             It joins the network through its bootstrap peers (--bootstrap, else the first
@@ -98,6 +101,16 @@ struct Agentd: AsyncParsableCommand {
         help: "on or off: dial peers back so they learn whether they are reachable (AutoNAT v1, rate-limited; spec/network.md).")
     var autonatServer: String = "on"
 
+    @Option(
+        name: .customLong("relay"),
+        help: "Hold a circuit relay v2 reservation at this relay, a multiaddr ending in /p2p/<relay id> (repeatable; the node is then reachable at …/p2p/<relay id>/p2p-circuit/p2p/<own id>; default: relays chosen among connected peers while AutoNAT says private).")
+    var relay: [String] = []
+
+    @Option(
+        name: .customLong("relay-service"),
+        help: "on, off or auto: serve circuit relay v2 (hop) to other peers; auto serves while AutoNAT says this node is reachable from outside.")
+    var relayService: String = "auto"
+
     @Option(name: .customLong("dht-protocol"), help: "The kad protocol id (use /ipfs/kad/1.0.0 to join libp2p DHTs).")
     var dhtProtocol: String = DHTConfiguration.agentProtocolID
 
@@ -131,6 +144,10 @@ struct Agentd: AsyncParsableCommand {
         guard ["on", "off"].contains(autonatServer) else {
             throw ValidationError("--autonat-server must be on or off")
         }
+        guard RelayServiceMode(rawValue: relayService) != nil else {
+            throw ValidationError("--relay-service must be on, off or auto")
+        }
+        _ = try relayAddresses()
         guard DHTMode(rawValue: dhtMode) != nil else {
             throw ValidationError("--dht-mode must be client, server or auto")
         }
@@ -172,6 +189,25 @@ struct Agentd: AsyncParsableCommand {
         }
     }
 
+    /// `--relay`: a relay's direct address ending in its `/p2p/<peer id>`.
+    func relayAddresses() throws -> [Multiaddr] {
+        try relay.map { text in
+            let address: Multiaddr
+            do {
+                address = try Multiaddr(text)
+            } catch {
+                throw ValidationError("bad --relay \"\(text)\": \(error)")
+            }
+            guard case .p2p? = address.components.last, AddressScopeRule.isDialable(address),
+                !address.components.contains(.p2pCircuit)
+            else {
+                throw ValidationError(
+                    "bad --relay \"\(text)\": give the relay's TCP address ending in /p2p/<relay id>, e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…")
+            }
+            return address
+        }
+    }
+
     /// `--public-cidr`: IP networks in CIDR notation.
     func publicNetworks() throws -> [IPNetwork] {
         try publicCIDR.map { text in
@@ -200,6 +236,8 @@ struct Agentd: AsyncParsableCommand {
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         configuration.perf = perf
         configuration.servesAutoNAT = autonatServer == "on"
+        configuration.relayAddresses = try relayAddresses()
+        configuration.relayService = RelayServiceMode(rawValue: relayService)!
         configuration.host.announcedAddresses = try announcedAddresses()
         configuration.host.publicNetworks = try publicNetworks()
         if let limits {

@@ -347,15 +347,24 @@ final class HostCore: @unchecked Sendable {
     /// address as working. The dial is not shared with `pendingDials`, which stand for "some
     /// connection to the peer", not for this address.
     private func connectThrough(_ address: Multiaddr, peer: PeerID) async throws -> Connection {
-        let target = Multiaddr(address.components.filter { if case .p2p = $0 { return false } else { return true } })
+        // The address as a connection records it: without the peer's /p2p (a circuit address keeps
+        // its relay's).
+        var components = address.components
+        if case .p2p? = components.last { components.removeLast() }
+        let target = Multiaddr(components)
         let existing = lock.withLock {
             connectionsByPeer[peer]?.first { !$0.isClosing && $0.direction == .outbound && $0.remoteAddress == target }
         }
         if let existing { return existing }
         let eventLoop = group.next()
         let dialled = try await eventLoop.flatSubmit { [self] in self.dial(address, peer: peer, on: eventLoop) }.get()
-        // One logical connection per peer (`register`): the new one may have lost to an older one.
-        return connection(to: peer) ?? dialled
+        // One logical connection per peer and path (`register`): the new one may have lost to an
+        // older one of its path, which answers instead (a relayed dial never answers with the
+        // direct connection: the caller asked for the circuit).
+        if !dialled.isClosing { return dialled }
+        return lock.withLock {
+            connectionsByPeer[peer]?.first { !$0.isClosing && $0.path.isRelayed == dialled.path.isRelayed }
+        } ?? dialled
     }
 
     /// The transport that dials `address`, or an error naming what is supported.
@@ -394,6 +403,13 @@ final class HostCore: @unchecked Sendable {
         try checkNotShutDown()
         guard let ip = IPAddress(address) else {
             throw NetworkError(.invalidAddress, "\(address) is not an IP address to punch to")
+        }
+        // The deny list holds for punches as for any dial (`connect`).
+        if resources.isDenied(peer) {
+            throw NetworkError(.refused, "peer \(peer) is blocked (agentctl unblock \(peer) lifts it)")
+        }
+        if let network = resources.deniedNetwork(containing: ip) {
+            throw NetworkError(.refused, "\(address) is in the blocked network \(network) (agentctl unblock \(network) lifts it)")
         }
         let listener = lock.withLock { boundAddresses.first { IPAddress($0)?.family == ip.family } }
         guard let listener, let local = try? TCPAddress.hostAndPort(of: listener),

@@ -25,7 +25,18 @@ public enum Ping {
     /// task resets the stream and throws `CancellationError`.
     /// - Throws: `NetworkError.protocolViolation` if an echo differs from what was sent.
     public static func ping(_ host: Host, peer: PeerID, count: Int = 1) async throws -> [Duration] {
-        let stream = try await host.newStream(to: peer, protocols: [protocolID])
+        guard let connection = host.connection(to: peer) else {
+            throw NetworkError(.connectionFailed, "not connected to \(peer)")
+        }
+        return try await ping(host, on: connection, count: count)
+    }
+
+    /// Pings the peer of `connection` over that connection (`agentctl ping` reports its path).
+    public static func ping(_ host: Host, on connection: Connection, count: Int = 1) async throws -> [Duration] {
+        guard let peer = connection.remotePeer else {
+            throw NetworkError(.connectionFailed, "the connection has no authenticated peer")
+        }
+        let stream = try await host.newStream(on: connection, protocols: [protocolID])
         defer { stream.reset() }
         do {
             return try await withTaskCancellationHandler {

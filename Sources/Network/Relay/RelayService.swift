@@ -41,7 +41,7 @@ public final class RelayService: Sendable {
         var logger = host.core.logger
         logger[metadataKey: "service"] = "relay"
         self.logger = logger
-        host.handle(CircuitRelay.hopProtocolID) { [self] stream in await self.serve(stream) }
+        start()
         let events = host.events(label: "relay service")
         host.spawn("relay service: connection events") { [self] in
             for await event in events {
@@ -56,6 +56,21 @@ public final class RelayService: Sendable {
     }
 
     static let protectionTag = "relay-reservation"
+
+    /// Whether hop is served now (`stop()` / `start()`; agentd's `--relay-service auto` follows
+    /// AutoNAT with them).
+    public var isServing: Bool { host.protocols.contains(CircuitRelay.hopProtocolID) }
+
+    /// Serves hop again after `stop()` (peers learn it by identify push).
+    public func start() {
+        host.handle(CircuitRelay.hopProtocolID) { [self] stream in await self.serve(stream) }
+    }
+
+    /// Stops serving hop: new reservations and circuits are refused at protocol negotiation;
+    /// reservations granted before run out at their expiry, circuits open now run to their end.
+    public func stop() {
+        host.unhandle(CircuitRelay.hopProtocolID)
+    }
 
     /// Current usage.
     public var usage: Usage {

@@ -547,7 +547,7 @@ public final class DHT: Sendable {
     }
 
     static func withPeer(_ address: Multiaddr, _ peer: PeerID) -> Multiaddr {
-        address.peerIDMultihash == nil ? address.appending(.p2p(peer.multihash)) : address
+        address.ending(in: peer)
     }
 
     static func unique(_ addresses: [Multiaddr]) -> [Multiaddr] {
