@@ -86,6 +86,18 @@ struct AutoNATProcessTests {
             #expect(text.stdoutText.contains("\(a.peer) OK"))
             // --dht-mode auto: public keeps the server mode.
             #expect((try agentctl(dirs.1, "dht", "peers", "--json").json())["mode"] as? String == "server")
+            // --relay-service auto (the default): public serves hop (it follows the event; wait for it).
+            var serving = false
+            for _ in 0..<200 {
+                let service = (try agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
+                #expect(service?["mode"] as? String == "auto")
+                serving = service?["serving"] as? Bool == true
+                if serving { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(serving)
+            let protocols = try #require((try agentctl(dirs.1, "id", "--json").json())["protocols"] as? [String])
+            #expect(protocols.contains("/libp2p/circuit/relay/0.2.0/hop"))
         }
     }
 
@@ -109,6 +121,11 @@ struct AutoNATProcessTests {
             }
             #expect(mode == "client")
             #expect((try agentctl(dirs.0, "dht", "peers", "--json").json())["mode"] as? String == "server")
+            // --relay-service auto: a private node does not relay.
+            let service = (try agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
+            #expect(service?["mode"] as? String == "auto" && service?["serving"] as? Bool == false)
+            #expect(!(try agentctl(dirs.1, "id", "--json").json()["protocols"] as? [String] ?? []).contains(
+                "/libp2p/circuit/relay/0.2.0/hop"))
             // B no longer offers kad: A learns it from the identify push.
             var offered = true
             for _ in 0..<200 {
@@ -138,5 +155,9 @@ struct AutoNATProcessTests {
         }
         let bad = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--autonat-server", "maybe"])
         #expect(bad.status == 2 && bad.stderr.contains("--autonat-server must be on or off"))
+        let badRelayService = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay-service", "maybe"])
+        #expect(badRelayService.status == 2 && badRelayService.stderr.contains("--relay-service must be on, off or auto"))
+        let badRelay = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay", "/ip4/127.0.0.1/tcp/4001"])
+        #expect(badRelay.status == 2 && badRelay.stderr.contains("bad --relay"))
     }
 }
