@@ -186,19 +186,19 @@ extension NodeControlAPI {
         if host.connection(to: peer) != nil { return peer }
         var failures: [String] = []
         // A record's addresses are its owner's word: dialled only as the scope rule allows
-        // (spec/network.md, "Addresses").
+        // (spec/network.md, "Addresses"), by the dial policy (direct ones raced, relayed ones
+        // after them or after a head start; "Dial policy").
         let rule = host.addressScopeRule
-        for address in resolved.record.record.addresses {
-            guard rule.permits(address, from: .thirdParty) else {
-                failures.append("\(address): not dialled (out of this node's address scope)")
-                continue
-            }
-            let full = address.ending(in: peer)
+        let addresses = resolved.record.record.addresses
+        for address in addresses where !rule.permits(address, from: .thirdParty) {
+            failures.append("\(address): not dialled (out of this node's address scope)")
+        }
+        if addresses.contains(where: { rule.permits($0, from: .thirdParty) }) {
             do {
-                _ = try await host.connect(to: full)
+                _ = try await host.connect(to: peer, addresses: addresses, origin: .thirdParty)
                 return peer
             } catch {
-                failures.append("\(address): \(error)")
+                failures.append("\(error)")
             }
         }
         throw ControlAPIError.failed(

@@ -518,18 +518,19 @@ public final class DHT: Sendable {
         if let connection = host.connection(to: peer.id), !connection.isClosing { return connection }
         let plan = dialPlan(for: peer, hearsay: hearsay)
         var lastError: (any Error)?
-        for address in plan.known.prefix(4) {
+        // Each group by the host's dial policy (ranked, raced, relayed after direct).
+        if !plan.known.isEmpty {
             do {
-                return try await host.connect(to: Self.withPeer(address, peer.id))
+                return try await host.connect(to: peer.id, addresses: Array(plan.known.prefix(4)))
             } catch {
                 lastError = error
             }
         }
         let knownFailed = !plan.known.isEmpty
         progress.withLockedValue { $0.diallingHearsay = !knownFailed }
-        for address in plan.hearsay.prefix(4) {
+        if !plan.hearsay.isEmpty {
             do {
-                let connection = try await host.connect(to: Self.withPeer(address, peer.id))
+                let connection = try await host.connect(to: peer.id, addresses: Array(plan.hearsay.prefix(4)))
                 progress.withLockedValue { $0.diallingHearsay = false }
                 return connection
             } catch {
