@@ -21,8 +21,8 @@ struct RelayBenchmark: AsyncParsableCommand {
     var runs = 3
     @Option(help: "Relayed dials (and hole punches) measured.")
     var dials = 50
-    @Option(help: "Idle circuits held open for the memory figure.")
-    var circuits = 100
+    @Option(help: "Idle circuits held open for the memory figure (B accepts at most 64 inbound circuits per relay: the protocol_peer stream limit).")
+    var circuits = 50
     @Flag(help: "Small sizes (smoke test).")
     var quick = false
 
