@@ -31,7 +31,7 @@ struct RelayLabTests {
             let a = try await lab.startAgentd(in: .hostA, arguments: ["--bootstrap", relay.address])
             let resolved = try a.agentctl(["resolve", "b.agent", "--json"], timeout: 30)
             #expect(resolved.status == 0, "resolve: \(resolved.stdoutText) \(resolved.stderr)")
-            let addrs = try resolved.json()["addrs"] as? [String] ?? []
+            let addrs = try resolved.json()["addresses"] as? [String] ?? []
             #expect(addrs.contains(circuit), "b.agent's addresses: \(addrs)")
 
             let ping = try a.agentctl(["ping", "b.agent", "--json"], timeout: 30)
@@ -72,7 +72,7 @@ struct RelayLabTests {
             #expect(try lab.directFlows(on: .routerA).allSatisfy { $0.state != "ESTABLISHED" })
             let resolved = try a.agentctl(["resolve", "b.agent", "--json"], timeout: 30)
             #expect(resolved.status == 0)
-            #expect((try resolved.json()["addrs"] as? [String] ?? []).contains(circuit))
+            #expect((try resolved.json()["addresses"] as? [String] ?? []).contains(circuit))
             let after = try a.agentctl(["ping", "b.agent", "--json"], timeout: 30)
             #expect(after.status == 0, "ping after the failed punch: \(after.stderr)")
             #expect(try after.json()["path"] as? String == "relayed", "\(after.stdoutText)")
