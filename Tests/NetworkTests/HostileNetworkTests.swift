@@ -415,7 +415,11 @@ struct HostileNetworkTests {
     func pingFloodWithoutReading() async throws {
         try await TestNetwork.run { net in
             let owedLimit = net.victim.core.configuration.yamux.maximumPendingControlFrames
+            let events = net.victim.events(label: "test")
             let peer = try await RawYamuxPeer.connect(to: net)
+            // The peer identifies first: on a loaded machine the flood can outlast the identify
+            // deadline, which would then close the connection before the owed-frame limit does.
+            try await peer.completeIdentify(observing: events)
             try await peer.ping()
             // From now on nothing is read: the answers fill our socket, then the node's; past that the
             // node must stop holding answers for us instead of queueing them without bound.
@@ -980,6 +984,18 @@ final class RawYamuxPeer {
             }
             if done(frame) { return frame }
         }
+    }
+
+    /// Answers the node's identify with an empty message (every field is optional) and returns
+    /// once the node took it (`events`, subscribed before connecting): from then on the identify
+    /// deadline no longer applies to this connection.
+    func completeIdentify(observing events: AsyncStream<HostEvent>) async throws {
+        let id = try await acceptStream(proposing: Identify.protocolID)
+        try await send([.data(id, ByteBuffer(), flags: .fin)])
+        for await event in events {
+            if case .identified(let peer, _, _) = event, peer == peerID { return }
+        }
+        throw RawPeerError.closed("the node's events, before it took our identify")
     }
 
     /// Pings the node and waits for the answer: it still reads and answers this connection.

@@ -1,7 +1,9 @@
 import Foundation
 import Identity
+import Logging
 import Multiformats
 import NIOCore
+import NIOEmbedded
 import Testing
 
 @testable import Network
@@ -30,8 +32,35 @@ struct LivenessTests {
             #expect(
                 net.log.lines(containing: "identify did not complete within 2000 ms").count == 1,
                 "node log:\n\(net.log)")
-            // An honest peer identifies at once and stays.
-            await net.expectGoodPeerServed()
+            // That an honest peer's connection stays is `identifyCompletionCancelsDeadline` below,
+            // on virtual time: here the 2 s deadline would apply to it too, and a loaded machine
+            // can take longer than that to identify an honest peer.
+        }
+    }
+
+    @Test(
+        "identify completing cancels the identify deadline; without it the connection closes at the deadline, not before"
+    )
+    func identifyCompletionCancelsDeadline() throws {
+        for completes in [false, true] {
+            let loop = EmbeddedEventLoop()
+            let connection = Connection(
+                id: 1, direction: .inbound,
+                transport: TransportChannelInfo(path: .direct, remoteAddress: nil, remoteIP: nil), eventLoop: loop,
+                host: nil, configuration: YamuxConfiguration(),
+                liveness: ConnectionLiveness(streamQuietPeriod: .seconds(30), idleTimeout: nil),
+                identifyTimeout: .seconds(2), logger: Logger(label: "test"))
+            let channel = EmbeddedChannel(handler: connection, loop: loop)
+            let peer = Ed25519.PrivateKey().publicKey
+            channel.pipeline.fireUserInboundEventTriggered(
+                SecureConnectionEvent.established(
+                    .init(remotePeer: PeerID(publicKey: peer), remoteIdentity: peer, muxer: "/yamux/1.0.0")))
+            loop.advanceTime(by: .milliseconds(1999))
+            #expect(!connection.isClosing, "closed before the identify deadline")
+            if completes { connection.identifyCompleted() }
+            loop.advanceTime(by: .seconds(10))
+            #expect(connection.isClosing == !completes, "identify completed: \(completes)")
+            _ = try? channel.finish()
         }
     }
 
@@ -95,9 +124,14 @@ struct LivenessTests {
             $0.streamQuietPeriod = .seconds(1)
         }) { net in
             let good = net.makeGoodHost()
+            // Protected until the silent stream is open: on a loaded machine setting up can take
+            // longer than the 1 s idle timeout, which would close the connection before the test.
+            net.victim.protect(good.peerID, tag: "setup")
             let onVictim = try await net.connectSettled(good)
             let stream = try await good.newStream(to: net.victim.peerID, protocols: [Ping.protocolID])
             // The victim's ping handler waits on the stream, which never carries a ping.
+            #expect(try await onVictim.eventLoop.submit { onVictim.info()?.streams }.get() == 1)
+            #expect(!net.victim.unprotect(good.peerID, tag: "setup"))
             let closed = await HostCore.wait(for: onVictim.closeFuture, timeout: .seconds(15))
             #expect(closed, "a connection with a silent ping stream was never closed as idle")
             stream.reset()
