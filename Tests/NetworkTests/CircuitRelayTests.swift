@@ -521,3 +521,106 @@ struct HolePunchTests {
         try await trio.shutdown()
     }
 }
+
+extension CircuitRelayTests {
+    @Test("a reservation flood from one IP: past the per-IP limit RESERVATION_REFUSED, renewals still granted, a slot freed by a peer that leaves")
+    func reservationFlood() async throws {
+        var limits = RelayLimits()
+        limits.maximumReservationsPerIP = 3
+        let trio = try await RelayTrio.start(limits: limits)
+        var flooders: [(Network.Host, RelayClient)] = []
+        for _ in 0..<5 {
+            let host = Network.Host(identity: Ed25519.PrivateKey(), group: trio.group)
+            flooders.append((host, RelayClient(host: host)))
+        }
+        var granted = 0
+        var refused: [NetworkError] = []
+        for (_, client) in flooders {
+            do {
+                _ = try await client.reserve(at: trio.relayAddress)
+                granted += 1
+            } catch let error as NetworkError {
+                refused.append(error)
+            }
+        }
+        #expect(granted == 3)
+        #expect(refused.count == 2 && refused.allSatisfy { $0.kind == .resourceLimit && $0.message.contains("RESERVATION_REFUSED") }, "\(refused)")
+        // A renewal is not a new reservation.
+        _ = try await flooders[0].1.reserve(at: trio.relayAddress)
+        #expect(trio.relayService.usage.reservations == 3)
+        #expect(trio.relayService.usage.reservationsRefused == 2)
+        // A flooder that leaves frees its slot (its reservation ends with its connection).
+        var relayEvents = trio.relay.events(label: "test").makeAsyncIterator()
+        let leaving = flooders[1].0
+        await leaving.shutdown()
+        _ = await HostEventsTests.read(&relayEvents) {
+            if case .disconnected(leaving.peerID, _, 0) = $0 { true } else { false }
+        }
+        #expect(await eventually { trio.relayService.usage.reservations == 2 })
+        let other = Network.Host(identity: Ed25519.PrivateKey(), group: trio.group)
+        _ = try await RelayClient(host: other).reserve(at: trio.relayAddress)
+        #expect(trio.relayService.usage.reservations == 3)
+        for (host, _) in flooders where host !== leaving { await host.shutdown() }
+        await other.shutdown()
+        try await trio.shutdown()
+    }
+}
+
+extension HolePunchTests {
+    @Test("hostile DCUtR input: garbage, an oversized frame, SYNC before CONNECT, a stream on a direct connection: reset or ignored, no punch, the relayed connection unharmed")
+    func hostileDCUtR() async throws {
+        let trio = try await RelayTrio.start()
+        _ = HolePunchService(host: trio.a)
+        let boundA = try await trio.a.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        _ = try await trio.bClient.reserve(at: trio.relayAddress)
+        var bEvents = trio.b.events(label: "test").makeAsyncIterator()
+        // A dials B through R (B runs no DCUtR: the test plays B by hand).
+        let relayed = try await trio.a.connect(to: trio.circuitToB)
+        _ = await HostEventsTests.read(&bEvents) { if case .connected(trio.a.peerID, _, _, _) = $0 { true } else { false } }
+        let onB = try #require(trio.b.connection(to: trio.a.peerID))
+        #expect(onB.path.isRelayed)
+        var aEvents = trio.a.events(label: "test").makeAsyncIterator()
+        /// What A answers to `bytes` on a new DCUtR stream: nil when it resets or ends the stream
+        /// (a reset may also come while our write is still under way).
+        func send(_ bytes: [UInt8]) async throws -> ByteBuffer? {
+            let stream = try await trio.b.newStream(on: onB, protocols: [HolePunchService.protocolID])
+            do {
+                try await stream.write(ByteBuffer(bytes: bytes))
+                return try await stream.read()
+            } catch {
+                return nil
+            }
+        }
+        // Not a protobuf.
+        #expect(try await send([3, 0x0f, 0xff, 0xff]) == nil)
+        // Over 4 KiB.
+        var oversized = ByteBuffer()
+        oversized.writeUVarint(5000)
+        oversized.writeBytes([UInt8](repeating: 0, count: 5000))
+        #expect(try await send(Array(oversized.readableBytesView)) == nil)
+        // SYNC with no CONNECT before it.
+        var sync = DCUtRHolePunch()
+        sync.type = .sync
+        let syncBytes: [UInt8] = try sync.serializedBytes()
+        #expect(try await send([UInt8(syncBytes.count)] + syncBytes) == nil)
+        // A DCUtR stream on a direct connection is reset: A answers only on its outbound relayed one.
+        let direct = try await trio.b.connect(to: boundA.appending(.p2p(trio.a.peerID.multihash)), reuse: .sameAddress)
+        #expect(!direct.path.isRelayed)
+        let onDirect = try await trio.b.newStream(on: direct, protocols: [HolePunchService.protocolID])
+        var connect = DCUtRHolePunch()
+        connect.type = .connect
+        let connectBytes: [UInt8] = try connect.serializedBytes()
+        try? await onDirect.write(ByteBuffer(bytes: [UInt8(connectBytes.count)] + connectBytes))
+        let answer: ByteBuffer? = (try? await onDirect.read()) ?? nil
+        #expect(answer == nil)
+        // The relayed connection still carries streams.
+        let rtts = try await Ping.ping(trio.b, peer: trio.a.peerID, count: 1)
+        #expect(rtts.count == 1)
+        #expect(!relayed.isClosing)
+        // No hole punch was reported by A for any of it.
+        direct.close()
+        let seen = await HostEventsTests.read(&aEvents) { if case .disconnected(trio.b.peerID, direct.id, _) = $0 { true } else { false } }
+        #expect(!seen.contains { if case .holePunch = $0 { true } else { false } }, "\(seen)")
+        try await trio.shutdown()
+    }
+}
