@@ -4,6 +4,7 @@ import Identity
 import Logging
 import Multiformats
 import NIOConcurrencyHelpers
+import NIOCore
 import Network
 import Resolution
 
@@ -18,6 +19,8 @@ final class NodeRelaying: Sendable {
     /// nil with `--relay-service off`.
     let service: RelayService?
     let mode: RelayServiceMode
+    /// Automatic relay choice; nil with `--relay`.
+    let chooser: RelayChooser?
     private let host: Network.Host
     private let logger: Logger
     /// Subscribed when the node is made, read from the ready line on: the reservations made
@@ -44,6 +47,9 @@ final class NodeRelaying: Sendable {
             service.stop()
             self.service = service
         }
+        chooser =
+            configuration.relayAddresses.isEmpty && configuration.automaticRelays > 0
+            ? RelayChooser(host: host, client: client, maximum: configuration.automaticRelays, logger: logger) : nil
     }
 
     /// Keeps a reservation at each `--relay` address (reserved in the background, renewed, retried).
@@ -91,6 +97,7 @@ final class NodeRelaying: Sendable {
                 }
             }
         }
+        chooser?.start { autonat.status.tracker.reachability }
     }
 
     private func follow(_ reachability: Reachability) {
@@ -117,6 +124,7 @@ final class NodeRelaying: Sendable {
                 "addrs": .array(info.addresses.map { .string($0.description) }),
                 "expires": .number(info.expires),
                 "voucher_verified": .bool(info.voucherVerified),
+                "chosen": .string(chooser?.chose(info.relay) == true ? "auto" : "configured"),
             ]
             if let duration = info.limitDuration { object["limit_duration_s"] = .number(UInt64(duration)) }
             if let bytes = info.limitBytes { object["limit_bytes"] = .number(bytes) }
@@ -163,5 +171,168 @@ extension NodeEvent {
         ]
         if let reason = outcome.reason, !outcome.succeeded { fields["reason"] = .string(reason) }
         return NodeEvent("hole_punch", fields)
+    }
+}
+
+/// Automatic relay choice (no `--relay`): while AutoNAT says private, hold reservations at up to
+/// `maximum` relays chosen among connected peers whose identify lists hop, lowest measured RTT
+/// first; renewed at three quarters of their life; a lost one is replaced by the next best.
+final class RelayChooser: Sendable {
+    private struct Chosen: Sendable {
+        var address: Multiaddr
+        var renewAt: UInt64
+    }
+    private struct State: Sendable {
+        var reachability = Reachability.unknown
+        var chosen: [PeerID: Chosen] = [:]
+        /// Relays whose reservation failed, with when (Unix seconds): skipped for `retryAfter`.
+        var failed: [PeerID: UInt64] = [:]
+        var running = false
+        var again = false
+    }
+    private let host: Network.Host
+    private let client: RelayClient
+    let maximum: Int
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+    static let retryAfter: UInt64 = 60
+    static let tick: Duration = .seconds(5)
+
+    init(host: Network.Host, client: RelayClient, maximum: Int, logger: Logger) {
+        self.host = host
+        self.client = client
+        self.maximum = maximum
+        self.logger = logger
+    }
+
+    /// Whether `relay` was chosen automatically.
+    func chose(_ relay: PeerID) -> Bool { state.withLockedValue { $0.chosen[relay] != nil } }
+
+    /// The candidates, best first: peers connected directly whose identify lists hop, by the
+    /// connection's smoothed RTT (unmeasured last), without `excluded`. A pure function.
+    static func rank(
+        _ connections: [ConnectionInfo], offersHop: (PeerID) -> Bool, excluded: Set<PeerID>
+    ) -> [PeerID] {
+        var best: [PeerID: TimeAmount?] = [:]
+        for info in connections where !info.path.isRelayed && !excluded.contains(info.remotePeer) && offersHop(info.remotePeer) {
+            let latency = info.latency
+            if let existing = best[info.remotePeer], let old = existing, latency.map({ $0 >= old }) ?? true { continue }
+            best[info.remotePeer] = latency
+        }
+        return best.sorted { a, b in
+            switch (a.value, b.value) {
+            case (let x?, let y?): return x != y ? x < y : a.key.bytes.lexicographicallyPrecedes(b.key.bytes)
+            case (.some, .none): return true
+            case (.none, .some): return false
+            case (.none, .none): return a.key.bytes.lexicographicallyPrecedes(b.key.bytes)
+            }
+        }.map(\.key)
+    }
+
+    /// - Parameter reachability: AutoNAT's verdict now (read after subscribing to its changes).
+    func start(reachability: @escaping @Sendable () -> Reachability) {
+        let events = host.events(label: "relay choice")
+        host.spawn("relay choice: host events") { [self] in
+            let current = reachability()
+            state.withLockedValue { $0.reachability = current }
+            await reconcile()
+            for await event in events {
+                switch event {
+                case .reachabilityChanged(let reachability, _):
+                    state.withLockedValue { $0.reachability = reachability }
+                    await reconcile()
+                case .identified, .reservationLost:
+                    await reconcile()
+                default:
+                    break
+                }
+            }
+        }
+        host.spawn("relay choice: renewals") { [self] in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: Self.tick) } catch { return }
+                await reconcile()
+            }
+        }
+    }
+
+    /// One pass at a time; a call while one runs makes it run once more.
+    private func reconcile() async {
+        let first = state.withLockedValue { state -> Bool in
+            if state.running {
+                state.again = true
+                return false
+            }
+            state.running = true
+            return true
+        }
+        guard first else { return }
+        while true {
+            await pass()
+            let more = state.withLockedValue { state -> Bool in
+                if state.again {
+                    state.again = false
+                    return true
+                }
+                state.running = false
+                return false
+            }
+            if !more { return }
+        }
+    }
+
+    private func pass() async {
+        let now = UInt64(Date().timeIntervalSince1970)
+        let held = Set(client.reservations.map(\.relay))
+        let (reachability, chosen, failed) = state.withLockedValue { state in
+            // Lost reservations are dropped from the choice (and replaced below).
+            state.chosen = state.chosen.filter { held.contains($0.key) }
+            state.failed = state.failed.filter { now < $0.value + Self.retryAfter }
+            return (state.reachability, state.chosen, state.failed)
+        }
+        // Renewals are due whatever the verdict: an expired reservation's addresses must not stay.
+        for (relay, entry) in chosen where now >= entry.renewAt {
+            await reserve(relay, at: entry.address, now: now)
+        }
+        guard reachability == .private, chosen.count < maximum else { return }
+        let connections = await host.connections()
+        let candidates = Self.rank(
+            connections, offersHop: { host.peerInfo($0)?.protocols.contains(CircuitRelay.hopProtocolID) == true },
+            excluded: Set(chosen.keys).union(failed.keys).union(held))
+        var count = chosen.count
+        for relay in candidates where count < maximum {
+            guard let address = relayAddress(relay, connections: connections) else { continue }
+            if await reserve(relay, at: address, now: now) { count += 1 }
+        }
+    }
+
+    /// An address to reserve at: the one we dialled the relay at, else the first dialable listen
+    /// address it announced.
+    private func relayAddress(_ relay: PeerID, connections: [ConnectionInfo]) -> Multiaddr? {
+        if let outbound = connections.first(where: {
+            $0.remotePeer == relay && $0.direction == .outbound && !$0.path.isRelayed
+        })?.remoteAddress {
+            return outbound.ending(in: relay)
+        }
+        let rule = host.addressScopeRule
+        return host.peerInfo(relay)?.listenAddresses.first { rule.permits($0, from: .thirdParty) }?.ending(in: relay)
+    }
+
+    @discardableResult
+    private func reserve(_ relay: PeerID, at address: Multiaddr, now: UInt64) async -> Bool {
+        do {
+            let info = try await client.reserve(at: address)
+            let renewAt = info.expires > now ? now + max((info.expires - now) * 3 / 4, 1) : now + 1
+            state.withLockedValue { $0.chosen[relay] = Chosen(address: address, renewAt: renewAt) }
+            logger.info("relay chosen", metadata: ["relay": "\(relay)", "expires": "\(info.expires)"])
+            return true
+        } catch {
+            state.withLockedValue {
+                $0.chosen[relay] = nil
+                $0.failed[relay] = now
+            }
+            logger.info("reservation at a candidate relay failed: \(error)", metadata: ["relay": "\(relay)"])
+            return false
+        }
     }
 }

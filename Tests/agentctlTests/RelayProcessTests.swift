@@ -258,4 +258,40 @@ struct RelayProcessTests {
         }
         await DHTProcessTests.stop(started)
     }
+
+    @Test("no --relay: a node AutoNAT finds private reserves by itself at a connected peer that offers hop")
+    func automaticRelay() async throws {
+        let base = try ControlAPIConformanceTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try Data(#"{"version": 1, "peers": []}"#.utf8).write(to: URL(fileURLWithPath: base + "/none.json"))
+        var started: [JSONLineProcess] = []
+        do {
+            // 127.0.0.0/8 public for AutoNAT; B listens on 127.0.0.2 but dials from 127.0.0.1, where
+            // R's dial-back finds nobody: B is private (as in AutoNATProcessTests).
+            let lab = ["--public-cidr", "127.0.0.0/8"]
+            let (processR, r) = try await Self.start(
+                base + "/r", listen: "/ip4/127.0.0.1/tcp/0",
+                ["--bootstrap", base + "/none.json", "--relay-service", "on"] + lab)
+            started.append(processR)
+            let (processB, b) = try await Self.start(
+                base + "/b", listen: "/ip4/127.0.0.2/tcp/0", ["--bootstrap", r.address] + lab)
+            started.append(processB)
+            let verdict = try await processB.waitFor("autonat", timeout: .seconds(30))
+            #expect(verdict["verdict"] as? String == "private")
+            let reservation = try await processB.waitFor("reservation", timeout: .seconds(30))
+            #expect(reservation["relay"] as? String == r.peer)
+            let nat = try agentctl(base + "/b", "nat", "--json").json()
+            let held = try #require(nat["relay_reservations"] as? [[String: Any]])
+            #expect(held.count == 1 && held.first?["chosen"] as? String == "auto")
+            #expect(try agentctl(base + "/b", "id", "--json").json()["addrs"] as? [String] ?? [] == [
+                b.address, r.address + "/p2p-circuit/p2p/" + b.peer,
+            ])
+            // R (public) chose nobody.
+            #expect(!processR.events.contains { $0["event"] as? String == "reservation" })
+        } catch {
+            await DHTProcessTests.stop(started)
+            throw error
+        }
+        await DHTProcessTests.stop(started)
+    }
 }
