@@ -89,7 +89,7 @@ public final class RelayClient: Sendable {
         guard lost else { return }
         transport.setReservation(at: relay, held: false)
         host.core.setCircuitAddresses([], through: relay)
-        host.core.unprotect(relay, tag: Self.protectionTag)
+        _ = host.core.unprotect(relay, tag: Self.protectionTag)
         logger.info("reservation lost: \(reason)", metadata: ["relay": "\(relay)"])
         host.core.events.emit(.reservationLost(relay: relay, reason: reason))
         alarm?.signal()

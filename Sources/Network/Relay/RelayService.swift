@@ -48,7 +48,7 @@ public final class RelayService: Sendable {
                 guard case .disconnected(let peer, let connection, _) = event else { continue }
                 let ended = self.table.withLockedValue { $0.connectionClosed(peer: peer, connection: connection) }
                 if ended {
-                    host.core.unprotect(peer, tag: Self.protectionTag)
+                    _ = host.core.unprotect(peer, tag: Self.protectionTag)
                     self.logger.debug("reservation ended with its connection", metadata: ["peer": "\(peer)"])
                 }
             }
