@@ -150,6 +150,12 @@ extension Host {
         schedule configuration: DialSchedule.Configuration = DialSchedule.Configuration()
     ) async throws -> Connection {
         if let existing = core.connection(to: peer), !existing.isClosing { return existing }
+        // A dial to the peer already under way (another lookup's) is joined rather than repeated:
+        // the DHT asks many peers at once, and two concurrent requests to one new peer would
+        // otherwise each pay a handshake and then close one of the two connections.
+        if let pending = core.pendingDial(to: peer), let joined = try? await pending.get(), !joined.isClosing {
+            return joined
+        }
         let rule = addressScopeRule
         let permitted = origin.map { origin in addresses.filter { rule.permits($0, from: origin) } } ?? addresses
         let schedule = DialSchedule(
@@ -157,6 +163,9 @@ extension Host {
         guard !schedule.isExhausted else {
             throw NetworkError(.invalidAddress, "no dialable address for \(peer) among \(addresses.count)")
         }
+        // One address: nothing to race, and the dial is shared with concurrent callers.
+        let ordered = permitted.map { $0.ending(in: peer) }
+        if ordered.count == 1 { return try await core.connect(to: ordered[0], reuse: .anyToPeer) }
         let race = DialRace(core: core, schedule: schedule)
         return try await race.run()
     }

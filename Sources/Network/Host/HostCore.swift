@@ -188,6 +188,12 @@ final class HostCore: @unchecked Sendable {
         lock.withLock { connectionsByPeer[peer]?.first { !$0.isClosing && !$0.path.isRelayed } }
     }
 
+    /// The dial to `peer` in flight through `connect(to:reuse: .anyToPeer)`, if any: joining it
+    /// costs nothing, a second dial costs a handshake and a duplicate connection.
+    func pendingDial(to peer: PeerID) -> EventLoopFuture<Connection>? {
+        lock.withLock { pendingDials[peer] }
+    }
+
     /// How many connections (inbound and outbound, including failed handshakes) this host made.
     var connectionsMade: Int { lock.withLock { nextConnectionID - 1 } }
 
