@@ -59,6 +59,12 @@ struct DHTLivenessTests {
         let network = DHTTestNetwork(threads: 1)
         try await network.build(count: 6)
         let node = network.nodes[0]
+        // On a loaded machine a request of the building lookups can time out and leave a peer out of
+        // node 0's table: it joins through the others again until its table holds all five.
+        let others = network.nodes.dropFirst().map(\.address)
+        for _ in 0..<20 where node.dht.routingTableEntries.count < 5 {
+            await node.dht.bootstrap(others)
+        }
         let before = Set(node.dht.routingTableEntries.map(\.peer.id))
         #expect(before.count == 5)
         // Servers refuse keys over 1024 bytes by resetting the stream (spec/dht.md §1.1).
