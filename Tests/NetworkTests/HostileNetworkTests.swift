@@ -49,15 +49,17 @@ struct HostileNetworkTests {
     }
 
     @Test(
-        "junk instead of multistream-select is closed at once with a reason", .timeLimit(.minutes(1)),
+        "junk instead of multistream-select is closed for it, with the reason, before the handshake deadline", .timeLimit(.minutes(1)),
         arguments: Junk.allCases)
     func junk(_ junk: Junk) async throws {
         try await TestNetwork.run(configure: { $0.handshakeTimeout = .seconds(30) }) { net in
             let peer = try await RawPeer.connect(to: net)
             try await peer.send(junk.bytes)
-            // Far sooner than the 30 s deadline: the node refused the bytes themselves.
-            let lifetime = try await peer.waitForClose(within: .seconds(3))
-            #expect(lifetime < .seconds(3))
+            // The node refused the bytes themselves: closed with a multistream reason (below), and
+            // before the 30 s handshake deadline could have done it (10 s of margin for a loaded
+            // machine: the reason, not the time, tells the two apart).
+            let lifetime = try await peer.waitForClose(within: .seconds(20))
+            #expect(lifetime < .seconds(20))
             let reasons = net.log.lines(containing: "connection error:")
             #expect(reasons.count == 1, "node log:\n\(net.log)")
             #expect(reasons.allSatisfy { $0.message.contains("multistream") }, "node log:\n\(net.log)")
@@ -72,9 +74,10 @@ struct HostileNetworkTests {
             var prefix = ByteBuffer()
             prefix.writeUVarint(10_000_000)
             try await peer.send(prefix)
-            // Only the 4-byte prefix was sent: the node decided on it alone, long before the 30 s
-            // deadline, and never waited for (or buffered) any of the body.
-            try await peer.waitForClose(within: .seconds(3))
+            // Only the 4-byte prefix was sent: the node decided on it alone, before the 30 s
+            // deadline (the log line below names the prefix as the reason), and never waited for
+            // (or buffered) any of the body.
+            try await peer.waitForClose(within: .seconds(20))
 
             // As an attacker sends it, the body right behind the prefix: the node does not take the
             // 10 MB, it resets the connection with them unread.
@@ -85,7 +88,7 @@ struct HostileNetworkTests {
             await #expect(throws: (any Error).self, "the node took all of the 10 MB line") {
                 try await second.send(line)
             }
-            try await second.waitForClose(within: .seconds(3))
+            try await second.waitForClose(within: .seconds(20))
 
             #expect(
                 net.log.lines(containing: "connection error:", "10000000 bytes is over the 1024-byte limit").count == 2,
