@@ -30,7 +30,9 @@ struct ReservationSchedule: Sendable, Equatable {
     mutating func granted(expires: UInt64, now: UInt64) -> UInt64 {
         failures = 0
         guard expires > now else { return 1 }
-        return max((expires - now) * 3 / 4, 1)
+        // Three quarters, rounded up, without overflow (a relay may grant any expiry).
+        let life = expires - now
+        return max(life - life / 4, 1)
     }
 
     /// After a failed attempt: 1, 2, 4 … 64 s, then every 64 s.
@@ -52,10 +54,18 @@ public final class RelayClient: Sendable {
         var reservations: [PeerID: RelayReservationInfo] = [:]
         /// Relays whose reservation is kept (renewed, retried), with their wake-up alarms.
         var kept: [PeerID: Alarm] = [:]
+        /// Kept relays whose last attempt failed, waiting to retry.
+        var retrying: Set<PeerID> = []
+        /// Per held reservation, the timer that ends it at its expiry unless renewed first.
+        var expiries: [PeerID: Scheduled<Void>] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
     static let protectionTag = "relay-client"
+
+    /// A wait of `seconds`, at most a day: a relay may grant any expiry (`UInt64.max` would
+    /// overflow a `TimeAmount`); a timer that fires early looks again.
+    static func timeout(seconds: UInt64) -> TimeAmount { .seconds(Int64(min(seconds, 86_400))) }
 
     /// Adds the circuit transport to `host` and accepts circuits (STOP) from relays where a
     /// reservation is held.
@@ -69,11 +79,38 @@ public final class RelayClient: Sendable {
         host.core.add(transport: transport)
         host.handle(CircuitRelay.stopProtocolID) { [transport] stream in await transport.serveStop(stream) }
         let events = host.events(label: "relay client")
-        host.spawn("relay client: connection events") { [self] in
+        host.spawn("relay client: host events") { [self] in
             for await event in events {
-                guard case .disconnected(let peer, _, let remaining) = event, remaining == 0 else { continue }
-                lose(peer, reason: "disconnected from the relay")
+                switch event {
+                case .disconnected(let peer, _, let remaining) where remaining == 0:
+                    lose(peer, reason: "disconnected from the relay")
+                case .identified(let peer, _, let info):
+                    relayIdentified(peer, servesHop: info.protocols.contains(CircuitRelay.hopProtocolID))
+                default:
+                    break
+                }
             }
+            // The host shut down: no reservation timer outlives it.
+            let timers = state.withLockedValue { state in
+                defer { state.expiries = [:] }
+                return Array(state.expiries.values)
+            }
+            for timer in timers { timer.cancel() }
+        }
+    }
+
+    /// A relay's identify (or identify push) arrived. A relay that stopped serving hop (its
+    /// `--relay-service auto` went private, or it was switched off) can open no more circuits to
+    /// us: the reservation is lost now, not at its expiry. A kept relay that serves hop again is
+    /// retried at once instead of at the end of its backoff.
+    private func relayIdentified(_ relay: PeerID, servesHop: Bool) {
+        let (held, alarm) = state.withLockedValue { state in
+            (state.reservations[relay] != nil, state.retrying.contains(relay) ? state.kept[relay] : nil)
+        }
+        if held && !servesHop {
+            lose(relay, reason: "the relay stopped serving hop")
+        } else if servesHop, let alarm {
+            alarm.signal()
         }
     }
 
@@ -82,10 +119,16 @@ public final class RelayClient: Sendable {
         state.withLockedValue { Array($0.reservations.values) }.sorted { $0.relay.bytes.lexicographicallyPrecedes($1.relay.bytes) }
     }
 
+    /// Ends the reservation at `relay`, if one is held: its circuit addresses withdrawn
+    /// (`advertisedAddressesChanged`), circuits from the relay refused, event `reservationLost`.
     private func lose(_ relay: PeerID, reason: String) {
-        let (lost, alarm) = state.withLockedValue { state in
-            (state.reservations.removeValue(forKey: relay) != nil, state.kept[relay])
+        let (lost, alarm, timer) = state.withLockedValue { state in
+            (
+                state.reservations.removeValue(forKey: relay) != nil, state.kept[relay],
+                state.expiries.removeValue(forKey: relay)
+            )
         }
+        timer?.cancel()
         guard lost else { return }
         transport.setReservation(at: relay, held: false)
         host.core.setCircuitAddresses([], through: relay)
@@ -96,12 +139,24 @@ public final class RelayClient: Sendable {
     }
 
     /// Makes one reservation at the relay `address` (which ends in `/p2p/RELAY`) and starts using
-    /// it: circuit addresses advertised, circuits from the relay accepted.
+    /// it: circuit addresses advertised, circuits from the relay accepted, and withdrawn again at
+    /// its expiry unless renewed. A renewal that fails (the relay refused it, or could not be
+    /// asked) ends the reservation held there: its addresses are withdrawn and `reservationLost`
+    /// says why.
     @discardableResult
     public func reserve(at address: Multiaddr) async throws -> RelayReservationInfo {
         guard let hash = address.peerIDMultihash, let relay = try? PeerID(multihash: hash) else {
             throw NetworkError(.invalidAddress, "\(address) has no /p2p/<relay id>")
         }
+        do {
+            return try await request(at: address, relay: relay)
+        } catch {
+            lose(relay, reason: "renewal failed: \(error)")
+            throw error
+        }
+    }
+
+    private func request(at address: Multiaddr, relay: PeerID) async throws -> RelayReservationInfo {
         guard CircuitTransport.parse(address) == nil else {
             throw NetworkError(.invalidAddress, "\(address): a reservation through a relayed address is not possible")
         }
@@ -141,13 +196,41 @@ public final class RelayClient: Sendable {
             expires: reply.reservation.expire,
             limitDuration: reply.hasLimit ? reply.limit.duration : nil, limitBytes: reply.hasLimit ? reply.limit.data : nil,
             voucherVerified: verifyVoucher(reply.reservation, relay: relay))
-        state.withLockedValue { $0.reservations[relay] = info }
+        let timer = host.core.group.next().scheduleTask(in: Self.timeout(seconds: info.expires - now)) { [self] in
+            expire(relay, at: info.expires)
+        }
+        let replaced = state.withLockedValue { state in
+            state.reservations[relay] = info
+            return state.expiries.updateValue(timer, forKey: relay)
+        }
+        replaced?.cancel()
         host.core.protect(relay, tag: Self.protectionTag)
         transport.setReservation(at: relay, held: true)
         host.core.setCircuitAddresses(info.addresses, through: relay)
         logger.info("reservation granted", metadata: ["relay": "\(relay)", "expires": "\(info.expires)"])
         host.core.events.emit(.reservation(relay: relay, addresses: info.addresses, expires: info.expires))
         return info
+    }
+
+    /// The timer of the reservation at `relay` until `expires` fired: unless it was renewed
+    /// meanwhile, it ends now (its circuit addresses must not outlive it).
+    private func expire(_ relay: PeerID, at expires: UInt64) {
+        let now = now()
+        let due = state.withLockedValue { $0.reservations[relay]?.expires == expires }
+        guard due else { return }
+        guard now >= expires else {
+            // The wall clock lags the event loop's: check again when it says so.
+            let timer = host.core.group.next().scheduleTask(in: Self.timeout(seconds: expires - now)) { [self] in
+                expire(relay, at: expires)
+            }
+            let replaced = state.withLockedValue { state in
+                guard state.reservations[relay]?.expires == expires else { return Optional(timer) }
+                return state.expiries.updateValue(timer, forKey: relay)
+            }
+            replaced?.cancel()
+            return
+        }
+        lose(relay, reason: "expired without renewal")
     }
 
     private func verifyVoucher(_ reservation: RelayReservation, relay: PeerID) -> Bool {
@@ -198,18 +281,22 @@ public final class RelayClient: Sendable {
             var schedule = ReservationSchedule()
             while !Task.isCancelled {
                 let delay: UInt64
+                let failed: Bool
                 do {
                     let info = try await reserve(at: address)
                     delay = schedule.granted(expires: info.expires, now: now())
+                    failed = false
                 } catch {
                     if Task.isCancelled { break }
                     delay = schedule.failed()
+                    failed = true
                     logger.info(
                         "reservation failed: \(error); retrying in \(delay) s", metadata: ["relay": "\(relay)"])
-                    let hadOne = state.withLockedValue { $0.reservations[relay] != nil }
-                    if hadOne { lose(relay, reason: "renewal failed: \(error)") }
                 }
-                await alarm.wait(timeout: .seconds(Int64(delay)), on: host.core.group.next())
+                state.withLockedValue { state in
+                    if failed { state.retrying.insert(relay) } else { state.retrying.remove(relay) }
+                }
+                await alarm.wait(timeout: Self.timeout(seconds: delay), on: host.core.group.next())
             }
         }
     }

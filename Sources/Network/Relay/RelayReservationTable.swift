@@ -108,6 +108,13 @@ struct RelayReservationTable: Sendable {
         return true
     }
 
+    /// Ends every reservation (the relay stopped serving: no circuit can be opened through them);
+    /// open circuits stay counted until they close. The peers whose reservation ended.
+    mutating func removeAllReservations() -> [PeerID] {
+        defer { reservations = [:] }
+        return Array(reservations.keys)
+    }
+
     /// Drops reservations past their expiry.
     mutating func expire(now: UInt64) {
         reservations = reservations.filter { $0.value.expire > now }

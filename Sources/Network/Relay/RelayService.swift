@@ -29,9 +29,11 @@ public final class RelayService: Sendable {
     private let counters = NIOLockedValueBox(Usage(
         reservations: 0, circuits: 0, reservationsRefused: 0, circuitsRefused: 0, circuitsRelayed: 0, bytesRelayed: 0))
 
-    /// Starts serving hop on `host`.
+    /// Serves hop on `host`: from now on, or, with `followsReachability`, from the first `public`
+    /// verdict of AutoNAT (`HostEvent.reachabilityChanged`) until a `private` one, and so on
+    /// (agentd's `--relay-service auto`).
     public init(
-        host: Host, limits: RelayLimits = RelayLimits(),
+        host: Host, limits: RelayLimits = RelayLimits(), followsReachability: Bool = false,
         now: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {
         self.host = host
@@ -41,15 +43,26 @@ public final class RelayService: Sendable {
         var logger = host.core.logger
         logger[metadataKey: "service"] = "relay"
         self.logger = logger
-        start()
+        if !followsReachability { start() }
+        // Subscribed here: no verdict emitted after init is missed.
         let events = host.events(label: "relay service")
-        host.spawn("relay service: connection events") { [self] in
+        host.spawn("relay service: host events") { [self] in
             for await event in events {
-                guard case .disconnected(let peer, let connection, _) = event else { continue }
-                let ended = self.table.withLockedValue { $0.connectionClosed(peer: peer, connection: connection) }
-                if ended {
-                    _ = host.core.unprotect(peer, tag: Self.protectionTag)
-                    self.logger.debug("reservation ended with its connection", metadata: ["peer": "\(peer)"])
+                switch event {
+                case .disconnected(let peer, let connection, _):
+                    let ended = self.table.withLockedValue { $0.connectionClosed(peer: peer, connection: connection) }
+                    if ended {
+                        _ = host.core.unprotect(peer, tag: Self.protectionTag)
+                        self.logger.debug("reservation ended with its connection", metadata: ["peer": "\(peer)"])
+                    }
+                case .reachabilityChanged(.public, _) where followsReachability && !isServing:
+                    start()
+                    self.logger.info("relay service on: AutoNAT says public")
+                case .reachabilityChanged(.private, _) where followsReachability && isServing:
+                    stop()
+                    self.logger.info("relay service off: AutoNAT says private")
+                default:
+                    break
                 }
             }
         }
@@ -66,10 +79,14 @@ public final class RelayService: Sendable {
         host.handle(CircuitRelay.hopProtocolID) { [self] stream in await self.serve(stream) }
     }
 
-    /// Stops serving hop: new reservations and circuits are refused at protocol negotiation;
-    /// reservations granted before run out at their expiry, circuits open now run to their end.
+    /// Stops serving hop: new reservations and circuits are refused at protocol negotiation, so
+    /// the reservations granted before are ended too (no circuit can be opened through them; their
+    /// holders see hop gone from our identify push and withdraw their circuit addresses); circuits
+    /// open now run to their end.
     public func stop() {
         host.unhandle(CircuitRelay.hopProtocolID)
+        let ended = table.withLockedValue { $0.removeAllReservations() }
+        for peer in ended { _ = host.core.unprotect(peer, tag: Self.protectionTag) }
     }
 
     /// Current usage.
