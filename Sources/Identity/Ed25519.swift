@@ -88,6 +88,16 @@ public enum Ed25519 {
             try secretKey.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0.prefix(seedLength))) }
         }
 
+        /// The X25519 scalar of this key (`crypto_sign_ed25519_sk_to_curve25519`), for opening boxes
+        /// sealed to the matching public key (`SealedBox`). Lives in locked memory like the key.
+        func curve25519PrivateKey() -> SecretBytes {
+            SecretBytes(count: X25519.keyLength) { scalar in
+                secretKey.withUnsafeBytes { secret in
+                    _ = crypto_sign_ed25519_sk_to_curve25519(scalar.bytePointer, secret.bytePointer)
+                }
+            }
+        }
+
         /// Signs `message` (pure Ed25519, no prehash).
         public func signature<Message: Collection<UInt8>>(for message: Message) -> [UInt8] {
             var signature = [UInt8](repeating: 0, count: signatureLength)
