@@ -80,6 +80,8 @@ let package = Package(
         .target(
             name: "Application",
             dependencies: [
+                "Identity",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
