@@ -76,17 +76,19 @@ let package = Package(
             ],
             exclude: ["KadProtocol/Generated/dht.proto"]
         ),
-        // Application: so far the control API (JSON-RPC 2.0 over the Unix socket), server and client.
+        // Application: the control API (JSON-RPC 2.0 over the Unix socket), messages, mailboxes.
         .target(
             name: "Application",
             dependencies: [
-                "Identity",
+                "Identity", "Multiformats", "Resolution", "Network",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["Mailbox/Generated/mailbox.proto"]
         ),
         .target(
             name: "AgentNode",
