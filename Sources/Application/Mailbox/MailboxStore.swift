@@ -220,6 +220,50 @@ public final class MailboxStore: Sendable {
         }
     }
 
+    /// The ids among `ids` that this replica neither holds for `mailbox` nor has tombstoned (an
+    /// OFFER's answer: what re-replication should send).
+    public func missing(mailbox: [UInt8], ids: [[UInt8]], now: UInt64) throws(MailboxError) -> [[UInt8]] {
+        try Self.check(mailbox: mailbox)
+        for id in ids { try Self.check(id: id) }
+        return try withDatabase("compare offered ids") { db in
+            try ids.filter { id in
+                let key: StatementArguments = [Data(mailbox), Data(id), Self.integer(now)]
+                let held = try Bool.fetchOne(
+                    db, sql: "SELECT 1 FROM mailbox_items WHERE mailbox = ? AND id = ? AND expires > ?", arguments: key)
+                let tombstoned = try Bool.fetchOne(
+                    db, sql: "SELECT 1 FROM mailbox_tombstones WHERE mailbox = ? AND id = ? AND expires > ?", arguments: key)
+                return held == nil && tombstoned == nil
+            }
+        }
+    }
+
+    /// Every live message of `mailbox` (re-replication reads them in pages of ids).
+    public func items(mailbox: [UInt8], ids: [[UInt8]], now: UInt64) throws(MailboxError) -> [Item] {
+        try Self.check(mailbox: mailbox)
+        return try withDatabase("read messages") { db in
+            try ids.compactMap { id in
+                guard let row = try Row.fetchOne(
+                    db, sql: "SELECT sealed, expires FROM mailbox_items WHERE mailbox = ? AND id = ? AND expires > ?",
+                    arguments: [Data(mailbox), Data(id), Self.integer(now)])
+                else { return nil }
+                let sealed: Data = row[0]
+                let expires: Int64 = row[1]
+                return Item(mailbox: mailbox, id: id, sealed: Array(sealed), expires: UInt64(max(expires, 0)))
+            }
+        }
+    }
+
+    /// The ids of the live messages of `mailbox`, oldest first.
+    public func ids(mailbox: [UInt8], now: UInt64) throws(MailboxError) -> [[UInt8]] {
+        try Self.check(mailbox: mailbox)
+        return try withDatabase("list message ids") { db in
+            try Data.fetchAll(
+                db, sql: "SELECT id FROM mailbox_items WHERE mailbox = ? AND expires > ? ORDER BY rowid",
+                arguments: [Data(mailbox), Self.integer(now)]
+            ).map { Array($0) }
+        }
+    }
+
     /// Removes expired messages and tombstones. - Returns: how many messages were removed.
     @discardableResult
     public func removeExpired(now: UInt64) throws(MailboxError) -> Int {

@@ -50,3 +50,15 @@ private enum DeadlineState {
     case fired
     case finished
 }
+
+extension MuxedStream {
+    /// Runs `body` under a deadline: past `timeout` the stream is reset, which fails whatever `body`
+    /// waits for on it, and the call throws `NetworkError.timeout`. For application protocols whose
+    /// request or answer must arrive in bounded time (a peer that says nothing must not hold a
+    /// stream and its task for ever).
+    public func withDeadline<Value: Sendable>(
+        _ timeout: TimeAmount, _ what: @autoclosure () -> String, _ body: () async throws -> Value
+    ) async throws -> Value {
+        try await raw.withDeadline(timeout, what(), body)
+    }
+}
