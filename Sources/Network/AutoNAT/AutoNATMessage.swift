@@ -37,15 +37,29 @@ public struct AutoNATDialResponse: Hashable, Sendable {
 public enum AutoNATMessage {
     typealias Wire = Agentd_Autonat_Message
 
-    public static func encode(_ request: AutoNATDialRequest) -> ByteBuffer {
+    public static func encode(_ request: AutoNATDialRequest) -> ByteBuffer { serialize(wire(request)) }
+
+    public static func encode(_ response: AutoNATDialResponse) -> ByteBuffer { serialize(wire(response)) }
+
+    /// Decodes a DIAL (see `request(from:)`).
+    public static func decodeRequest(_ bytes: ByteBuffer) throws(NetworkError) -> AutoNATDialRequest {
+        try request(from: try parse(bytes))
+    }
+
+    /// Decodes a DIAL_RESPONSE (see `response(from:)`).
+    public static func decodeResponse(_ bytes: ByteBuffer) throws(NetworkError) -> AutoNATDialResponse {
+        try response(from: try parse(bytes))
+    }
+
+    static func wire(_ request: AutoNATDialRequest) -> Wire {
         var message = Wire()
         message.type = .dial
         message.dial.peer.id = Data(request.peer.bytes)
         message.dial.peer.addrs = request.addresses.map { Data($0.bytes) }
-        return serialize(message)
+        return message
     }
 
-    public static func encode(_ response: AutoNATDialResponse) -> ByteBuffer {
+    static func wire(_ response: AutoNATDialResponse) -> Wire {
         var message = Wire()
         message.type = .dialResponse
         // proto2: `status` is written even when it is OK (0), as go and py do.
@@ -54,14 +68,13 @@ public enum AutoNATMessage {
             message.dialResponse.statusText = String(response.statusText.prefix(AutoNAT.maximumStatusTextLength))
         }
         if let address = response.address { message.dialResponse.addr = Data(address.bytes) }
-        return serialize(message)
+        return message
     }
 
     /// Decodes a DIAL. Addresses that are not valid multiaddrs are left out (as go does: an
     /// address we cannot parse is one we cannot dial); a missing or invalid peer id, another
     /// message type or a body that is not the protobuf is an error.
-    public static func decodeRequest(_ bytes: ByteBuffer) throws(NetworkError) -> AutoNATDialRequest {
-        let message = try parse(bytes)
+    static func request(from message: Wire) throws(NetworkError) -> AutoNATDialRequest {
         guard message.hasType else { throw NetworkError(.protocolViolation, "AutoNAT message without a type") }
         guard message.type == .dial else {
             throw NetworkError(.protocolViolation, "expected an AutoNAT DIAL, got type \(message.type.rawValue)")
@@ -85,8 +98,7 @@ public enum AutoNATMessage {
 
     /// Decodes a DIAL_RESPONSE. A status outside the spec's list, a missing status or an `OK`
     /// whose `addr` is not a multiaddr is an error.
-    public static func decodeResponse(_ bytes: ByteBuffer) throws(NetworkError) -> AutoNATDialResponse {
-        let message = try parse(bytes)
+    static func response(from message: Wire) throws(NetworkError) -> AutoNATDialResponse {
         guard message.hasType, message.type == .dialResponse else {
             throw NetworkError(.protocolViolation, "expected an AutoNAT DIAL_RESPONSE")
         }

@@ -55,15 +55,15 @@ public final class AutoNATServer: Sendable {
         let request: Result<AutoNATDialRequest, NetworkError>
         do {
             let message = try await stream.raw.withDeadline(configuration.requestTimeout, "AutoNAT request") {
-                try await stream.readLengthPrefixed(maximumLength: AutoNAT.maximumMessageLength)
+                try await stream.readMessage(AutoNATMessage.Wire.self, maximumSize: AutoNAT.maximumMessageLength)
             }
             guard let message else {
                 stream.close()
                 return
             }
-            request = Result { () throws(NetworkError) in try AutoNATMessage.decodeRequest(message) }
+            request = Result { () throws(NetworkError) in try AutoNATMessage.request(from: message) }
         } catch let error as NetworkError where error.kind == .protocolViolation {
-            // Oversized, or the stream ended inside the message: answered, then closed.
+            // Oversized, garbage, or the stream ended inside the message: answered, then closed.
             request = .failure(error)
         } catch {
             stream.reset()
@@ -95,7 +95,7 @@ public final class AutoNATServer: Sendable {
             "AutoNAT answered",
             metadata: ["peer": "\(requester)", "status": "\(response.status)", "text": "\(response.statusText)"])
         do {
-            try await stream.writeLengthPrefixed(AutoNATMessage.encode(response))
+            try await stream.writeMessage(AutoNATMessage.wire(response), maximumSize: AutoNAT.maximumMessageLength)
             try await stream.closeWrite()
             stream.close()
         } catch {

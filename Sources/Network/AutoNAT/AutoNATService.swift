@@ -180,13 +180,15 @@ public final class AutoNATService: Sendable {
         let request = AutoNATDialRequest(peer: host.peerID, addresses: addresses)
         do {
             let response = try await stream.raw.withDeadline(configuration.requestTimeout, "AutoNAT request") {
-                try await stream.writeLengthPrefixed(AutoNATMessage.encode(request))
+                try await stream.writeMessage(AutoNATMessage.wire(request), maximumSize: AutoNAT.maximumMessageLength)
                 try await stream.closeWrite()
-                guard let bytes = try await stream.readLengthPrefixed(maximumLength: AutoNAT.maximumMessageLength)
+                guard
+                    let message = try await stream.readMessage(
+                        AutoNATMessage.Wire.self, maximumSize: AutoNAT.maximumMessageLength)
                 else {
                     throw NetworkError(.protocolViolation, "the server closed the stream without an answer")
                 }
-                return try AutoNATMessage.decodeResponse(bytes)
+                return try AutoNATMessage.response(from: message)
             }
             stream.close()
             return (response, "")

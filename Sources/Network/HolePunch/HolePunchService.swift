@@ -145,20 +145,15 @@ public final class HolePunchService: Sendable {
     }
 
     private func read(_ stream: MuxedStream) async throws -> DCUtRHolePunch {
-        let frame = try await stream.raw.withDeadline(configuration.messageTimeout, "DCUtR message") {
-            try await stream.readLengthPrefixed(maximumLength: Self.maximumMessageSize)
+        let message = try await stream.raw.withDeadline(configuration.messageTimeout, "DCUtR message") {
+            try await stream.readMessage(DCUtRHolePunch.self, maximumSize: Self.maximumMessageSize)
         }
-        guard let frame else { throw NetworkError(.connectionClosed, "the peer closed the DCUtR stream") }
-        do {
-            return try DCUtRHolePunch(serializedBytes: Array(frame.readableBytesView))
-        } catch {
-            throw NetworkError(.protocolViolation, "malformed DCUtR message: \(error)")
-        }
+        guard let message else { throw NetworkError(.connectionClosed, "the peer closed the DCUtR stream") }
+        return message
     }
 
     private func write(_ message: DCUtRHolePunch, on stream: MuxedStream) async throws {
-        let bytes: [UInt8] = try message.serializedBytes()
-        try await stream.writeLengthPrefixed(ByteBuffer(bytes: bytes))
+        try await stream.writeMessage(message, maximumSize: Self.maximumMessageSize)
     }
 
     /// Dials every address at once from our listen port; whether a direct connection to `peer`

@@ -49,21 +49,12 @@ extension RelayStatus {
 extension MuxedStream {
     /// Reads one varint-framed relay message (hop or stop) of at most 4 KiB; nil at a clean end.
     func readRelayMessage<Message: SwiftProtobuf.Message>(_ type: Message.Type) async throws -> Message? {
-        guard let frame = try await readLengthPrefixed(maximumLength: CircuitRelay.maximumMessageSize) else {
-            return nil
-        }
-        do {
-            return try Message(serializedBytes: Array(frame.readableBytesView))
-        } catch {
-            throw NetworkError(.protocolViolation, "malformed \(Message.protoMessageName) from \(remotePeer): \(error)")
-        }
+        try await readMessage(type, maximumSize: CircuitRelay.maximumMessageSize)
     }
 
-    /// Writes one varint-framed relay message.
+    /// Writes one varint-framed relay message (at most 4 KiB).
     func writeRelayMessage(_ message: some SwiftProtobuf.Message) async throws {
-        let bytes: [UInt8] = try message.serializedBytes()
-        precondition(bytes.count <= CircuitRelay.maximumMessageSize, "relay messages we build stay below 4 KiB")
-        try await writeLengthPrefixed(ByteBuffer(bytes: bytes))
+        try await writeMessage(message, maximumSize: CircuitRelay.maximumMessageSize)
     }
 }
 
