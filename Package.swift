@@ -76,11 +76,12 @@ let package = Package(
             ],
             exclude: ["KadProtocol/Generated/dht.proto"]
         ),
-        // Application: the control API (JSON-RPC 2.0 over the Unix socket), messages, mailboxes.
+        // Application: the control API (JSON-RPC 2.0 over the Unix socket), messages
+        // (`/agent/msg/1.0.0`, spec/messages.md), mailboxes.
         .target(
             name: "Application",
             dependencies: [
-                "Identity", "Multiformats", "Resolution", "Network",
+                "Identity", "Multiformats", "Resolution", "Network", "Session",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -167,7 +168,7 @@ let package = Package(
         .testTarget(
             name: "ApplicationTests",
             dependencies: [
-                "Application", "AgentTesting", "agentctl",
+                "Application", "AgentTesting", "agentctl", "Identity", "Multiformats", "Network", "Resolution",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
