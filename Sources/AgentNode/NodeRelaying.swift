@@ -46,7 +46,7 @@ final class NodeRelaying: Sendable {
         }
         chooser =
             configuration.relayAddresses.isEmpty && configuration.automaticRelays > 0
-            ? RelayChooser(host: host, client: client, maximum: configuration.automaticRelays, logger: logger) : nil
+            ? RelayChooser(host: host, client: client, maximum: configuration.automaticRelays) : nil
     }
 
     /// Keeps a reservation at each `--relay` address (reserved in the background, renewed, retried).

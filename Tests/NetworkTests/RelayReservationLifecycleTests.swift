@@ -230,4 +230,59 @@ struct RelayReservationLifecycleTests {
         await relay.shutdown()
         try await group.shutdownGracefully()
     }
+
+    @Test(
+        "automatic choice on a host: private, B reserves at one of two hop-serving peers; when that relay stops serving, the other replaces it"
+    )
+    func chooserReplacesLostRelay() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var relays: [(host: Host, service: RelayService, address: Multiaddr)] = []
+        for _ in 0..<2 {
+            let host = Host(identity: Ed25519.PrivateKey(), group: group)
+            let service = RelayService(host: host)
+            let address = try await host.listen(on: Multiaddr("/ip4/127.0.0.1/tcp/0"))
+            relays.append((host, service, address.appending(.p2p(host.peerID.multihash))))
+        }
+        let b = Host(identity: Ed25519.PrivateKey(), group: group)
+        let client = RelayClient(host: b)
+        let chooser = RelayChooser(host: b, client: client, maximum: 1)
+        var events = b.events(label: "test").makeAsyncIterator()
+        for relay in relays { _ = try await b.connect(to: relay.address) }
+        chooser.start { .unknown }
+        // Both relays identified before the verdict, so the choice sees both candidates.
+        var identified: Set<PeerID> = []
+        while identified.count < 2, let event = await events.next() {
+            if case .identified(let peer, _, let info) = event, info.protocols.contains(CircuitRelay.hopProtocolID) {
+                identified.insert(peer)
+            }
+        }
+        #expect(client.reservations.isEmpty)
+
+        b.core.events.emit(.reachabilityChanged(.private, confidence: 1))
+        let first = await HostEventsTests.read(&events) { if case .reservation = $0 { true } else { false } }
+        guard case .reservation(let chosen, _, _)? = first.last else {
+            Issue.record("no reservation: \(first)")
+            return
+        }
+        #expect(chooser.chose(chosen))
+        #expect(client.reservations.map(\.relay) == [chosen])
+        let (lost, other) = relays[0].host.peerID == chosen ? (relays[0], relays[1]) : (relays[1], relays[0])
+
+        lost.service.stop()
+        let replaced = await HostEventsTests.read(&events) { if case .reservation = $0 { true } else { false } }
+        guard case .reservation(let replacement, _, _)? = replaced.last else {
+            Issue.record("no replacement: \(replaced)")
+            return
+        }
+        #expect(replaced.contains { if case .reservationLost(chosen, _) = $0 { true } else { false } })
+        #expect(replacement == other.host.peerID)
+        #expect(chooser.chose(replacement) && !chooser.chose(chosen))
+        #expect(client.reservations.map(\.relay) == [replacement])
+        #expect(!b.advertisedAddresses.contains(lost.address.appending(.p2pCircuit)))
+        #expect(b.advertisedAddresses.contains(other.address.appending(.p2pCircuit)))
+
+        await b.shutdown()
+        for relay in relays { await relay.host.shutdown() }
+        try await group.shutdownGracefully()
+    }
 }

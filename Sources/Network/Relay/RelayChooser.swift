@@ -20,12 +20,14 @@ public final class RelayChooser: Sendable {
     static let idleWake: UInt64 = 60
 
     public init(
-        host: Host, client: RelayClient, maximum: Int, logger: Logger,
+        host: Host, client: RelayClient, maximum: Int,
         now: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {
         self.host = host
         self.client = client
         self.now = now
+        var logger = host.core.logger
+        logger[metadataKey: "service"] = "relay-choice"
         self.logger = logger
         self.choice = NIOLockedValueBox(RelayChoice(maximum: maximum))
     }
