@@ -27,9 +27,13 @@ public struct ConnectionInfo: Sendable {
 /// One upgraded libp2p connection: the yamux session over a `SecureConnectionHandler`, as the
 /// pipeline handler that performs the session's actions, plus the streams' application-facing state.
 ///
+/// Its life cycle is one `State` (detached → handshaking → established → closing → closed), changed
+/// only by the transitions under "Transitions"; the yamux session exists only inside `.established`.
+///
 /// `@unchecked Sendable`: every mutable stored property is read and written only on `eventLoop`
-/// (the handler callbacks run there, and every method hops there before touching state), except
-/// those in lock boxes (`remote`, `closingFlag`), which any thread may read.
+/// (the handler callbacks run there, and every method that touches state asserts it or hops there
+/// first), except those in lock boxes (`remote`, `closingFlag`), which any thread may read. The
+/// `let`s are immutable after `init`.
 public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundIn = Never
@@ -44,6 +48,43 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// The wire size of the largest frame we send (header + one Noise message of payload).
     static let largestFrame = 65519
 
+    /// The life cycle. Each case holds what exists in it and nothing else.
+    private enum State {
+        /// Not in a pipeline yet. `closeRequested`: `close()` came first; the channel is closed as
+        /// soon as the handler is added.
+        case detached(closeRequested: Bool)
+        /// In the pipeline; the security handler below runs the upgrade (multistream, Noise, muxer).
+        case handshaking(ChannelHandlerContext)
+        /// Upgraded: the yamux session runs.
+        case established(Established)
+        /// Closing asked of the channel (after a last GoAway when it was established): nothing is
+        /// read, opened or sent any more; the streams fail when the channel goes inactive.
+        case closing(Closing)
+        /// The channel went inactive: streams failed, memory given back, the host told.
+        case closed
+        /// Transient: `withEstablished` has moved the payload out to mutate it in place.
+        case modifying
+    }
+
+    private struct Established {
+        let context: ChannelHandlerContext
+        var session: YamuxSession
+        let peer: PeerID
+        /// When the handshake completed.
+        let establishedAt: NIODeadline
+        /// The session's timers and the idle and memory checks, every second.
+        let tickTask: RepeatedTask
+        /// Past it without a completed identify, the connection is closed; nil once identify
+        /// completed (or without an identify timeout).
+        var identifyDeadline: Scheduled<Void>?
+    }
+
+    private struct Closing {
+        let context: ChannelHandlerContext
+        /// When it had been established, and with whom; nil when it closed during the handshake.
+        let established: (peer: PeerID, at: NIODeadline)?
+    }
+
     public let id: Int
     public let direction: ConnectionDirection
     /// Direct, or through a relay (then `remoteAddress` is the circuit address).
@@ -52,22 +93,18 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     var logger: Logger
     private let configuration: YamuxConfiguration
     private let liveness: ConnectionLiveness
+    /// Past this after establishment without a completed identify, the connection is closed.
+    private let identifyTimeout: TimeAmount?
+    private weak var host: HostCore?
+
+    private var state = State.detached(closeRequested: false)
     /// The last frame on any stream, received or sent (or the establishment): idleness counts from
     /// it (`ConnectionLiveness`).
     private var lastStreamTraffic = NIODeadline.now()
-    /// Past this after establishment without a completed identify, the connection is closed.
-    private let identifyTimeout: TimeAmount?
-    private var identifyDeadline: Scheduled<Void>?
-    private weak var host: HostCore?
-
-    private var context: ChannelHandlerContext?
-    private var session: YamuxSession?
+    /// The incomplete tail of the last socket read (a frame split between reads).
     private var inbound = ByteBuffer()
     private(set) var streams: [YamuxStreamID: StreamState] = [:]
-    private var tickTask: RepeatedTask?
-    private var closed = false {
-        didSet { if closed { closingFlag.withLockedValue { $0 = true } } }
-    }
+    /// A pump is queued on the event loop (see `pump`).
     private var pumpScheduled = false
     /// Streams the peer reset, most recent last (at most `resetMemory`): a read after the state
     /// is gone still reports the reset rather than a clean end.
@@ -79,13 +116,14 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Between a `channelRead` and its `channelReadComplete`: delivered bytes wait for the end of
     /// the socket read (several Noise messages) to wake their readers.
     private var receiving = false
-    /// `closed`, readable from any thread (the host's registry consults it).
+    /// Closing or closed (or the peer sent GoAway), readable from any thread: the host's registry
+    /// stops handing the connection out.
     private let closingFlag = NIOLockedValueBox(false)
 
-    /// Whether the connection is closing or closed.
+    /// Whether the connection is closing or closed, or the peer is going away.
     public var isClosing: Bool { closingFlag.withLockedValue { $0 } }
+    /// Completed when the handshaking state is left: succeeded on establishment, failed otherwise.
     private let established: EventLoopPromise<Connection>
-    private var establishedDone = false
 
     /// Who is at the other end and where: written on the event loop (the remote address when the
     /// handler is added, both at establishment), read from any thread (the host's registry, stream
@@ -96,13 +134,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public var remotePeer: PeerID? { remote.withLockedValue { $0.peer } }
     /// The remote address: the socket's (TCP) or the circuit address (relayed).
     public var remoteAddress: Multiaddr? { remote.withLockedValue { $0.address } }
-    /// When the handshake completed (on the event loop).
-    private var establishedAt: NIODeadline?
     /// Completes when the connection is closed.
     public let closeFuture: EventLoopFuture<Void>
     private let closePromise: EventLoopPromise<Void>
-    /// The channel went inactive: streams are failed, nothing more is read or accepted.
-    private var finished = false
     /// An inbound connection's address scopes in the resource manager; set before the handshake
     /// starts, read by the host's registry afterwards.
     var addressKeys: ResourceManager.AddressKeys?
@@ -133,46 +167,96 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Completes with the connection once it is authenticated and the muxer runs, or fails.
     var establishedFuture: EventLoopFuture<Connection> { established.futureResult }
 
-    // MARK: Pipeline events
+    // MARK: State access
 
-    public func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        // `close()` ran before the handler was in the pipeline: close now.
-        if closed {
-            context.close(promise: nil)
+    /// The pipeline context, from `handlerAdded` until the channel went inactive.
+    private var context: ChannelHandlerContext? {
+        switch state {
+        case .handshaking(let context): context
+        case .established(let established): established.context
+        case .closing(let closing): closing.context
+        case .detached, .closed: nil
+        case .modifying: preconditionFailure("the connection's state was read while it is being modified")
         }
-        self.inbound = context.channel.allocator.buffer(capacity: 0)
+    }
+
+    private var isEstablished: Bool {
+        if case .established = state { return true }
+        return false
+    }
+
+    /// Runs `body` on the established state in place, or returns nil in any other state. The
+    /// payload is moved out (`.modifying` holds its place) and stored back afterwards, so mutating
+    /// the session does not copy its tables (copy-on-write would, per frame, if the enum still held
+    /// a reference). `body` must not re-enter the connection: it calls the session (a pure state
+    /// machine) and the resource manager, never the pipeline or a stream's user.
+    @inline(__always)
+    private func withEstablished<Result, Failure: Error>(
+        _ body: (inout Established) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        guard case .established(var established) = state else { return nil }
+        state = .modifying
+        defer { state = .established(established) }
+        return try body(&established)
+    }
+
+    /// `withEstablished` for the session alone.
+    @inline(__always)
+    private func withSession<Result, Failure: Error>(
+        _ body: (inout YamuxSession) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        try withEstablished { (established: inout Established) throws(Failure) -> Result in
+            try body(&established.session)
+        }
+    }
+
+    // MARK: Transitions
+
+    /// detached → handshaking (→ closing at once when `close()` came first).
+    public func handlerAdded(context: ChannelHandlerContext) {
+        guard case .detached(let closeRequested) = state else {
+            preconditionFailure("a Connection is added to one pipeline, once")
+        }
+        inbound = context.channel.allocator.buffer(capacity: 0)
         if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
             remote.withLockedValue { $0.address = socketAddress }
         }
         // Failures before the peer is authenticated can only name the address: log it.
         if let remoteAddress { logger[metadataKey: "remote"] = "\(remoteAddress)" }
+        state = .handshaking(context)
+        if closeRequested { close(error: nil, goAway: false) }
     }
 
+    /// handshaking → established, when the security handler below reports the upgrade done.
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard case .established(let info)? = event as? SecureConnectionEvent else {
             context.fireUserInboundEventTriggered(event)
             return
         }
+        // Closing already (asked during the handshake): the promise has failed; stay closing.
+        guard case .handshaking = state else { return }
         remote.withLockedValue { $0.peer = info.remotePeer }
-        establishedAt = .now()
-        lastStreamTraffic = establishedAt!
+        let now = NIODeadline.now()
+        lastStreamTraffic = now
         if path == .direct, let socketAddress = context.channel.remoteAddress.flatMap(TCPAddress.multiaddr(of:)) {
             remote.withLockedValue { $0.address = socketAddress }
         }
-        logger.debug("connection established", metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
-        session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
-        reconcileMemory()
+        logger.debug(
+            "connection established",
+            metadata: ["peer": "\(info.remotePeer)", "muxer": "\(info.muxer.escapedForLog())"])
+        var session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
+        reconcileMemory(&session)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+        let tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             loopBound.value.tick()
         }
-        if let identifyTimeout {
-            identifyDeadline = context.eventLoop.scheduleTask(in: identifyTimeout) {
-                loopBound.value.identifyDeadlinePassed(identifyTimeout)
-            }
+        let identifyDeadline = identifyTimeout.map { timeout in
+            context.eventLoop.scheduleTask(in: timeout) { loopBound.value.identifyDeadlinePassed(timeout) }
         }
-        establishedDone = true
+        state = .established(
+            Established(
+                context: context, session: session, peer: info.remotePeer, establishedAt: now, tickTask: tickTask,
+                identifyDeadline: identifyDeadline))
         established.succeed(self)
         pump()
         // A first keepalive ping at once: its RTT lets receive-window auto-tuning work from the
@@ -180,9 +264,73 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         tick()
     }
 
+    /// handshaking → closing (the promise fails with `error`, or a plain "closed"); established →
+    /// closing after a GoAway (with `goAway`) and the session's last frames; otherwise nothing.
+    private func close(error: Error?, goAway: Bool = true) {
+        switch state {
+        case .detached:
+            closingFlag.withLockedValue { $0 = true }
+            state = .detached(closeRequested: true)
+        case .handshaking(let context):
+            closingFlag.withLockedValue { $0 = true }
+            state = .closing(Closing(context: context, established: nil))
+            established.fail(error ?? NetworkError(.connectionClosed, "connection closed during the handshake"))
+            context.close(promise: nil)
+        case .established:
+            closingFlag.withLockedValue { $0 = true }
+            if goAway {
+                withSession { $0.goAway(code: error == nil ? .normal : .protocolError) }
+                pump(force: true)
+            }
+            // The last write can close the channel on the spot (then it is closed already).
+            guard case .established(let established) = state else { return }
+            established.tickTask.cancel()
+            established.identifyDeadline?.cancel()
+            state = .closing(
+                Closing(context: established.context, established: (established.peer, established.establishedAt)))
+            established.context.close(promise: nil)
+        case .closing, .closed:
+            return
+        case .modifying:
+            preconditionFailure("close re-entered while the connection's state is being modified")
+        }
+    }
+
+    /// Any state → closed, when the channel goes inactive (once; a second call does nothing):
+    /// streams fail with `error`, memory goes back to the node, the host forgets the connection.
+    private func finish(error: Error) {
+        switch state {
+        case .closed:
+            return
+        case .modifying:
+            preconditionFailure("the channel went inactive while the connection's state is being modified")
+        case .detached, .handshaking:
+            state = .closed
+            established.fail(error)
+        case .established(let established):
+            established.tickTask.cancel()
+            established.identifyDeadline?.cancel()
+            state = .closed
+        case .closing:
+            state = .closed
+        }
+        closingFlag.withLockedValue { $0 = true }
+        if memory.reserved > 0 {
+            host?.resources.releaseMemory(memory.reserved)
+            memory.reserved = 0
+        }
+        for id in Array(streams.keys) { fail(stream: id, with: error) }
+        streams.removeAll()
+        readersToWake.removeAll()
+        host?.connectionClosed(self)
+        closePromise.succeed(())
+    }
+
+    // MARK: Pipeline events
+
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        guard session != nil else { return }
+        guard isEstablished else { return }
         receiving = true
         do {
             if inbound.readableBytes == 0 {
@@ -197,7 +345,6 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             }
         } catch {
             logger.warning("closing connection: \(error)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
-            pump()
             close(error: error)
         }
     }
@@ -208,30 +355,39 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         context.fireChannelReadComplete()
     }
 
+    /// Handles the whole frames in `buffer`, while established: a frame can end the connection (a
+    /// write made in response fails and NIO closes the channel on the spot), and nothing after
+    /// that is read.
     private func receiveFrames(from buffer: inout ByteBuffer) throws {
-        // `finished`: the channel can go inactive while frames are being handled (a write made in
-        // response fails and NIO closes the channel on the spot); nothing after that is read.
-        while session != nil, !finished {
-            // Refuse a data frame from its header when it exceeds what the stream's window (or a
-            // new stream's initial window) allows: never wait for, and buffer, such a payload.
-            let window = session!.receiveWindowLimit(forNextFrameIn: buffer)
-            let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
-            let next: YamuxFrame?
-            do {
-                next = try buffer.readYamuxFrame(maximumPayload: limit)
-            } catch {
-                guard window != nil, error.kind == .messageTooLarge else { throw error }
-                throw SessionError(.flowControlViolation, "\(error.message), beyond what the stream's window allows")
+        while true {
+            let step = try withEstablished { (established: inout Established) throws(SessionError) -> [YamuxAction]? in
+                // Refuse a data frame from its header when it exceeds what the stream's window (or
+                // a new stream's initial window) allows: never wait for, and buffer, such a payload.
+                let window = established.session.receiveWindowLimit(forNextFrameIn: buffer)
+                let limit = min(window ?? Self.maximumInboundFramePayload, Self.maximumInboundFramePayload)
+                let next: YamuxFrame?
+                do throws(SessionError) {
+                    next = try buffer.readYamuxFrame(maximumPayload: limit)
+                } catch {
+                    guard window != nil, error.kind == .messageTooLarge else { throw error }
+                    throw SessionError(
+                        .flowControlViolation, "\(error.message), beyond what the stream's window allows")
+                }
+                guard let frame = next else { return nil }
+                let now = NIODeadline.now()
+                if frame.streamID != .session { lastStreamTraffic = now }
+                // Room for what the frame may take (a new stream's window) before the session decides.
+                if memory.needsReservation(inUse: established.session.memoryInUse) {
+                    reconcileMemory(&established.session)
+                }
+                let refusedBefore = established.session.refusedForStreamLimit &+ established.session.refusedForMemory
+                let actions = try established.session.receive(frame, now: now)
+                if established.session.refusedForStreamLimit &+ established.session.refusedForMemory != refusedBefore {
+                    reportRefusedStream(established.session, peer: established.peer)
+                }
+                return actions
             }
-            guard let frame = next else { return }
-            let now = NIODeadline.now()
-            if frame.streamID != .session { lastStreamTraffic = now }
-            // Room for what the frame may take (a new stream's window) before the session decides.
-            if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
-            let refusedBefore = session!.refusedForStreamLimit &+ session!.refusedForMemory
-            // `session!` mutates in place: a local copy would copy the stream table per frame.
-            let actions = try session!.receive(frame, now: now)
-            if session!.refusedForStreamLimit &+ session!.refusedForMemory != refusedBefore { reportRefusedStream() }
+            guard let step, let actions = step else { return }
             perform(actions)
         }
     }
@@ -243,54 +399,52 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.info("connection error: \(error)", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
-        failEstablished(error)
         close(error: error)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        let error = NetworkError(.connectionClosed, "connection to \(remotePeer?.description ?? "peer") closed")
-        failEstablished(error)
-        finish(error: error)
+        finish(error: NetworkError(.connectionClosed, "connection to \(remotePeer?.description ?? "peer") closed"))
         context.fireChannelInactive()
     }
 
-    private func failEstablished(_ error: Error) {
-        guard !establishedDone else { return }
-        establishedDone = true
-        established.fail(error)
-    }
-
     private func tick() {
-        guard session != nil else { return }
+        guard let peer = establishedPeer else { return }
         let now = NIODeadline.now()
         // Idle timeout (`ConnectionLiveness`), unless a part of the node protects the peer.
         if liveness.idleTimeoutExpired(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now),
-            !isProtected
+            !isProtected(peer)
         {
-            logger.debug("closing idle connection", metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+            logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
             close(error: nil)
             return
         }
         if liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now) {
             host?.trimIfCrowded()
         }
-        // Memory: give back what is no longer needed, take what waiting writers need, and report
-        // the usage peaks for `agentctl limits`.
-        memory.starved = false
-        reconcileMemory()
-        if let resources = host?.resources {
-            resources.reportConnectionUsage(.connectionStreams, session!.liveStreamCount)
-            resources.reportConnectionUsage(.connectionReceiveWindowMemory, session!.totalReceiveWindow)
-            resources.reportConnectionUsage(.connectionSendQueueMemory, session!.totalSendQueueCost)
+        let result = withSession { session -> Result<[YamuxAction], SessionError> in
+            // Memory: give back what is no longer needed, take what waiting writers need, and
+            // report the usage peaks for `agentctl limits`.
+            memory.starved = false
+            reconcileMemory(&session)
+            if let resources = host?.resources {
+                resources.reportConnectionUsage(.connectionStreams, session.liveStreamCount)
+                resources.reportConnectionUsage(.connectionReceiveWindowMemory, session.totalReceiveWindow)
+                resources.reportConnectionUsage(.connectionSendQueueMemory, session.totalSendQueueCost)
+            }
+            let retried = session.retryWaitingWriters()
+            do throws(SessionError) {
+                return .success(retried + (try session.tick(now: now)))
+            } catch {
+                return .failure(error)
+            }
         }
-        perform(session!.retryWaitingWriters())
-        do {
-            let actions = try session!.tick(now: now)
-            perform(actions)
-        } catch {
+        switch result {
+        case .success(let actions): perform(actions)
+        case .failure(let error):
             logger.info("connection keepalive failed: \(error)")
-            pump()
             close(error: error)
+        case nil:
+            return
         }
     }
 
@@ -300,12 +454,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         for action in actions {
             switch action {
             case .streamOpened(let id):
-                // A stream opened by a frame handled after the channel went inactive would never
-                // see its connection fail: it is not accepted.
-                guard !finished else { continue }
+                // A stream opened by a frame handled after the connection began closing would
+                // never see its connection fail: it is not accepted.
+                guard let peer = establishedPeer else { continue }
                 streams[id] = StreamState()
-                let stream = RawStream(connection: self, id: id)
-                host?.acceptStream(stream, on: self)
+                host?.acceptStream(RawStream(connection: self, id: id, peer: peer), on: self)
             case .deliver(let id, let bytes):
                 guard let state = streams[id] else { continue }
                 if state.abandoned {
@@ -370,19 +523,26 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     private func consumed(_ count: Int, on id: YamuxStreamID) {
-        guard session != nil, count > 0 else { return }
-        let actions = session!.consumed(count, on: id, now: .now())
+        guard count > 0, let actions = withSession({ $0.consumed(count, on: id, now: .now()) }) else { return }
         if !actions.isEmpty { perform(actions) } else { pump() }
     }
 
-    /// Writes what the session has to send while the socket accepts it.
-    private func pump() {
-        guard let context, session != nil, context.channel.isWritable || closed else { return }
+    /// Writes what the session has to send while the socket accepts it (`force`: even when it does
+    /// not, the last frames before closing).
+    private func pump(force: Bool = false) {
+        // Only the context is taken from the state: a copy of the whole payload would share the
+        // session's storage while `withSession` mutates it, which would then copy it.
+        guard isEstablished, let context, force || context.channel.isWritable else { return }
         // One buffer per pump: the frames are copied once, here, to put each header next to its
         // payload (a Noise message must be contiguous); the security handler then seals this buffer
         // without another copy. At most `pumpBudget` per call: the next pump follows from the
         // socket's writability.
-        let (frames, followUp) = session!.nextOutboundFrames(maximumBytes: Self.pumpBudget)
+        guard
+            let (frames, followUp, more) = withSession({ session in
+                let (frames, followUp) = session.nextOutboundFrames(maximumBytes: Self.pumpBudget)
+                return (frames, followUp, session.hasOutboundFrames)
+            })
+        else { return }
         let pulled = frames.reduce(0) { $0 + 12 + $1.payload.readableBytes }
         if frames.contains(where: { $0.streamID != .session }) { lastStreamTraffic = .now() }
         if !frames.isEmpty {
@@ -394,7 +554,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         // the kernel accepted at once fires no writability change to resume us).
         // (Only when the budget was used up: a short pull means nothing else can go now, e.g. the
         // rest waits for window, and rescheduling then would spin.)
-        if pulled > Self.pumpBudget - Self.largestFrame, session?.hasOutboundFrames == true, context.channel.isWritable,
+        if pulled > Self.pumpBudget - Self.largestFrame, more, isEstablished, context.channel.isWritable,
             !pumpScheduled
         {
             pumpScheduled = true
@@ -413,15 +573,20 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     func openStream(priority: YamuxPriority = .normal) -> EventLoopFuture<RawStream> {
         eventLoop.assertInEventLoop()
-        guard session != nil, !closed else {
-            return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
-        }
         do {
-            if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
-            let id = try session!.openStream(priority: priority)
+            guard
+                let (id, peer) = try withEstablished({ established in
+                    if memory.needsReservation(inUse: established.session.memoryInUse) {
+                        reconcileMemory(&established.session)
+                    }
+                    return (try established.session.openStream(priority: priority), established.peer)
+                })
+            else {
+                return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
+            }
             streams[id] = StreamState()
             pump()
-            return eventLoop.makeSucceededFuture(RawStream(connection: self, id: id))
+            return eventLoop.makeSucceededFuture(RawStream(connection: self, id: id, peer: peer))
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
@@ -539,8 +704,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     func reset(_ id: YamuxStreamID) {
         eventLoop.assertInEventLoop()
-        guard session != nil, streams[id] != nil else { return }
-        session!.reset(id)
+        guard streams[id] != nil else { return }
+        withSession { $0.reset(id) }
         fail(stream: id, with: SessionError(.streamReset, "stream \(id) was reset"))
         streams[id] = nil
         pump()
@@ -549,39 +714,56 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Moves queued application writes into the session as far as its per-stream queue allows;
     /// writers wait (their continuation is held) until `.writable`.
     private func drainWrites(_ id: YamuxStreamID) {
-        guard let state = streams[id], session != nil else { return }
+        guard let state = streams[id], isEstablished else { return }
         defer { pump() }
         while let first = state.pendingWrites.first {
             switch first {
             case .data(var bytes, let continuation):
-                if memory.needsReservation(inUse: session!.memoryInUse) { reconcileMemory() }
-                let room = session!.writableBytesOrWait(on: id)
-                if room <= 0 { return }
-                let chunk = bytes.readSlice(length: min(room, bytes.readableBytes))!
-                do {
-                    try session!.write(chunk, to: id)
-                } catch {
+                let outcome = withSession { session -> Result<Void, SessionError>? in
+                    if memory.needsReservation(inUse: session.memoryInUse) { reconcileMemory(&session) }
+                    let room = session.writableBytesOrWait(on: id)
+                    if room <= 0 { return nil }
+                    let chunk = bytes.readSlice(length: min(room, bytes.readableBytes))!
+                    do throws(SessionError) {
+                        try session.write(chunk, to: id)
+                        return .success(())
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                // Not established any more, or no room: the writer waits for `.writable` (or fails
+                // with the connection).
+                guard case .some(.some(let written)) = outcome else { return }
+                if case .failure(let error) = written {
                     state.pendingWrites.removeFirst()
                     continuation.resume(throwing: error)
-                    continue
-                }
-                if bytes.readableBytes == 0 {
+                } else if bytes.readableBytes == 0 {
                     state.pendingWrites.removeFirst()
                     continuation.resume()
                 } else {
                     state.pendingWrites[state.pendingWrites.startIndex] = .data(bytes, continuation)
                 }
             case .close(let continuation):
-                state.pendingWrites.removeFirst()
                 guard !state.writeClosed else {
+                    state.pendingWrites.removeFirst()
                     continuation?.resume()
                     continue
                 }
-                do {
-                    try session!.closeWrite(id)
+                let outcome = withSession { session -> Result<Void, SessionError> in
+                    do throws(SessionError) {
+                        try session.closeWrite(id)
+                        return .success(())
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                guard let outcome else { return }
+                state.pendingWrites.removeFirst()
+                switch outcome {
+                case .success:
                     state.writeClosed = true
                     continuation?.resume()
-                } catch {
+                case .failure(let error):
                     continuation?.resume(throwing: error)
                 }
             }
@@ -627,29 +809,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// Closes the socket at once, without GoAway (shutdown of a connection that did not close).
     func forceClose() {
         closingFlag.withLockedValue { $0 = true }
-        eventLoop.execute {
-            self.closed = true
-            self.context?.channel.close(promise: nil)
-        }
-    }
-
-    private func close(error: Error?) {
-        guard !closed else { return }
-        closed = true
-        if session != nil {
-            session!.goAway(code: error == nil ? .normal : .protocolError)
-            pump()
-        }
-        context?.close(promise: nil)
+        eventLoop.execute { self.close(error: nil, goAway: false) }
     }
 
     /// Keeps node memory reserved for this connection one granule ahead of what its session holds
     /// (so a new stream's window or a write finds room without waiting), and gives back what is more
     /// than two granules ahead. The session's `memoryLimit` is what is reserved: when the node's
     /// budget is spent, SYNs are refused, writes wait and windows stop growing.
-    private func reconcileMemory() {
-        guard session != nil, let resources = host?.resources else { return }
-        let change = memory.change(inUse: session!.memoryInUse)
+    private func reconcileMemory(_ session: inout YamuxSession) {
+        guard let resources = host?.resources else { return }
+        let change = memory.change(inUse: session.memoryInUse)
         if change > 0 {
             if resources.reserveMemory(change) {
                 memory.reserved += change
@@ -660,57 +829,51 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             resources.releaseMemory(-change)
             memory.reserved += change
         }
-        session!.memoryLimit = memory.reserved
+        session.memoryLimit = memory.reserved
     }
 
-    private func reportRefusedStream() {
-        guard let resources = host?.resources, session != nil else { return }
-        let limit = session!.refusedForMemory > memory.reportedMemoryRefusals
-        memory.reportedMemoryRefusals = session!.refusedForMemory
+    private func reportRefusedStream(_ session: YamuxSession, peer: PeerID) {
+        guard let resources = host?.resources else { return }
+        let limit = session.refusedForMemory > memory.reportedMemoryRefusals
+        memory.reportedMemoryRefusals = session.refusedForMemory
         if limit {
             resources.connectionRefused(
                 .connectionReceiveWindowMemory,
-                "a new stream's window does not fit (\(session!.totalReceiveWindow) bytes of windows, \(memory.reserved) reserved) from \(remotePeer?.description ?? "?")")
+                "a new stream's window does not fit (\(session.totalReceiveWindow) bytes of windows, \(memory.reserved) reserved) from \(peer)"
+            )
         } else {
             resources.connectionRefused(
-                .connectionStreams, "\(session!.liveStreamCount) streams live on a connection of \(remotePeer?.description ?? "?")")
+                .connectionStreams, "\(session.liveStreamCount) streams live on a connection of \(peer)")
         }
     }
 
-    private func finish(error: Error) {
-        if memory.reserved > 0 {
-            host?.resources.releaseMemory(memory.reserved)
-            memory.reserved = 0
-        }
-        tickTask?.cancel()
-        tickTask = nil
-        identifyDeadline?.cancel()
-        identifyDeadline = nil
-        closed = true
-        finished = true
-        for id in Array(streams.keys) { fail(stream: id, with: error) }
-        streams.removeAll()
-        host?.connectionClosed(self)
-        closePromise.succeed(())
-        context = nil
+    // MARK: Status
+
+    /// The authenticated peer while established; nil in any other state (on the event loop).
+    private var establishedPeer: PeerID? {
+        if case .established(let established) = state { return established.peer }
+        return nil
     }
 
     /// A snapshot for status output; must be called on the event loop.
     func info() -> ConnectionInfo? {
         guard let remotePeer else { return nil }
+        var latency: TimeAmount?
+        if case .established(let established) = state { latency = established.session.smoothedRTT }
         return ConnectionInfo(
-            id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, path: path, streams: streams.count,
-            latency: session?.smoothedRTT)
+            id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, path: path,
+            streams: streams.count,
+            latency: latency)
     }
 
-    /// Closes the connection (GoAway) if it is idle and its peer unprotected at this moment;
-    /// whether it did. Trimming decides from a snapshot, and a stream may have moved since.
+    /// Closes the connection (GoAway) if it is established, idle and its peer unprotected at this
+    /// moment; whether it did. Trimming decides from a snapshot, and a stream may have moved since.
     func closeIfIdle() -> EventLoopFuture<Bool> {
         eventLoop.submit { [self] in
-            guard !closed, liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: .now()),
-                !isProtected
+            guard let peer = establishedPeer,
+                liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: .now()),
+                !isProtected(peer)
             else { return false }
-            closingFlag.withLockedValue { $0 = true }
             close(error: nil)
             return true
         }
@@ -719,7 +882,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// The connection's memory as its session counts it and as reserved from the node; must be
     /// called on the event loop (tests, status).
     func memoryUsage() -> (receiveWindows: Int, sendQueueCost: Int, reserved: Int) {
-        (session?.totalReceiveWindow ?? 0, session?.totalSendQueueCost ?? 0, memory.reserved)
+        guard case .established(let established) = state else { return (0, 0, memory.reserved) }
+        return (established.session.totalReceiveWindow, established.session.totalSendQueueCost, memory.reserved)
     }
 
     /// What trimming needs to know; must be called on the event loop.
@@ -727,115 +891,65 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         streams: Int, isIdle: Bool, establishedAt: NIODeadline?, lastStreamTraffic: NIODeadline
     ) {
         let isIdle = liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now)
+        let establishedAt: NIODeadline? =
+            switch state {
+            case .established(let established): established.establishedAt
+            case .closing(let closing): closing.established?.at
+            case .detached, .handshaking, .closed, .modifying: nil
+            }
         return (streams.count, isIdle, establishedAt, lastStreamTraffic)
     }
 
-    /// Whether a part of the node protects the peer (`Host.protect`).
-    private var isProtected: Bool {
-        guard let remotePeer, let host else { return false }
-        return host.isProtected(remotePeer)
+    /// Whether a part of the node protects `peer` (`Host.protect`).
+    private func isProtected(_ peer: PeerID) -> Bool {
+        host?.isProtected(peer) ?? false
     }
 
     /// identify over this connection succeeded: the identify deadline no longer applies.
     func identifyCompleted() {
         eventLoop.execute { [self] in
-            identifyDeadline?.cancel()
-            identifyDeadline = nil
+            withEstablished { established in
+                established.identifyDeadline?.cancel()
+                established.identifyDeadline = nil
+            }
         }
     }
 
     /// A peer that upgraded the connection but did not complete identify within `timeout` does not
     /// speak libp2p as it must (or wants to hold a slot): closed (issue #10, finding 1).
     private func identifyDeadlinePassed(_ timeout: TimeAmount) {
-        identifyDeadline = nil
-        guard !closed else { return }
+        guard
+            let peer = withEstablished({ established in
+                established.identifyDeadline = nil
+                return established.peer
+            })
+        else { return }
         logger.info(
             "closing connection: identify did not complete within \(timeout.nanoseconds / 1_000_000) ms",
-            metadata: ["peer": "\(remotePeer?.description ?? "?")"])
+            metadata: ["peer": "\(peer)"])
         close(error: nil)
     }
 
     /// Rekeys of the connection's Noise session so far, ours and the peer's (tests, status).
     func rekeys() async throws -> (sent: Int, received: Int) {
         try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<(sent: Int, received: Int)> in
-            guard let pipeline = context?.pipeline else {
+            guard isEstablished, let pipeline = context?.pipeline else {
                 return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "connection is closed"))
             }
             return pipeline.handler(type: SecureConnectionHandler.self).map { ($0.rekeysSent, $0.rekeysReceived) }
         }.get()
     }
 
-    /// Sends a yamux ping now (measures RTT).
+    /// Sends a yamux ping now (measures RTT). Nothing is sent when `maximumOutstandingPings` are
+    /// unanswered or the session failed: the measurement then waits for the answers, or ends.
     func ping() {
-        guard session != nil else { return }
-        try? session!.ping(now: .now())
+        withSession { session in
+            do {
+                try session.ping(now: .now())
+            } catch {
+                return
+            }
+        }
         pump()
-    }
-}
-
-/// The application-facing state of one stream; lives on the connection's event loop.
-final class StreamState {
-    enum PendingWrite {
-        case data(ByteBuffer, CheckedContinuation<Void, Error>)
-        /// FIN after what is queued; no continuation when the stream was abandoned.
-        case close(CheckedContinuation<Void, Error>?)
-    }
-
-    var inbound = CircularBuffer<ByteBuffer>()
-    var reader: CheckedContinuation<[ByteBuffer]?, Error>?
-    var pendingWrites = CircularBuffer<PendingWrite>()
-    var remoteClosed = false
-    var fullyClosed = false
-    var writeClosed = false
-    /// Its user is gone: inbound bytes are credited and dropped, the state is freed on close.
-    var abandoned = false
-    var error: Error?
-
-    /// Queues bytes no reader waits for. Their count is bounded by the stream's receive window, but
-    /// a `ByteBuffer` keeps its whole storage alive: a 1-byte frame left as a view of a 256 KiB
-    /// socket read buffer pins 256 KiB. So a small chunk is gathered into the last queued one when
-    /// that is small too, and a chunk whose storage is mostly other bytes is copied out: queued
-    /// memory stays within about twice the bytes (plus one storage per 4 KiB).
-    static let gatherBelow = 4096
-
-    func queueUnread(_ bytes: ByteBuffer) {
-        var bytes = bytes
-        if bytes.readableBytes < Self.gatherBelow, let last = inbound.indices.last,
-            inbound[last].readableBytes < Self.gatherBelow
-        {
-            inbound[last].writeBuffer(&bytes)
-            return
-        }
-        if bytes.storageCapacity > 2 * bytes.readableBytes + Self.gatherBelow {
-            var copy = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
-            copy.writeBuffer(&bytes)
-            bytes = copy
-        }
-        inbound.append(bytes)
-    }
-}
-
-/// Node memory a connection holds reserved in the resource manager, in granules.
-struct ConnectionMemory {
-    var reserved = 0
-    /// The node refused the last reservation; not asked again before the next tick.
-    var starved = false
-    /// The session's memory refusals already reported.
-    var reportedMemoryRefusals = 0
-
-    /// Whether the session is within a granule of what is reserved (cheap: checked per frame).
-    func needsReservation(inUse: Int) -> Bool {
-        !starved && inUse + ResourceManager.memoryGranule > reserved
-    }
-
-    /// How much to reserve (positive) or give back (negative): one granule of headroom, given back
-    /// only beyond two (hysteresis, so a connection at a boundary does not take and give back on
-    /// every frame). Multiples of the granule.
-    func change(inUse: Int) -> Int {
-        let granule = ResourceManager.memoryGranule
-        let wanted = (inUse + granule + granule - 1) / granule * granule
-        if wanted > reserved { return starved ? 0 : wanted - reserved }
-        if reserved - wanted >= 2 * granule { return wanted + granule - reserved }
-        return 0
     }
 }

@@ -9,6 +9,8 @@ import Session
 struct RawStream: Sendable {
     let connection: Connection
     let id: YamuxStreamID
+    /// The connection's authenticated peer (a stream exists only on an established connection).
+    let peer: PeerID
 
     /// What arrived since the last call, as received (`nil` at end of stream): one hop for many
     /// frames.
@@ -70,7 +72,7 @@ public struct MuxedStream: Sendable {
         readAhead.prepend(bytes)
     }
 
-    public var remotePeer: PeerID { raw.connection.remotePeer! }
+    public var remotePeer: PeerID { raw.peer }
     public var connection: Connection { raw.connection }
 
     /// The next bytes from the peer, or `nil` at end of stream. Each call returns the payload of
@@ -124,7 +126,8 @@ public struct MuxedStream: Sendable {
             var peek = buffer
             if let length = try peek.readUVarint() {
                 guard length <= UInt64(maximumLength) else {
-                    throw NetworkError(.protocolViolation, "message of \(length) bytes is over the \(maximumLength)-byte limit")
+                    throw NetworkError(
+                        .protocolViolation, "message of \(length) bytes is over the \(maximumLength)-byte limit")
                 }
                 if peek.readableBytes >= Int(length) {
                     let message = peek.readSlice(length: Int(length))!
