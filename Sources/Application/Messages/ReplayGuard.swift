@@ -41,8 +41,7 @@ public struct ReplayGuard: Sendable {
     /// Messages dated at or before this (ms) are refused: their entries may have been dropped.
     public private(set) var floor: UInt64 = 0
 
-    /// - Parameter floor: messages dated at or before it (ms) are refused from the start. The memory
-    ///   is not persisted, so a service starts with its start time here (spec §5.2).
+    /// - Parameter floor: messages dated at or before it (ms) are refused from the start.
     public init(capacity: Int = 65_536, maximumAge: UInt64 = MessageAcceptance.Policy().maximumAge, floor: UInt64 = 0) {
         precondition(capacity > 0, "a replay guard needs room for at least one entry")
         self.capacity = capacity

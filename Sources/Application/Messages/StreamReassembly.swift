@@ -2,21 +2,10 @@ import Resolution
 
 /// Puts STREAM parts back in order (spec/messages.md §5.3): per (sender, stream id) the next
 /// expected sequence, and the parts that came early, held up to a bound. A pure state machine:
-/// parts and time in, parts ready for delivery out.
-public struct StreamReassembly: Sendable {
-    public struct Configuration: Hashable, Sendable {
-        /// A part this many or more ahead of the next expected one is `bad_stream`.
-        public var window: UInt64 = 16
-        /// Parts held per stream.
-        public var maximumHeldPerStream = 16
-        /// Open streams per sender, and per node.
-        public var maximumStreamsPerSender = 16
-        public var maximumStreams = 256
-        /// A stream with no new part for this long (ms) is dropped.
-        public var idleTimeout: UInt64 = 60_000
-
-        public init() {}
-    }
+/// parts and time in, parts ready for delivery out. `Part` is what is held and handed back (the
+/// service holds the signed message; tests the bare one).
+public struct StreamReassembly<Part: Sendable>: Sendable {
+    public typealias Configuration = StreamReassemblyConfiguration
 
     struct Key: Hashable, Sendable {
         let sender: AgentName
@@ -25,7 +14,7 @@ public struct StreamReassembly: Sendable {
 
     struct Stream: Sendable {
         var next: UInt64 = 0
-        var held: [UInt64: AgentMessage] = [:]
+        var held: [UInt64: Part] = [:]
         /// The sequence of the part marked `stream_end`, once seen.
         var end: UInt64?
         var lastActivity: UInt64
@@ -42,10 +31,10 @@ public struct StreamReassembly: Sendable {
     /// Open streams.
     public var openStreams: Int { streams.count }
 
-    /// Takes a verified STREAM part at `now` (ms) and returns the parts now deliverable, in order
-    /// (empty when the part is held for later).
+    /// Takes a verified STREAM part (`message` is its content) at `now` (ms) and returns the parts
+    /// now deliverable, in order (empty when the part is held for later).
     /// - Throws: `.badStream` or `.busy`; nothing changes then.
-    public mutating func receive(_ message: AgentMessage, now: UInt64) throws(MessageError) -> [AgentMessage] {
+    public mutating func receive(_ held: Part, message: AgentMessage, now: UInt64) throws(MessageError) -> [Part] {
         guard case .stream(let part) = message.kind else {
             preconditionFailure("StreamReassembly.receive takes STREAM parts only")
         }
@@ -83,8 +72,8 @@ public struct StreamReassembly: Sendable {
         if streams[key] == nil { perSender[message.sender, default: 0] += 1 }
         if part.isEnd { stream.end = part.sequence }
         stream.lastActivity = now
-        stream.held[part.sequence] = message
-        var ready: [AgentMessage] = []
+        stream.held[part.sequence] = held
+        var ready: [Part] = []
         while let next = stream.held.removeValue(forKey: stream.next) {
             ready.append(next)
             stream.next += 1
@@ -112,4 +101,19 @@ public struct StreamReassembly: Sendable {
         let remaining = perSender[key.sender, default: 1] - 1
         perSender[key.sender] = remaining == 0 ? nil : remaining
     }
+}
+
+/// The limits of `StreamReassembly` (spec/messages.md §5.3).
+public struct StreamReassemblyConfiguration: Hashable, Sendable {
+    /// A part this many or more ahead of the next expected one is `bad_stream`.
+    public var window: UInt64 = 16
+    /// Parts held per stream.
+    public var maximumHeldPerStream = 16
+    /// Open streams per sender, and per node.
+    public var maximumStreamsPerSender = 16
+    public var maximumStreams = 256
+    /// A stream with no new part for this long (ms) is dropped.
+    public var idleTimeout: UInt64 = 60_000
+
+    public init() {}
 }
