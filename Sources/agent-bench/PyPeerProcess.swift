@@ -1,8 +1,9 @@
 import Foundation
 
-/// A py-libp2p test peer (`Tests/Interop/py/peer.py`, `kad_peer.py`) as a child process: its
-/// stdout carries one JSON object per line, an event (`"event": name`) or the answer to a command
-/// sent on its stdin (`"id"` of the command, no `"event"`). Started in `init`, stopped by PID in
+/// A py-libp2p test peer (`Tests/Interop/py/peer.py`, `kad_peer.py`) as a child process — or any
+/// program that speaks the same way, such as agentd: its stdout carries one JSON object per line,
+/// an event (`"event": name`) or the answer to a command sent on its stdin (`"id"` of the command,
+/// no `"event"`). Each event carries when its line arrived. Started in `init`, stopped by PID in
 /// `stop()`.
 ///
 /// Used from one task at a time (it is not `Sendable`); the pipe callbacks only hand bytes and the
@@ -15,6 +16,9 @@ final class PyPeerProcess {
 
         let name: String
         let line: String
+        /// When the line was read from the pipe (the reader thread's clock, at the read that
+        /// completed it).
+        let received: ContinuousClock.Instant
 
         private var object: [String: Any] {
             (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
@@ -30,18 +34,26 @@ final class PyPeerProcess {
     private let process = Process()
     private let standardInput = Pipe()
     private let errorLog: URL
-    private var output: AsyncStream<Data>.Iterator
+    private var output: AsyncStream<(Data, ContinuousClock.Instant)>.Iterator
     private var exit: AsyncStream<Int32>.Iterator
     private var exitStatus: Int32?
     private var pendingBytes: [UInt8] = []
     private var pendingEvents: [Event] = []
 
     var pid: Int32 { process.processIdentifier }
+    let label: String
 
     /// Starts `python script arguments…`; stderr goes to a temporary file, quoted when it fails.
-    init(python: String, script: String, arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script] + arguments
+    convenience init(python: String, script: String, arguments: [String]) throws {
+        try self.init(executable: python, arguments: [script] + arguments, label: "py peer")
+    }
+
+    /// Starts `executable arguments…`; stderr goes to a temporary file, quoted when it fails.
+    /// `label` names the process in errors.
+    init(executable: String, arguments: [String], label: String) throws {
+        self.label = label
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONUNBUFFERED"] = "1"
         process.environment = environment
@@ -54,7 +66,7 @@ final class PyPeerProcess {
 
         let stdout = Pipe()
         process.standardOutput = stdout
-        let (outputStream, outputContinuation) = AsyncStream.makeStream(of: Data.self)
+        let (outputStream, outputContinuation) = AsyncStream.makeStream(of: (Data, ContinuousClock.Instant).self)
         // A thread of its own with blocking read(2), not FileHandle.readabilityHandler, whose
         // dispatch source has crashed libdispatch on Linux (see AgentTesting's JSONLineProcess).
         let box = PipeBox(pipe: stdout)
@@ -65,12 +77,12 @@ final class PyPeerProcess {
                 let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else { break }
-                outputContinuation.yield(Data(buffer[..<count]))
+                outputContinuation.yield((Data(buffer[..<count]), ContinuousClock.now))
             }
             outputContinuation.finish()
             withExtendedLifetime(box) {}
         }
-        reader.name = "py peer stdout"
+        reader.name = "\(label) stdout"
         let (exitStream, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
         process.terminationHandler = { process in
             exitContinuation.yield(process.terminationStatus)
@@ -101,10 +113,10 @@ final class PyPeerProcess {
         while true {
             guard let event = try await nextEvent() else {
                 throw BenchmarkError(
-                    "py peer (pid \(pid)) ended before its \"\(name)\" event (timeout \(timeout))\(errorTail())")
+                    "\(label) (pid \(pid)) ended before its \"\(name)\" event (timeout \(timeout))\(errorTail())")
             }
             if event.name == "error" {
-                throw BenchmarkError("py peer (pid \(pid)): \(event.string("message") ?? event.line)")
+                throw BenchmarkError("\(label) (pid \(pid)): \(event.string("message") ?? event.line)")
             }
             seen.append(event)
             if event.name == name { return seen }
@@ -130,7 +142,7 @@ final class PyPeerProcess {
             guard answer.number("id").map(Int.init) == id else { continue }
             guard answer.bool("ok") == true else {
                 throw BenchmarkError(
-                    "py peer (pid \(pid)) failed \(command["cmd"] ?? "?"): \(answer.string("error") ?? answer.line)")
+                    "\(label) (pid \(pid)) failed \(command["cmd"] ?? "?"): \(answer.string("error") ?? answer.line)")
             }
             return answer
         }
@@ -139,16 +151,16 @@ final class PyPeerProcess {
     private func nextEvent() async throws -> Event? {
         while true {
             if !pendingEvents.isEmpty { return pendingEvents.removeFirst() }
-            guard let data = await output.next(isolation: nil) else { return nil }
+            guard let (data, received) = await output.next(isolation: nil) else { return nil }
             pendingBytes += data
             while let newline = pendingBytes.firstIndex(of: 0x0a) {
                 let line = String(decoding: pendingBytes[..<newline], as: UTF8.self)
                 pendingBytes.removeSubrange(...newline)
                 let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
                 if let name = object?["event"] as? String {
-                    pendingEvents.append(Event(name: name, line: line))
+                    pendingEvents.append(Event(name: name, line: line, received: received))
                 } else if object?["id"] != nil {
-                    pendingEvents.append(Event(name: Event.answer, line: line))
+                    pendingEvents.append(Event(name: Event.answer, line: line, received: received))
                 }
             }
         }

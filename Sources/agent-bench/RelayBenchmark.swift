@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Identity
 import Logging
@@ -5,6 +6,8 @@ import Multiformats
 import NIOCore
 import NIOPosix
 import Network
+
+typealias Host = Network.Host
 
 /// Circuit relay v2 and DCUtR on loopback, in one process: a relay R, a peer B that reserves at
 /// it, a peer A that dials B through it. Every figure is measured in the same run as its
@@ -23,6 +26,8 @@ struct RelayBenchmark: AsyncParsableCommand {
     var dials = 50
     @Option(help: "Idle circuits held open for the memory figure (B accepts at most 64 inbound circuits per relay: the protocol_peer stream limit).")
     var circuits = 50
+    @Option(help: "agentd processes started for the ready-to-reservation figure (each a fresh B with --relay R, over loopback); 0 skips it.")
+    var starts = 10
     @Flag(help: "Small sizes (smoke test).")
     var quick = false
 
@@ -145,6 +150,71 @@ struct RelayBenchmark: AsyncParsableCommand {
 
         for host in [a, b, relay, directA, directB] { await host.shutdown() }
         try await group.shutdownGracefully()
+
+        let starts = quick ? min(self.starts, 3) : self.starts
+        guard starts > 0 else { return }
+        let processes = try await Self.agentdReservations(starts: starts)
+        print("agentd processes over loopback (\(starts) starts of B with --relay R; R with --relay-service on)")
+        print("  B spawned → ready line              \(ms(processes.map(\.ready)))")
+        print("  ready line → reservation line       \(ms(processes.map(\.reservation)))   [py-libp2p in the NAT lab: B ready → reserved ≈ 350 ms]")
+        print("  B spawned → reservation line        \(ms(processes.map { $0.ready + $0.reservation }))")
+    }
+
+    /// agentd processes on loopback: a relay R (`--relay-service on`), then `starts` times a fresh
+    /// B (new data directory and identity) with `--relay R`. Per start: seconds from B's spawn to
+    /// its ready line, and from its ready line to its `reservation` event line (each line timed as
+    /// it is read from B's stdout). Every process is stopped by its PID.
+    static func agentdReservations(starts: Int) async throws -> [(ready: Double, reservation: Double)] {
+        let executable = (Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])).standardizedFileURL
+        let agentd = executable.deletingLastPathComponent().appendingPathComponent("agentd").path
+        guard FileManager.default.isExecutableFile(atPath: agentd) else {
+            throw BenchmarkError("no agentd beside agent-bench (\(agentd)): build both (swift build -c release)")
+        }
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("agent-bench-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: base) }
+        let noBootstrap = base.appendingPathComponent("none.json")
+        try Data(#"{"version": 1, "peers": []}"#.utf8).write(to: noBootstrap)
+        func start(_ name: String, _ extra: [String]) throws -> PyPeerProcess {
+            try PyPeerProcess(
+                executable: agentd,
+                arguments: [
+                    "--data-dir", base.appendingPathComponent(name).path, "--listen", "/ip4/127.0.0.1/tcp/0",
+                    "--log-level", "warning", "--bootstrap", noBootstrap.path,
+                ] + extra,
+                label: "agentd \(name)")
+        }
+        func stop(_ process: PyPeerProcess) async {
+            kill(process.pid, SIGTERM)
+            await process.stop()
+        }
+
+        let relay = try start("r", ["--relay-service", "on", "--dht-mode", "server"])
+        var results: [(ready: Double, reservation: Double)] = []
+        do {
+            let relayReady = try await relay.event("ready", timeout: .seconds(30))
+            guard let relayAddress = relayReady.strings("addrs").first else {
+                throw BenchmarkError("the relay's ready line has no address: \(relayReady.line)")
+            }
+            for index in 0..<starts {
+                let spawned = ContinuousClock.now
+                let b = try start("b\(index)", ["--relay", relayAddress, "--dht-mode", "client"])
+                do {
+                    let ready = try await b.event("ready", timeout: .seconds(30))
+                    let reservation = try await b.event("reservation", timeout: .seconds(30))
+                    results.append(((ready.received - spawned).seconds, (reservation.received - ready.received).seconds))
+                } catch {
+                    await stop(b)
+                    throw error
+                }
+                await stop(b)
+            }
+        } catch {
+            await stop(relay)
+            throw error
+        }
+        await stop(relay)
+        return results
     }
 
     static func download(_ bytes: Int, from peer: PeerID, by host: Host) async throws -> Double {
