@@ -141,6 +141,14 @@ struct MessageServiceTests {
         #expect(delivery.message == outcome.message)
         #expect(delivery.message.message.content == .text("hello"))
         #expect(delivery.peer == alice.host.peerID)
+        // With the recipient's record given (the messenger resolved it): no lookup, same delivery;
+        // a record for another name is refused before anything is sent.
+        let record = try await network.directory.record(for: bob.name)
+        let second = try alice.service.sign(Self.message(.notification, from: alice.name, to: bob.name, "again"))
+        #expect(try await alice.service.deliver(second, to: record).peer == bob.host.peerID)
+        #expect(await inbox.next()?.message == second)
+        let aliceRecord = try await network.directory.record(for: alice.name)
+        #expect(await Self.kind { try await alice.service.deliver(second, to: aliceRecord) } == .unreachable)
         await network.shutdown()
     }
 

@@ -185,7 +185,24 @@ public final class MessageService: Sendable {
     /// Delivers a signed message (a retry from the outbox keeps its bytes) on a stream of its own.
     @discardableResult
     public func deliver(_ signed: SignedAgentMessage) async throws(MessageError) -> Outcome {
-        let connection = try await connect(to: signed.message.recipient)
+        try await deliver(signed, connection: try await connect(to: signed.message.recipient))
+    }
+
+    /// Delivers a signed message to the node of `record`, the recipient's record the caller resolved
+    /// already (the node's messenger, which falls back to the mailbox when this throws
+    /// `.unreachable`, `.timeout` or `.protocolNotSupported`).
+    @discardableResult
+    public func deliver(_ signed: SignedAgentMessage, to record: SignedAgentRecord) async throws(MessageError)
+        -> Outcome
+    {
+        guard record.record.name == signed.message.recipient else {
+            throw MessageError(
+                .unreachable, "the record given for \(signed.message.recipient) is for \(record.record.name)")
+        }
+        return try await deliver(signed, connection: try await connect(to: record))
+    }
+
+    private func deliver(_ signed: SignedAgentMessage, connection: Connection) async throws(MessageError) -> Outcome {
         let priority: YamuxPriority
         switch signed.message.type {
         case .response, .error: priority = .high
@@ -311,6 +328,11 @@ public final class MessageService: Sendable {
         guard record.record.name == recipient else {
             throw MessageError(.unreachable, "the record found for \(recipient) is for \(record.record.name)")
         }
+        return try await connect(to: record)
+    }
+
+    private func connect(to record: SignedAgentRecord) async throws(MessageError) -> Connection {
+        let recipient = record.record.name
         let peer = record.record.peerID
         do {
             return try await host.connect(to: peer, addresses: record.record.addresses, origin: .thirdParty)
