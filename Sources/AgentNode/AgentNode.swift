@@ -118,6 +118,19 @@ public final class AgentNode: Service, Sendable {
         }
         let dht = DHT(host: host, store: store, configuration: configuration.dht, logger: logger)
         dht.start()
+        let cards: CardService
+        do {
+            // Next to the record store (in memory when it is), in its own file: spec/cards.md §7.
+            let path = configuration.databasePath.map { _ in configuration.dataDirectory.path + "/cards.db" }
+            cards = CardService(
+                host: host, dht: dht, store: try CardStore(path: path), identity: identity, logger: logger,
+                now: { UInt64(Date().timeIntervalSince1970) })
+        } catch {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw NodeError(.fileSystem, "cannot open the card store: \(error.message)")
+        }
+        cards.start()
         // Before bootstrap: the bootstrap peers are the first servers asked.
         var autonatConfiguration = configuration.autonat
         autonatConfiguration.tracker.scopeRule = scopeRule
@@ -125,32 +138,11 @@ public final class AgentNode: Service, Sendable {
         let events = NodeEvents(onPublish: onEvent)
         relaying.keep(configuration.relayAddresses)
 
-        let messaging: NodeMessaging
-        do {
-            var messagingConfiguration = NodeMessaging.Configuration()
-            messagingConfiguration.messagesPath = configuration.messagesDatabasePath
-            messagingConfiguration.mailboxPath = configuration.mailboxDatabasePath
-            messaging = try NodeMessaging(
-                host: host, dht: dht, identity: identity, configuration: messagingConfiguration, logger: logger)
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        let fileMode: NodeFileMode?
-        do {
-            fileMode = try configuration.inboxDirectory.map { try NodeFileMode(directory: $0, messaging: messaging, logger: logger) }
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-
         var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
         NodeControlAPI.registerNATMethods(
             &methods, events: events, autonat: autonat, server: autonatServer, relaying: relaying)
-        NodeControlAPI.registerDHTMethods(&methods, dht: dht, namesChanged: { messaging.syncLocalNames() })
-        NodeControlAPI.registerMessageMethods(&methods, messaging: messaging)
+        NodeControlAPI.registerDHTMethods(&methods, dht: dht)
+        NodeControlAPI.registerCardMethods(&methods, cards: cards, dht: dht, host: host)
         NodeControlAPI.registerLimitsMethods(
             &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
         let server: ControlAPIServer
@@ -191,16 +183,13 @@ public final class AgentNode: Service, Sendable {
             }
         }
 
-        // Messages: served from here on; the first mailbox drain of every name starts now.
-        messaging.start()
-        if let fileMode { host.spawn("file mode") { await fileMode.run() } }
-
         let addresses = host.advertisedAddresses.map { $0.appending(.p2p(host.peerID.multihash)) }
         onReady(
             Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
         logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
         Self.followReachability(host: host, autonat: autonat, dht: dht, events: events)
         relaying.follow(dht: dht, autonat: autonat, nodeEvents: events)
+        host.spawn("card providers") { await cards.runRepublishing() }
 
         let maintenance = Task { await dht.runMaintenance() }
         await withGracefulShutdownHandler {
@@ -211,7 +200,6 @@ public final class AgentNode: Service, Sendable {
         maintenance.cancel()
         logger.info("shutting down")
         await server.shutdown()
-        messaging.stop()
         await host.shutdown()
         events.finish()
         // The maintenance loops (cancelled above) end with the host: nothing of the DHT outlives
