@@ -533,10 +533,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         // Only the context is taken from the state: a copy of the whole payload would share the
         // session's storage while `withSession` mutates it, which would then copy it.
         guard isEstablished, let context, force || context.channel.isWritable else { return }
-        // One buffer per pump: the frames are copied once, here, to put each header next to its
-        // payload (a Noise message must be contiguous); the security handler then seals this buffer
-        // without another copy. At most `pumpBudget` per call: the next pump follows from the
-        // socket's writability.
+        // At most `pumpBudget` per call: the next pump follows from the socket's writability.
         guard
             let (frames, followUp, more) = withSession({ session in
                 let (frames, followUp) = session.nextOutboundFrames(maximumBytes: Self.pumpBudget)
@@ -546,9 +543,16 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         let pulled = frames.reduce(0) { $0 + 12 + $1.payload.readableBytes }
         if frames.contains(where: { $0.streamID != .session }) { lastStreamTraffic = .now() }
         if !frames.isEmpty {
-            var buffer = context.channel.allocator.buffer(capacity: pulled)
-            for frame in frames { buffer.writeYamuxFrame(frame) }
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            // The headers in one buffer, each written as a view of it just before its payload: the
+            // security handler seals the pieces as one stream without joining them (no copy of a
+            // payload on the way to the cipher).
+            var headers = context.channel.allocator.buffer(capacity: frames.count * YamuxFrame.headerSize)
+            for frame in frames { headers.writeYamuxHeader(frame) }
+            for frame in frames {
+                context.write(wrapOutboundOut(headers.readSlice(length: YamuxFrame.headerSize)!), promise: nil)
+                if frame.payload.readableBytes > 0 { context.write(wrapOutboundOut(frame.payload), promise: nil) }
+            }
+            context.flush()
         }
         // More to send and the socket still takes it: continue on the next loop turn (a write that
         // the kernel accepted at once fires no writability change to resume us).

@@ -10,8 +10,9 @@ import NIOCore
 /// this handler feeds it bytes and its deadline and performs its actions) and, once the muxer is
 /// agreed, `SecureTransport` (the Noise transport phase). It fires
 /// `SecureConnectionEvent.established` and from then on passes decrypted bytes up and encrypts what
-/// is written down. Outbound plaintext is gathered until `flush` and
-/// sealed in messages of up to 65519 bytes, so many small muxer frames cost one AEAD call.
+/// is written down. Outbound plaintext is gathered until `flush` (as the written buffers, not
+/// joined) and sealed in messages of up to 65519 bytes, so many small muxer frames cost one AEAD
+/// call and a frame's payload is read once, by the cipher.
 ///
 /// Both peers list their muxers in the handshake payload; when both do, the first of the
 /// initiator's that the responder supports is taken without multistream-select (libp2p/specs
@@ -52,7 +53,8 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
 
         public init(
             role: NoiseHandshakeState.Role, identity: Ed25519.PrivateKey, staticKey: X25519.PrivateKey,
-            expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"], handshakeTimeout: TimeAmount = .seconds(10),
+            expectedPeer: PeerID? = nil, muxers: [String] = ["/yamux/1.0.0"],
+            handshakeTimeout: TimeAmount = .seconds(10),
             announceMuxers: Bool = true, rekey: NoiseRekeyPolicy? = NoiseRekeyPolicy(),
             staticKeySignature: [UInt8]? = nil
         ) {
@@ -85,7 +87,10 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     /// Bytes that arrived re-entrantly, during `channelRead` (see there).
     private var deferredInbound = ByteBuffer()
     private var isReading = false
-    private var pendingOutbound: ByteBuffer?
+    /// What was written since the last flush, as written: sealed at the flush without joining it
+    /// first (a yamux header and the payload behind it arrive as two writes).
+    private var pendingOutbound = CircularBuffer<ByteBuffer>(initialCapacity: 16)
+    private var pendingOutboundBytes = 0
     private var pendingPromise: EventLoopPromise<Void>?
     private var timeout: Scheduled<Void>?
     /// Rekeys of our sending direction, and of the peer's, and whether both peers announced
@@ -271,11 +276,10 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             promise?.fail(SessionError(.streamClosed, "write before the secure connection was established"))
             return
         }
-        var bytes = unwrapOutboundIn(data)
-        if pendingOutbound == nil {
-            pendingOutbound = bytes
-        } else {
-            pendingOutbound!.writeBuffer(&bytes)
+        let bytes = unwrapOutboundIn(data)
+        if bytes.readableBytes > 0 {
+            pendingOutbound.append(bytes)
+            pendingOutboundBytes += bytes.readableBytes
         }
         if let promise {
             if let pendingPromise { pendingPromise.futureResult.cascade(to: promise) } else { pendingPromise = promise }
@@ -283,15 +287,17 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     }
 
     public func flush(context: ChannelHandlerContext) {
-        guard case .established(var transport) = phase, var pending = pendingOutbound else {
+        guard case .established(var transport) = phase, pendingOutboundBytes > 0 || pendingPromise != nil else {
             context.flush()
             return
         }
-        pendingOutbound = nil
+        let byteCount = pendingOutboundBytes
+        pendingOutboundBytes = 0
         let promise = pendingPromise
         pendingPromise = nil
         do {
-            let sealed = try transport.seal(&pending, now: .now(), allocator: context.channel.allocator)
+            let sealed = try transport.seal(
+                gathering: &pendingOutbound, byteCount: byteCount, now: .now(), allocator: context.channel.allocator)
             phase = .established(transport)
             context.writeAndFlush(wrapOutboundOut(sealed), promise: promise)
         } catch {

@@ -44,7 +44,8 @@ public struct SecureTransport: Sendable {
     /// nothing and `nil` is returned too.
     /// - Throws: `SessionError(.decryptionFailed)` (or the cipher's error) on a forged or damaged
     ///   message; the connection must then be closed.
-    public mutating func open(_ message: ByteBuffer, allocator: ByteBufferAllocator) throws(SessionError) -> ByteBuffer? {
+    public mutating func open(_ message: ByteBuffer, allocator: ByteBufferAllocator) throws(SessionError) -> ByteBuffer?
+    {
         let opened = try receive.openFrame(message, allocator: allocator)
         guard opened.readableBytes == 0 else { return opened }
         if rekeyAgreed {
@@ -80,6 +81,53 @@ public struct SecureTransport: Sendable {
             try send.sealFrame(chunk, into: &output)
             sentSinceRekey += 1
         }
+        return output
+    }
+
+    /// `seal(_:now:allocator:)` for plaintext given as pieces, taken from `pending` in order: what
+    /// is sealed is their concatenation, cut into the same messages, but no piece is copied to join
+    /// it to the next (see `NoiseCipherState.sealFrame(gathering:into:)`). `byteCount` is the
+    /// readable bytes of all pieces; `pending` is empty afterwards.
+    public mutating func seal(
+        gathering pending: inout CircularBuffer<ByteBuffer>, byteCount: Int, now: @autoclosure () -> NIODeadline,
+        allocator: ByteBufferAllocator
+    ) throws(SessionError) -> ByteBuffer {
+        let maximum = NoiseCipherState.maximumPlaintextLength
+        let messages = (byteCount + maximum - 1) / maximum
+        var output = allocator.buffer(capacity: byteCount + messages * (2 + NoiseCipherState.tagLength))
+        var time: NIODeadline?
+        var unsealed = byteCount
+        var parts: [ByteBuffer] = []
+        parts.reserveCapacity(4)
+        while unsealed > 0 {
+            if let policy = rekeyPolicy {
+                if time == nil { time = now() }
+                if sentSinceRekey >= policy.messages || (sentSinceRekey > 0 && time! - lastRekey >= policy.interval) {
+                    try send.sealFrame(ByteBuffer(), into: &output)
+                    send.rekey()
+                    sentSinceRekey = 0
+                    lastRekey = time!
+                    rekeysSent += 1
+                }
+            }
+            // The next message: whole pieces while they fit, then the head of the next one.
+            var room = min(unsealed, maximum)
+            unsealed -= room
+            parts.removeAll(keepingCapacity: true)
+            while room > 0 {
+                let size = pending[pending.startIndex].readableBytes
+                if size <= room {
+                    parts.append(pending.removeFirst())
+                    room -= size
+                } else {
+                    parts.append(pending[pending.startIndex].readSlice(length: room)!)
+                    room = 0
+                }
+            }
+            try send.sealFrame(gathering: parts, into: &output)
+            sentSinceRekey += 1
+        }
+        pending.removeAll(keepingCapacity: true)
         return output
     }
 }

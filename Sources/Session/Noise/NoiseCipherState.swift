@@ -93,7 +93,8 @@ public struct NoiseCipherState: Sendable {
     ///   session is over anyway.
     public mutating func decrypt(_ ciphertext: [UInt8], associatedData: [UInt8]) throws(SessionError) -> [UInt8] {
         guard ciphertext.count >= Self.tagLength else {
-            throw SessionError(.decryptionFailed, "Noise ciphertext of \(ciphertext.count) bytes is shorter than its tag")
+            throw SessionError(
+                .decryptionFailed, "Noise ciphertext of \(ciphertext.count) bytes is shorter than its tag")
         }
         let nonceBytes = try nextNonce()
         // One spare byte keeps the output pointer non-null for an empty plaintext.
@@ -141,6 +142,97 @@ public struct NoiseCipherState: Sendable {
                 }
             }
             return frameLength
+        }
+    }
+
+    /// `sealFrame(_:into:)` for a plaintext given in pieces (at most `maximumPlaintextLength` bytes
+    /// in all): the message is the pieces joined, without joining them first. The same bytes on
+    /// the wire as sealing the joined buffer.
+    ///
+    /// ChaCha20-Poly1305 as RFC 8439 §2.8 builds it, from libsodium's parts: the Poly1305 key is
+    /// the first 32 bytes of ChaCha20 block 0, the plaintext is XORed with the key stream from
+    /// block 1 on, and the tag covers `ciphertext ‖ pad16 ‖ le64(0) ‖ le64(length)` (no associated
+    /// data). A piece is encrypted straight from where it lies into the output when it starts on a
+    /// 64-byte block of the key stream (`crypto_stream_chacha20_ietf_xor_ic` starts at a block);
+    /// the bytes up to the next block boundary (a yamux header and the first bytes after it) are
+    /// copied first and encrypted in place. So a frame's payload is read once, by the cipher.
+    public mutating func sealFrame(gathering pieces: [ByteBuffer], into output: inout ByteBuffer) throws(SessionError) {
+        var length = 0
+        for piece in pieces { length += piece.readableBytes }
+        precondition(length <= Self.maximumPlaintextLength, "Noise plaintext of \(length) bytes is over one message")
+        let counter = try takeNonce()
+        let frameLength = 2 + length + Self.tagLength
+        output.reserveCapacity(minimumWritableBytes: frameLength)
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: frameLength) { target in
+            let base = target.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            base[0] = UInt8(truncatingIfNeeded: (length + Self.tagLength) >> 8)
+            base[1] = UInt8(truncatingIfNeeded: length + Self.tagLength)
+            let ciphertext = base + 2
+            key.withUnsafeBytes { keyBytes in
+                Self.withNonce(counter) { nonce in
+                    let key = keyBytes.bytePointer
+                    /// Encrypts `count` bytes from `source` into `ciphertext + offset`, which must be
+                    /// on a block boundary (the key stream of the message starts at block 1).
+                    func encrypt(_ source: UnsafePointer<UInt8>, at offset: Int, count: Int) {
+                        _ = crypto_stream_chacha20_ietf_xor_ic(
+                            ciphertext + offset, source, UInt64(count), nonce, UInt32(1 + offset / 64), key)
+                    }
+                    // Bytes placed in the output so far; the first `encrypted` of them are ciphertext
+                    // (always a whole number of blocks until the end), the rest plaintext.
+                    var placed = 0
+                    var encrypted = 0
+                    for piece in pieces {
+                        piece.withUnsafeReadableBytes { bytes in
+                            guard var source = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+                            var remaining = bytes.count
+                            let head = min(remaining, (64 - placed % 64) % 64)
+                            (ciphertext + placed).update(from: source, count: head)
+                            placed += head
+                            source += head
+                            remaining -= head
+                            let bulk = remaining / 64 * 64
+                            if bulk > 0 {
+                                if encrypted < placed {
+                                    encrypt(ciphertext + encrypted, at: encrypted, count: placed - encrypted)
+                                }
+                                encrypt(source, at: placed, count: bulk)
+                                placed += bulk
+                                encrypted = placed
+                                source += bulk
+                                remaining -= bulk
+                            }
+                            (ciphertext + placed).update(from: source, count: remaining)
+                            placed += remaining
+                        }
+                    }
+                    if encrypted < placed { encrypt(ciphertext + encrypted, at: encrypted, count: placed - encrypted) }
+                    Self.poly1305Tag(of: ciphertext, length: length, nonce: nonce, key: key, into: ciphertext + length)
+                }
+            }
+            return frameLength
+        }
+    }
+
+    /// The RFC 8439 §2.8 tag over `length` bytes of ciphertext without associated data.
+    private static func poly1305Tag(
+        of ciphertext: UnsafePointer<UInt8>, length: Int, nonce: UnsafePointer<UInt8>, key: UnsafePointer<UInt8>,
+        into tag: UnsafeMutablePointer<UInt8>
+    ) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { scratch in
+            let block = scratch.baseAddress!
+            // The one-time key: ChaCha20 block 0 (the first 32 bytes of it).
+            _ = crypto_stream_chacha20_ietf(block, 64, nonce, key)
+            var state = crypto_onetimeauth_poly1305_state()
+            _ = crypto_onetimeauth_poly1305_init(&state, block)
+            _ = crypto_onetimeauth_poly1305_update(&state, ciphertext, UInt64(length))
+            // pad16(ciphertext), then le64(associated data length = 0) ‖ le64(ciphertext length).
+            block.initialize(repeating: 0, count: 32)
+            _ = crypto_onetimeauth_poly1305_update(&state, block, UInt64((16 - length % 16) % 16))
+            UnsafeMutableRawPointer(block + 24).storeBytes(of: UInt64(length).littleEndian, as: UInt64.self)
+            _ = crypto_onetimeauth_poly1305_update(&state, block + 16, 16)
+            _ = crypto_onetimeauth_poly1305_final(&state, tag)
+            sodium_memzero(block, 64)
+            withUnsafeMutableBytes(of: &state) { sodium_memzero($0.baseAddress, $0.count) }
         }
     }
 
