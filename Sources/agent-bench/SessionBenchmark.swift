@@ -361,8 +361,8 @@ struct SessionBenchmark: AsyncParsableCommand {
             let ratio = single / aead
             report.note(
                 String(
-                    format: "DESIGN §6: 1-stream throughput ≥ 0.60 × A: %@ (%.2f).", ratio >= 0.6 ? "met" : "NOT met",
-                    ratio))
+                    format: "DESIGN §6: 1-stream throughput ≥ 0.60 × A: %@ (%.2f); issue #11: ≥ 0.75 × A: %@.",
+                    ratio >= 0.6 ? "met" : "NOT met", ratio, ratio >= 0.75 ? "met" : "NOT met"))
         }
         if let others = report.otherProcessesCores, others > 0.2 {
             report.note(

@@ -13,6 +13,11 @@ final class Recorder: ChannelInboundHandler, @unchecked Sendable {
     var established: SecureConnectionEvent.Established?
     var received = ByteBuffer()
     var errors: [Error] = []
+    var readCompletes = 0
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readCompletes += 1
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .established(let value)? = event as? SecureConnectionEvent { established = value }
@@ -43,13 +48,15 @@ struct SecureConnectionHandlerTests {
             try client.pipeline.syncOperations.addHandlers([
                 SecureConnectionHandler(
                     configuration: .init(
-                        role: .initiator, identity: clientIdentity, staticKey: X25519.PrivateKey(), expectedPeer: expectedPeer)),
+                        role: .initiator, identity: clientIdentity, staticKey: X25519.PrivateKey(),
+                        expectedPeer: expectedPeer)),
                 clientRecorder,
             ])
             try server.pipeline.syncOperations.addHandlers([
                 SecureConnectionHandler(
                     configuration: .init(
-                        role: .responder, identity: serverIdentity, staticKey: X25519.PrivateKey(), muxers: serverMuxers)),
+                        role: .responder, identity: serverIdentity, staticKey: X25519.PrivateKey(), muxers: serverMuxers
+                    )),
                 serverRecorder,
             ])
         }
@@ -127,12 +134,17 @@ struct SecureConnectionHandlerTests {
         let channel = EmbeddedChannel()
         let recorder = Recorder()
         try channel.pipeline.syncOperations.addHandlers([
-            SecureConnectionHandler(configuration: .init(role: .responder, identity: Ed25519.PrivateKey(), staticKey: X25519.PrivateKey())),
+            SecureConnectionHandler(
+                configuration: .init(role: .responder, identity: Ed25519.PrivateKey(), staticKey: X25519.PrivateKey())),
             recorder,
         ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         // 'G' (0x47) reads as a 71-byte length; the 72nd byte is not a newline.
-        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(
+                string:
+                    "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            ))
         #expect(recorder.errors.count == 1)
         #expect(!channel.isActive)
     }
@@ -144,7 +156,8 @@ struct SecureConnectionHandlerTests {
         try channel.pipeline.syncOperations.addHandlers([
             SecureConnectionHandler(
                 configuration: .init(
-                    role: .responder, identity: Ed25519.PrivateKey(), staticKey: X25519.PrivateKey(), handshakeTimeout: .seconds(5))),
+                    role: .responder, identity: Ed25519.PrivateKey(), staticKey: X25519.PrivateKey(),
+                    handshakeTimeout: .seconds(5))),
             recorder,
         ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -187,7 +200,9 @@ struct SecureConnectionHandlerTests {
             var steps = Int.random(in: 0...4, using: &generator)
             while steps > 0, let bytes = try pair.client.readOutbound(as: ByteBuffer.self) {
                 _ = try? pair.server.writeInbound(bytes)
-                while let back = try pair.server.readOutbound(as: ByteBuffer.self) { _ = try? pair.client.writeInbound(back) }
+                while let back = try pair.server.readOutbound(as: ByteBuffer.self) {
+                    _ = try? pair.client.writeInbound(back)
+                }
                 steps -= 1
             }
             let garbage = generator.bytes(Int.random(in: 1...200, using: &generator))

@@ -87,6 +87,10 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     /// Bytes that arrived re-entrantly, during `channelRead` (see there).
     private var deferredInbound = ByteBuffer()
     private var isReading = false
+    /// Messages passed up since the last read-complete: the read-complete goes up once per socket
+    /// read loop (NIO reads up to `maxMessagesPerRead` times per readable event), so the handler
+    /// above wakes its readers once per loop rather than once per read.
+    private var readPending = false
     /// What was written since the last flush, as written: sealed at the flush without joining it
     /// first (a yamux header and the payload behind it arrive as two writes).
     private var pendingOutbound = CircularBuffer<ByteBuffer>(initialCapacity: 16)
@@ -136,6 +140,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         }
         pendingPromise?.fail(SessionError(.streamClosed, "connection closed"))
         pendingPromise = nil
+        completeRead(context: context)
         context.fireChannelInactive()
     }
 
@@ -236,9 +241,6 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     /// Decrypts whole transport messages from `buffer` and passes them up.
     private func deliver(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
         guard case .established(var transport) = phase else { return }
-        var delivered = false
-        // What was delivered is completed even when a later message of the read fails.
-        defer { if delivered { context.fireChannelReadComplete() } }
         while let message = SecureTransport.readFrame(&buffer) {
             let decrypted: ByteBuffer?
             do {
@@ -253,7 +255,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
             // the transport goes back in place first and is taken again afterwards.
             phase = .established(transport)
             context.fireChannelRead(wrapInboundOut(decrypted))
-            delivered = true
+            readPending = true
             guard case .established(let current) = phase else { return }
             transport = current
         }
@@ -261,7 +263,16 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        // Reads are forwarded as they are decrypted; read-complete is fired with them.
+        completeRead(context: context)
+    }
+
+    /// Fires the read-complete owed for messages passed up, if any. Also before an error and before
+    /// the channel goes inactive: what was delivered is completed even when a later message of the
+    /// read fails.
+    private func completeRead(context: ChannelHandlerContext) {
+        guard readPending else { return }
+        readPending = false
+        context.fireChannelReadComplete()
     }
 
     /// One Noise message: `uint16 length ‖ body` (see `SecureTransport.readFrame`).
@@ -313,6 +324,7 @@ public final class SecureConnectionHandler: ChannelDuplexHandler {
         timeout = nil
         pendingPromise?.fail(error)
         pendingPromise = nil
+        completeRead(context: context)
         context.fireErrorCaught(error)
         context.close(promise: nil)
     }
