@@ -29,8 +29,10 @@ extension CardServiceTests {
         let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         var configuration = DHTConfiguration()
         configuration.mode = .server
-        configuration.requestTimeout = .seconds(2)
-        configuration.requestHardTimeout = .seconds(5)
+        // Far above a loopback round trip: under load on 2 cores a 2 s request can time out and a
+        // lookup then leaves that peer (maybe the provider) out.
+        configuration.requestTimeout = .seconds(10)
+        configuration.requestHardTimeout = .seconds(20)
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: configuration, logger: logger)
         dht.start()
         if let bootstrap { await dht.bootstrap([bootstrap]) }

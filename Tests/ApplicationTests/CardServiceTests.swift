@@ -212,10 +212,14 @@ struct CardServiceTests {
     func hostileRequests() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let keys = NIOLockedValueBox<[AgentName: Ed25519.PublicKey]>([:])
-        var configuration = CardService.Configuration()
-        configuration.requestTimeout = .milliseconds(300)
-        let server = try await Self.node(group, names: [Self.alice], keys: keys, providers: Providers(), configuration: configuration)
+        // The server that answers keeps the default deadline (10 s): under load a request may take a
+        // while to arrive, and only the silent stream below is meant to run out of time, at a
+        // server of its own.
+        let server = try await Self.node(group, names: [Self.alice], keys: keys, providers: Providers())
         try await server.service.set(Self.translate)
+        var impatient = CardService.Configuration()
+        impatient.requestTimeout = .milliseconds(300)
+        let hurried = try await Self.node(group, names: [], keys: keys, providers: Providers(), configuration: impatient)
         let client = try await Self.node(group, names: [Self.carol], keys: keys, providers: Providers())
         let connection = try await client.host.connect(to: server.address)
 
@@ -241,7 +245,8 @@ struct CardServiceTests {
         try await oversized.write(prefix)
         await #expect(throws: (any Error).self) { while try await oversized.read() != nil {} }
         // Silence: reset after the request deadline.
-        let silent = try await client.host.newStream(on: connection, protocols: [CardWire.protocolID])
+        let hurriedConnection = try await client.host.connect(to: hurried.address)
+        let silent = try await client.host.newStream(on: hurriedConnection, protocols: [CardWire.protocolID])
         await #expect(throws: (any Error).self) { while try await silent.read() != nil {} }
 
         // Still serving.
@@ -249,6 +254,7 @@ struct CardServiceTests {
         #expect(fetched.cards.map(\.card) == [Self.translate])
         await client.host.shutdown()
         await server.host.shutdown()
+        await hurried.host.shutdown()
         try await group.shutdownGracefully()
     }
 }

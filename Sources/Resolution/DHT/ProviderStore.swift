@@ -2,8 +2,9 @@ import Identity
 import Multiformats
 import NIOCore
 
-/// Provider records (ADD_PROVIDER / GET_PROVIDERS), held in memory: agentd does not use them
-/// itself, but answers them as the kad-dht spec says, within a fixed budget (spec/dht.md §3.2).
+/// Provider records (ADD_PROVIDER / GET_PROVIDERS), held in memory and answered as the kad-dht spec
+/// says, within a fixed budget (spec/dht.md §3.2); agentd's own capability announcements
+/// (DHT+Providers.swift, spec/cards.md §7) land here too.
 ///
 /// Issue #10, finding 8: one peer id filled all slots for 48 h, and once full every ADD_PROVIDER
 /// scanned every entry under the DHT's lock. Now each peer has its own cap, and expired entries
