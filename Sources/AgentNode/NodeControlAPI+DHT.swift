@@ -230,9 +230,11 @@ extension NodeControlAPI {
             "addresses": .array(record.addresses.map { .string($0.description) }),
             "protocols": .array(record.protocols.map { .string($0) }),
             "seq": .number(record.seq),
-            "timestamp": .string(Timestamp.iso8601(record.timestamp)),
+            "timestamp": .string(Timestamp.rfc3339Milliseconds(record.timestamp)),
+            "timestamp_unix": .number(record.timestamp),
             "ttl": .number(UInt64(record.ttl)),
-            "expires": .string(Timestamp.iso8601(record.expires)),
+            "expires": .string(Timestamp.rfc3339Milliseconds(record.expires)),
+            "expires_unix": .number(record.expires),
         ]
     }
 

@@ -92,6 +92,10 @@ struct AgentctlProcessTests {
         let createdJSON = try created.json()
         #expect(createdJSON["name"] as? String == "alice.agent")
         #expect(createdJSON["seq"] as? Int == 7)
+        // Times as RFC 3339 UTC with milliseconds, the integer beside it.
+        let timestampText = try #require(createdJSON["timestamp"] as? String)
+        #expect(timestampText.count == 24 && timestampText.hasSuffix(".000Z"))
+        #expect(createdJSON["timestamp_unix"] is Int)
 
         let verified = try run("record", "verify", file)
         #expect(verified.status == 0, "\(verified.stderr)")

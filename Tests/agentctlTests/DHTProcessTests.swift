@@ -118,7 +118,11 @@ struct DHTProcessTests {
             sourceLocation: sourceLocation)
         #expect((record["seq"] as? Int ?? 0) > 0, sourceLocation: sourceLocation)
         // Signed just now, valid for the default day: expires = timestamp + ttl.
+        // RFC 3339 UTC with milliseconds, as messages print times (spec/control-api.md §8.5).
         let dates = ISO8601DateFormatter()
+        dates.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        #expect((record["timestamp"] as? String)?.hasSuffix(".000Z") == true, sourceLocation: sourceLocation)
+        #expect((record["timestamp_unix"] as? Int).map { UInt64($0) } == (record["timestamp"] as? String).flatMap { dates.date(from: $0) }.map { UInt64($0.timeIntervalSince1970) }, sourceLocation: sourceLocation)
         let timestamp = try #require(
             dates.date(from: record["timestamp"] as? String ?? ""), sourceLocation: sourceLocation)
         let expires = try #require(dates.date(from: record["expires"] as? String ?? ""), sourceLocation: sourceLocation)

@@ -20,4 +20,10 @@ public enum Timestamp {
         }
         return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))Z"
     }
+
+    /// RFC 3339 UTC with exactly three fraction digits (`2026-12-07T08:00:00.000Z`): the form every
+    /// JSON output of agentd uses for times (records, messages, cards).
+    public static func rfc3339Milliseconds(_ seconds: UInt64) -> String {
+        String(iso8601(seconds).dropLast()) + ".000Z"
+    }
 }
