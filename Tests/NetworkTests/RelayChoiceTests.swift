@@ -53,7 +53,9 @@ struct RelayChoiceTests {
             choice.poll(candidates: relays.all, held: [], now: 1000) == [
                 Self.reserve(relays.fast), Self.reserve(relays.medium),
             ])
-        // Asked for already: not asked again while the answers are outstanding.
+        // Asked for already: chosen (the client may hold them before the grant is reported here),
+        // and not asked again while the answers are outstanding.
+        #expect(choice.chose(relays.fast.relay) && !choice.chose(relays.slow.relay))
         #expect(choice.poll(candidates: relays.all, held: [], now: 1001).isEmpty)
 
         // Only unmeasured and measured-slow candidates: the measured one first.

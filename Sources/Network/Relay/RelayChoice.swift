@@ -56,8 +56,9 @@ public struct RelayChoice: Sendable {
         self.maximum = maximum
     }
 
-    /// Whether `relay` was chosen here (and its reservation is held or being renewed).
-    public func chose(_ relay: PeerID) -> Bool { chosen[relay] != nil }
+    /// Whether `relay` was chosen here: its reservation is held, being renewed, or being asked for
+    /// (the client may already hold it: it announces a grant before `granted` is reported here).
+    public func chose(_ relay: PeerID) -> Bool { chosen[relay] != nil || pending.contains(relay) }
 
     /// The relays chosen now, in no order.
     public var chosenRelays: Set<PeerID> { Set(chosen.keys) }

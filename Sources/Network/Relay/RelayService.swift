@@ -84,7 +84,14 @@ public final class RelayService: Sendable {
     /// holders see hop gone from our identify push and withdraw their circuit addresses); circuits
     /// open now run to their end.
     public func stop() {
+        // Ended before the identify push goes out, so a holder that reacts to the push finds them
+        // gone; and again after, for a RESERVE that was being answered meanwhile.
+        endReservations()
         host.unhandle(CircuitRelay.hopProtocolID)
+        endReservations()
+    }
+
+    private func endReservations() {
         let ended = table.withLockedValue { $0.removeAllReservations() }
         for peer in ended { _ = host.core.unprotect(peer, tag: Self.protectionTag) }
     }
