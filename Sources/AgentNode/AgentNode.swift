@@ -138,10 +138,32 @@ public final class AgentNode: Service, Sendable {
         let events = NodeEvents(onPublish: onEvent)
         relaying.keep(configuration.relayAddresses)
 
+        let messaging: NodeMessaging
+        do {
+            var messagingConfiguration = NodeMessaging.Configuration()
+            messagingConfiguration.messagesPath = configuration.messagesDatabasePath
+            messagingConfiguration.mailboxPath = configuration.mailboxDatabasePath
+            messaging = try NodeMessaging(
+                host: host, dht: dht, identity: identity, configuration: messagingConfiguration, logger: logger)
+        } catch {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let fileMode: NodeFileMode?
+        do {
+            fileMode = try configuration.inboxDirectory.map { try NodeFileMode(directory: $0, messaging: messaging, logger: logger) }
+        } catch {
+            await host.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+
         var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
         NodeControlAPI.registerNATMethods(
             &methods, events: events, autonat: autonat, server: autonatServer, relaying: relaying)
-        NodeControlAPI.registerDHTMethods(&methods, dht: dht)
+        NodeControlAPI.registerDHTMethods(&methods, dht: dht, namesChanged: { messaging.syncLocalNames() })
+        NodeControlAPI.registerMessageMethods(&methods, messaging: messaging)
         NodeControlAPI.registerCardMethods(&methods, cards: cards, dht: dht, host: host)
         NodeControlAPI.registerLimitsMethods(
             &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
@@ -183,6 +205,10 @@ public final class AgentNode: Service, Sendable {
             }
         }
 
+        // Messages: served from here on; the first mailbox drain of every name starts now.
+        messaging.start()
+        if let fileMode { host.spawn("file mode") { await fileMode.run() } }
+
         let addresses = host.advertisedAddresses.map { $0.appending(.p2p(host.peerID.multihash)) }
         onReady(
             Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
@@ -200,6 +226,7 @@ public final class AgentNode: Service, Sendable {
         maintenance.cancel()
         logger.info("shutting down")
         await server.shutdown()
+        messaging.stop()
         await host.shutdown()
         events.finish()
         // The maintenance loops (cancelled above) end with the host: nothing of the DHT outlives

@@ -45,12 +45,20 @@ public struct NodeConfiguration: Sendable {
     public var holePunch = HolePunchService.Configuration()
     /// The SQLite database (default: DATA_DIR/agentd.db); nil keeps records in memory only.
     public var databasePath: String?
+    /// The inbox and outbox (default: DATA_DIR/messages.db) and the mailbox replica store
+    /// (default: DATA_DIR/mailbox.db); nil keeps them in memory only.
+    public var messagesDatabasePath: String?
+    public var mailboxDatabasePath: String?
+    /// `--inbox-dir`: messages as files (README, "Messages as files").
+    public var inboxDirectory: String?
 
     public init(dataDirectory: DataDirectory, listenAddresses: [Multiaddr], apiSocketPath: String? = nil) {
         self.dataDirectory = dataDirectory
         self.listenAddresses = listenAddresses
         self.apiSocketPath = apiSocketPath ?? dataDirectory.apiSocketPath
         self.databasePath = dataDirectory.databasePath
+        self.messagesDatabasePath = dataDirectory.path + "/messages.db"
+        self.mailboxDatabasePath = dataDirectory.path + "/mailbox.db"
     }
 }
 

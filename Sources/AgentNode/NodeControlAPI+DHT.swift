@@ -9,7 +9,8 @@ import Resolution
 /// The DHT methods of the control API (spec/control-api.md): register, unregister, names, resolve,
 /// dht.peers, dht.get_closest.
 extension NodeControlAPI {
-    static func registerDHTMethods(_ methods: inout ControlAPIMethods, dht: DHT) {
+    /// - Parameter namesChanged: called after a name was registered or unregistered.
+    static func registerDHTMethods(_ methods: inout ControlAPIMethods, dht: DHT, namesChanged: @escaping @Sendable () -> Void = {}) {
         methods.register("register") { params in
             let name = try agentName(params)
             var addresses: [Multiaddr]?
@@ -43,6 +44,7 @@ extension NodeControlAPI {
             let report = try await resolution {
                 try await dht.register(name, addresses: addresses, protocols: protocols, ttl: ttl, persist: true)
             }
+            namesChanged()
             var object = recordJSON(report.record)
             object["replicas"] = .array(report.storedAt.map { .string($0.description) })
             object["failures"] = .array(report.failures.map { .object(["peer_id": .string($0.peer.description), "reason": .string($0.reason)]) })
@@ -52,6 +54,7 @@ extension NodeControlAPI {
         methods.register("unregister") { params in
             let name = try agentName(params)
             let was = try await resolution { try dht.unregister(name) }
+            namesChanged()
             return .object(["name": .string(name.value), "was_registered": .bool(was)])
         }
 

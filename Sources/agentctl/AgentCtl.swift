@@ -16,6 +16,7 @@ struct AgentCtl: AsyncParsableCommand {
             IdentityCommand.self, RecordCommand.self, BootstrapCommand.self, IDCommand.self, PeersCommand.self,
             ConnectCommand.self, PingCommand.self, PerfCommand.self, RegisterCommand.self, UnregisterCommand.self,
             NamesCommand.self, ResolveCommand.self, NATCommand.self,
+            SendCommand.self, ReplyCommand.self, InboxCommand.self, AckCommand.self, ListenCommand.self, StatusCommand.self,
             DHTCommand.self, LimitsCommand.self, BlockCommand.self, UnblockCommand.self, APICommand.self,
             CardCommand.self, FindCommand.self,
         ]

@@ -125,6 +125,12 @@ struct Agentd: AsyncParsableCommand {
         help: "A JSON file of resource limits, one object per scope, e.g. {\"ip\": {\"connections\": 64}} (spec/session.md §7).")
     var limits: String?
 
+    @Option(
+        name: .customLong("inbox-dir"),
+        help: "Messages as files: append received messages to DIR/inbox.jsonl, send each line appended to DIR/outbox.jsonl (results in DIR/sent.jsonl)."
+    )
+    var inboxDir: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -238,6 +244,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.servesAutoNAT = autonatServer == "on"
         configuration.relayAddresses = try relayAddresses()
         configuration.relayService = RelayServiceMode(rawValue: relayService)!
+        configuration.inboxDirectory = inboxDir
         configuration.host.announcedAddresses = try announcedAddresses()
         configuration.host.publicNetworks = try publicNetworks()
         if let limits {

@@ -139,17 +139,16 @@ struct MailboxServiceTests {
     @Test("garbage, an oversized length and silence on a mailbox stream are refused; the replica keeps serving")
     func hostileStreams() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        var configuration = MailboxService.Configuration()
-        configuration.requestTimeout = .milliseconds(300)
-        let replicaHost = Host(identity: Ed25519.PrivateKey(), group: group)
-        let replicaAddress = try await replicaHost.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
-            .appending(.p2p(replicaHost.peerID.multihash))
-        let replica = MailboxService(
-            host: replicaHost, store: try MailboxStore(path: nil), configuration: configuration, logger: Logger(label: "test"),
-            now: { Self.now }, resolveKey: { _ in throw MailboxError(.unknownRecipient, "none") })
-        replica.start()
+        // The default request deadline (10 s) for the garbage and the oversized length: they must
+        // be refused for what they are, not for slowness under load.
+        let replica = try await Self.node(group, replica: true, keys: [:])
+        // A short deadline for the silent stream, on a replica of its own.
+        var short = MailboxService.Configuration()
+        short.requestTimeout = .milliseconds(300)
+        let impatient = try await Self.node(group, replica: true, keys: [:], configuration: short)
         let client = try await Self.node(group, replica: false, keys: [:])
-        let connection = try await client.host.connect(to: replicaAddress)
+        let connection = try await client.host.connect(to: replica.address)
+        let impatientConnection = try await client.host.connect(to: impatient.address)
 
         // Garbage inside a well-formed length prefix: an ERROR answer, not a crash.
         let garbage = try await client.host.newStream(on: connection, protocols: [MailboxWire.protocolID])
@@ -171,14 +170,16 @@ struct MailboxServiceTests {
         await #expect(throws: (any Error).self) { while try await oversized.read() != nil {} }
 
         // Silence: reset after the request deadline.
-        let silent = try await client.host.newStream(on: connection, protocols: [MailboxWire.protocolID])
+        let silent = try await client.host.newStream(on: impatientConnection, protocols: [MailboxWire.protocolID])
         await #expect(throws: (any Error).self) { while try await silent.read() != nil {} }
 
         // Still serving.
         #expect(try await client.service.store([Self.item(1)], recipientPeer: nil, on: connection) == ["stored"])
+        #expect(try await client.service.store([Self.item(1)], recipientPeer: nil, on: impatientConnection) == ["stored"])
 
         await client.host.shutdown()
-        await replicaHost.shutdown()
+        await impatient.host.shutdown()
+        await replica.host.shutdown()
         try await group.shutdownGracefully()
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 
 @testable import Application
@@ -63,6 +64,32 @@ struct MessageStoreTests {
         try store.removeExpired(now: Self.now + MessageStore.idRetention + 1)
         // Unread messages are never dropped.
         #expect(try store.inbox().map { $0.id[0] } == [2])
+    }
+
+    @Test("a database made by the first schema is migrated with its messages kept")
+    func migrationFromV1() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("messages-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("messages.db").path
+        do {
+            let queue = try DatabaseQueue(path: path)
+            try MessageStore.migrator.migrate(queue, upTo: "messages-v1")
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO inbox (id, sender, recipient, sequence, timestamp_ms, signed, via, received_at, state,
+                            delivered_order, retain_until)
+                        VALUES (?, 'alice.agent', 'bob.agent', 1, 1, x'0102', 'direct', 1, 'delivered', 1, 9999999999)
+                        """, arguments: [Data(repeating: 7, count: 16)])
+                #expect(try Bool.fetchOne(db, sql: "SELECT 1 FROM sqlite_master WHERE name = 'blocked_senders'") == nil)
+            }
+        }
+        let store = try MessageStore(path: path)
+        #expect(try store.inbox().map(\.id) == [[UInt8](repeating: 7, count: 16)])
+        #expect(try store.block("mallory.agent", now: Self.now))
+        #expect(try store.isBlocked("mallory.agent"))
+        #expect(try store.receive(Self.message(7, sequence: 1), now: Self.now) == .duplicate)
     }
 
     @Test("outbox: sequences per pair persist across reopening; status and due retries")

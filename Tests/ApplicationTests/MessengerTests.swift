@@ -175,6 +175,42 @@ struct MessengerTests {
         try await world.network.shutdown()
     }
 
+    @Test("a blocked sender is refused directly and its stored messages are dropped; a fast sender is deferred, not lost")
+    func blockAndRate() async throws {
+        let world = try await World()
+        world.bobOnline.withLockedValue { $0 = true }
+        #expect(try world.bobMessenger.block(MessengerTests.alice))
+        do {
+            _ = try await world.aliceMessenger.send(world.message("blocked"))
+            Issue.record("a blocked sender's message was accepted")
+        } catch let error as MessageError {
+            #expect(error.kind == .refused)
+        }
+        // Sent while bob was offline, then blocked: dropped at the drain, replicas emptied.
+        world.bobOnline.withLockedValue { $0 = false }
+        #expect(try world.bobMessenger.unblock(MessengerTests.alice))
+        _ = try await world.aliceMessenger.send(world.message("stored"))
+        try world.bobMessenger.block(MessengerTests.alice)
+        #expect(await world.bobMessenger.drain(MessengerTests.bob) == 0)
+        #expect(try world.network.replicas[0].store!.usage(now: MailboxClientTests.now).messages == 0)
+        #expect(try world.bobMessenger.blockedSenders() == ["alice.agent"])
+        try world.bobMessenger.unblock(MessengerTests.alice)
+
+        // Rate: the burst (60) goes direct, the rest to the mailbox; later drains take them in order.
+        world.bobOnline.withLockedValue { $0 = true }
+        var deliveries: [Messenger.Delivery] = []
+        for n in 0..<62 { deliveries.append(try await world.aliceMessenger.send(world.message("m\(n)")).delivery) }
+        #expect(deliveries.filter { $0 == .direct }.count == 60)
+        #expect(deliveries.suffix(2) == [.mailbox, .mailbox])
+        // No time has passed: the drain defers them (left at the replicas).
+        #expect(await world.bobMessenger.drain(MessengerTests.bob) == 0)
+        #expect(try world.network.replicas[0].store!.usage(now: MailboxClientTests.now).messages == 2)
+        world.clock.withLockedValue { $0 += 2000 }
+        #expect(await world.bobMessenger.drain(MessengerTests.bob) == 2)
+        #expect(try world.inboxTexts() == (0..<62).map { "m\($0)" })
+        try await world.network.shutdown()
+    }
+
     @Test("hostile mailbox items: forged, tampered or misaddressed messages are dropped and acknowledged, never delivered")
     func hostileMailboxItems() async throws {
         let world = try await World()

@@ -238,6 +238,41 @@ public final class MessageStore: Sendable {
         }
     }
 
+    // MARK: Blocked senders
+
+    /// Refuses messages from `name` from now on. - Returns: whether it was not blocked before.
+    @discardableResult
+    public func block(_ name: String, now: UInt64) throws(MailboxError) -> Bool {
+        try withDatabase("block a sender", transaction: true) { db in
+            try db.execute(
+                sql: "INSERT INTO blocked_senders (name, blocked_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                arguments: [name, Self.integer(now)])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Accepts messages from `name` again. - Returns: whether it was blocked.
+    @discardableResult
+    public func unblock(_ name: String) throws(MailboxError) -> Bool {
+        try withDatabase("unblock a sender", transaction: true) { db in
+            try db.execute(sql: "DELETE FROM blocked_senders WHERE name = ?", arguments: [name])
+            return db.changesCount > 0
+        }
+    }
+
+    /// The blocked sender names, sorted.
+    public func blockedSenders() throws(MailboxError) -> [String] {
+        try withDatabase("list blocked senders") { db in
+            try String.fetchAll(db, sql: "SELECT name FROM blocked_senders ORDER BY name")
+        }
+    }
+
+    public func isBlocked(_ name: String) throws(MailboxError) -> Bool {
+        try withDatabase("check a blocked sender") { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM blocked_senders WHERE name = ?", arguments: [name]) != nil
+        }
+    }
+
     // MARK: Outbox
 
     /// The next sequence for messages from `sender` to `recipient` (1, 2, …), persisted.
@@ -414,6 +449,16 @@ public final class MessageStore: Sendable {
                         recipient TEXT NOT NULL,
                         last INTEGER NOT NULL,
                         PRIMARY KEY (sender, recipient)
+                    );
+                    """)
+        }
+        // v2: senders the local agents refuse (`agentctl block NAME.agent`).
+        migrator.registerMigration("messages-v2") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE blocked_senders (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        blocked_at INTEGER NOT NULL
                     );
                     """)
         }

@@ -21,6 +21,9 @@ public final class Messenger: Sendable {
         /// First and longest pause between attempts of a queued message.
         public var firstRetry: UInt64 = 30
         public var longestRetry: UInt64 = 3600
+        /// Per sender name: messages taken in a burst, and the sustained rate (per second) after it.
+        public var senderBurst: Double = 60
+        public var senderRate: Double = 2
         /// The stored-message age bound (spec/mailbox.md §8 step 3): the lifetime and a clock allowance.
         public var maximumStoredAge: UInt64 { (lifetime + 300) * 1000 }
 
@@ -43,12 +46,14 @@ public final class Messenger: Sendable {
         public var reason: String?
         /// The message as sent.
         public var message: SignedAgentMessage
+        /// The replicas that confirmed (this attempt's; empty unless `mailbox`).
+        public var storedAt: [PeerID] = []
     }
 
     /// Delivers one signed message to the node of `record` over `/agent/msg/1.0.0`, returning when
     /// its receipt accepts it. Throws `MessageError`: `.unreachable`, `.timeout`,
-    /// `.protocolNotSupported` mean "try the mailbox"; a receipt's refusal kind means the recipient
-    /// refused this message.
+    /// `.protocolNotSupported`, `.busy` mean "try the mailbox"; another receipt's refusal kind means
+    /// the recipient refused this message.
     public typealias DirectDelivery = @Sendable (SignedAgentMessage, SignedAgentRecord) async throws -> Void
     /// The current record of a name. Throws `ResolutionError` (`.notFound` when there is none).
     public typealias RecordResolver = @Sendable (AgentName) async throws -> SignedAgentRecord
@@ -68,6 +73,8 @@ public final class Messenger: Sendable {
         var nextSubscriber = 0
         /// Names with a drain under way, and whether another was asked for meanwhile.
         var draining: [AgentName: Bool] = [:]
+        /// Token buckets per sender name: tokens and when they were last counted (ms).
+        var buckets: [String: (tokens: Double, at: UInt64)] = [:]
     }
 
     /// - Parameters:
@@ -95,7 +102,13 @@ public final class Messenger: Sendable {
     /// - Throws: `MessageError` when the message cannot be accepted at all: the recipient has no
     ///   record (`.unreachable` naming it), refused it (its receipt's kind), or no replica would
     ///   ever take it; `.malformed`/`.oversized` from encoding.
+    ///
+    /// Idempotent by id: a message whose id this node already sent is not sent again; its recorded
+    /// outcome is returned (a caller that crashed after sending can repeat the call safely).
     public func send(_ message: AgentMessage) async throws -> SendResult {
+        if let sent = try store.sent(id: message.id.bytes) {
+            return try previousOutcome(sent, message: message)
+        }
         var message = message
         message.senderSequence = try store.assignSequence(sender: message.sender.value, recipient: message.recipient.value)
         let signed = try SignedAgentMessage(signing: message, with: key)
@@ -112,6 +125,26 @@ public final class Messenger: Sendable {
         return try await attempt(signed, record: record, attempts: 1)
     }
 
+    /// The outcome recorded for a message sent before (same id).
+    private func previousOutcome(_ sent: MessageStore.Sent, message: AgentMessage) throws -> SendResult {
+        guard sent.sender == message.sender.value, sent.recipient == message.recipient.value else {
+            throw MessageError(.malformed, "message id \(message.id) was already used for another message")
+        }
+        // The signed bytes are kept only while queued; otherwise the caller's message stands in.
+        let signed: SignedAgentMessage
+        if let kept = try? SignedAgentMessage(bytes: sent.signed) {
+            signed = kept
+        } else {
+            signed = try SignedAgentMessage(signing: message, with: key)
+        }
+        switch sent.status {
+        case .delivered: return SendResult(id: message.id, delivery: .direct, replicas: 0, reason: nil, message: signed)
+        case .stored: return SendResult(id: message.id, delivery: .mailbox, replicas: sent.replicas, reason: sent.lastError, message: signed)
+        case .queued: return SendResult(id: message.id, delivery: .queued, replicas: 0, reason: sent.lastError, message: signed)
+        case .failed: throw MessageError(.refused, "message \(message.id) failed before: \(sent.lastError ?? "unknown reason")")
+        }
+    }
+
     /// One delivery attempt of `signed`: direct, then the mailbox, else queued (or failed).
     private func attempt(_ signed: SignedAgentMessage, record: SignedAgentRecord, attempts: Int) async throws -> SendResult {
         let directReason: String
@@ -119,7 +152,7 @@ public final class Messenger: Sendable {
             try await deliverDirect(signed, record)
             try remember(signed, status: .delivered, replicas: 0, attempts: attempts, error: nil)
             return SendResult(id: signed.message.id, delivery: .direct, replicas: 0, reason: nil, message: signed)
-        } catch let error as MessageError where [.unreachable, .timeout, .protocolNotSupported, .shutdown].contains(error.kind) {
+        } catch let error as MessageError where [.unreachable, .timeout, .protocolNotSupported, .shutdown, .busy].contains(error.kind) {
             directReason = error.description
         } catch let error as MessageError where error.kind == .replayed {
             // The recipient already has it (a retry whose receipt was lost).
@@ -154,7 +187,8 @@ public final class Messenger: Sendable {
         if deposit.confirmed.count >= mailbox.configuration.confirmations {
             try remember(signed, status: .stored, replicas: deposit.confirmed.count, attempts: attempts, error: nil)
             return SendResult(
-                id: signed.message.id, delivery: .mailbox, replicas: deposit.confirmed.count, reason: directReason, message: signed)
+                id: signed.message.id, delivery: .mailbox, replicas: deposit.confirmed.count, reason: directReason, message: signed,
+                storedAt: deposit.confirmed)
         }
         if let refusal = deposit.permanentRefusal {
             try remember(signed, status: .failed, replicas: 0, attempts: attempts, error: refusal.description)
@@ -235,8 +269,15 @@ public final class Messenger: Sendable {
     /// Takes a verified message (recipient, time, signature and replay checked by the caller)
     /// into the inbox; what the inbox delivers goes to the subscribers.
     /// - Returns: whether it was new (false: a duplicate, already delivered or held).
+    /// - Throws: `MessageError.refused` for a blocked sender, `.busy` past the sender's rate,
+    ///   `MailboxError.storage` when the inbox cannot commit it.
     @discardableResult
     public func accept(_ signed: SignedAgentMessage, via: String) throws -> Bool {
+        let sender = signed.message.sender.value
+        if try store.isBlocked(sender) {
+            throw MessageError(.refused, "the recipient does not take messages from \(sender)")
+        }
+        try admit(sender)
         let reception = try store.receive(
             MessageStore.Received(
                 id: signed.message.id.bytes, sender: signed.message.sender.value, recipient: signed.message.recipient.value,
@@ -251,6 +292,42 @@ public final class Messenger: Sendable {
             return true
         }
     }
+
+    /// Takes one token from `sender`'s bucket, or throws `.busy`.
+    private func admit(_ sender: String) throws(MessageError) {
+        let now = nowMilliseconds()
+        let admitted = state.withLockedValue { state -> Bool in
+            var bucket = state.buckets[sender] ?? (configuration.senderBurst, now)
+            let elapsed = Double(now &- min(now, bucket.at)) / 1000
+            bucket.tokens = min(configuration.senderBurst, bucket.tokens + elapsed * configuration.senderRate)
+            bucket.at = now
+            guard bucket.tokens >= 1 else {
+                state.buckets[sender] = bucket
+                return false
+            }
+            bucket.tokens -= 1
+            if state.buckets.count >= 4096, state.buckets[sender] == nil {
+                // Bounded: forget buckets that are full again (their senders are idle).
+                state.buckets = state.buckets.filter { _, old in
+                    old.tokens + Double(now &- min(now, old.at)) / 1000 * configuration.senderRate < configuration.senderBurst
+                }
+            }
+            state.buckets[sender] = bucket
+            return true
+        }
+        guard admitted else {
+            throw MessageError(.busy, "\(sender) is sending faster than \(configuration.senderRate) messages per second; try later")
+        }
+    }
+
+    /// Refuses messages from `name` from now on (blocked messages waiting in mailboxes are dropped).
+    @discardableResult
+    public func block(_ name: AgentName) throws -> Bool { try store.block(name.value, now: nowMilliseconds() / 1000) }
+
+    @discardableResult
+    public func unblock(_ name: AgentName) throws -> Bool { try store.unblock(name.value) }
+
+    public func blockedSenders() throws -> [String] { try store.blockedSenders() }
 
     /// Delivers held messages whose wait is over (received at or before `receivedBefore`).
     public func releaseHeld(receivedBefore: UInt64) {
@@ -368,6 +445,9 @@ public final class Messenger: Sendable {
             } catch let error as MailboxError where error.kind == .storage {
                 // Not committed: leave it at the replicas for the next drain.
                 logger.error("inbox cannot take a mailbox message: \(error)")
+            } catch let error as MessageError where error.kind == .busy {
+                // Over the sender's rate: left at the replicas for a later drain.
+                logger.info("mailbox message for \(name) deferred: \(error.message)")
             } catch {
                 logger.warning("dropping a mailbox message for \(name): \(error)")
                 handled.append(item.id)
