@@ -73,7 +73,7 @@ final class NodeMessaging: Sendable {
         messenger = Messenger(
             store: messageStore, mailbox: mailboxClient, key: identity, configuration: configuration.messenger, logger: logger,
             nowMilliseconds: { UInt64(Date().timeIntervalSince1970 * 1000) }, resolveRecord: resolveRecord,
-            deliverDirect: { signed, _ in _ = try await messageService.deliver(signed) })
+            deliverDirect: { signed, record in _ = try await messageService.deliver(signed, to: record) })
         let messenger = self.messenger
         // Direct messages go through the inbox like drained ones; its answer is the receipt.
         messageService.setHandler { delivery in
