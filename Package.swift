@@ -121,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "agent-bench",
             dependencies: [
-                "Identity", "Resolution", "Multiformats", "Session", "Network", "CSodium",
+                "Identity", "Resolution", "Multiformats", "Session", "Network", "Application", "CSodium",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -11,7 +11,7 @@ struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent-bench",
         abstract: "Benchmarks of agentd, as ratios against baselines measured in the same run.",
-        subcommands: [RecordsBenchmark.self, SessionBenchmark.self, DHTBenchmark.self, RelayBenchmark.self],
+        subcommands: [RecordsBenchmark.self, SessionBenchmark.self, DHTBenchmark.self, RelayBenchmark.self, MessagesBenchmark.self],
         defaultSubcommand: RecordsBenchmark.self
     )
 }

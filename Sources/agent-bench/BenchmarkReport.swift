@@ -27,7 +27,7 @@ struct Figure: Codable, Sendable {
     }
 }
 
-/// The figures of one `agent-bench session` run, printed as a table or as one JSON document.
+/// The figures of one `agent-bench session` (or `messages`) run, printed as a table or as one JSON document.
 struct BenchmarkReport: Codable, Sendable {
     struct Machine: Codable, Sendable {
         /// The lines every benchmark's table starts with: what ran where, how busy the machine
@@ -56,6 +56,8 @@ struct BenchmarkReport: Codable, Sendable {
     }
 
     let machine: Machine
+    /// The subcommand that measured, named in the table's first line.
+    var benchmark = "session"
     /// Cores other processes kept busy on average while the run lasted (Linux only): a run on a busy
     /// machine understates every figure that needs both cores.
     var otherProcessesCores: Double?
@@ -95,7 +97,7 @@ struct BenchmarkReport: Codable, Sendable {
 
     func table() -> String {
         var lines = machine.header(
-            benchmark: "session", otherProcessesCores: otherProcessesCores, parameters: parameters)
+            benchmark: benchmark, otherProcessesCores: otherProcessesCores, parameters: parameters)
         let labelWidth = max(40, figures.map(\.label.count).max() ?? 0)
         lines.append(pad("", 4) + pad("figure", labelWidth) + "  " + leftPad("value", 14) + "   ratios")
         for figure in figures {
