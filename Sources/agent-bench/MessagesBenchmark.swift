@@ -63,6 +63,9 @@ struct MessagesBenchmark: AsyncParsableCommand {
     @Option(help: "Directory for the SQLite files (default: a new directory under the system's temporary directory; removed afterwards).")
     var dataDir: String?
 
+    @Flag(help: "Skip the mailbox fetch and drain figures (they crash release builds at the time of writing: see README, Performance, Messages).")
+    var noDrain = false
+
     @Flag(help: "Small counts throughout (smoke test).")
     var quick = false
 
@@ -100,6 +103,7 @@ struct MessagesBenchmark: AsyncParsableCommand {
             "messages": "\(settings.messages)", "pairs": "\(pairs)", "per-pair": "\(settings.perPair)",
             "mailbox-messages": "\(settings.mailboxMessages)", "concurrency": "\(concurrency)",
             "stores": "\(settings.stores)", "runs": "\(runs)", "size": "\(size)", "pings": "\(settings.pings)",
+            "no-drain": "\(noDrain)",
         ]
         let parent = dataDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
         let directory = parent.appendingPathComponent("agent-bench-messages-\(UUID().uuidString)")
@@ -285,6 +289,10 @@ struct MessagesBenchmark: AsyncParsableCommand {
             guard usage == held else { throw BenchmarkError("a replica holds \(usage) messages of \(held)") }
         }
 
+        guard !noDrain else {
+            report.note("mailbox: \(held) sealed messages (\(items[0].sealed.count) B each) stored at each of 3 replicas (checked); fetch and drain skipped (--no-drain)")
+            return
+        }
         // The fetch alone (no acknowledgement: the messages stay), then the recipient's drain.
         start = clock.now
         let fetched = try await world.bMailbox.drain(name: world.mailboxRecipient, key: world.bKey)
