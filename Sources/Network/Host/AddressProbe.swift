@@ -34,17 +34,25 @@ enum AddressProbe {
                         handshakeTimeout: core.configuration.handshakeTimeout, rekey: nil,
                         staticKeySignature: core.staticKeySignature)
                     configuration.authenticateOnly = true
-                    let promise = channel.eventLoop.makePromise(of: Void.self)
-                    authenticated.withLockedValue { $0 = promise }
+                    // Cancelled before the channel existed: no promise is made (one made and never
+                    // completed traps in NIO as a leaked promise).
                     let cancelled = probeChannel.withLockedValue { state -> Bool in
                         state.channel = channel
                         return state.cancelled
                     }
                     if cancelled { throw CancellationError() }
-                    try channel.pipeline.syncOperations.addHandlers([
-                        SecureConnectionHandler(configuration: configuration),
-                        ProbeHandler(promise: promise),
-                    ])
+                    let promise = channel.eventLoop.makePromise(of: Void.self)
+                    authenticated.withLockedValue { $0 = promise }
+                    do {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            SecureConnectionHandler(configuration: configuration),
+                            ProbeHandler(promise: promise),
+                        ])
+                    } catch {
+                        // The handler that would complete the promise is not in the pipeline.
+                        promise.fail(error)
+                        throw error
+                    }
                 }
             }
         // Cancelled (the host shuts down): the socket is closed, which ends the connect or the
