@@ -64,43 +64,59 @@ public struct MailboxClient: Sendable {
         self.findReplicas = findReplicas
     }
 
+    /// What one replica did with a deposit (a plain value: task-group results carry no
+    /// existential errors).
+    private enum StoreAttempt: Sendable {
+        case answered(PeerID, String)
+        case failed(PeerID, String, MailboxError.Kind?)
+    }
+
+    private func storeAttempt(_ item: MailboxStore.Item, recipientPeer: PeerID?, at replica: Replica) async -> StoreAttempt {
+        do {
+            let connection = try await host.connect(to: replica.peer, addresses: replica.addresses, origin: .thirdParty)
+            let results = try await service.store([item], recipientPeer: recipientPeer, on: connection)
+            return .answered(replica.peer, results.first ?? "")
+        } catch let error as MailboxError {
+            return .failed(replica.peer, error.description, error.kind)
+        } catch {
+            return .failed(replica.peer, "\(error)", nil)
+        }
+    }
+
     /// Stores `item` at the mailbox's replicas: the `r` closest first, in parallel; each one that
     /// refuses or fails is replaced by the next closest, up to `maximumTried` peers.
     public func deposit(_ item: MailboxStore.Item, recipientPeer: PeerID?) async throws -> Deposit {
         let candidates = try await findReplicas(item.mailbox).filter { $0.peer != host.peerID }
+        let limit = min(candidates.count, configuration.maximumTried)
         var deposit = Deposit(confirmed: [], failures: [], permanentRefusal: nil)
-        var next = 0
         var permanent: [MailboxError] = []
-        await withTaskGroup(of: (PeerID, Result<String, any Error>).self) { group in
-            func launch() {
-                guard next < min(candidates.count, configuration.maximumTried) else { return }
+        await withTaskGroup(of: StoreAttempt.self) { group in
+            var next = 0
+            while next < min(configuration.replicas, limit) {
                 let replica = candidates[next]
+                group.addTask { await self.storeAttempt(item, recipientPeer: recipientPeer, at: replica) }
                 next += 1
-                group.addTask {
-                    do {
-                        let connection = try await host.connect(to: replica.peer, addresses: replica.addresses, origin: .thirdParty)
-                        let results = try await service.store([item], recipientPeer: recipientPeer, on: connection)
-                        return (replica.peer, .success(results.first ?? ""))
-                    } catch {
-                        return (replica.peer, .failure(error))
-                    }
-                }
             }
-            for _ in 0..<configuration.replicas { launch() }
-            while let (peer, result) = await group.next() {
-                switch result {
-                case .success(let outcome) where ["stored", "duplicate", "acknowledged"].contains(outcome):
+            while let attempt = await group.next() {
+                var replace = false
+                switch attempt {
+                case .answered(let peer, let outcome) where ["stored", "duplicate", "acknowledged"].contains(outcome):
                     deposit.confirmed.append(peer)
-                case .success(let code):
+                case .answered(let peer, let code):
                     deposit.failures.append((peer, "refused: \(code)"))
                     if let kind = MailboxError.Kind(rawValue: code), Self.isPermanent(kind) {
                         permanent.append(MailboxError(kind, "replica \(peer) refused the message: \(code)"))
                     }
-                    launch()
-                case .failure(let error):
-                    deposit.failures.append((peer, "\(error)"))
-                    if let error = error as? MailboxError, Self.isPermanent(error.kind) { permanent.append(error) }
-                    launch()
+                    replace = true
+                case .failed(let peer, let reason, let kind):
+                    deposit.failures.append((peer, reason))
+                    if let kind, Self.isPermanent(kind) { permanent.append(MailboxError(kind, reason)) }
+                    replace = true
+                }
+                if replace, next < limit {
+                    let replica = candidates[next]
+                    group.addTask { await self.storeAttempt(item, recipientPeer: recipientPeer, at: replica) }
+                    next += 1
                 }
                 if deposit.confirmed.count >= configuration.replicas { group.cancelAll() }
             }
@@ -125,30 +141,36 @@ public struct MailboxClient: Sendable {
         public var failures: [(PeerID, String)]
     }
 
+    private enum FetchAttempt: Sendable {
+        case fetched(Int, [MailboxStore.Item])
+        case failed(Int, String)
+    }
+
     /// Fetches every message waiting for `name` from its replicas (the `r` closest, in parallel).
     public func drain(name: AgentName, key: Ed25519.PrivateKey) async throws -> Drain {
         let mailbox = MailboxWire.mailboxKey(for: name)
         let replicas = Array(try await findReplicas(mailbox).filter { $0.peer != host.peerID }.prefix(configuration.replicas))
         var drain = Drain(items: [], answered: [], failures: [])
         var seen = Set<[UInt8]>()
-        await withTaskGroup(of: (Replica, Result<[MailboxStore.Item], any Error>).self) { group in
-            for replica in replicas {
+        await withTaskGroup(of: FetchAttempt.self) { group in
+            for index in replicas.indices {
+                let replica = replicas[index]
                 group.addTask {
                     do {
                         let connection = try await host.connect(to: replica.peer, addresses: replica.addresses, origin: .thirdParty)
-                        return (replica, .success(try await service.fetchAll(name: name, key: key, on: connection)))
+                        return .fetched(index, try await service.fetchAll(name: name, key: key, on: connection))
                     } catch {
-                        return (replica, .failure(error))
+                        return .failed(index, "\(error)")
                     }
                 }
             }
-            for await (replica, result) in group {
-                switch result {
-                case .success(let items):
-                    drain.answered.append((replica, items.map(\.id)))
+            while let attempt = await group.next() {
+                switch attempt {
+                case .fetched(let index, let items):
+                    drain.answered.append((replicas[index], items.map(\.id)))
                     for item in items where seen.insert(item.id).inserted { drain.items.append(item) }
-                case .failure(let error):
-                    drain.failures.append((replica.peer, "\(error)"))
+                case .failed(let index, let reason):
+                    drain.failures.append((replicas[index].peer, reason))
                 }
             }
         }
@@ -183,7 +205,9 @@ public struct MailboxClient: Sendable {
                 }
             }
             var confirmed = 0
-            for await ok in group where ok { confirmed += 1 }
+            while let ok = await group.next() {
+                if ok { confirmed += 1 }
+            }
             return confirmed
         }
     }
