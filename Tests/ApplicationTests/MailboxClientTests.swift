@@ -81,7 +81,8 @@ struct MailboxClientTests {
         let drain = try await bobClient.drain(name: Self.bob, key: network.bobKey)
         #expect(Set(drain.items.map(\.id)) == Set([Self.item(1).id, Self.item(2).id]))
         #expect(drain.items.count == 2)
-        #expect(drain.failures.map(\.0) == [network.replicas[0].host.peerID])
+        // Both dead replicas were asked (the drain asks beyond the 3 closest).
+        #expect(Set(drain.failures.map(\.0)) == Set([network.replicas[0].host.peerID, network.replicas[1].host.peerID]))
         let acknowledged = await bobClient.acknowledge(name: Self.bob, ids: drain.items.map(\.id), key: network.bobKey, after: drain)
         #expect(acknowledged == 2)
         #expect(try await bobClient.drain(name: Self.bob, key: network.bobKey).items.isEmpty)

@@ -52,8 +52,9 @@ public final class Messenger: Sendable {
 
     /// Delivers one signed message to the node of `record` over `/agent/msg/1.0.0`, returning when
     /// its receipt accepts it. Throws `MessageError`: `.unreachable`, `.timeout`,
-    /// `.protocolNotSupported`, `.busy` mean "try the mailbox"; another receipt's refusal kind means
-    /// the recipient refused this message.
+    /// `.protocolNotSupported`, `.busy`, `.unknownSender` (the recipient could not resolve our record
+    /// yet; the mailbox drain checks again later) mean "try the mailbox"; another receipt's refusal
+    /// kind means the recipient refused this message.
     public typealias DirectDelivery = @Sendable (SignedAgentMessage, SignedAgentRecord) async throws -> Void
     /// The current record of a name. Throws `ResolutionError` (`.notFound` when there is none).
     public typealias RecordResolver = @Sendable (AgentName) async throws -> SignedAgentRecord
@@ -152,7 +153,9 @@ public final class Messenger: Sendable {
             try await deliverDirect(signed, record)
             try remember(signed, status: .delivered, replicas: 0, attempts: attempts, error: nil)
             return SendResult(id: signed.message.id, delivery: .direct, replicas: 0, reason: nil, message: signed)
-        } catch let error as MessageError where [.unreachable, .timeout, .protocolNotSupported, .shutdown, .busy].contains(error.kind) {
+        } catch let error as MessageError
+            where [.unreachable, .timeout, .protocolNotSupported, .shutdown, .busy, .unknownSender].contains(error.kind)
+        {
             directReason = error.description
         } catch let error as MessageError where error.kind == .replayed {
             // The recipient already has it (a retry whose receipt was lost).
@@ -414,7 +417,9 @@ public final class Messenger: Sendable {
         while true {
             let started = nowMilliseconds() / 1000
             taken += await drainOnce(name, mailbox: mailbox)
-            releaseHeld(receivedBefore: started)
+            // Held messages that arrived before this drain began (whole seconds: one that arrived
+            // in the second it began waits for the next drain).
+            releaseHeld(receivedBefore: started - min(started, 1))
             let again = state.withLockedValue { state -> Bool in
                 if state.draining[name] == true {
                     state.draining[name] = false

@@ -146,10 +146,13 @@ public struct MailboxClient: Sendable {
         case failed(Int, String)
     }
 
-    /// Fetches every message waiting for `name` from its replicas (the `r` closest, in parallel).
+    /// Fetches every message waiting for `name` from its replicas (the `maximumTried` closest peers,
+    /// in parallel).
     public func drain(name: AgentName, key: Ed25519.PrivateKey) async throws -> Drain {
         let mailbox = MailboxWire.mailboxKey(for: name)
-        let replicas = Array(try await findReplicas(mailbox).filter { $0.peer != host.peerID }.prefix(configuration.replicas))
+        // Not only the r closest: peers that joined since the deposit may have pushed the ones
+        // holding the mailbox down the list (re-replication catches up only hourly).
+        let replicas = Array(try await findReplicas(mailbox).filter { $0.peer != host.peerID }.prefix(configuration.maximumTried))
         var drain = Drain(items: [], answered: [], failures: [])
         var seen = Set<[UInt8]>()
         await withTaskGroup(of: FetchAttempt.self) { group in
