@@ -63,7 +63,7 @@ struct MessagesBenchmark: AsyncParsableCommand {
     @Option(help: "Directory for the SQLite files (default: a new directory under the system's temporary directory; removed afterwards).")
     var dataDir: String?
 
-    @Flag(help: "Skip the mailbox fetch and drain figures (they crash release builds at the time of writing: see README, Performance, Messages).")
+    @Flag(help: "Skip the mailbox fetch and drain figures.")
     var noDrain = false
 
     @Flag(help: "Small counts throughout (smoke test).")
