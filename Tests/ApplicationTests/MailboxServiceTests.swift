@@ -105,6 +105,9 @@ struct MailboxServiceTests {
         await #expect(throws: MailboxError.self) {
             try await thief.service.acknowledge(name: Self.bob, ids: [Self.item(1).id], key: thief.key, on: connection)
         }
+        // An empty mailbox answers an empty page without a lookup; one holding something checks.
+        #expect(try await thief.service.fetchAll(name: try AgentName("dave"), key: thief.key, on: connection).isEmpty)
+        _ = try await thief.service.store([Self.item(5, for: try AgentName("carol"))], recipientPeer: nil, on: connection)
         do {
             _ = try await thief.service.fetchAll(name: try AgentName("carol"), key: thief.key, on: connection)
             Issue.record("a fetch for a name without a record succeeded")

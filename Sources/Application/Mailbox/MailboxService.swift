@@ -135,6 +135,12 @@ public final class MailboxService: Sendable {
                 if storedAny, let recipientPeer { hint(mailbox, to: recipientPeer, now: now) }
                 return .stored(results)
             case .fetch(let mailbox, let access, let cursor):
+                // Nothing held: an empty page without resolving the name (every node drains its
+                // mailboxes at start; a lookup per replica per name would be pure cost). A
+                // requester learns only that this replica holds nothing for that mailbox.
+                if try store.fetch(mailbox: mailbox, after: Int64(clamping: cursor), maximumBytes: 1, now: now).items.isEmpty {
+                    return .page(messages: [], next: nil)
+                }
                 try await authorize(access, .fetch, mailbox: mailbox, ids: [], now: now)
                 let page = try store.fetch(
                     mailbox: mailbox, after: Int64(clamping: cursor), maximumBytes: configuration.pageBytes, now: now)
