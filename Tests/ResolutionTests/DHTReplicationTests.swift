@@ -114,7 +114,14 @@ struct DHTReplicationTests {
         }
         let slowKeys = try Self.fill(node.dht.store, count: 10_000)
         let slow = try await SlowKadServer(in: network, slowKeys: slowKeys)
-        #expect(await node.dht.bootstrap([fast.address, slow.address]) == 2)
+        // Both peers in the routing table before the record is published. A bootstrap request
+        // that times out under load (CI, once: the fast peer missing) is asked again, as a node
+        // whose bootstrap failed does; at most 5 rounds.
+        var joined = 0
+        for _ in 0..<5 where joined < 2 {
+            joined = await node.dht.bootstrap([fast.address, slow.address])
+        }
+        #expect(joined == 2)
 
         let name = try AgentName("punctual.agent")
         let first = try await node.dht.register(name, ttl: 60)
@@ -165,7 +172,14 @@ struct DHTReplicationTests {
         let node = try await network.addNode(configuration: configuration)
         let slowKeys = try Self.fill(node.dht.store, count: 100)
         let slow = try await SlowKadServer(in: network, slowKeys: slowKeys)
-        #expect(await node.dht.bootstrap([fast.address, slow.address]) == 2)
+        // Both peers in the routing table before the record is published. A bootstrap request
+        // that times out under load (CI, once: the fast peer missing) is asked again, as a node
+        // whose bootstrap failed does; at most 5 rounds.
+        var joined = 0
+        for _ in 0..<5 where joined < 2 {
+            joined = await node.dht.bootstrap([fast.address, slow.address])
+        }
+        #expect(joined == 2)
 
         let maintenance = Task { await node.dht.runMaintenance() }
         #expect(try await Self.eventually { slow.seen.withLockedValue { $0.arrivals.count } >= 4 })
