@@ -68,7 +68,7 @@ struct DHTReplicationTests {
     }
 
     /// `count` valid records of one other key, put into `store` as a replica would hold them.
-    static func fill(_ store: RecordStore, count: Int) throws -> Set<[UInt8]> {
+    static func fill(_ store: any RecordStoring, count: Int) throws -> Set<[UInt8]> {
         let other = Ed25519.PrivateKey()
         let now = UInt64(Date().timeIntervalSince1970)
         var keys = Set<[UInt8]>()

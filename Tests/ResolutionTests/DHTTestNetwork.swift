@@ -38,7 +38,8 @@ final class DHTTestNetwork: @unchecked Sendable {
     @discardableResult
     func addNode(
         configuration: DHTConfiguration = DHTTestNetwork.configuration(), listen: String = "/ip4/127.0.0.1/tcp/0",
-        unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
+        unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) },
+        store: (any RecordStoring)? = nil, dhtLogger: Logger? = nil
     ) async throws -> Node {
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.dialTimeout = .seconds(3)
@@ -48,8 +49,9 @@ final class DHTTestNetwork: @unchecked Sendable {
         logger.logLevel = .critical
         let host = Network.Host(identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
         let bound = try await host.listen(on: try Multiaddr(listen))
-        let store = try RecordStore(path: nil)
-        let dht = DHT(host: host, store: store, configuration: configuration, logger: logger, unixClock: unixClock)
+        let dht = DHT(
+            host: host, store: try store ?? RecordStore(path: nil), configuration: configuration,
+            logger: dhtLogger ?? logger, unixClock: unixClock)
         dht.start()
         let node = Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
         nodes.append(node)

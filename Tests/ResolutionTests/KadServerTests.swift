@@ -320,6 +320,52 @@ struct DHTRegistrationTests {
         try await network.shutdown()
     }
 
+    @Test("a refused first claim whose own record cannot be forgotten reports the storage failure")
+    func refusedClaimStorageFailure() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 6)
+        let name = try AgentName("taken.agent")
+        _ = try await network.nodes[1].dht.register(name)
+        let store = FailingRecordStore()
+        let log = CapturedLog()
+        let intruder = try await network.addNode(store: store, dhtLogger: log.logger())
+        await intruder.dht.bootstrap([network.nodes[0].address])
+        store.fail([.removeOwnRecord])
+        do {
+            _ = try await intruder.dht.register(name)
+            Issue.record("a claim on a held name was accepted")
+        } catch {
+            #expect(error.kind == .nameHeld)
+        }
+        // The refused claim could not be taken back: said at error level, not dropped.
+        #expect(log.events(level: .error, name: name).count == 1)
+        try await network.shutdown()
+    }
+
+    @Test("a replica that cannot update its copy while resolving logs the storage failure")
+    func resolveLocalUpdateStorageFailure() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 5)
+        let store = FailingRecordStore()
+        let log = CapturedLog()
+        let replica = try await network.addNode(store: store, dhtLogger: log.logger())
+        await replica.dht.bootstrap([network.nodes[0].address])
+        let name = try AgentName("moving.agent")
+        let holder = network.nodes[1]
+        let first = try await holder.dht.register(name)
+        #expect(first.storedAt.contains(replica.peerID))
+        // The replica's store breaks: the next version does not reach it, and resolving finds the
+        // newer version elsewhere but cannot keep it.
+        store.fail([.put])
+        let second = try await holder.dht.register(name, addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/9")])
+        #expect(!second.storedAt.contains(replica.peerID))
+        let seen = try await replica.dht.resolve(name, useCache: false)
+        #expect(seen.record.record.seq == second.record.record.seq)
+        // Its own failure to store the PUT is logged too; the resolve's is the one that counts here.
+        #expect(log.events(level: .error, name: name).filter { $0.message.hasPrefix("resolve:") }.count == 1)
+        try await network.shutdown()
+    }
+
     @Test("names registered to persist are published again after a restart; unregistered and run-only ones are not")
     func restoredAfterRestart() async throws {
         let network = DHTTestNetwork(threads: 1)

@@ -6,7 +6,22 @@ import Testing
 
 @testable import Resolution
 
-@Suite("record store: ownership rules, expiry, quotas, persistence")
+/// The two implementations of `RecordStoring`: every rule test runs against both.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+    case memory
+
+    var testDescription: String { rawValue }
+
+    func make(_ configuration: RecordStoreConfiguration = .init()) throws -> any RecordStoring {
+        switch self {
+        case .sqlite: try RecordStore(path: nil, configuration: configuration)
+        case .memory: MemoryRecordStore(configuration: configuration)
+        }
+    }
+}
+
+@Suite("record store: ownership rules, expiry, quotas, persistence (SQLite and in memory)")
 struct RecordStoreTests {
     static let now = Fixtures.now
     static let bobPeer = PeerID(publicKey: Fixtures.bob.publicKey)
@@ -21,9 +36,9 @@ struct RecordStoreTests {
 
     static func name(_ text: String) -> AgentName { try! AgentName(text) }
 
-    @Test("a first claim is stored and read back by name and by record key")
-    func firstClaim() throws {
-        let store = try RecordStore(path: nil)
+    @Test("a first claim is stored and read back by name and by record key", arguments: StoreKind.allCases)
+    func firstClaim(kind: StoreKind) throws {
+        let store = try kind.make()
         let record = Fixtures.record(seq: 1)
         #expect(try store.put(record, from: Self.bobPeer, now: Self.now) == .firstClaim)
         #expect(try store.get(Fixtures.name, now: Self.now) == record)
@@ -33,9 +48,9 @@ struct RecordStoreTests {
         #expect(try store.get(Self.name("bob"), now: Self.now) == nil)
     }
 
-    @Test("the holder's higher seq replaces the record; the same bytes again change nothing")
-    func update() throws {
-        let store = try RecordStore(path: nil)
+    @Test("the holder's higher seq replaces the record; the same bytes again change nothing", arguments: StoreKind.allCases)
+    func update(kind: StoreKind) throws {
+        let store = try kind.make()
         try store.put(Fixtures.record(seq: 1), from: nil, now: Self.now)
         let newer = Fixtures.record(seq: 2, timestamp: Self.now + 10)
         #expect(try store.put(newer, from: Self.bobPeer, now: Self.now + 10) == .update)
@@ -45,9 +60,9 @@ struct RecordStoreTests {
         #expect(try store.count(now: Self.now + 20) == 1)
     }
 
-    @Test("a stale seq is rejected with stale_seq and the held record stays")
-    func staleSeq() throws {
-        let store = try RecordStore(path: nil)
+    @Test("a stale seq is rejected with stale_seq and the held record stays", arguments: StoreKind.allCases)
+    func staleSeq(kind: StoreKind) throws {
+        let store = try kind.make()
         let held = Fixtures.record(seq: 5)
         try store.put(held, from: nil, now: Self.now)
         let error = #expect(throws: ResolutionError.self) {
@@ -57,9 +72,9 @@ struct RecordStoreTests {
         #expect(try store.get(Fixtures.name, now: Self.now + 10) == held)
     }
 
-    @Test("another key cannot take a live name: name_held, and the holder's record stays")
-    func nameHeld() throws {
-        let store = try RecordStore(path: nil)
+    @Test("another key cannot take a live name: name_held, and the holder's record stays", arguments: StoreKind.allCases)
+    func nameHeld(kind: StoreKind) throws {
+        let store = try kind.make()
         let held = Fixtures.record(seq: 1)
         try store.put(held, from: nil, now: Self.now)
         let error = #expect(throws: ResolutionError.self) {
@@ -69,9 +84,9 @@ struct RecordStoreTests {
         #expect(try store.get(Fixtures.name, now: Self.now) == held)
     }
 
-    @Test("an invalid record is refused with the validation error and nothing is stored")
-    func invalidIncoming() throws {
-        let store = try RecordStore(path: nil)
+    @Test("an invalid record is refused with the validation error and nothing is stored", arguments: StoreKind.allCases)
+    func invalidIncoming(kind: StoreKind) throws {
+        let store = try kind.make()
         let error = #expect(throws: ResolutionError.self) {
             try store.put(Fixtures.record(timestamp: Self.now - 7200), from: Self.bobPeer, now: Self.now)
         }
@@ -79,9 +94,9 @@ struct RecordStoreTests {
         #expect(try store.count(now: Self.now) == 0)
     }
 
-    @Test("an expired record is invisible, frees its name, and is removed by removeExpired")
-    func expiry() throws {
-        let store = try RecordStore(path: nil)
+    @Test("an expired record is invisible, frees its name, and is removed by removeExpired", arguments: StoreKind.allCases)
+    func expiry(kind: StoreKind) throws {
+        let store = try kind.make()
         let record = Fixtures.record(seq: 1, ttl: 60)
         try store.put(record, from: nil, now: Self.now)
         try store.put(Fixtures.record(name: Self.name("long"), ttl: 3600), from: nil, now: Self.now)
@@ -103,9 +118,9 @@ struct RecordStoreTests {
         #expect(try store.get(Fixtures.name, now: later) == bobs)
     }
 
-    @Test("records(now:limit:storedBefore:) lists by store time, honours the limit and the cut-off")
-    func listing() throws {
-        let store = try RecordStore(path: nil)
+    @Test("records(now:limit:storedBefore:) lists by store time, honours the limit and the cut-off", arguments: StoreKind.allCases)
+    func listing(kind: StoreKind) throws {
+        let store = try kind.make()
         let first = Fixtures.record(name: Self.name("one"))
         let second = Fixtures.record(name: Self.name("two"))
         try store.put(second, from: nil, now: Self.now)
@@ -142,12 +157,12 @@ struct RecordStoreTests {
         #expect(try reopened.put(Fixtures.record(seq: 8), from: nil, now: Self.now) == .update)
     }
 
-    @Test("quotas: a new name over the total or the sender's share is store_full; updates still pass")
-    func quotas() throws {
+    @Test("quotas: a new name over the total or the sender's share is store_full; updates still pass", arguments: StoreKind.allCases)
+    func quotas(kind: StoreKind) throws {
         var configuration = RecordStore.Configuration()
         configuration.maximumRecords = 3
         configuration.maximumRecordsPerSender = 2
-        let store = try RecordStore(path: nil, configuration: configuration)
+        let store = try kind.make(configuration)
 
         try store.put(Fixtures.record(name: Self.name("a0")), from: Self.bobPeer, now: Self.now)
         try store.put(Fixtures.record(name: Self.name("a1")), from: Self.bobPeer, now: Self.now)
@@ -176,12 +191,12 @@ struct RecordStoreTests {
         #expect(try store.count(now: Self.now) == 3)
     }
 
-    @Test("quotas count live records only: expired ones make room for new names")
-    func quotaAfterExpiry() throws {
+    @Test("quotas count live records only: expired ones make room for new names", arguments: StoreKind.allCases)
+    func quotaAfterExpiry(kind: StoreKind) throws {
         var configuration = RecordStore.Configuration()
         configuration.maximumRecords = 2
         configuration.maximumRecordsPerSender = 1
-        let store = try RecordStore(path: nil, configuration: configuration)
+        let store = try kind.make(configuration)
         try store.put(Fixtures.record(name: Self.name("short"), ttl: 60), from: Self.bobPeer, now: Self.now)
         try store.put(Fixtures.record(name: Self.name("long")), from: Self.carolPeer, now: Self.now)
         let later = Self.now + 61
@@ -191,9 +206,9 @@ struct RecordStoreTests {
         #expect(try store.get(Self.name("short"), now: Self.now) == nil)
     }
 
-    @Test("get(recordKey:) returns nil for keys that are not agent record keys")
-    func junkKeys() throws {
-        let store = try RecordStore(path: nil)
+    @Test("get(recordKey:) returns nil for keys that are not agent record keys", arguments: StoreKind.allCases)
+    func junkKeys(kind: StoreKind) throws {
+        let store = try kind.make()
         try store.put(Fixtures.record(), from: nil, now: Self.now)
         let keys: [[UInt8]] = [
             [], Array("/agent/".utf8), Array("/agent/Alice.agent".utf8), Array("/agent/alice".utf8),
@@ -208,9 +223,9 @@ struct RecordStoreTests {
         #expect(try store.get(recordKey: Array("/agent/alice.agent".utf8), now: Self.now) != nil)
     }
 
-    @Test("own records round trip, stay after expiry, and are replaced and removed by name")
-    func ownRecords() throws {
-        let store = try RecordStore(path: nil)
+    @Test("own records round trip, stay after expiry, and are replaced and removed by name", arguments: StoreKind.allCases)
+    func ownRecords(kind: StoreKind) throws {
+        let store = try kind.make()
         let alice = Fixtures.record(seq: 1, timestamp: Self.now - 86_400 * 30)
         let bob = Fixtures.record(Fixtures.bob, name: Self.name("bob"), seq: 4)
         #expect(try store.ownRecord(for: Fixtures.name) == nil)
@@ -262,6 +277,68 @@ struct RecordStoreTests {
         // Removing the own record removes its registration with it.
         try store.removeOwnRecord(for: Fixtures.name)
         #expect(try store.registrations().registrations.isEmpty)
+    }
+
+    @Test("name registrations in one store: need an own record, keep their parameters, go with it", arguments: StoreKind.allCases)
+    func registrationRules(kind: StoreKind) throws {
+        let store = try kind.make()
+        let custom = NameRegistration(
+            addresses: [try Multiaddr("/ip4/192.0.2.1/tcp/4001")], protocols: ["/chat/1.0.0"], ttl: 3600)
+        let following = NameRegistration(addresses: nil, protocols: nil, ttl: RecordLimits.defaultTTL)
+        let missing = #expect(throws: ResolutionError.self) { try store.setRegistration(following, for: Fixtures.name) }
+        #expect(missing?.kind == .notFound)
+        // Clearing a registration that does not exist is a no-op.
+        #expect(try store.setRegistration(nil, for: Fixtures.name) == false)
+        try store.setOwnRecord(Fixtures.record(seq: 1))
+        try store.setOwnRecord(Fixtures.record(Fixtures.bob, name: Self.name("bob"), seq: 4))
+        #expect(try store.setRegistration(custom, for: Fixtures.name) == false)
+        #expect(try store.setRegistration(following, for: Self.name("bob")) == false)
+        #expect(try store.setRegistration(following, for: Self.name("bob")) == true)
+        // A newer own record keeps the registration.
+        try store.setOwnRecord(Fixtures.record(seq: 2))
+        let listed = try store.registrations()
+        #expect(listed.registrations.map(\.name) == [Fixtures.name, Self.name("bob")])
+        #expect(listed.registrations.map(\.registration) == [custom, following])
+        #expect(try store.setRegistration(nil, for: Self.name("bob")) == true)
+        #expect(try store.registrations().registrations.map(\.name) == [Fixtures.name])
+        try store.removeOwnRecord(for: Fixtures.name)
+        #expect(try store.registrations().registrations.isEmpty)
+    }
+
+    @Test("a registration whose ttl is out of range is dropped with its reason", arguments: StoreKind.allCases)
+    func registrationOutOfRange(kind: StoreKind) throws {
+        let store = try kind.make()
+        for name in ["short", "fine"] {
+            try store.setOwnRecord(Fixtures.record(name: Self.name(name)))
+        }
+        try store.setRegistration(NameRegistration(addresses: nil, protocols: nil, ttl: 5), for: Self.name("short"))
+        try store.setRegistration(NameRegistration(addresses: nil, protocols: nil, ttl: 600), for: Self.name("fine"))
+        // A read that may not write reports it and changes nothing.
+        #expect(try store.registrations(dropInvalid: false).dropped.count == 1)
+        let listed = try store.registrations()
+        #expect(listed.registrations.map(\.name) == [Self.name("fine")])
+        #expect(listed.dropped.count == 1)
+        #expect(listed.dropped.first?.hasPrefix("short.agent") == true)
+        #expect(try store.registrations().dropped.isEmpty)
+        #expect(try store.ownRecords().count == 2)
+    }
+
+    @Test("a name's sender changes with its version: the per-sender quota follows the current sender", arguments: StoreKind.allCases)
+    func senderFollowsVersion(kind: StoreKind) throws {
+        var configuration = RecordStoreConfiguration()
+        configuration.maximumRecordsPerSender = 1
+        let store = try kind.make(configuration)
+        try store.put(Fixtures.record(name: Self.name("a0")), from: Self.bobPeer, now: Self.now)
+        // Carol relays a newer version of a0: it now counts as hers, and Bob has room again.
+        try store.put(Fixtures.record(name: Self.name("a0"), seq: 2), from: Self.carolPeer, now: Self.now)
+        #expect(try store.put(Fixtures.record(name: Self.name("b0")), from: Self.bobPeer, now: Self.now) == .firstClaim)
+        let full = #expect(throws: ResolutionError.self) {
+            try store.put(Fixtures.record(name: Self.name("c0")), from: Self.carolPeer, now: Self.now)
+        }
+        #expect(full?.kind == .storeFull)
+        // Her own name updated again by her does not count twice.
+        #expect(
+            try store.put(Fixtures.record(name: Self.name("a0"), seq: 3), from: Self.carolPeer, now: Self.now) == .update)
     }
 
     @Test("a hand-edited registration that does not decode is dropped with its reason, not fatal")
@@ -372,9 +449,9 @@ struct RecordStoreTests {
         #expect(garbageError?.message.contains("not a database") == true)
     }
 
-    @Test("concurrent puts and gets from several tasks are serialized")
-    func concurrency() async throws {
-        let store = try RecordStore(path: nil)
+    @Test("concurrent puts and gets from several tasks are serialized", arguments: StoreKind.allCases)
+    func concurrency(kind: StoreKind) async throws {
+        let store = try kind.make()
         let records = (0..<40).map { Fixtures.record(name: Self.name("c\($0)")) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for chunk in stride(from: 0, to: records.count, by: 10) {

@@ -91,7 +91,17 @@ extension DHT {
         do {
             report = try await publish(record, replicasFirst: isNewClaim)
         } catch {
-            if isNewClaim { try? store.removeOwnRecord(for: name) }
+            guard isNewClaim else { throw error }
+            do {
+                try store.removeOwnRecord(for: name)
+            } catch let storage {
+                // The refused claim stays saved as ours: the next `register` continues its seq,
+                // which does no harm, but the operator should know the store fails.
+                logger.error(
+                    "cannot forget a refused claim", metadata: ["name": "\(name)", "error": "\(storage.message)"])
+                throw ResolutionError(
+                    error.kind, "\(error.message); and the refused claim could not be forgotten: \(storage.message)")
+            }
             throw error
         }
         own.replicas = report.storedAt.count
@@ -115,7 +125,19 @@ extension DHT {
             // An `unregister` between keeping the name and saving it has cleared the store
             // already, or found nothing to clear: undo the save.
             if state.withLockedValue({ $0.unregistrations[name, default: 0] }) != started.unregistrations {
-                try? store.setRegistration(nil, for: name)
+                do {
+                    try store.setRegistration(nil, for: name)
+                } catch {
+                    // Left saved, the name would be published again after a restart although it
+                    // was unregistered: the caller must hear of it.
+                    logger.error(
+                        "cannot undo the saved registration of a name unregistered meanwhile",
+                        metadata: ["name": "\(name)", "error": "\(error.message)"])
+                    throw ResolutionError(
+                        error.kind,
+                        "\(name) was unregistered while it was being registered, but its saved registration could not be cleared (it would be published again after a restart): \(error.message)"
+                    )
+                }
             }
         }
         return report
@@ -220,7 +242,16 @@ extension DHT {
         let (names, tableSize) = state.withLockedValue { ($0.ownNames, $0.table.count) }
         var republished = 0
         for (name, own) in names {
-            let current = try? store.ownRecord(for: name)
+            let current: SignedAgentRecord?
+            do {
+                current = try store.ownRecord(for: name)
+            } catch {
+                // Without the last record its seq is unknown: signing a new one could go backwards.
+                logger.error(
+                    "cannot read own record; not republished this round",
+                    metadata: ["name": "\(name)", "error": "\(error.message)"])
+                continue
+            }
             var due = force || current == nil
             if let current {
                 let age = Double(unixClock() &- current.record.timestamp)
@@ -273,8 +304,13 @@ extension DHT {
             let refused = failures.filter { $0.refused }
             if refused.count > stored.count {
                 var message = "\(name) was refused by \(refused.count) of \(refused.count + stored.count) replicas reached: it is held by another key"
-                if let held = try? await resolveIfPublished(name), held.record.record.publicKey != host.identity.publicKey {
-                    message = "\(name) is held by \(held.record.record.peerID) until \(Timestamp.iso8601(held.record.record.expires)); the replicas refused our claim"
+                do {
+                    if let held = try await resolveIfPublished(name), held.record.record.publicKey != host.identity.publicKey {
+                        message = "\(name) is held by \(held.record.record.peerID) until \(Timestamp.iso8601(held.record.record.expires)); the replicas refused our claim"
+                    }
+                } catch {
+                    // Only the wording of the refusal depends on it.
+                    logger.debug("cannot name the holder of a refused claim", metadata: ["name": "\(name)", "error": "\(error)"])
                 }
                 throw ResolutionError(.nameHeld, message + "; choose another name")
             }
@@ -372,7 +408,14 @@ extension DHT {
         for (rank, peer) in order.enumerated() {
             ranked.append(ReplicaSelection.Answer(replica: peer, record: answers.answers[peer]!, rank: rank))
         }
-        let local = try? store.get(name, now: now)
+        let local: SignedAgentRecord?
+        do {
+            local = try store.get(name, now: now)
+        } catch {
+            // The replicas' answers still decide; our copy (if any) is not consulted nor updated.
+            logger.error("resolve: cannot read the local record", metadata: ["name": "\(name)", "error": "\(error.message)"])
+            local = nil
+        }
         guard let choice = ReplicaSelection.choose(ranked, local: local, voters: configuration.replicationFactor) else {
             var message = "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
             if !answers.invalid.isEmpty { message += ", \(answers.invalid.count) with invalid records" }
@@ -393,7 +436,20 @@ extension DHT {
         }
         if local == nil || local!.record.seq < choice.record.record.seq || local!.record.publicKey != choice.record.record.publicKey {
             // Keep our own copy current if we hold one (we are a replica); ownership rules apply.
-            if local != nil { _ = try? store.put(choice.record, from: nil, now: now) }
+            if local != nil {
+                do {
+                    try store.put(choice.record, from: nil, now: now)
+                } catch where error.kind == .storage {
+                    logger.error(
+                        "resolve: cannot update the local copy", metadata: ["name": "\(name)", "error": "\(error.message)"])
+                } catch {
+                    // The ownership rules kept our copy (e.g. the choice is a rival claim our
+                    // store does not accept): that is their verdict, not a failure.
+                    logger.debug(
+                        "resolve: local copy kept by the ownership rules",
+                        metadata: ["name": "\(name)", "reason": "\(error.kind.rawValue)"])
+                }
+            }
         }
         state.withLockedValue { _ = $0.cache.store(choice.record, for: name, now: .now(), unixNow: now) }
         return Resolution(

@@ -178,6 +178,11 @@ extension DHT {
                     "kad: stored record",
                     metadata: ["name": "\(signed.record.name)", "seq": "\(signed.record.seq)", "from": "\(peer)", "acceptance": "\(acceptance.rawValue)"])
             } catch {
+                if error.kind == .storage {
+                    // Our medium failed, not the peer's record: the operator must see it.
+                    logger.error(
+                        "kad: cannot store a record", metadata: ["name": "\(signed.record.name)", "error": "\(error.message)"])
+                }
                 return .refuse("PUT_VALUE for \(signed.record.name) rejected (\(error.kind.rawValue)): \(error.message)")
             }
             state.withLockedValue { $0.cache.remove(signed.record.name) }

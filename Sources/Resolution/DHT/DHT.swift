@@ -14,7 +14,7 @@ import Network
 /// work happens in tasks outside it.
 public final class DHT: Sendable {
     public let host: Network.Host
-    public let store: RecordStore
+    public let store: any RecordStoring
     public let configuration: DHTConfiguration
     /// The mode in force (`auto` resolved when the DHT starts).
     public var mode: DHTMode { state.withLockedValue { $0.mode } }
@@ -64,7 +64,7 @@ public final class DHT: Sendable {
     /// - Parameters:
     ///   - unixClock: seconds since the epoch; tests pass a fixed or shifted clock.
     public init(
-        host: Network.Host, store: RecordStore, configuration: DHTConfiguration = DHTConfiguration(),
+        host: Network.Host, store: any RecordStoring, configuration: DHTConfiguration = DHTConfiguration(),
         logger: Logger = Logger(label: "agentd.dht"),
         unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {

@@ -73,6 +73,18 @@ public struct AgentName: Hashable, Sendable, Comparable, CustomStringConvertible
     /// The DHT record key: the bytes of `/agent/` ‖ name (spec/records.md, "DHT key").
     public var recordKey: [UInt8] { Array(("/agent/" + value).utf8) }
 
+    /// The name in a kad record key (`"/agent/" ‖ canonical name`), or nil when `key` is not one.
+    public init?(recordKey key: [UInt8]) {
+        let prefix = Array("/agent/".utf8)
+        // Checked before any decoding, so a peer's megabyte-long key costs nothing.
+        guard key.count > prefix.count, key.count <= prefix.count + Self.maximumLength,
+            key.starts(with: prefix),
+            let text = String(validating: key[prefix.count...], as: UTF8.self),
+            let name = try? AgentName(canonical: text)
+        else { return nil }
+        self = name
+    }
+
     /// The 256-bit Kademlia key: SHA-256 of `recordKey`.
     public var dhtKey: [UInt8] { SHA256.hash(recordKey) }
 

@@ -93,7 +93,7 @@ extension RecordStore {
     /// decode (a hand-edited database) is left out, with the reason returned, and with
     /// `dropInvalid` also unregistered.
     /// - Throws: `.storage`.
-    public func registrations(dropInvalid: Bool = true) throws(ResolutionError) -> (
+    public func registrations(dropInvalid: Bool) throws(ResolutionError) -> (
         registrations: [(name: AgentName, registration: NameRegistration)], dropped: [String]
     ) {
         try withDatabase("list registered names", transaction: dropInvalid) { db in

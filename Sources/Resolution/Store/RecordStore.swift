@@ -10,17 +10,9 @@ import Identity
 /// the table against a peer (or many) filling it with names: a total, and a share per sending peer.
 ///
 /// Thread-safe: all calls are synchronous and run one at a time on one SQLite connection.
-public final class RecordStore: Sendable {
+public final class RecordStore: RecordStoring {
     /// Limits of the store.
-    public struct Configuration: Sendable {
-        /// Most records held in total.
-        public var maximumRecords = 100_000
-        /// Most records whose current version was stored from one peer (the peer that sent the
-        /// PUT), so that one peer cannot take the whole store. Local puts (no sender) are exempt.
-        public var maximumRecordsPerSender = 1_000
-
-        public init() {}
-    }
+    public typealias Configuration = RecordStoreConfiguration
 
     /// The limits this store enforces.
     public let configuration: Configuration
@@ -129,19 +121,13 @@ public final class RecordStore: Sendable {
         let replacesRow = try Bool.fetchOne(exists, arguments: [name]) ?? false
         let others = replacesRow ? total - 1 : total
         guard others < configuration.maximumRecords else {
-            return ResolutionError(
-                .storeFull,
-                "the record store is full: it holds \(others) records and its total quota is \(configuration.maximumRecords); \(name) was not stored"
-            )
+            return configuration.totalQuotaError(held: others, name: name)
         }
         guard let sender else { return nil }
         let countSender = try db.cachedStatement(sql: "SELECT COUNT(*) FROM records WHERE sender = ? AND name <> ?")
         let fromSender = try Int.fetchOne(countSender, arguments: [sender, name]) ?? 0
         guard fromSender < configuration.maximumRecordsPerSender else {
-            return ResolutionError(
-                .storeFull,
-                "peer \(sender) has \(fromSender) records in the record store, its per-sender quota of \(configuration.maximumRecordsPerSender); \(name) was not stored"
-            )
+            return configuration.senderQuotaError(sender: sender, held: fromSender, name: name)
         }
         return nil
     }
@@ -163,19 +149,11 @@ public final class RecordStore: Sendable {
         }
     }
 
-    /// The held, unexpired record for a kad record key (`"/agent/" ‖ name`, spec/records.md §2), as
-    /// the GET_VALUE handler receives it; nil for a key that is not a valid agent record key.
-    /// - Throws: `.storage`.
-    public func get(recordKey: [UInt8], now: UInt64) throws(ResolutionError) -> SignedAgentRecord? {
-        guard let name = RecordStoreSchema.name(recordKey: recordKey) else { return nil }
-        return try get(name, now: now)
-    }
-
     /// Unexpired records for re-replication, at most `limit`, least recently stored first; with
     /// `storedBefore`, only records whose current version was stored before that time (seconds
     /// since the epoch). Rows that do not decode are deleted and left out.
     /// - Throws: `.storage`.
-    public func records(now: UInt64, limit: Int, storedBefore: UInt64? = nil) throws(ResolutionError)
+    public func records(now: UInt64, limit: Int, storedBefore: UInt64?) throws(ResolutionError)
         -> [SignedAgentRecord]
     {
         guard limit > 0 else { return [] }

@@ -73,17 +73,6 @@ enum RecordStoreSchema {
         return record
     }
 
-    /// The name in a kad record key (`"/agent/" ‖ canonical name`), or nil when `key` is not one.
-    static func name(recordKey key: [UInt8]) -> AgentName? {
-        let prefix = Array("/agent/".utf8)
-        // Checked before any decoding, so a peer's megabyte-long key costs nothing.
-        guard key.count > prefix.count, key.count <= prefix.count + AgentName.maximumLength,
-            key.starts(with: prefix),
-            let text = String(validating: key[prefix.count...], as: UTF8.self)
-        else { return nil }
-        return try? AgentName(canonical: text)
-    }
-
     /// Creates the database file with mode 0600 if it does not exist, so that SQLite (which creates
     /// files with 0644 minus the umask, and gives its journal files the mode of the database) never
     /// makes the records of this node readable to other users. An existing file is left as it is.
