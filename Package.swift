@@ -50,12 +50,24 @@ let package = Package(
             ],
             exclude: ["Noise/Generated/noise.proto"]
         ),
+        // ngtcp2 0.12 + its GnuTLS crypto helper + GnuTLS, through pkg-config (Debian 12:
+        // libngtcp2-dev, libngtcp2-crypto-gnutls-dev, libgnutls28-dev); linked by CQuic.
+        .systemLibrary(
+            name: "CNgtcp2",
+            pkgConfig: "libngtcp2_crypto_gnutls",
+            providers: [.apt(["libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev"])]
+        ),
+        // The QUIC layer in C over ngtcp2 + GnuTLS (callbacks, send buffers pinned until acked,
+        // certificates); fails to build, with a clear message, against an ngtcp2 other than 0.12.
+        .target(
+            name: "CQuic", dependencies: ["CNgtcp2"],
+            linkerSettings: [.linkedLibrary("ngtcp2"), .linkedLibrary("ngtcp2_crypto_gnutls"), .linkedLibrary("gnutls")]),
         // Small libc shims (allocator tuning) that Swift's Glibc module does not expose.
         .target(name: "CAgentSystem"),
         .target(
             name: "Network",
             dependencies: [
-                "Session", "Identity", "Multiformats", "CAgentSystem",
+                "Session", "Identity", "Multiformats", "CAgentSystem", "CQuic",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
