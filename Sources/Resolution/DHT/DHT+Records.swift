@@ -74,13 +74,8 @@ extension DHT {
             throw ResolutionError(
                 .selfCertifyingMismatch, "\(name) is the self-certifying name of \(peer); this node is \(host.peerID)")
         }
-        var own = OwnName(addresses: addresses, protocols: protocols, ttl: ttl)
-        let started = state.withLockedValue { state -> (epoch: UInt64, unregistrations: UInt64)? in
-            let current = state.registrationEpochs[name, default: 0]
-            if let expected, current != expected || state.ownNames[name] != nil { return nil }
-            state.registrationEpochs[name] = current &+ 1
-            return (current &+ 1, state.unregistrations[name, default: 0])
-        }
+        var own = OwnNames.Entry(addresses: addresses, protocols: protocols, ttl: ttl)
+        let started = state.withLockedValue { $0.ownNames.beginRegister(name, ifEpoch: expected) }
         guard let started else { return nil }
         // A first claim goes to the replicas before our own store: if they refuse it (the name is
         // held by another key), nothing is kept, and our store does not start believing our claim.
@@ -108,10 +103,8 @@ extension DHT {
         // A call on the name that started while the record was being published wins: the record
         // is out, but this call keeps nothing.
         let kept = state.withLockedValue { state -> Bool in
-            guard state.registrationEpochs[name, default: 0] == started.epoch else { return false }
             own.tableSizeAtPublish = state.table.count
-            state.ownNames[name] = own
-            return true
+            return state.ownNames.finishRegister(started, entry: own)
         }
         guard kept else { return report }
         if persist {
@@ -124,7 +117,7 @@ extension DHT {
             }
             // An `unregister` between keeping the name and saving it has cleared the store
             // already, or found nothing to clear: undo the save.
-            if state.withLockedValue({ $0.unregistrations[name, default: 0] }) != started.unregistrations {
+            if state.withLockedValue({ $0.ownNames.mustUndoSave(started) }) {
                 do {
                     try store.setRegistration(nil, for: name)
                 } catch {
@@ -152,7 +145,7 @@ extension DHT {
     ) async -> [(name: AgentName, result: Result<PublishReport, ResolutionError>)] {
         // Read before the store: a call on a name after this point (an `unregister` that clears
         // the saved registration, a `register` with new parameters) makes its restore a no-op.
-        let epochs = state.withLockedValue { $0.registrationEpochs }
+        let epochs = state.withLockedValue { $0.ownNames.epochs }
         let stored: [(name: AgentName, registration: NameRegistration)]
         do {
             let (registrations, dropped) = try store.registrations()
@@ -164,7 +157,7 @@ extension DHT {
         }
         var results: [(name: AgentName, result: Result<PublishReport, ResolutionError>)] = []
         for (name, registration) in stored {
-            if backingOff, let failure = state.withLockedValue({ $0.restoreFailures[name] }), NIODeadline.now() < failure.retryAt {
+            if backingOff, !state.withLockedValue({ $0.ownNames.restoreDue(name, now: .now()) }) {
                 continue
             }
             do {
@@ -173,15 +166,10 @@ extension DHT {
                         name, addresses: registration.addresses, protocols: registration.protocols,
                         ttl: registration.ttl, persist: false, ifEpoch: epochs[name, default: 0])
                 else { continue }
-                state.withLockedValue { $0.restoreFailures[name] = nil }
+                state.withLockedValue { $0.ownNames.restoreSucceeded(name) }
                 results.append((name, .success(report)))
             } catch {
-                let count = state.withLockedValue { state -> Int in
-                    let count = (state.restoreFailures[name]?.count ?? 0) + 1
-                    let wait = TimeAmount.minutes(Int64(1) << min(count - 1, 6))
-                    state.restoreFailures[name] = (count, .now() + wait)
-                    return count
-                }
+                let count = state.withLockedValue { $0.ownNames.restoreFailed(name, now: .now()) }
                 logger.error(
                     "cannot publish registered name \(name) again (attempt \(count)): \(error.message)")
                 results.append((name, .failure(error)))
@@ -208,19 +196,15 @@ extension DHT {
     ///   longer republished in this run, but would be after a restart).
     @discardableResult
     public func unregister(_ name: AgentName) throws(ResolutionError) -> Bool {
-        let wasRunning = state.withLockedValue { state -> Bool in
-            state.registrationEpochs[name, default: 0] &+= 1
-            state.unregistrations[name, default: 0] &+= 1
-            return state.ownNames.removeValue(forKey: name) != nil
-        }
+        let wasRunning = state.withLockedValue { $0.ownNames.unregister(name) }
         let wasStored = try store.setRegistration(nil, for: name)
         return wasRunning || wasStored
     }
 
     /// The names this node keeps published.
-    public var registeredNames: [AgentName] { state.withLockedValue { Array($0.ownNames.keys).sorted() } }
+    public var registeredNames: [AgentName] { state.withLockedValue { $0.ownNames.registered } }
 
-    func signOwnRecord(_ name: AgentName, _ own: OwnName) throws(ResolutionError) -> SignedAgentRecord {
+    func signOwnRecord(_ name: AgentName, _ own: OwnNames.Entry) throws(ResolutionError) -> SignedAgentRecord {
         let now = unixClock()
         let previous = try store.ownRecord(for: name)
         let seq = max(now, (previous?.record.seq ?? 0) + 1)
@@ -239,9 +223,10 @@ extension DHT {
     /// longer match the host's (when they follow the host). Returns how many were republished.
     @discardableResult
     public func republishOwnRecords(force: Bool = false) async -> Int {
-        let (names, tableSize) = state.withLockedValue { ($0.ownNames, $0.table.count) }
+        let (ownNames, tableSize) = state.withLockedValue { ($0.ownNames, $0.table.count) }
+        let hostAddresses = Self.dialable(host.advertisedAddresses)
         var republished = 0
-        for (name, own) in names {
+        for (name, own) in ownNames.names {
             let current: SignedAgentRecord?
             do {
                 current = try store.ownRecord(for: name)
@@ -252,25 +237,14 @@ extension DHT {
                     metadata: ["name": "\(name)", "error": "\(error.message)"])
                 continue
             }
-            var due = force || current == nil
-            if let current {
-                let age = Double(unixClock() &- current.record.timestamp)
-                if age >= Double(current.record.ttl) * configuration.republishFraction { due = true }
-                if own.addresses == nil, current.record.addresses != Array(Self.dialable(host.advertisedAddresses).prefix(RecordLimits.maximumAddresses)) {
-                    due = true
-                }
-                // Published while the network was smaller (e.g. the first node): the routing table
-                // has grown since, so more peers can hold it now.
-                if own.replicas < configuration.replicationFactor, tableSize > own.tableSizeAtPublish { due = true }
-            }
+            let due = ownNames.isDue(
+                own, current: current, hostAddresses: hostAddresses, tableSize: tableSize, unixNow: unixClock(),
+                force: force)
             guard due else { continue }
             do {
                 let record = try signOwnRecord(name, own)
                 let report = try await publish(record)
-                state.withLockedValue {
-                    $0.ownNames[name]?.replicas = report.storedAt.count
-                    $0.ownNames[name]?.tableSizeAtPublish = tableSize
-                }
+                state.withLockedValue { $0.ownNames.published(name, replicas: report.storedAt.count, tableSize: tableSize) }
                 republished += 1
                 logger.info(
                     "republished own record",

@@ -38,27 +38,9 @@ public final class DHT: Sendable {
         /// When a peer's last dial-back failed; bounded (the oldest is forgotten first).
         var dialBackFailures: [PeerID: NIODeadline] = [:]
         var started = false
-        /// Names this node publishes, with the addresses and protocols it chose (nil: follow the
-        /// host's addresses / protocols).
-        var ownNames: [AgentName: OwnName] = [:]
-        /// Bumped when a `register` starts and by each `unregister`: a `register` keeps its name
-        /// only if no other call on the name started while it was publishing (the last call wins).
-        var registrationEpochs: [AgentName: UInt64] = [:]
-        /// Bumped by each `unregister`: a `register` that saved its name meanwhile takes the save back.
-        var unregistrations: [AgentName: UInt64] = [:]
-        /// Saved names whose restore failed: failures in a row, and when the next try is due.
-        var restoreFailures: [AgentName: (count: Int, retryAt: NIODeadline)] = [:]
-        var republishScheduled = false
+        /// The names this node publishes and the races on them (`OwnNames`).
+        var ownNames: OwnNames
         var randomState = SystemRandomNumberGenerator()
-    }
-
-    struct OwnName {
-        var addresses: [Multiaddr]?
-        var protocols: [String]?
-        var ttl: UInt32
-        /// Replicas that took the last publish, and the routing table's size then.
-        var replicas = 0
-        var tableSizeAtPublish = 0
     }
 
     /// - Parameters:
@@ -87,7 +69,11 @@ public final class DHT: Sendable {
                 inboundStreams: InboundStreamSlots(
                     limits: .init(
                         total: configuration.maximumInboundStreams, perPeer: configuration.maximumInboundStreamsPerPeer,
-                        perIP: configuration.maximumInboundStreamsPerIP))))
+                        perIP: configuration.maximumInboundStreamsPerIP)),
+                ownNames: OwnNames(
+                    rules: .init(
+                        replicationFactor: configuration.replicationFactor,
+                        republishFraction: configuration.republishFraction))))
     }
 
     /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host
@@ -163,17 +149,11 @@ public final class DHT: Sendable {
     /// of a network publishes to nobody) are republished a moment later rather than at the next
     /// maintenance round, so they do not live on this node alone for a minute.
     func tableGrew() {
-        let due = state.withLockedValue { state -> Bool in
-            guard !state.republishScheduled, state.table.count <= configuration.replicationFactor,
-                state.ownNames.values.contains(where: { $0.replicas < configuration.replicationFactor })
-            else { return false }
-            state.republishScheduled = true
-            return true
-        }
+        let due = state.withLockedValue { state in state.ownNames.republishAfterGrowth(tableSize: state.table.count) }
         guard due else { return }
         host.spawn("dht: republish after joining") { [self] in
             try? await Task.sleep(nanoseconds: 500_000_000)
-            state.withLockedValue { $0.republishScheduled = false }
+            state.withLockedValue { $0.ownNames.growthRepublishStarted() }
             await republishOwnRecords()
         }
     }
