@@ -92,10 +92,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public let eventLoop: EventLoop
     var logger: Logger
     private let configuration: YamuxConfiguration
-    private let liveness: ConnectionLiveness
+    let liveness: ConnectionLiveness
     /// Past this after establishment without a completed identify, the connection is closed.
     private let identifyTimeout: TimeAmount?
-    private weak var host: HostCore?
+    weak var host: HostCore?
 
     private var state = State.detached(closeRequested: false)
     /// The last frame on any stream, received or sent (or the establishment): idleness counts from
@@ -118,17 +118,17 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private var receiving = false
     /// Closing or closed (or the peer sent GoAway), readable from any thread: the host's registry
     /// stops handing the connection out.
-    private let closingFlag = NIOLockedValueBox(false)
+    let closingFlag = NIOLockedValueBox(false)
 
     /// Whether the connection is closing or closed, or the peer is going away.
     public var isClosing: Bool { closingFlag.withLockedValue { $0 } }
     /// Completed when the handshaking state is left: succeeded on establishment, failed otherwise.
-    private let established: EventLoopPromise<Connection>
+    let established: EventLoopPromise<Connection>
 
     /// Who is at the other end and where: written on the event loop (the remote address when the
     /// handler is added, both at establishment), read from any thread (the host's registry, stream
     /// handlers), hence behind a lock of its own.
-    private let remote: NIOLockedValueBox<(peer: PeerID?, address: Multiaddr?)>
+    let remote: NIOLockedValueBox<(peer: PeerID?, address: Multiaddr?)>
 
     /// The authenticated peer; nil until the handshake completes.
     public var remotePeer: PeerID? { remote.withLockedValue { $0.peer } }
@@ -136,17 +136,24 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public var remoteAddress: Multiaddr? { remote.withLockedValue { $0.address } }
     /// Completes when the connection is closed.
     public let closeFuture: EventLoopFuture<Void>
-    private let closePromise: EventLoopPromise<Void>
+    let closePromise: EventLoopPromise<Void>
     /// An inbound connection's address scopes in the resource manager; set before the handshake
     /// starts, read by the host's registry afterwards.
     var addressKeys: ResourceManager.AddressKeys?
     /// Node memory reserved for this connection (see `reconcileMemory`).
     private var memory = ConnectionMemory()
 
+    /// The QUIC connection this one runs over, if it does (spec/network.md, "QUIC"): then there is
+    /// no pipeline and no yamux session (`state` stays `.detached`); streams are QUIC streams and
+    /// the QUIC hooks below (`Connection+QUIC.swift`) run its life cycle.
+    let quic: QUICConnectionCore?
+
     init(
         id: Int, direction: ConnectionDirection, transport: TransportChannelInfo, eventLoop: EventLoop, host: HostCore?,
-        configuration: YamuxConfiguration, liveness: ConnectionLiveness, identifyTimeout: TimeAmount?, logger: Logger
+        configuration: YamuxConfiguration, liveness: ConnectionLiveness, identifyTimeout: TimeAmount?, logger: Logger,
+        quic: QUICConnectionCore? = nil
     ) {
+        self.quic = quic
         self.id = id
         self.path = transport.path
         self.remote = NIOLockedValueBox((nil, transport.remoteAddress))
@@ -577,6 +584,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
 
     func openStream(priority: YamuxPriority = .normal) -> EventLoopFuture<RawStream> {
         eventLoop.assertInEventLoop()
+        if quic != nil { return openQUICStream() }
         do {
             guard
                 let (id, peer) = try withEstablished({ established in
@@ -807,12 +815,20 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     public func close() {
         // Marked at once, so that a connect right after this call does not reuse this connection.
         closingFlag.withLockedValue { $0 = true }
+        if let quic {
+            eventLoop.execute { quic.close() }
+            return
+        }
         eventLoop.execute { self.close(error: nil) }
     }
 
     /// Closes the socket at once, without GoAway (shutdown of a connection that did not close).
     func forceClose() {
         closingFlag.withLockedValue { $0 = true }
+        if let quic {
+            eventLoop.execute { quic.close() }
+            return
+        }
         eventLoop.execute { self.close(error: nil, goAway: false) }
     }
 
@@ -862,6 +878,11 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// A snapshot for status output; must be called on the event loop.
     func info() -> ConnectionInfo? {
         guard let remotePeer else { return nil }
+        if let quic {
+            return ConnectionInfo(
+                id: id, remotePeer: remotePeer, remoteAddress: remoteAddress, direction: direction, path: path,
+                streams: quic.streams.count, latency: nil)
+        }
         var latency: TimeAmount?
         if case .established(let established) = state { latency = established.session.smoothedRTT }
         return ConnectionInfo(
@@ -874,6 +895,14 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// moment; whether it did. Trimming decides from a snapshot, and a stream may have moved since.
     func closeIfIdle() -> EventLoopFuture<Bool> {
         eventLoop.submit { [self] in
+            if let quic {
+                guard let peer = remotePeer, !quic.isClosed,
+                    liveness.isIdle(streams: quic.streams.count, lastStreamTraffic: quic.lastStreamTraffic, now: .now()),
+                    !isProtected(peer)
+                else { return false }
+                quic.close()
+                return true
+            }
             guard let peer = establishedPeer,
                 liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: .now()),
                 !isProtected(peer)
@@ -894,6 +923,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     func activity(now: NIODeadline = .now()) -> (
         streams: Int, isIdle: Bool, establishedAt: NIODeadline?, lastStreamTraffic: NIODeadline
     ) {
+        if let quic { return quicActivity(quic, now: now) }
         let isIdle = liveness.isIdle(streams: streams.count, lastStreamTraffic: lastStreamTraffic, now: now)
         let establishedAt: NIODeadline? =
             switch state {
@@ -905,7 +935,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// Whether a part of the node protects `peer` (`Host.protect`).
-    private func isProtected(_ peer: PeerID) -> Bool {
+    func isProtected(_ peer: PeerID) -> Bool {
         host?.isProtected(peer) ?? false
     }
 

@@ -45,6 +45,8 @@ final class HostCore: @unchecked Sendable {
     /// The transports dials choose from, in order (TCP first).
     private var transports: [any Transport]
     let tcp: TCPTransport
+    /// The QUIC sockets (listeners, and dial-only sockets made on demand; spec/network.md, "QUIC").
+    let quic: QUICSockets
     private var boundAddresses: [Multiaddr] = []
     private var punchExpectations: [Multiaddr: (peer: PeerID, role: NoiseHandshakeState.Role)] = [:]
     private var circuitAddressesByRelay: [PeerID: (order: Int, addresses: [Multiaddr])] = [:]
@@ -83,6 +85,12 @@ final class HostCore: @unchecked Sendable {
         self.tcp = TCPTransport(
             group: group, dialTimeout: configuration.dialTimeout, receiveAllocator: Self.receiveAllocator)
         self.transports = [tcp]
+        self.quic = QUICSockets(
+            group: group, identity: identity,
+            configuration: QUICEndpoint.Configuration(
+                maximumStreams: UInt64(configuration.limits.connectionStreams),
+                handshakeTimeout: configuration.handshakeTimeout),
+            logger: logger)
     }
 
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }
@@ -197,15 +205,19 @@ final class HostCore: @unchecked Sendable {
     /// How many connections (inbound and outbound, including failed handshakes) this host made.
     var connectionsMade: Int { lock.withLock { nextConnectionID - 1 } }
 
-    private func makeConnection(direction: ConnectionDirection, channel: Channel, transport: TransportChannelInfo)
-        -> Connection
-    {
-        let id = lock.withLock {
+    /// The next connection id.
+    func allocateConnectionID() -> Int {
+        lock.withLock {
             defer { nextConnectionID += 1 }
             return nextConnectionID
         }
-        return Connection(
-            id: id, direction: direction, transport: transport, eventLoop: channel.eventLoop, host: self,
+    }
+
+    private func makeConnection(direction: ConnectionDirection, channel: Channel, transport: TransportChannelInfo)
+        -> Connection
+    {
+        Connection(
+            id: allocateConnectionID(), direction: direction, transport: transport, eventLoop: channel.eventLoop, host: self,
             configuration: yamuxConfiguration,
             liveness: ConnectionLiveness(
                 streamQuietPeriod: configuration.streamQuietPeriod, idleTimeout: configuration.idleTimeout),
@@ -223,12 +235,22 @@ final class HostCore: @unchecked Sendable {
     // MARK: Listening
 
     func listen(on address: Multiaddr) async throws -> Multiaddr {
-        let (channel, local) = try await tcp.listen(on: address) { [self] channel, transport in
-            try initializeInbound(channel, transport: transport)
-        }
-        lock.withLock {
-            listeners.append(channel)
-            boundAddresses.append(local)
+        let local: Multiaddr
+        if QUICAddress.isQUIC(address) {
+            // QUIC sockets are closed by `quic.close()` after the connections on them (`shutdown`).
+            (_, local) = try await quic.listen(on: address) { [weak self] connection in
+                self?.acceptQUIC(connection)
+            }
+            lock.withLock { boundAddresses.append(local) }
+        } else {
+            let channel: Channel
+            (channel, local) = try await tcp.listen(on: address) { [self] channel, transport in
+                try initializeInbound(channel, transport: transport)
+            }
+            lock.withLock {
+                listeners.append(channel)
+                boundAddresses.append(local)
+            }
         }
         logger.info("listening", metadata: ["addr": "\(local)"])
         events.emit(.listenAddressesChanged(listenAddresses))
@@ -378,7 +400,7 @@ final class HostCore: @unchecked Sendable {
         if let transport = lock.withLock({ transports.first { $0.canDial(address) } }) { return transport }
         throw NetworkError(
             .invalidAddress,
-            "\(address): no transport dials this address (supported: /ip4|ip6|dns*/HOST/tcp/PORT, and …/p2p/RELAY/p2p-circuit)")
+            "\(address): no transport dials this address (supported: /ip4|ip6|dns*/HOST/tcp/PORT, /ip4|ip6/HOST/udp/PORT/quic-v1, and …/p2p/RELAY/p2p-circuit)")
     }
 
     /// Adds a transport (the circuit relay client adds itself); dials try transports in order.
@@ -417,7 +439,9 @@ final class HostCore: @unchecked Sendable {
         if let network = resources.deniedNetwork(containing: ip) {
             throw NetworkError(.refused, "\(address) is in the blocked network \(network) (agentctl unblock \(network) lifts it)")
         }
-        let listener = lock.withLock { boundAddresses.first { IPAddress($0)?.family == ip.family } }
+        let listener = lock.withLock {
+            boundAddresses.first { IPAddress($0)?.family == ip.family && (try? TCPAddress.hostAndPort(of: $0)) != nil }
+        }
         guard let listener, let local = try? TCPAddress.hostAndPort(of: listener),
             let localAddress = try? SocketAddress(ipAddress: local.host, port: local.port)
         else {
@@ -433,6 +457,7 @@ final class HostCore: @unchecked Sendable {
         _ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop,
         punching: (role: NoiseHandshakeState.Role, from: SocketAddress, timeout: TimeAmount)? = nil
     ) -> EventLoopFuture<Connection> {
+        if punching == nil, QUICAddress.isQUIC(address) { return dialQUIC(address, peer: peer, on: eventLoop) }
         let transport: any Transport
         do {
             transport = try self.transport(for: address)
@@ -497,7 +522,7 @@ final class HostCore: @unchecked Sendable {
 
     /// Adds an established connection to the registry, or closes it and says why (the deny list or
     /// a connection limit refused it, or the host is shutting down).
-    private func register(_ connection: Connection) -> NetworkError? {
+    func register(_ connection: Connection) -> NetworkError? {
         guard let peer = connection.remotePeer else { return nil }
         guard !lock.withLock({ isShutDown }) else {
             connection.close()
@@ -773,6 +798,7 @@ final class HostCore: @unchecked Sendable {
         }
         for listener in listeners { listener.close(promise: nil) }
         for connection in connections { connection.forceClose() }
+        quic.abort()
     }
 
     func shutdown() async {
@@ -817,6 +843,7 @@ final class HostCore: @unchecked Sendable {
             }
             _ = lock.withLock { tasks.removeValue(forKey: running.key) }
         }
+        await quic.close()
         events.finish()
     }
 

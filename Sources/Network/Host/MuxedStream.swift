@@ -11,12 +11,20 @@ struct RawStream: Sendable {
     let id: YamuxStreamID
     /// The connection's authenticated peer (a stream exists only on an established connection).
     let peer: PeerID
+    /// The QUIC stream id when the connection runs over QUIC (then `id` only names it in logs).
+    var quicID: Int64? = nil
 
     /// What arrived since the last call, as received (`nil` at end of stream): one hop for many
     /// frames.
     func readBatch() async throws -> [ByteBuffer]? {
         try await withCheckedThrowingContinuation { continuation in
-            connection.eventLoop.execute { connection.read(id, continuation: continuation) }
+            connection.eventLoop.execute {
+                if let quic = connection.quic, let quicID {
+                    quic.read(quicID, continuation: continuation)
+                } else {
+                    connection.read(id, continuation: continuation)
+                }
+            }
         }
     }
 
@@ -32,22 +40,46 @@ struct RawStream: Sendable {
 
     func write(_ bytes: ByteBuffer) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            connection.eventLoop.execute { connection.write(bytes, on: id, continuation: continuation) }
+            connection.eventLoop.execute {
+                if let quic = connection.quic, let quicID {
+                    quic.write(bytes, on: quicID, continuation: continuation)
+                } else {
+                    connection.write(bytes, on: id, continuation: continuation)
+                }
+            }
         }
     }
 
     func closeWrite() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            connection.eventLoop.execute { connection.closeWrite(id, continuation: continuation) }
+            connection.eventLoop.execute {
+                if let quic = connection.quic, let quicID {
+                    quic.closeWrite(quicID, continuation: continuation)
+                } else {
+                    connection.closeWrite(id, continuation: continuation)
+                }
+            }
         }
     }
 
     func reset() {
-        connection.eventLoop.execute { connection.reset(id) }
+        connection.eventLoop.execute {
+            if let quic = connection.quic, let quicID {
+                quic.reset(quicID)
+            } else {
+                connection.reset(id)
+            }
+        }
     }
 
     func abandon() {
-        connection.eventLoop.execute { connection.abandon(id) }
+        connection.eventLoop.execute {
+            if let quic = connection.quic, let quicID {
+                quic.abandon(quicID)
+            } else {
+                connection.abandon(id)
+            }
+        }
     }
 }
 

@@ -1,0 +1,290 @@
+import CQuic
+import Identity
+import Logging
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One UDP socket speaking QUIC v1 (spec/network.md, "QUIC"), for listening and dialling alike (so
+/// that dials leave from the listen port, as hole punching needs): the pipeline handler of a NIO
+/// datagram channel. All ngtcp2 and GnuTLS work for the socket runs on the channel's event loop;
+/// datagrams are routed to connections by destination connection id.
+///
+/// `@unchecked Sendable`: every mutable property is read and written only on `eventLoop` (handler
+/// callbacks run there; `connect` and `close` hop there first); the `let`s are immutable after
+/// `init`, and the send buffers are only touched on the loop.
+final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    struct Configuration: Sendable {
+        /// Initial flow-control windows (ngtcp2 grows them up to 8× as the RTT allows).
+        var streamWindow: UInt64 = 1 << 20
+        var connectionWindow: UInt64 = 4 << 20
+        /// Bidirectional streams a peer may have open at once on one connection.
+        var maximumStreams: UInt64 = 256
+        var idleTimeout: TimeAmount = .seconds(30)
+        var handshakeTimeout: TimeAmount = .seconds(10)
+        /// PINGs keep a quiet connection from idling out (the host's own idle policy closes it).
+        var keepAlive: TimeAmount = .seconds(10)
+        /// Server handshakes in flight at once; further Initials are dropped (Initial floods).
+        var maximumHandshakes = 64
+        /// Connections at once on this socket; further Initials are dropped.
+        var maximumConnections = 1024
+    }
+
+    /// Datagrams written per `cq_conn_write` call.
+    static let sendBatch: Int32 = 32
+
+    let eventLoop: EventLoop
+    let certificate: Libp2pTLS.Certificate
+    let configuration: Configuration
+    let cConfig: cq_config
+    let logger: Logger
+    let allocator = ByteBufferAllocator()
+    /// Where `cq_conn_write` puts datagrams; reused for every connection of the socket.
+    let sendBuffer: UnsafeMutablePointer<UInt8>
+    let sendSizes: UnsafeMutablePointer<Int>
+    private var context: ChannelHandlerContext?
+    /// The socket's address as bound; the local side of every path.
+    private(set) var localAddress: SocketAddress
+    private var routes: [QUICConnectionID: QUICConnectionCore] = [:]
+    private var connections: [ObjectIdentifier: QUICConnectionCore] = [:]
+    private var dirty: [QUICConnectionCore] = []
+    private var dirtySet = Set<ObjectIdentifier>()
+    private var reading = false
+    private var handshakesInFlight = 0
+    private var isClosed = false
+    /// Whether Initials from unknown peers start connections (a listener) or are dropped.
+    var accepting = false
+    /// A server connection that completed its handshake (the host admits and registers it).
+    var onAccepted: (@Sendable (QUICConnectionCore) -> Void)?
+    /// Datagrams dropped: unparseable, for no connection, or over the handshake or connection
+    /// limits (tests; status).
+    private(set) var droppedDatagrams = 0
+    private(set) var refusedInitials = 0
+
+    init(
+        eventLoop: EventLoop, localAddress: SocketAddress, certificate: Libp2pTLS.Certificate,
+        configuration: Configuration, logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        self.localAddress = localAddress
+        self.certificate = certificate
+        self.configuration = configuration
+        self.logger = logger
+        var config = cq_config()
+        config.stream_window = configuration.streamWindow
+        config.connection_window = configuration.connectionWindow
+        config.max_streams_bidi = configuration.maximumStreams
+        config.idle_timeout = UInt64(configuration.idleTimeout.nanoseconds)
+        config.handshake_timeout = UInt64(configuration.handshakeTimeout.nanoseconds)
+        config.keep_alive = UInt64(configuration.keepAlive.nanoseconds)
+        let secret = Sodium.randomBytes(32)
+        withUnsafeMutableBytes(of: &config.static_secret) { $0.copyBytes(from: secret) }
+        self.cConfig = config
+        sendBuffer = .allocate(capacity: Int(Self.sendBatch) * Int(CQ_MAX_DATAGRAM))
+        sendSizes = .allocate(capacity: Int(Self.sendBatch))
+    }
+
+    deinit {
+        sendBuffer.deallocate()
+        sendSizes.deallocate()
+    }
+
+    /// Binds a UDP socket at `address` with a new endpoint as its handler.
+    static func bind(
+        host: String, port: Int, group: EventLoopGroup, certificate: Libp2pTLS.Certificate,
+        configuration: Configuration, logger: Logger
+    ) async throws -> (Channel, QUICEndpoint) {
+        let eventLoop = group.next()
+        let placeholder = try SocketAddress(ipAddress: host, port: port)
+        let endpoint = QUICEndpoint(
+            eventLoop: eventLoop, localAddress: placeholder, certificate: certificate, configuration: configuration,
+            logger: logger)
+        let channel = try await DatagramBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.maxMessagesPerRead, value: 16)
+            .channelOption(.datagramVectorReadMessageCount, value: 16)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(endpoint) }
+            }
+            .bind(host: host, port: port).get()
+        guard let bound = channel.localAddress else {
+            channel.close(promise: nil)
+            throw NetworkError(.invalidAddress, "UDP socket on \(host):\(port) has no local address")
+        }
+        try await eventLoop.submit { endpoint.localAddress = bound }.get()
+        return (channel, endpoint)
+    }
+
+    // MARK: Pipeline
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        reading = true
+        envelope.data.withUnsafeReadableBytes { packet in
+            receive(packet, from: envelope.remoteAddress)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        flushDirty()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for connection in connections.values { connection.flush() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A datagram socket reports ICMP errors (port unreachable) per send; connections recover
+        // or time out on their own.
+        logger.debug("QUIC socket error: \(error)")
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosed = true
+        for connection in Array(connections.values) {
+            connection.close(error: NetworkError(.connectionClosed, "the QUIC socket closed"))
+        }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: Datagrams
+
+    private func receive(_ packet: UnsafeRawBufferPointer, from remote: SocketAddress) {
+        guard !isClosed, packet.count > 0, let base = packet.bindMemory(to: UInt8.self).baseAddress else { return }
+        var dcid = (UInt64(0), UInt64(0), UInt32(0))  // 20 bytes
+        var length = 0
+        var isInitial: Int32 = 0
+        let routed = withUnsafeMutableBytes(of: &dcid) { raw in
+            cq_packet_route(base, packet.count, raw.bindMemory(to: UInt8.self).baseAddress, &length, &isInitial)
+        }
+        guard routed == 0,
+            let id = withUnsafeBytes(of: &dcid, { raw in
+                QUICConnectionID(raw.bindMemory(to: UInt8.self).baseAddress!, count: length)
+            })
+        else {
+            droppedDatagrams += 1
+            return
+        }
+        if let connection = routes[id] {
+            connection.receive(packet)
+            return
+        }
+        // A new connection: only a client Initial (padded to at least 1200 bytes, RFC 9000 §14.1)
+        // to a listener, within the limits.
+        guard isInitial != 0, packet.count >= 1200, accepting else {
+            droppedDatagrams += 1
+            return
+        }
+        guard handshakesInFlight < configuration.maximumHandshakes,
+            connections.count < configuration.maximumConnections
+        else {
+            refusedInitials += 1
+            droppedDatagrams += 1
+            return
+        }
+        let connection = QUICConnectionCore(
+            endpoint: self, remote: remote, direction: .inbound, expectedPeer: nil, logger: logger)
+        connections[ObjectIdentifier(connection)] = connection
+        guard connection.startServer(initial: packet) else {
+            connections[ObjectIdentifier(connection)] = nil
+            for id in connection.cids { routes[id] = nil }
+            droppedDatagrams += 1
+            return
+        }
+        handshakesInFlight += 1
+        connection.handshake.futureResult.whenComplete { [self] result in
+            handshakesInFlight -= 1
+            if case .success = result { onAccepted?(connection) }
+        }
+        connection.receive(packet)
+    }
+
+    /// Connections that received something in the current batch of datagrams: their readers wake
+    /// and their answers go out once, at the end of the batch.
+    func markDirty(_ connection: QUICConnectionCore) {
+        guard dirtySet.insert(ObjectIdentifier(connection)).inserted else { return }
+        dirty.append(connection)
+        if !reading { flushDirty() }
+    }
+
+    private func flushDirty() {
+        while !dirty.isEmpty {
+            let batch = dirty
+            dirty.removeAll(keepingCapacity: true)
+            dirtySet.removeAll(keepingCapacity: true)
+            for connection in batch {
+                connection.wakeReaders()
+                connection.flush()
+            }
+        }
+    }
+
+    func send(_ datagram: UnsafeRawBufferPointer, to remote: SocketAddress) {
+        guard let context else { return }
+        let buffer = allocator.buffer(bytes: datagram)
+        context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: remote, data: buffer)), promise: nil)
+    }
+
+    func flushChannel() {
+        context?.flush()
+    }
+
+    // MARK: Connections
+
+    func route(_ id: QUICConnectionID, to connection: QUICConnectionCore) {
+        routes[id] = connection
+    }
+
+    func unroute(_ id: QUICConnectionID, from connection: QUICConnectionCore) {
+        if routes[id] === connection { routes[id] = nil }
+    }
+
+    func remove(_ connection: QUICConnectionCore) {
+        for id in connection.cids where routes[id] === connection { routes[id] = nil }
+        connections[ObjectIdentifier(connection)] = nil
+    }
+
+    /// Dials `remote` and completes once the handshake authenticated `peer`.
+    func connect(to remote: SocketAddress, peer: PeerID) -> EventLoopFuture<QUICConnectionCore> {
+        eventLoop.flatSubmit { [self] in
+            guard !isClosed, context != nil else {
+                return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "the QUIC socket is closed"))
+            }
+            var logger = self.logger
+            logger[metadataKey: "remote"] = "\(remote)"
+            let connection = QUICConnectionCore(
+                endpoint: self, remote: remote, direction: .outbound, expectedPeer: peer, logger: logger)
+            connections[ObjectIdentifier(connection)] = connection
+            do {
+                try connection.startClient()
+            } catch {
+                remove(connection)
+                return eventLoop.makeFailedFuture(error)
+            }
+            return connection.handshake.futureResult.map { connection }
+        }
+    }
+
+    /// Connections on this socket (tests).
+    var connectionCount: Int {
+        eventLoop.assertInEventLoop()
+        return connections.count
+    }
+}

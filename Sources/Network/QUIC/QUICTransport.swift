@@ -1,0 +1,224 @@
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Conversions between multiaddrs and socket addresses for QUIC v1: `/ip4|ip6/HOST/udp/PORT/quic-v1`.
+public enum QUICAddress {
+    /// The IP and port of a `/ip4|ip6/…/udp/PORT/quic-v1[/p2p/…]` address.
+    /// - Throws: `NetworkError.invalidAddress` for anything else (DNS names are not resolved for
+    ///   QUIC; the draft-29 `/quic` is not spoken).
+    public static func hostAndPort(of address: Multiaddr) throws(NetworkError) -> (host: String, port: Int) {
+        var components = address.components[...]
+        if case .p2p? = components.last { components = components.dropLast() }
+        guard components.count == 3, case .quicV1 = components.last!,
+            case .udp(let port) = components[components.startIndex + 1]
+        else {
+            throw NetworkError(.invalidAddress, "\(address) is not a QUIC v1 address (/ip4|ip6/HOST/udp/PORT/quic-v1)")
+        }
+        switch components.first! {
+        case .ip4(let ip): return (ip.description, Int(port))
+        case .ip6(let ip): return (ip.description, Int(port))
+        default:
+            throw NetworkError(.invalidAddress, "\(address) does not start with /ip4 or /ip6")
+        }
+    }
+
+    public static func isQUIC(_ address: Multiaddr) -> Bool {
+        (try? hostAndPort(of: address)) != nil
+    }
+
+    /// The QUIC multiaddr of a socket address, e.g. `/ip4/127.0.0.1/udp/4001/quic-v1`.
+    public static func multiaddr(of socketAddress: SocketAddress) -> Multiaddr? {
+        guard let tcp = TCPAddress.multiaddr(of: socketAddress), let port = socketAddress.port else { return nil }
+        return Multiaddr([tcp.components[0], .udp(UInt16(port)), .quicV1])
+    }
+}
+
+/// The host's QUIC sockets: one endpoint per listen address, plus one per address family bound to
+/// an ephemeral port for dials when nothing listens in that family. Dials leave from a listener of
+/// the address's family when there is one (spec/network.md, "QUIC").
+///
+/// `@unchecked Sendable`: the mutable state is behind `lock`.
+final class QUICSockets: @unchecked Sendable {
+    let group: EventLoopGroup
+    let identity: Ed25519.PrivateKey
+    let configuration: QUICEndpoint.Configuration
+    let logger: Logger
+    private let lock = NIOLock()
+    private var certificate: Libp2pTLS.Certificate?
+    private var listeners: [(channel: Channel, endpoint: QUICEndpoint)] = []
+    private var dialers: [Bool: EventLoopFuture<(Channel, QUICEndpoint)>] = [:]  // keyed by isIPv6
+    private var isClosed = false
+
+    init(group: EventLoopGroup, identity: Ed25519.PrivateKey, configuration: QUICEndpoint.Configuration, logger: Logger) {
+        self.group = group
+        self.identity = identity
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The TLS certificate, made on first use (one per host).
+    func tlsCertificate() throws -> Libp2pTLS.Certificate {
+        try lock.withLock {
+            if let certificate { return certificate }
+            let made = try Libp2pTLS.Certificate(identity: identity)
+            certificate = made
+            return made
+        }
+    }
+
+    /// Binds a listener; `onAccepted` gets each inbound connection once its handshake completed.
+    func listen(on address: Multiaddr, onAccepted: @escaping @Sendable (QUICConnectionCore) -> Void) async throws
+        -> (Channel, Multiaddr)
+    {
+        let (host, port) = try QUICAddress.hostAndPort(of: address)
+        let certificate = try tlsCertificate()
+        let (channel, endpoint): (Channel, QUICEndpoint)
+        do {
+            (channel, endpoint) = try await QUICEndpoint.bind(
+                host: host, port: port, group: group, certificate: certificate, configuration: configuration,
+                logger: logger)
+        } catch let error as NetworkError {
+            throw error
+        } catch {
+            throw NetworkError(.connectionFailed, "cannot listen on \(address): \(error)")
+        }
+        try await endpoint.eventLoop.submit {
+            endpoint.onAccepted = onAccepted
+            endpoint.accepting = true
+        }.get()
+        guard let local = channel.localAddress.flatMap(QUICAddress.multiaddr(of:)) else {
+            channel.close(promise: nil)
+            throw NetworkError(.invalidAddress, "QUIC listener on \(address) has no usable local address")
+        }
+        let closed = lock.withLock { () -> Bool in
+            if !isClosed { listeners.append((channel, endpoint)) }
+            return isClosed
+        }
+        if closed {
+            channel.close(promise: nil)
+            throw NetworkError(.shutdown, "the host is shut down")
+        }
+        return (channel, local)
+    }
+
+    /// Dials `address` and completes once the handshake authenticated `peer`.
+    func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<QUICConnectionCore> {
+        let host: String
+        let port: Int
+        let remote: SocketAddress
+        do {
+            (host, port) = try QUICAddress.hostAndPort(of: address)
+            remote = try SocketAddress(ipAddress: host, port: port)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let isIPv6 = remote.protocol == .inet6
+        return endpoint(isIPv6: isIPv6, on: eventLoop).flatMap { endpoint in
+            endpoint.connect(to: remote, peer: peer)
+        }
+    }
+
+    /// A listener of the family, else the family's dial-only socket (bound on first use).
+    private func endpoint(isIPv6: Bool, on eventLoop: EventLoop) -> EventLoopFuture<QUICEndpoint> {
+        let certificate: Libp2pTLS.Certificate
+        do {
+            certificate = try tlsCertificate()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let future = lock.withLock { () -> EventLoopFuture<(Channel, QUICEndpoint)>? in
+            if let listener = listeners.first(where: { ($0.channel.localAddress?.protocol == .inet6) == isIPv6 }) {
+                return eventLoop.makeSucceededFuture(listener)
+            }
+            if let dialer = dialers[isIPv6] { return dialer }
+            guard !isClosed else { return nil }
+            let promise = eventLoop.makePromise(of: (Channel, QUICEndpoint).self)
+            dialers[isIPv6] = promise.futureResult
+            let configuration = self.configuration
+            let group = self.group
+            let logger = self.logger
+            promise.completeWithTask {
+                try await QUICEndpoint.bind(
+                    host: isIPv6 ? "::" : "0.0.0.0", port: 0, group: group, certificate: certificate,
+                    configuration: configuration, logger: logger)
+            }
+            return promise.futureResult
+        }
+        guard let future else {
+            return eventLoop.makeFailedFuture(NetworkError(.shutdown, "the host is shut down"))
+        }
+        return future.map { $0.1 }
+    }
+
+    /// Closes every socket (their connections end with them).
+    func close() async {
+        let (listeners, dialers) = lock.withLock { () -> ([Channel], [EventLoopFuture<(Channel, QUICEndpoint)>]) in
+            isClosed = true
+            return (self.listeners.map(\.channel), Array(self.dialers.values))
+        }
+        for channel in listeners { try? await channel.close() }
+        for dialer in dialers {
+            if let (channel, _) = try? await dialer.get() { try? await channel.close() }
+        }
+    }
+
+    /// Closes every connection of every socket at once, without CONNECTION_CLOSE being awaited.
+    func abort() {
+        let channels = lock.withLock { listeners.map(\.channel) }
+        for channel in channels { channel.close(promise: nil) }
+    }
+}
+
+extension HostCore {
+    /// Dials a QUIC address: the TLS handshake authenticates `peer` (a certificate for another
+    /// peer fails the dial with a `peer id mismatch`), then the connection is registered as a TCP
+    /// one would be.
+    func dialQUIC(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
+        quic.dial(address, peer: peer, on: eventLoop)
+            .flatMap { [self] core in
+                let connection = makeQUICConnection(core, direction: .outbound)
+                connection.quicEstablished()
+                return connection.establishedFuture
+            }
+            .flatMapThrowing { [self] connection in
+                if let refusal = register(connection) { throw refusal }
+                return connection
+            }
+    }
+
+    /// A QUIC connection our listener accepted completed its handshake: admission (deny list,
+    /// limits per IP and subnet), then registration, as for TCP. On the socket's event loop.
+    func acceptQUIC(_ core: QUICConnectionCore) {
+        guard (try? checkNotShutDown()) != nil else {
+            core.close()
+            return
+        }
+        let keys: ResourceManager.AddressKeys?
+        switch resources.admitHandshake(from: IPAddress(core.remote)) {
+        case .success(let admittedKeys): keys = admittedKeys
+        case .failure:
+            core.close()
+            return
+        }
+        let connection = makeQUICConnection(core, direction: .inbound)
+        connection.addressKeys = keys
+        connection.quicEstablished()
+        resources.handshakeEnded(keys)
+        if connection.isClosing { return }
+        _ = register(connection)
+    }
+
+    func makeQUICConnection(_ core: QUICConnectionCore, direction: ConnectionDirection) -> Connection {
+        let transport = TransportChannelInfo(
+            path: .direct, remoteAddress: QUICAddress.multiaddr(of: core.remote), remoteIP: IPAddress(core.remote))
+        return Connection(
+            id: allocateConnectionID(), direction: direction, transport: transport, eventLoop: core.eventLoop,
+            host: self, configuration: yamuxConfiguration,
+            liveness: ConnectionLiveness(
+                streamQuietPeriod: configuration.streamQuietPeriod, idleTimeout: configuration.idleTimeout),
+            identifyTimeout: configuration.identifyTimeout, logger: logger, quic: core)
+    }
+}

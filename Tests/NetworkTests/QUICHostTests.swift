@@ -1,0 +1,146 @@
+import Identity
+import Multiformats
+import NIOCore
+import NIOPosix
+import Session
+import Testing
+
+@testable import Network
+
+/// Hosts that listen on QUIC only, over real UDP sockets on 127.0.0.1: the libp2p stack (identify,
+/// ping, perf, protocol handlers) on QUIC streams (spec/network.md, "QUIC").
+@Suite("Host over loopback QUIC v1")
+struct QUICHostTests {
+    static func makeHost(_ group: EventLoopGroup) async throws -> (Host, Multiaddr) {
+        let host = Host(identity: Ed25519.PrivateKey(), group: group)
+        Perf.register(on: host)
+        HostTests.registerEcho(on: host)
+        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/udp/0/quic-v1"))
+        return (host, bound.appending(.p2p(host.peerID.multihash)))
+    }
+
+    @Test("connect, ping, identify both ways, perf, and a checksummed multi-MiB echo")
+    func basics() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, aAddress) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        #expect(QUICAddress.isQUIC(aAddress) && QUICAddress.isQUIC(bAddress))
+        let connection = try await a.connect(to: bAddress)
+        #expect(connection.remotePeer == b.peerID)
+        #expect(connection.quic != nil)
+        #expect(connection.remoteAddress.map(QUICAddress.isQUIC) == true)
+
+        let rtts = try await Ping.ping(a, peer: b.peerID, count: 5)
+        #expect(rtts.count == 5)
+
+        var info: IdentifyInfo?
+        var infoAtB: IdentifyInfo?
+        for _ in 0..<250 where info == nil || infoAtB == nil {
+            info = a.peerInfo(b.peerID)
+            infoAtB = b.peerInfo(a.peerID)
+            if info == nil || infoAtB == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let identified = try #require(info)
+        #expect(identified.protocols.contains(Ping.protocolID))
+        #expect(identified.listenAddresses == b.listenAddresses)
+        #expect(identified.observedAddress.map(QUICAddress.isQUIC) == true)
+        #expect(try #require(infoAtB).listenAddresses == a.listenAddresses)
+
+        let result = try await Perf.run(a, peer: b.peerID, upload: 3_000_000, download: 5_000_000)
+        #expect(result.uploadBytes == 3_000_000 && result.downloadBytes == 5_000_000)
+
+        // 8 MiB of varied bytes through the echo handler: what comes back hashes the same.
+        var rng = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: 8 << 20)
+        for index in stride(from: 0, to: bytes.count, by: 8) {
+            withUnsafeBytes(of: rng.next() as UInt64) { random in
+                for offset in 0..<8 { bytes[index + offset] = random[offset] }
+            }
+        }
+        let payload = bytes
+        let stream = try await a.newStream(to: b.peerID, protocols: ["/test/echo/1.0.0"])
+        let expected = payload.count
+        async let echoed: [UInt8] = {
+            var received: [UInt8] = []
+            received.reserveCapacity(expected)
+            while let chunk = try await stream.read() { received.append(contentsOf: chunk.readableBytesView) }
+            return received
+        }()
+        for start in stride(from: 0, to: payload.count, by: 100_000) {
+            try await stream.write(ByteBuffer(bytes: payload[start..<min(start + 100_000, payload.count)]))
+        }
+        try await stream.closeWrite()
+        let back = try await echoed
+        #expect(back.count == payload.count)
+        #expect(SHA256.hash(back) == SHA256.hash(payload))
+        stream.close()
+
+        // A second connect reuses the connection; one connection each side.
+        let again = try await a.connect(to: bAddress)
+        #expect(again === connection)
+        #expect(await a.connections().count == 1)
+
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a QUIC dial to an address whose /p2p names another peer fails, naming both ids")
+    func wrongPeer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        let impostor = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
+        var components = bAddress.components
+        components[components.count - 1] = .p2p(impostor.multihash)
+        do {
+            _ = try await a.connect(to: Multiaddr(components))
+            Issue.record("connected to the wrong peer")
+        } catch {
+            #expect("\(error)".contains("peer id mismatch"))
+            #expect("\(error)".contains(impostor.description))
+            #expect("\(error)".contains(b.peerID.description))
+        }
+        #expect(await a.connections().isEmpty)
+        #expect(await b.connections().isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a dial to a QUIC port nobody serves fails within the handshake timeout, clearly")
+    func nobodyThere() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var configuration = Host.Configuration()
+        configuration.handshakeTimeout = .milliseconds(500)
+        let a = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
+        // A bound UDP socket that never answers.
+        let silent = try await DatagramBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(silent.localAddress?.port)
+        let peer = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
+        do {
+            _ = try await a.connect(to: Multiaddr("/ip4/127.0.0.1/udp/\(port)/quic-v1/p2p/\(peer)"))
+            Issue.record("connected to nobody")
+        } catch let error as NetworkError {
+            #expect(error.kind == .connectionFailed)
+            #expect(error.message.contains("handshake"))
+        }
+        try await silent.close()
+        await a.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("the peer's shutdown closes the connection on our side (CONNECTION_CLOSE)")
+    func peerShutdown() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        let connection = try await a.connect(to: bAddress)
+        await b.shutdown()
+        let closed = await HostCore.wait(for: connection.closeFuture, timeout: .seconds(5))
+        #expect(closed)
+        #expect(await a.connections().isEmpty)
+        await a.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
