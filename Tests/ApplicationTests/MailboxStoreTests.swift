@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 
 @testable import Application
@@ -124,5 +125,96 @@ struct MailboxStoreTests {
         #expect(try reopened.store(Self.item(1, 2), from: "peerA", now: Self.now) == .acknowledged)
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
+    }
+
+    /// The counters recomputed from the rows, as the quota checks once summed them.
+    static func recount(_ items: [(item: MailboxStore.Item, sender: String)]) -> [String: [Data: (messages: Int, bytes: Int)]] {
+        var result: [String: [Data: (messages: Int, bytes: Int)]] = [:]
+        func add(_ scope: String, _ key: Data, _ size: Int) {
+            let old = result[scope, default: [:]][key] ?? (0, 0)
+            result[scope, default: [:]][key] = (old.messages + 1, old.bytes + size)
+        }
+        for (item, sender) in items {
+            add("mailbox", Data(item.mailbox), item.sealed.count)
+            add("sender", Data(sender.utf8), item.sealed.count)
+            add("total", Data(), item.sealed.count)
+        }
+        return result
+    }
+
+    static func same(_ a: [String: [Data: (messages: Int, bytes: Int)]], _ b: [String: [Data: (messages: Int, bytes: Int)]]) -> Bool {
+        a.keys.sorted() == b.keys.sorted()
+            && a.allSatisfy { scope, counters in
+                let other = b[scope]!
+                return counters.count == other.count
+                    && counters.allSatisfy { key, value in other[key].map { $0 == value } ?? false }
+            }
+    }
+
+    @Test("the quota counters follow stores, acknowledgements and expiry exactly (random operations against a recount)")
+    func countersFollowTheRows() throws {
+        var generator = SystemRandomNumberGenerator()
+        let store = try MailboxStore(path: nil)
+        var live: [(item: MailboxStore.Item, sender: String)] = []
+        var now = Self.now
+        for step in 0..<600 {
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<6:
+                let item = Self.item(
+                    UInt8.random(in: 1...4, using: &generator), step, size: Int.random(in: 1...3000, using: &generator),
+                    expires: now + UInt64.random(in: 60...7200, using: &generator))
+                let sender = "peer\(Int.random(in: 0..<5, using: &generator))"
+                if try store.store(item, from: sender, now: now) == .stored { live.append((item, sender)) }
+            case 6..<8:
+                guard let victim = live.randomElement(using: &generator) else { continue }
+                #expect(try store.acknowledge(mailbox: victim.item.mailbox, ids: [victim.item.id], now: now) == 1)
+                live.removeAll { $0.item.id == victim.item.id }
+            case 8:
+                now += 600
+                try store.removeExpired(now: now)
+                live.removeAll { $0.item.expires <= now }
+            default:
+                // A duplicate changes nothing.
+                if let again = live.randomElement(using: &generator) {
+                    #expect(try store.store(again.item, from: again.sender, now: now) == .duplicate)
+                }
+            }
+            #expect(Self.same(try store.counters(), Self.recount(live)), "counters drifted at step \(step)")
+        }
+        now += 3 * 7200
+        try store.removeExpired(now: now)
+        let left = try store.counters()
+        #expect(left.isEmpty, "counters of an empty store: \(left)")
+    }
+
+    @Test("a replica store made by the first schema gets counters for the messages it holds; quotas count them")
+    func countersMigration() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mailbox-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("messages.db").path
+        do {
+            let queue = try DatabaseQueue(path: path)
+            try MailboxStore.migrator.migrate(queue, upTo: "mailbox-v1")
+            try queue.write { db in
+                for n in 0..<3 {
+                    try db.execute(
+                        sql: "INSERT INTO mailbox_items (mailbox, id, sealed, size, sender, expires, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        arguments: [Data(Self.mailbox(1)), Data(Self.id(n)), Data([1, 2, 3]), 3, "peerA", Self.now + Self.day, Self.now])
+                }
+            }
+        }
+        var configuration = MailboxStore.Configuration()
+        configuration.maximumMessagesPerMailbox = 4
+        let store = try MailboxStore(path: path, configuration: configuration)
+        let counters = try store.counters()
+        #expect(counters["mailbox"]?[Data(Self.mailbox(1))].map { $0 == (3, 9) } == true)
+        #expect(counters["sender"]?[Data("peerA".utf8)].map { $0 == (3, 9) } == true)
+        #expect(counters["total"]?[Data()].map { $0 == (3, 9) } == true)
+        #expect(try store.store(Self.item(1, 10), from: "peerB", now: Self.now) == .stored)
+        do {
+            try store.store(Self.item(1, 11), from: "peerB", now: Self.now)
+            Issue.record("a fifth message was stored in a mailbox limited to four")
+        } catch { #expect(error.kind == .mailboxFull) }
     }
 }

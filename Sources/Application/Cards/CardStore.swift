@@ -15,26 +15,10 @@ public final class CardStore: Sendable {
     /// - Throws: `.storage` with the path and the reason.
     public init(path: String?) throws(CardError) {
         self.path = path
-        do {
-            var options = GRDB.Configuration()
-            options.label = "CardStore"
-            if let path {
-                if !FileManager.default.fileExists(atPath: path) {
-                    guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                        throw CardError(.storage, "cannot create the card store at \(path)")
-                    }
-                }
-                options.journalMode = .wal
-                queue = try DatabaseQueue(path: path, configuration: options)
-            } else {
-                queue = try DatabaseQueue(configuration: options)
-            }
-            try Self.migrator.migrate(queue)
-        } catch let error as CardError {
-            throw error
-        } catch {
-            throw CardError(.storage, "cannot open the card store at \(path ?? "memory"): \(error)")
-        }
+        queue = try StoreDatabase(
+            path: path, name: "card store", label: "CardStore", durable: false, migrator: Self.migrator,
+            error: { CardError(.storage, $0) }
+        ).queue
     }
 
     /// Keeps `card`, replacing the agent's card for the same capability.

@@ -1,12 +1,6 @@
 import Foundation
 import GRDB
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
 /// The node's own messages, in SQLite (`messages.db`): the **inbox** of messages received for its
 /// local names, delivered to the local agents once and in each sender's order, and the **outbox**
 /// of messages its agents sent, with where each one is (spec/mailbox.md §7–8).
@@ -88,28 +82,14 @@ public final class MessageStore: Sendable {
     public static let idRetention: UInt64 = 7 * 24 * 3600 + 600
 
     public let path: String?
-    private let queue: DatabaseQueue
+    private let database: StoreDatabase
 
     /// Opens the store at `path` (created with mode 0600), or a private in-memory one for nil.
     public init(path: String?) throws(MailboxError) {
         self.path = path
-        do {
-            var options = GRDB.Configuration()
-            options.label = "MessageStore"
-            if let path {
-                try MailboxStore.createFile(at: path)
-                options.journalMode = .wal
-                options.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-                queue = try DatabaseQueue(path: path, configuration: options)
-            } else {
-                queue = try DatabaseQueue(configuration: options)
-            }
-            try Self.migrator.migrate(queue)
-        } catch let error as MailboxError {
-            throw error
-        } catch {
-            throw Self.storageError(path: path, action: "open", error)
-        }
+        database = try StoreDatabase(
+            path: path, name: "message store", label: "MessageStore", durable: true, migrator: Self.migrator,
+            error: { MailboxError(.storage, $0) })
     }
 
     // MARK: Inbox
@@ -470,17 +450,6 @@ public final class MessageStore: Sendable {
     private func withDatabase<T>(
         _ action: @autoclosure () -> String, transaction: Bool = false, _ body: (Database) throws -> T
     ) throws(MailboxError) -> T {
-        do {
-            return transaction ? try queue.write(body) : try queue.inDatabase(body)
-        } catch let error as MailboxError {
-            throw error
-        } catch {
-            throw Self.storageError(path: path, action: action(), error)
-        }
-    }
-
-    private static func storageError(path: String?, action: String, _ error: any Error) -> MailboxError {
-        let reason = (error as? DatabaseError).map { $0.message ?? "\($0.resultCode)" } ?? "\(error)"
-        return MailboxError(.storage, "message store \(path ?? "(in memory)"): cannot \(action): \(reason)")
+        try database.run(action(), transaction: transaction, error: { MailboxError(.storage, $0) }, body)
     }
 }

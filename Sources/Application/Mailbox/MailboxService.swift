@@ -153,10 +153,8 @@ public final class MailboxService: Sendable {
             case .hint:
                 return .ok
             }
-        } catch let error as MailboxError {
-            return .error(error)
         } catch {
-            return .error(MailboxError(.storage, "\(error)"))
+            return .error(error)
         }
     }
 
