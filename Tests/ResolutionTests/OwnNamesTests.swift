@@ -168,6 +168,11 @@ struct OwnNamesTests {
         few.replicas = 3
         #expect(!due(few, record))
         #expect(due(few, record, table: 31))
+        // No replica took it: due at every round while the table has peers, not alone.
+        var none = entry
+        none.replicas = 0
+        #expect(due(none, record))
+        #expect(!due(none, record, table: 0))
     }
 
     @Test("a growing small table schedules one republish at a time, only while a name lacks replicas")

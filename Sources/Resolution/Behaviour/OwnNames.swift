@@ -130,7 +130,8 @@ struct OwnNames {
 
     /// Whether `name` (kept, with `entry`) is due for a republish (spec/dht.md §7.1): forced, no
     /// own record, at least `republishFraction` of its TTL gone, addresses that no longer match
-    /// the host's (when it follows them), or fewer than r replicas while the table has grown.
+    /// the host's (when it follows them), no replica at all while the table has peers, or fewer
+    /// than r replicas while the table has grown.
     func isDue(
         _ entry: Entry, current: SignedAgentRecord?, hostAddresses: [Multiaddr], tableSize: Int, unixNow: UInt64,
         force: Bool
@@ -143,6 +144,11 @@ struct OwnNames {
         {
             return true
         }
+        // Taken by no replica while peers were known (every request timed out in a jam, or the
+        // replicas refused it): tried again at every maintenance round until one holds it, not
+        // half a TTL later (a name no replica holds cannot be resolved; the 100-node messaging
+        // test lost its first names this way).
+        if entry.replicas == 0, tableSize > 0 { return true }
         // Published while the network was smaller (e.g. the first node): the routing table has
         // grown since, so more peers can hold it now.
         return entry.replicas < rules.replicationFactor && tableSize > entry.tableSizeAtPublish
