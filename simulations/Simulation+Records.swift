@@ -121,37 +121,29 @@ extension Simulation {
 
     // MARK: Resolving
 
-    /// Resolves `name` at node `index` as `DHT.resolve` does without its cache: a GET_VALUE lookup
-    /// that collects valid records and stops early on agreement, `ReplicaSelection.choose` over the
-    /// answers and the local store, then stale-replica correction and the local copy rule
-    /// (spec/dht.md §8). `holder` is the key the name truly belongs to.
+    /// Resolves `name` at node `index` as `DHT.resolve` does without its cache, with the same
+    /// `ValueLookup`: a GET_VALUE lookup that collects valid records and stops early on agreement,
+    /// the choice over the answers and the local store, then stale-replica correction and the
+    /// local copy rule (spec/dht.md §8). `holder` is the key the name truly belongs to.
     func resolve(
         _ name: AgentName, from index: Int, holder: Ed25519.PublicKey,
         completion: @escaping (Simulation, ResolveOutcome) -> Void
     ) {
         let target = KademliaKey(hashing: name.recordKey)
         startLookup(from: index, target: target, request: .getValue(name)) { simulation, outcome in
-            let ranked = outcome.answers.sorted { target.distance(to: $0.key) < target.distance(to: $1.key) }
-                .enumerated().map { ReplicaSelection.Answer(replica: $1.peer, record: $1.record, rank: $0) }
             let local = simulation.storedRecord(at: index, for: name)
-            let choice = ReplicaSelection.choose(ranked, local: local, voters: simulation.parameters.replicationFactor)
-            if let choice {
-                let r = simulation.parameters.replicationFactor
-                for peer in outcome.result.closest.prefix(r) where !choice.upToDate.contains(peer.id) {
-                    simulation.put(choice.record, from: index, to: peer)
+            let decision = outcome.value?.decide(closest: outcome.result.closest, local: local)
+            if let decision {
+                for peer in decision.staleReplicas {
+                    simulation.put(decision.choice.record, from: index, to: peer)
                 }
-                if let local,
-                    local.record.seq < choice.record.record.seq
-                        || local.record.publicKey != choice.record.record.publicKey
-                {
-                    simulation.offer(choice.record, to: index)
-                }
+                if decision.updatesLocalCopy { simulation.offer(decision.choice.record, to: index) }
             }
             let statistics = outcome.result.statistics
             completion(
                 simulation,
                 ResolveOutcome(
-                    resolvedToHolder: choice?.record.record.publicKey == holder, found: choice != nil,
+                    resolvedToHolder: decision?.choice.record.record.publicKey == holder, found: decision != nil,
                     hops: statistics.hops, requests: statistics.requests,
                     milliseconds: Double(statistics.duration.nanoseconds) / 1e6,
                     stoppedEarly: outcome.result.termination == .quorumReached))

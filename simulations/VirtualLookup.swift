@@ -2,29 +2,21 @@ import Identity
 import NIOCore
 import Resolution
 
-/// One running lookup of a virtual node: the real `ClosestPeersLookup` plus what its driver keeps
-/// around it, as `DHT.lookup` does on a host (the records collected for a value lookup and their
-/// per-key votes for the early stop).
+/// One running lookup of a virtual node: the real `ClosestPeersLookup` plus, for a value lookup,
+/// the real `ValueLookup` (the records collected, the early stop, the decision), as `DHT.resolve`
+/// drives them on a host.
 final class VirtualLookup {
     enum Request: Hashable {
         case findNode
         case getValue(AgentName)
     }
 
-    /// A replica's valid record.
-    struct Answer {
-        let peer: PeerID
-        let key: KademliaKey
-        let record: SignedAgentRecord
-    }
-
     let origin: Int
     let target: KademliaKey
     let request: Request
     var lookup: ClosestPeersLookup
-    private(set) var answers: [Answer] = []
-    private var votes: [Ed25519.PublicKey: Int] = [:]
-    private(set) var invalidAnswers = 0
+    /// The value side of a GET_VALUE lookup; nil for FIND_NODE.
+    var value: ValueLookup?
     var isDone = false
     /// The time of the earliest timer armed for `lookup.nextTimeout`, if any.
     var armedTimer: UInt64?
@@ -34,30 +26,21 @@ final class VirtualLookup {
     struct Outcome {
         let origin: Int
         let result: LookupResult
-        let answers: [Answer]
-        let invalidAnswers: Int
+        /// The value lookup's collected answers, for a GET_VALUE lookup.
+        let value: ValueLookup?
     }
 
     init(
-        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup,
+        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup, value: ValueLookup?,
         completion: @escaping (Simulation, Outcome) -> Void
     ) {
         self.origin = origin
         self.target = target
         self.request = request
         self.lookup = lookup
+        self.value = value
         self.completion = completion
     }
-
-    /// Counts a valid record; true when `quorum` answers agree and no other key was seen
-    /// (spec/dht.md §8.2, the rule `DHT.resolve` passes as `stopWhen`).
-    func collect(_ answer: Answer, quorum: Int) -> Bool {
-        answers.append(answer)
-        votes[answer.record.record.publicKey, default: 0] += 1
-        return votes.count == 1 && answers.count >= quorum
-    }
-
-    func countInvalid() { invalidAnswers += 1 }
 }
 
 extension Simulation {
@@ -69,9 +52,15 @@ extension Simulation {
         completion: @escaping (Simulation, VirtualLookup.Outcome) -> Void
     ) {
         let configuration: ClosestPeersLookup.Configuration
+        let value: ValueLookup?
         switch request {
-        case .findNode: configuration = parameters.closestPeersLookup
-        case .getValue: configuration = parameters.valueLookup
+        case .findNode:
+            configuration = parameters.closestPeersLookup
+            value = nil
+        case .getValue(let name):
+            configuration = parameters.valueLookup
+            value = ValueLookup(
+                name: name, quorum: parameters.valueQuorum, replicationFactor: parameters.replicationFactor)
         }
         let seeds = withNode(origin) { node -> [KademliaPeer] in
             node.table.recordLookup(of: target, now: now)
@@ -82,7 +71,7 @@ extension Simulation {
         let lookup = ClosestPeersLookup(
             target: target, seeds: allSeeds, localKey: nodes[origin].peer.key, configuration: configuration)
         let task = VirtualLookup(
-            origin: origin, target: target, request: request, lookup: lookup, completion: completion)
+            origin: origin, target: target, request: request, lookup: lookup, value: value, completion: completion)
         pump(task)
     }
 
@@ -115,8 +104,7 @@ extension Simulation {
         task.isDone = true
         task.completion(
             self,
-            VirtualLookup.Outcome(
-                origin: task.origin, result: result, answers: task.answers, invalidAnswers: task.invalidAnswers))
+            VirtualLookup.Outcome(origin: task.origin, result: result, value: task.value))
     }
 
     /// A FIND_NODE or GET_VALUE request over the virtual network. A peer that is offline, or made
@@ -177,14 +165,13 @@ extension Simulation {
         guard !task.isDone, nodes[task.origin].isOnline else { return }
         var foundValue = false
         var quorumReached = false
-        if case .getValue(let name) = task.request, let record {
-            if record.record.name == name, isValid(record) {
-                foundValue = true
-                quorumReached = task.collect(
-                    VirtualLookup.Answer(peer: peer.id, key: peer.key, record: record), quorum: parameters.valueQuorum)
-            } else {
-                task.countInvalid()
+        if let record, task.value != nil {
+            // Signatures are verified once per run (`isValid` remembers them), expiry every time.
+            let verdict = task.value!.receive(record, from: peer.id, key: peer.key) { record throws(ResolutionError) in
+                guard isValid(record) else { throw ResolutionError(.badSignature, "invalid record") }
             }
+            foundValue = verdict == .valid
+            quorumReached = foundValue && task.value!.mayStop
         }
         task.lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: now)
         noteContact(at: task.origin, with: peer, evidence: .answeredRequest)

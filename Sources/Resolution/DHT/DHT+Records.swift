@@ -341,46 +341,35 @@ extension DHT {
             return Resolution(record: cached, source: .cache, replicas: 0, invalidAnswers: 0, claims: 1, lookup: nil)
         }
         let key = name.recordKey
-        let target = KademliaKey(hashing: key)
-        struct Collected {
-            var answers: [PeerID: SignedAgentRecord] = [:]
-            var invalid: [String] = []
-        }
-        let collected = NIOLockedValueBox(Collected())
+        // The rules of the value lookup (what counts, when to stop, what to believe) live in
+        // `ValueLookup`, which the simulator drives too; this drives it over the network.
+        var value = ValueLookup(
+            name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor)
         let result = await lookup(
-            target: target, request: KadMessage(type: .getValue, key: key), configuration: configuration.valueLookup,
+            target: value.target, request: KadMessage(type: .getValue, key: key), configuration: configuration.valueLookup,
             extraSeeds: []
         ) { peer, answer in
             guard let record = answer.record else { return false }
-            do throws(ResolutionError) {
-                guard record.key == key else {
-                    throw ResolutionError(.malformed, "record under another key")
+            let verdict: ValueLookup.Verdict
+            if record.key != key {
+                verdict = value.receiveInvalid(from: peer, .malformed)
+            } else {
+                do throws(ResolutionError) {
+                    let signed = try SignedAgentRecord(bytes: record.value)
+                    verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
+                        record throws(ResolutionError) in try record.validate(now: now)
+                    }
+                } catch {
+                    verdict = value.receiveInvalid(from: peer, error.kind)
                 }
-                let signed = try SignedAgentRecord(bytes: record.value)
-                guard signed.record.name == name else {
-                    throw ResolutionError(.malformed, "record for \(signed.record.name), asked for \(name)")
-                }
-                try signed.validate(now: now)
-                collected.withLockedValue { $0.answers[peer] = signed }
-                return true
-            } catch {
-                collected.withLockedValue { $0.invalid.append("\(peer): \(error.kind.rawValue)") }
-                logger.debug("resolve: invalid record from replica", metadata: ["name": "\(name)", "peer": "\(peer)", "error": "\(error)"])
-                return false
             }
+            guard case .invalid(let kind) = verdict else { return true }
+            logger.debug(
+                "resolve: invalid record from replica",
+                metadata: ["name": "\(name)", "peer": "\(peer)", "error": "\(kind.rawValue)"])
+            return false
         } stopWhen: {
-            // Early stop only on unanimity: `valueQuorum` valid answers, all under one key. Any rival
-            // claim means the lookup runs until the k closest answered, so that the replicas
-            // closest to the key (who vote in ReplicaSelection) are heard.
-            let answers = collected.withLockedValue { $0.answers }
-            guard answers.count >= configuration.valueQuorum, let first = answers.values.first else { return false }
-            return answers.values.allSatisfy { $0.record.publicKey == first.record.publicKey }
-        }
-        let answers = collected.withLockedValue { $0 }
-        var ranked: [ReplicaSelection.Answer] = []
-        let order = answers.answers.keys.sorted { target.distance(to: KademliaKey(peer: $0)) < target.distance(to: KademliaKey(peer: $1)) }
-        for (rank, peer) in order.enumerated() {
-            ranked.append(ReplicaSelection.Answer(replica: peer, record: answers.answers[peer]!, rank: rank))
+            value.mayStop
         }
         let local: SignedAgentRecord?
         do {
@@ -390,15 +379,16 @@ extension DHT {
             logger.error("resolve: cannot read the local record", metadata: ["name": "\(name)", "error": "\(error.message)"])
             local = nil
         }
-        guard let choice = ReplicaSelection.choose(ranked, local: local, voters: configuration.replicationFactor) else {
+        guard let decision = value.decide(closest: result.closest, local: local) else {
             var message = "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
-            if !answers.invalid.isEmpty { message += ", \(answers.invalid.count) with invalid records" }
+            if !value.invalidAnswers.isEmpty { message += ", \(value.invalidAnswers.count) with invalid records" }
             message += ")"
             throw ResolutionError(.notFound, message)
         }
+        let choice = decision.choice
 
         // Correct stale replicas: the closest peers that answered without the chosen record get it.
-        let stale = result.closest.prefix(configuration.replicationFactor).filter { !choice.upToDate.contains($0.id) }
+        let stale = decision.staleReplicas
         if !stale.isEmpty {
             let record = choice.record
             host.spawn("dht: correcting stale replicas of \(name)") { [self] in
@@ -408,27 +398,25 @@ extension DHT {
                 }
             }
         }
-        if local == nil || local!.record.seq < choice.record.record.seq || local!.record.publicKey != choice.record.record.publicKey {
-            // Keep our own copy current if we hold one (we are a replica); ownership rules apply.
-            if local != nil {
-                do {
-                    try store.put(choice.record, from: nil, now: now)
-                } catch where error.kind == .storage {
-                    logger.error(
-                        "resolve: cannot update the local copy", metadata: ["name": "\(name)", "error": "\(error.message)"])
-                } catch {
-                    // The ownership rules kept our copy (e.g. the choice is a rival claim our
-                    // store does not accept): that is their verdict, not a failure.
-                    logger.debug(
-                        "resolve: local copy kept by the ownership rules",
-                        metadata: ["name": "\(name)", "reason": "\(error.kind.rawValue)"])
-                }
+        if decision.updatesLocalCopy {
+            // Keep our own copy current: we hold one, so we are a replica; ownership rules apply.
+            do throws(ResolutionError) {
+                try store.put(choice.record, from: nil, now: now)
+            } catch where error.kind == .storage {
+                logger.error(
+                    "resolve: cannot update the local copy", metadata: ["name": "\(name)", "error": "\(error.message)"])
+            } catch {
+                // The ownership rules kept our copy (e.g. the choice is a rival claim our
+                // store does not accept): that is their verdict, not a failure.
+                logger.debug(
+                    "resolve: local copy kept by the ownership rules",
+                    metadata: ["name": "\(name)", "reason": "\(error.kind.rawValue)"])
             }
         }
         state.withLockedValue { _ = $0.cache.store(choice.record, for: name, now: .now(), unixNow: now) }
         return Resolution(
             record: choice.record, source: choice.supporters == 0 ? .local : .network, replicas: choice.supporters,
-            invalidAnswers: answers.invalid.count, claims: choice.rivalClaims, lookup: result.statistics)
+            invalidAnswers: value.invalidAnswers.count, claims: choice.rivalClaims, lookup: result.statistics)
     }
 
     // MARK: Maintenance

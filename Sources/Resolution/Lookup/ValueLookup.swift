@@ -1,0 +1,110 @@
+import Identity
+
+/// The value side of a GET_VALUE lookup (spec/dht.md §8), beside the `ClosestPeersLookup` that
+/// picks whom to ask: collects the replicas' records, says when the lookup may stop early, and
+/// decides the outcome (the record to believe, the replicas to correct, whether the local copy is
+/// updated). A pure value type with time passed in; `DHT.resolve` and the simulator both drive it,
+/// so the simulator's figures describe the node's rules (issue #14).
+public struct ValueLookup: Sendable {
+    /// How one answer counted.
+    public enum Verdict: Equatable, Sendable {
+        /// A valid record of the name.
+        case valid
+        /// A record that is not valid for the name (another name, forged, expired, malformed).
+        case invalid(ResolutionError.Kind)
+    }
+
+    /// What to do once the lookup has finished.
+    public struct Decision: Sendable {
+        /// The record to believe, with its support.
+        public let choice: ReplicaSelection.Choice
+        /// The closest replicas that did not answer with `choice.record`: send it to them (§8.4).
+        public let staleReplicas: [KademliaPeer]
+        /// Offer `choice.record` to the local store: it holds an older or rival record (§8.4).
+        public let updatesLocalCopy: Bool
+    }
+
+    private struct Collected: Sendable {
+        let key: KademliaKey
+        let record: SignedAgentRecord
+    }
+
+    public let name: AgentName
+    /// The point in the keyspace: SHA-256 of the record key.
+    public let target: KademliaKey
+    /// Valid answers, all under one key, that end the lookup early (spec/dht.md §8.2).
+    public let quorum: Int
+    /// r: the replicas closest to the key that vote on the claim (`ReplicaSelection.choose`), and
+    /// that get the record when stale.
+    public let replicationFactor: Int
+
+    private var answers: [PeerID: Collected] = [:]
+    private var firstKey: Ed25519.PublicKey?
+    private var keysDiffer = false
+    /// Answers that carried an invalid record, with the kind of each.
+    public private(set) var invalidAnswers: [(peer: PeerID, kind: ResolutionError.Kind)] = []
+
+    public init(name: AgentName, quorum: Int, replicationFactor: Int) {
+        self.name = name
+        self.target = KademliaKey(hashing: name.recordKey)
+        self.quorum = quorum
+        self.replicationFactor = replicationFactor
+    }
+
+    /// Valid answers so far.
+    public var validAnswers: Int { answers.count }
+
+    /// A replica (`peer`, at `key` in the keyspace) answered with `record`; `verify` checks it at
+    /// the caller's time (`SignedAgentRecord.validate(now:)`, or a verifier that remembers
+    /// signatures it has checked).
+    @discardableResult
+    public mutating func receive(
+        _ record: SignedAgentRecord, from peer: PeerID, key: KademliaKey,
+        verify: (SignedAgentRecord) throws(ResolutionError) -> Void
+    ) -> Verdict {
+        do throws(ResolutionError) {
+            guard record.record.name == name else {
+                throw ResolutionError(.malformed, "record for \(record.record.name), asked for \(name)")
+            }
+            try verify(record)
+        } catch {
+            return receiveInvalid(from: peer, error.kind)
+        }
+        answers[peer] = Collected(key: key, record: record)
+        let signer = record.record.publicKey
+        if let firstKey {
+            if firstKey != signer { keysDiffer = true }
+        } else {
+            firstKey = signer
+        }
+        return .valid
+    }
+
+    /// A replica answered with a record that could not even be decoded (or sat under another key).
+    @discardableResult
+    public mutating func receiveInvalid(from peer: PeerID, _ kind: ResolutionError.Kind) -> Verdict {
+        invalidAnswers.append((peer, kind))
+        return .invalid(kind)
+    }
+
+    /// The early stop (spec/dht.md §8.2): `quorum` valid answers, all under one key. Any rival
+    /// claim means the lookup runs until the k closest answered, so that the replicas closest to
+    /// the key (who vote in `ReplicaSelection`) are heard.
+    public var mayStop: Bool { !keysDiffer && answers.count >= quorum }
+
+    /// The outcome once the lookup finished with `closest` (the peers that answered, closest
+    /// first), given the record our own store holds (`local`); nil when no valid record exists.
+    public func decide(closest: [KademliaPeer], local: SignedAgentRecord?) -> Decision? {
+        let ordered = answers.sorted { target.distance(to: $0.value.key) < target.distance(to: $1.value.key) }
+        let ranked = ordered.enumerated().map { rank, answer in
+            ReplicaSelection.Answer(replica: answer.key, record: answer.value.record, rank: rank)
+        }
+        guard let choice = ReplicaSelection.choose(ranked, local: local, voters: replicationFactor) else { return nil }
+        let stale = closest.prefix(replicationFactor).filter { !choice.upToDate.contains($0.id) }
+        let updatesLocal =
+            local.map {
+                $0.record.seq < choice.record.record.seq || $0.record.publicKey != choice.record.record.publicKey
+            } ?? false
+        return Decision(choice: choice, staleReplicas: Array(stale), updatesLocalCopy: updatesLocal)
+    }
+}
