@@ -5,7 +5,9 @@ import Resolution
 /// Everything `AgentNode` needs to run, resolved from the command line and defaults.
 public struct NodeConfiguration: Sendable {
     /// Default listen addresses (issue #3): all IPv4 and IPv6 interfaces, port 4001.
-    public static let defaultListenAddresses = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
+    public static let defaultListenAddresses = [
+        "/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1", "/ip6/::/udp/4001/quic-v1",
+    ]
 
     public var dataDirectory: DataDirectory
     /// Addresses to listen on; `/tcp/0` picks a free port.

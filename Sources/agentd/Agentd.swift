@@ -16,7 +16,7 @@ struct Agentd: AsyncParsableCommand {
         abstract: "Run an agent node of the .agent network.",
         discussion: """
             agentd holds this host's Ed25519 identity (DATA_DIR/identity.key, created on first start),
-            listens for libp2p connections (TCP, Noise, yamux; identify and ping are served, perf with --perf),
+            listens for libp2p connections (TCP with Noise and yamux, and QUIC v1; identify and ping are served, perf with --perf),
             applies resource limits (--limits FILE; defaults in spec/session.md), and
             serves the control API that agentctl and local agents use: JSON-RPC 2.0 over the Unix
             socket DATA_DIR/agentd.sock (mode 0600). When it is ready it prints one JSON line on

@@ -80,13 +80,16 @@ struct AddressScopeTests {
     }
 
     @Test(
-        "only TCP over a specified IP or a name, with nothing but /p2p after, is dialable",
+        "only TCP over a specified IP or a name, or QUIC v1 over a specified IP, with nothing but /p2p after, is dialable",
         arguments: [
             ("/ip4/1.2.3.4/tcp/1", true),
             ("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", true),
             ("/dns4/a.example/tcp/443", true), ("/ip6/::1/tcp/1", true),
             ("/ip4/0.0.0.0/tcp/1", false), ("/ip6/::/tcp/1", false), ("/ip6/::ffff:0.0.0.0/tcp/1", false),
-            ("/ip4/1.2.3.4", false), ("/ip4/1.2.3.4/udp/1/quic-v1", false), ("/ip4/1.2.3.4/tcp/1/tcp/2", false),
+            ("/ip4/1.2.3.4", false), ("/ip4/1.2.3.4/udp/1/quic-v1", true), ("/ip6/::1/udp/1/quic-v1", true),
+            ("/ip4/1.2.3.4/udp/1/quic-v1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", true),
+            ("/ip4/0.0.0.0/udp/1/quic-v1", false), ("/dns4/a.example/udp/1/quic-v1", false), ("/ip4/1.2.3.4/udp/1", false),
+            ("/ip4/1.2.3.4/udp/1/quic-v1/tcp/2", false), ("/ip4/1.2.3.4/tcp/1/tcp/2", false),
             ("/tcp/1", false), ("/ip4/1.2.3.4/tcp/1/p2p-circuit", false),
         ])
     func dialableShape(text: String, dialable: Bool) throws {
@@ -212,7 +215,8 @@ struct AddressScopeTests {
             #expect(!rule.permits(try Self.address(text), from: .thirdParty), "\(text)")
         }
         #expect(!rule.permits(try Self.address("/ip4/0.0.0.0/tcp/1"), from: .user))
-        #expect(!rule.permits(try Self.address("/ip4/10.0.0.1/udp/1/quic-v1"), from: .user))
+        #expect(rule.permits(try Self.address("/ip4/10.0.0.1/udp/1/quic-v1"), from: .user))
+        #expect(!rule.permits(try Self.address("/ip4/10.0.0.1/udp/1"), from: .user))
     }
 
     @Test("netmasks become prefix lengths")

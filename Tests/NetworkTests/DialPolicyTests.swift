@@ -36,6 +36,23 @@ struct DialPolicyTests {
         #expect(lab.direct.first == address("/ip4/10.0.0.1/tcp/1"))
     }
 
+    @Test("QUIC before TCP within a scope (scope first): TCP starts a stagger later, or at once when QUIC failed")
+    func quicFirst() {
+        let tcp = address("/ip4/192.168.1.2/tcp/4001")
+        let quic = address("/ip4/192.168.1.2/udp/4001/quic-v1")
+        let publicTCP = address("/ip4/8.8.8.8/tcp/4001")
+        let loopbackQUIC = address("/ip4/127.0.0.1/udp/4001/quic-v1")
+        let ranked = DialSchedule(addresses: [loopbackQUIC, tcp, publicTCP, quic])
+        #expect(ranked.direct == [publicTCP, quic, tcp, loopbackQUIC])
+        var schedule = DialSchedule(addresses: [tcp, quic])
+        #expect(schedule.begin(now: at(0)) == [quic])
+        #expect(schedule.tick(now: at(249)) == [])
+        #expect(schedule.tick(now: at(250)) == [tcp])
+        var failing = DialSchedule(addresses: [tcp, quic])
+        #expect(failing.begin(now: at(0)) == [quic])
+        #expect(failing.failed(quic, now: at(10)) == [tcp])
+    }
+
     @Test("direct dials 250 ms apart, at most 4 at once, the next at once after a failure; relayed after a 1 s head start")
     func staggered() {
         let direct = (1...6).map { address("/ip4/8.8.8.\($0)/tcp/1") }

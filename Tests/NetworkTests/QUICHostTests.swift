@@ -143,4 +143,47 @@ struct QUICHostTests {
         await a.shutdown()
         try await group.shutdownGracefully()
     }
+
+    @Test("a peer with TCP and QUIC addresses is reached over QUIC; with QUIC unreachable, over TCP")
+    func prefersQUIC() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let a = Host(identity: Ed25519.PrivateKey(), group: group)
+        let b = Host(identity: Ed25519.PrivateKey(), group: group)
+        let tcp = try await b.listen(on: Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let quic = try await b.listen(on: Multiaddr("/ip4/127.0.0.1/udp/0/quic-v1"))
+        let connection = try await a.connect(to: b.peerID, addresses: [tcp, quic])
+        #expect(connection.quic != nil)
+        #expect(connection.remoteAddress == quic)
+        await a.shutdown()
+        // A QUIC address nobody answers: TCP wins after the head start, long before the handshake
+        // timeout.
+        let c = Host(identity: Ed25519.PrivateKey(), group: group)
+        let silent = try await DatagramBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let dead = try Multiaddr("/ip4/127.0.0.1/udp/\(try #require(silent.localAddress?.port))/quic-v1")
+        let fallback = try await c.connect(to: b.peerID, addresses: [dead, tcp])
+        #expect(fallback.quic == nil)
+        #expect(fallback.remoteAddress == tcp)
+        try await silent.close()
+        await c.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a probe of a QUIC address authenticates the peer without leaving a connection on either side")
+    func probe() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let (a, _) = try await Self.makeHost(group)
+        let (b, bAddress) = try await Self.makeHost(group)
+        try await a.probe(bAddress)
+        // A probe naming another peer at b's address fails.
+        var components = bAddress.components
+        components[components.count - 1] = .p2p(PeerID(publicKey: Ed25519.PrivateKey().publicKey).multihash)
+        await #expect(throws: NetworkError.self) { try await a.probe(Multiaddr(components)) }
+        #expect(await a.connections().isEmpty)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await b.connections().isEmpty)
+        await a.shutdown()
+        await b.shutdown()
+        try await group.shutdownGracefully()
+    }
 }

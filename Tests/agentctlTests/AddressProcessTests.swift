@@ -52,7 +52,7 @@ struct AddressProcessTests {
         for arguments in [
             ["--announce", "/ip4/1.2.3.4"], ["--announce", "/ip4/0.0.0.0/tcp/1"], ["--announce", "not an address"],
             ["--announce", "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"],
-            ["--announce", "/ip4/1.2.3.4/udp/1/quic-v1"],
+            ["--announce", "/ip4/1.2.3.4/udp/1"], ["--announce", "/dns4/a.example/udp/1/quic-v1"],
             ["--public-cidr", "10.0.0.1/8"], ["--public-cidr", "10.0.0.0/33"], ["--public-cidr", "example.com"],
         ] {
             let result = try ProcessRunner.run(agentd, arguments)

@@ -15,6 +15,13 @@ enum AddressProbe {
             throw NetworkError(.invalidAddress, "\(address) has no /p2p/<peer id>: the peer to authenticate is unknown")
         }
         guard peer != core.peerID else { throw NetworkError(.invalidAddress, "\(address) is this node itself") }
+        if QUICAddress.isQUIC(address) {
+            // QUIC: the server's certificate authenticates it; the handshake is aborted before our
+            // Finished, so the peer registers no connection (spec/network.md, "QUIC").
+            try core.checkNotShutDown()
+            _ = try await core.quic.dial(address, peer: peer, on: core.group.next(), authenticateOnly: true).get()
+            return
+        }
         let (host, port) = try TCPAddress.hostAndPort(of: address)
         try core.checkNotShutDown()
         let eventLoop = core.group.next()

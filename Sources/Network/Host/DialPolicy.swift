@@ -63,8 +63,14 @@ public struct DialSchedule: Sendable {
             default: return 1
             }
         }
+        // Within a scope QUIC addresses go first: the next address (TCP) starts `stagger` later
+        // unless the QUIC dial failed, which is QUIC's head start (spec/network.md, "Dial policy").
+        func transportRank(_ address: Multiaddr) -> Int { QUICAddress.isQUIC(address) ? 0 : 1 }
         direct = unique.filter { !$0.components.contains(.p2pCircuit) }.enumerated()
-            .sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+            .sorted {
+                (rank($0.element), transportRank($0.element), $0.offset)
+                    < (rank($1.element), transportRank($1.element), $1.offset)
+            }.map(\.element)
     }
 
     /// Every address started, and every dial failed.

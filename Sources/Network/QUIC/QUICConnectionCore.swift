@@ -38,6 +38,11 @@ final class QUICConnectionCore: @unchecked Sendable {
     let direction: ConnectionDirection
     /// The peer a dial expects (`/p2p/…`); nil when accepting.
     let expectedPeer: PeerID?
+    /// A probe (`AddressProbe`): once the server's certificate authenticated `expectedPeer`, the
+    /// handshake is aborted (TLS alert) before our Finished, so the peer never completes it nor
+    /// registers a connection; the handshake promise then succeeds.
+    let authenticateOnly: Bool
+    private var authenticated = false
     var logger: Logger
     private(set) var conn: OpaquePointer?
     /// The peer the certificate authenticated (set during the handshake).
@@ -74,8 +79,9 @@ final class QUICConnectionCore: @unchecked Sendable {
 
     init(
         endpoint: QUICEndpoint, remote: SocketAddress, direction: ConnectionDirection, expectedPeer: PeerID?,
-        logger: Logger
+        authenticateOnly: Bool = false, logger: Logger
     ) {
+        self.authenticateOnly = authenticateOnly
         self.endpoint = endpoint
         self.eventLoop = endpoint.eventLoop
         self.remote = remote
@@ -271,7 +277,11 @@ final class QUICConnectionCore: @unchecked Sendable {
         readersToWake.removeAll()
         if let conn { cq_conn_free(conn) }
         conn = nil
-        if !isHandshakeComplete { handshake.fail(error) }
+        if authenticated {
+            handshake.succeed(())
+        } else if !isHandshakeComplete {
+            handshake.fail(error)
+        }
         let onClosed = self.onClosed
         self.onClosed = nil
         onStreamOpened = nil
@@ -449,6 +459,10 @@ final class QUICConnectionCore: @unchecked Sendable {
                 return -1
             }
             peer = authenticated
+            if authenticateOnly {
+                self.authenticated = true
+                return -1
+            }
             return 0
         } catch {
             verifyError = NetworkError(.refused, "QUIC peer at \(remote) refused: \(error.message)")

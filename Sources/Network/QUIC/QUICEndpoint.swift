@@ -105,8 +105,15 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         let endpoint = QUICEndpoint(
             eventLoop: eventLoop, localAddress: placeholder, certificate: certificate, configuration: configuration,
             logger: logger)
-        let channel = try await DatagramBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+        // No SO_REUSEADDR: two sockets sharing a UDP port would split a connection's datagrams
+        // between them. An IPv6 socket is IPv6-only (NIO makes it dual-stack), so that
+        // `/ip6/::/udp/N` and `/ip4/0.0.0.0/udp/N` are two sockets, each with its own connections.
+        var bootstrap = DatagramBootstrap(group: eventLoop)
+        if placeholder.protocol == .inet6 {
+            bootstrap = bootstrap.channelOption(
+                ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
+        }
+        let channel = try await bootstrap
             .channelOption(.maxMessagesPerRead, value: 16)
             .channelOption(.datagramVectorReadMessageCount, value: 16)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
@@ -262,7 +269,10 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Dials `remote` and completes once the handshake authenticated `peer`.
-    func connect(to remote: SocketAddress, peer: PeerID) -> EventLoopFuture<QUICConnectionCore> {
+    /// With `authenticateOnly`, a probe: see `QUICConnectionCore.authenticateOnly`.
+    func connect(to remote: SocketAddress, peer: PeerID, authenticateOnly: Bool = false)
+        -> EventLoopFuture<QUICConnectionCore>
+    {
         eventLoop.flatSubmit { [self] in
             guard !isClosed, context != nil else {
                 return eventLoop.makeFailedFuture(NetworkError(.connectionClosed, "the QUIC socket is closed"))
@@ -270,7 +280,8 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
             var logger = self.logger
             logger[metadataKey: "remote"] = "\(remote)"
             let connection = QUICConnectionCore(
-                endpoint: self, remote: remote, direction: .outbound, expectedPeer: peer, logger: logger)
+                endpoint: self, remote: remote, direction: .outbound, expectedPeer: peer,
+                authenticateOnly: authenticateOnly, logger: logger)
             connections[ObjectIdentifier(connection)] = connection
             do {
                 try connection.startClient()

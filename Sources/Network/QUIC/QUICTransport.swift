@@ -105,7 +105,9 @@ final class QUICSockets: @unchecked Sendable {
     }
 
     /// Dials `address` and completes once the handshake authenticated `peer`.
-    func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<QUICConnectionCore> {
+    func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop, authenticateOnly: Bool = false)
+        -> EventLoopFuture<QUICConnectionCore>
+    {
         let host: String
         let port: Int
         let remote: SocketAddress
@@ -117,7 +119,7 @@ final class QUICSockets: @unchecked Sendable {
         }
         let isIPv6 = remote.protocol == .inet6
         return endpoint(isIPv6: isIPv6, on: eventLoop).flatMap { endpoint in
-            endpoint.connect(to: remote, peer: peer)
+            endpoint.connect(to: remote, peer: peer, authenticateOnly: authenticateOnly)
         }
     }
 
@@ -179,9 +181,13 @@ extension HostCore {
     func dialQUIC(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
         quic.dial(address, peer: peer, on: eventLoop)
             .flatMap { [self] core in
-                let connection = makeQUICConnection(core, direction: .outbound)
-                connection.quicEstablished()
-                return connection.establishedFuture
+                // The connection lives on its socket's loop (the dial's future may complete on
+                // another).
+                core.eventLoop.flatSubmit { [self] in
+                    let connection = makeQUICConnection(core, direction: .outbound)
+                    connection.quicEstablished()
+                    return connection.establishedFuture
+                }
             }
             .flatMapThrowing { [self] connection in
                 if let refusal = register(connection) { throw refusal }

@@ -208,20 +208,32 @@ public struct AddressScopeRule: Sendable, Hashable {
         return Multiaddr(Array(components[..<index]))
     }
 
-    /// Whether a transport can dial `address` at all: `/ip4|ip6|dns|dns4|dns6/…/tcp/PORT`,
-    /// optionally `/p2p/…` after, with a specified IP (not `0.0.0.0` or `::`); or a circuit through
-    /// a relay at such an address (`…/tcp/PORT/p2p/RELAY/p2p-circuit[/p2p/PEER]`).
+    /// Whether a transport can dial `address` at all: `/ip4|ip6|dns|dns4|dns6/…/tcp/PORT` or
+    /// `/ip4|ip6/…/udp/PORT/quic-v1`, optionally `/p2p/…` after, with a specified IP (not `0.0.0.0`
+    /// or `::`); or a circuit through a relay at such an address
+    /// (`…/p2p/RELAY/p2p-circuit[/p2p/PEER]`).
     public static func isDialable(_ address: Multiaddr) -> Bool {
         if let relay = relayPart(of: address) { return isDialable(relay) }
         let components = address.components
-        guard components.count >= 2, case .tcp = components[1] else { return false }
+        let transportLength: Int
+        if components.count >= 3, case .udp = components[1], case .quicV1 = components[2] {
+            // QUIC: an IP, never a DNS name (QUIC dials do not resolve names).
+            switch components[0] {
+            case .ip4, .ip6: transportLength = 3
+            default: return false
+            }
+        } else if components.count >= 2, case .tcp = components[1] {
+            transportLength = 2
+        } else {
+            return false
+        }
         switch components[0] {
         case .ip4, .ip6:
             guard let ip = IPAddress(address), AddressScope.of(ip) != .unspecified else { return false }
         case .dns, .dns4, .dns6: break
         default: return false
         }
-        return components.dropFirst(2).allSatisfy {
+        return components.dropFirst(transportLength).allSatisfy {
             if case .p2p = $0 { return true }
             return false
         }

@@ -109,7 +109,7 @@ class PeerError(Exception):
 # ---------------------------------------------------------------- host
 
 
-def make_host(seed_hex: str | None, auto_connect: bool = False):
+def make_host(seed_hex: str | None, auto_connect: bool = False, quic: bool = False):
     seed = None
     if seed_hex is not None:
         seed = bytes.fromhex(seed_hex)
@@ -126,6 +126,8 @@ def make_host(seed_hex: str | None, auto_connect: bool = False):
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         # With the default of 3, every dial waits out a 250 ms happy-eyeballs delay.
         connection_config=ConnectionConfig(max_connections_per_peer=1),
+        # QUIC v1 (aioquic) for /udp/N/quic-v1 addresses: TLS replaces Noise, QUIC streams yamux.
+        enable_quic=quic,
     )
     if not auto_connect:
         # py's AutoConnector re-dials peers it learnt about (e.g. a peer that disconnected)
@@ -345,8 +347,8 @@ async def wait_stdin_eof() -> None:
 
 
 async def run_listen(args, stop: trio.CancelScope) -> int:
-    host = make_host(args.seed, args.auto_connect)
     listen = multiaddr.Multiaddr(args.listen) if args.listen else LISTEN_ADDR
+    host = make_host(args.seed, args.auto_connect, quic="/quic-v1" in str(listen))
     async with host.run([listen]):
         perf = PerfService(host)
         await perf.start()
@@ -397,8 +399,10 @@ async def run_dial(args) -> int:
     if circuit:
         # RELAY/p2p-circuit/p2p/PEER: the peer is the last /p2p.
         info = PeerInfo(PeerID.from_base58(str(target).rsplit("/p2p/", 1)[1]), [])
-    host = make_host(args.seed, args.auto_connect)
-    async with host.run([LISTEN_ADDR]), AsyncExitStack() as services:
+    quic = "/quic-v1" in str(target)
+    host = make_host(args.seed, args.auto_connect, quic=quic)
+    own = multiaddr.Multiaddr("/ip4/127.0.0.1/udp/0/quic-v1") if quic else LISTEN_ADDR
+    async with host.run([own]), AsyncExitStack() as services:
         perf = PerfService(host)
         await perf.start()
         t0 = time.perf_counter()
