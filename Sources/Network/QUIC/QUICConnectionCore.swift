@@ -140,6 +140,14 @@ final class QUICConnectionCore: @unchecked Sendable {
         return true
     }
 
+    /// A connection that never got a cq_conn (its Initial was refused, or creating it failed):
+    /// the handshake promise fails, so that nothing waits on it (and NIO sees no leaked promise).
+    func discardUnstarted(_ error: Error) {
+        guard conn == nil, !isClosed else { return }
+        isClosed = true
+        handshake.fail(error)
+    }
+
     // MARK: Datagrams and timers
 
     func receive(_ packet: UnsafeRawBufferPointer) {

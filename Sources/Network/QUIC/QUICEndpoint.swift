@@ -212,6 +212,7 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         guard connection.startServer(initial: packet) else {
             connections[ObjectIdentifier(connection)] = nil
             for id in connection.cids { routes[id] = nil }
+            connection.discardUnstarted(NetworkError(.protocolViolation, "not an acceptable QUIC Initial"))
             droppedDatagrams += 1
             return
         }
@@ -287,9 +288,18 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
                 try connection.startClient()
             } catch {
                 remove(connection)
+                connection.discardUnstarted(error)
                 return eventLoop.makeFailedFuture(error)
             }
             return connection.handshake.futureResult.map { connection }
+        }
+    }
+
+    /// Closes every connection on the socket with a CONNECTION_CLOSE while the socket can still
+    /// send it (also those whose handshake completed but that the host has not registered yet).
+    func closeConnections() -> EventLoopFuture<Void> {
+        eventLoop.submit { [self] in
+            for connection in Array(connections.values) { connection.close() }
         }
     }
 

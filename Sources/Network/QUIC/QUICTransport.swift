@@ -155,15 +155,24 @@ final class QUICSockets: @unchecked Sendable {
         return future.map { $0.1 }
     }
 
+    /// The listening endpoints (tests, status).
+    var listenerEndpoints: [QUICEndpoint] { lock.withLock { listeners.map(\.endpoint) } }
+
     /// Closes every socket (their connections end with them).
     func close() async {
-        let (listeners, dialers) = lock.withLock { () -> ([Channel], [EventLoopFuture<(Channel, QUICEndpoint)>]) in
+        let (listeners, dialers) = lock.withLock {
+            () -> ([(channel: Channel, endpoint: QUICEndpoint)], [EventLoopFuture<(Channel, QUICEndpoint)>]) in
             isClosed = true
-            return (self.listeners.map(\.channel), Array(self.dialers.values))
+            return (self.listeners, Array(self.dialers.values))
         }
-        for channel in listeners { try? await channel.close() }
+        var sockets = listeners.map { ($0.channel, $0.endpoint) }
         for dialer in dialers {
-            if let (channel, _) = try? await dialer.get() { try? await channel.close() }
+            if let socket = try? await dialer.get() { sockets.append(socket) }
+        }
+        for (channel, endpoint) in sockets {
+            // Peers learn of the close now rather than at their idle timeout.
+            try? await endpoint.closeConnections().get()
+            try? await channel.close()
         }
     }
 
