@@ -16,23 +16,25 @@ struct HostPair {
     let serverAddress: Multiaddr
 
     /// Starts both hosts (perf served on both) and connects the client to the server.
+    /// - Parameter listen: the server's (and client's) listen address: TCP by default, or
+    ///   `/ip4/127.0.0.1/udp/0/quic-v1` for the pair over QUIC.
     static func start(
         client clientGroup: EventLoopGroup, server serverGroup: EventLoopGroup, configuration: Host.Configuration,
-        logger: Logger
+        logger: Logger, listen: String = "/ip4/127.0.0.1/tcp/0"
     ) async throws -> HostPair {
-        let server = try await startHost(group: serverGroup, configuration: configuration, logger: logger)
-        let client = try await startHost(group: clientGroup, configuration: configuration, logger: logger)
+        let server = try await startHost(group: serverGroup, configuration: configuration, logger: logger, listen: listen)
+        let client = try await startHost(group: clientGroup, configuration: configuration, logger: logger, listen: listen)
         _ = try await client.host.connect(to: server.address)
         return HostPair(client: client.host, server: server.host, serverAddress: server.address)
     }
 
     /// A host serving perf, listening on a free loopback port; returns it with its full address.
-    static func startHost(group: EventLoopGroup, configuration: Host.Configuration, logger: Logger) async throws
-        -> (host: Host, address: Multiaddr)
-    {
+    static func startHost(
+        group: EventLoopGroup, configuration: Host.Configuration, logger: Logger, listen: String = "/ip4/127.0.0.1/tcp/0"
+    ) async throws -> (host: Host, address: Multiaddr) {
         let host = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration, logger: logger)
         Perf.register(on: host)
-        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let bound = try await host.listen(on: try Multiaddr(listen))
         return (host, bound.appending(.p2p(host.peerID.multihash)))
     }
 

@@ -136,6 +136,9 @@ struct SessionBenchmark: AsyncParsableCommand {
                 try await measureSessions(
                     settings, into: &report, pair: pair, clientGroup: clientGroup, serverGroup: serverGroup,
                     logger: logger)
+                try await measureQUIC(
+                    settings, into: &report, clientGroup: clientGroup, serverGroup: serverGroup,
+                    configuration: configuration, logger: logger)
                 try await comparePython(settings, into: &report, pair: pair)
             } catch {
                 await pair.shutdown()
@@ -156,6 +159,39 @@ struct SessionBenchmark: AsyncParsableCommand {
     }
 
     // MARK: Measurements
+
+    /// The same host figures over QUIC v1 (ngtcp2 + GnuTLS, spec/network.md "QUIC") in the same
+    /// run, beside the TCP + Noise + yamux ones: one-stream perf download, ping RTT, connects in turn.
+    private func measureQUIC(
+        _ settings: Settings, into report: inout BenchmarkReport, clientGroup: EventLoopGroup,
+        serverGroup: EventLoopGroup, configuration: Host.Configuration, logger: Logger
+    ) async throws {
+        progress("QUIC: perf 1 stream \(settings.bytes) bytes × \(settings.runs), \(settings.pings) pings, \(settings.handshakes) connects")
+        let pair = try await HostPair.start(
+            client: clientGroup, server: serverGroup, configuration: configuration, logger: logger,
+            listen: "/ip4/127.0.0.1/udp/0/quic-v1")
+        do {
+            _ = try await pair.perfDownload(bytes: min(settings.bytes, 16 << 20), streams: 1)
+            var single = 0.0
+            for _ in 0..<settings.runs {
+                single = max(single, try await pair.perfDownload(bytes: settings.bytes, streams: 1))
+            }
+            let ping = try await pair.pingRoundTrips(count: settings.pings)
+            let connects = try await HandshakeBenchmark.hostConnects(
+                count: settings.handshakes, dialers: 1, to: pair.serverAddress, group: clientGroup, logger: logger)
+            report.add(
+                "quic.perf.1", "QUIC: perf download, 1 stream", single, .bytesPerSecond,
+                over: ["ours.perf.single"])
+            report.add("quic.ping.median", "QUIC: ping RTT, median", median(ping), .seconds, over: ["ours.ping.median"])
+            report.add(
+                "quic.connect.sequential", "QUIC: Host.connect + close, in turn", connects, .perSecond,
+                over: ["ours.connect.sequential"])
+        } catch {
+            await pair.shutdown()
+            throw error
+        }
+        await pair.shutdown()
+    }
 
     private func measureSessions(
         _ settings: Settings, into report: inout BenchmarkReport, pair: HostPair, clientGroup: EventLoopGroup,
