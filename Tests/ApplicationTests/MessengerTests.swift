@@ -27,6 +27,8 @@ struct MessengerTests {
         /// nil: bob's node is unreachable; else the messenger it delivers into.
         let bobOnline = NIOLockedValueBox<Bool>(false)
         let directRefusal = NIOLockedValueBox<MessageError?>(nil)
+        /// Names whose records the resolver does not find (a lookup that missed).
+        let hidden = NIOLockedValueBox<Set<AgentName>>([])
         let records: [AgentName: SignedAgentRecord]
         let aliceMessenger: Messenger
         let bobMessenger: Messenger
@@ -43,8 +45,9 @@ struct MessengerTests {
             ]
             let clock = self.clock
             let records = self.records
+            let hidden = self.hidden
             let resolve: Messenger.RecordResolver = { name in
-                guard let record = records[name] else { throw ResolutionError(.notFound, "no record for \(name)") }
+                guard let record = records[name], !hidden.withLockedValue({ $0.contains(name) }) else { throw ResolutionError(.notFound, "no record for \(name)") }
                 return record
             }
             bobMessenger = Messenger(
@@ -247,5 +250,19 @@ struct MessengerTests {
             #expect(try replica.store!.usage(now: MailboxClientTests.now).messages == 0)
         }
         try await world.network.shutdown()
+    }
+
+    @Test("a send whose recipient has no record fails before taking a sequence number: no gap holds the next messages")
+    func notFoundTakesNoSequence() async throws {
+        let world = try await World()
+        world.bobOnline.withLockedValue { $0 = true }
+        world.hidden.withLockedValue { $0 = [MessengerTests.bob] }
+        await #expect(throws: MessageError.self) { try await world.aliceMessenger.send(world.message("lost")) }
+        world.hidden.withLockedValue { $0 = [] }
+        let sent = try await world.aliceMessenger.send(world.message("found"))
+        #expect(sent.delivery == .direct)
+        #expect(sent.message.message.senderSequence == 1, "the failed send took sequence 1")
+        // Bob's inbox took it as deliverable at once (nothing held behind a gap).
+        #expect(try world.inboxTexts() == ["found"])
     }
 }

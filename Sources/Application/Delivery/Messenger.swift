@@ -110,20 +110,29 @@ public final class Messenger: Sendable {
         if let sent = try store.sent(id: message.id.bytes) {
             return try previousOutcome(sent, message: message)
         }
-        var message = message
-        message.senderSequence = try store.assignSequence(sender: message.sender.value, recipient: message.recipient.value)
-        let signed = try SignedAgentMessage(signing: message, with: key)
-        let record: SignedAgentRecord
+        // The recipient's record first: a name that has none fails the message before it takes a
+        // sequence number (a failed message holding a number would leave a gap that holds the
+        // recipient's later messages from us until its hold limit).
+        let resolved: Result<SignedAgentRecord, any Error>
         do {
-            record = try await resolveRecord(message.recipient)
+            resolved = .success(try await resolveRecord(message.recipient))
         } catch let error as ResolutionError where error.kind == .notFound {
+            let signed = try SignedAgentMessage(signing: message, with: key)
             try remember(signed, status: .failed, replicas: 0, attempts: 1, error: "no record for \(message.recipient)")
             throw MessageError(.unreachable, "\(message.recipient) has no record: the name is not registered, or has expired")
         } catch {
+            resolved = .failure(error)
+        }
+        var message = message
+        message.senderSequence = try store.assignSequence(sender: message.sender.value, recipient: message.recipient.value)
+        let signed = try SignedAgentMessage(signing: message, with: key)
+        switch resolved {
+        case .success(let record):
+            return try await attempt(signed, record: record, attempts: 1)
+        case .failure(let error):
             // The DHT could not answer: keep the message and retry.
             return try queue(signed, attempts: 1, reason: "cannot resolve \(message.recipient): \(error)")
         }
-        return try await attempt(signed, record: record, attempts: 1)
     }
 
     /// The outcome recorded for a message sent before (same id).
