@@ -72,8 +72,8 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         let peer: PeerID
         /// When the handshake completed.
         let establishedAt: NIODeadline
-        /// The session's timers and the idle and memory checks, every second.
-        let tickTask: RepeatedTask
+        /// Runs the session's timers and the idle and memory checks every second.
+        let ticker: ConnectionTicker
         /// Past it without a completed identify, the connection is closed; nil once identify
         /// completed (or without an identify timeout).
         var identifyDeadline: Scheduled<Void>?
@@ -254,15 +254,14 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         var session = YamuxSession(role: direction == .outbound ? .client : .server, configuration: configuration)
         reconcileMemory(&session)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let tickTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            loopBound.value.tick()
-        }
+        let ticker = ConnectionTicker.on(context.eventLoop)
+        ticker.add(self)
         let identifyDeadline = identifyTimeout.map { timeout in
             context.eventLoop.scheduleTask(in: timeout) { loopBound.value.identifyDeadlinePassed(timeout) }
         }
         state = .established(
             Established(
-                context: context, session: session, peer: info.remotePeer, establishedAt: now, tickTask: tickTask,
+                context: context, session: session, peer: info.remotePeer, establishedAt: now, ticker: ticker,
                 identifyDeadline: identifyDeadline))
         established.succeed(self)
         pump()
@@ -291,7 +290,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             }
             // The last write can close the channel on the spot (then it is closed already).
             guard case .established(let established) = state else { return }
-            established.tickTask.cancel()
+            established.ticker.remove(self)
             established.identifyDeadline?.cancel()
             state = .closing(
                 Closing(context: established.context, established: (established.peer, established.establishedAt)))
@@ -315,7 +314,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
             state = .closed
             established.fail(error)
         case .established(let established):
-            established.tickTask.cancel()
+            established.ticker.remove(self)
             established.identifyDeadline?.cancel()
             state = .closed
         case .closing:
@@ -413,6 +412,9 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
         finish(error: NetworkError(.connectionClosed, "connection to \(remotePeer?.description ?? "peer") closed"))
         context.fireChannelInactive()
     }
+
+    /// The ticker's call, every second while established.
+    func periodicTick() { tick() }
 
     private func tick() {
         guard let peer = establishedPeer else { return }
