@@ -62,20 +62,20 @@ extension NodeControlAPI {
             let stored = try await resolution { try dht.store.registrations(dropInvalid: false).registrations }
             let persistent = Set(stored.map(\.name))
             let published = Set(dht.registeredNames)
-            return .object([
-                "names": .array(
-                    published.union(persistent).sorted().map { name in
-                        var object: [String: JSONValue] = [
-                            "name": .string(name.value), "persistent": .bool(persistent.contains(name)),
-                            "published": .bool(published.contains(name)),
-                        ]
-                        if let record = try? dht.store.ownRecord(for: name) {
-                            let fields = recordJSON(record)
-                            for key in ["seq", "expires", "addresses", "protocols"] { object[key] = fields[key] }
-                        }
-                        return .object(object)
-                    })
-            ])
+            // A store that cannot be read fails the call (it does not drop the record fields).
+            var entries: [JSONValue] = []
+            for name in published.union(persistent).sorted() {
+                var object: [String: JSONValue] = [
+                    "name": .string(name.value), "persistent": .bool(persistent.contains(name)),
+                    "published": .bool(published.contains(name)),
+                ]
+                if let record = try await resolution({ try dht.store.ownRecord(for: name) }) {
+                    let fields = recordJSON(record)
+                    for key in ["seq", "expires", "addresses", "protocols"] { object[key] = fields[key] }
+                }
+                entries.append(.object(object))
+            }
+            return .object(["names": .array(entries)])
         }
 
         methods.register("resolve") { params in
