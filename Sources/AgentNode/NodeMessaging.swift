@@ -30,11 +30,13 @@ final class NodeMessaging: Sendable {
         var replicationInterval: TimeAmount = .hours(1)
     }
 
-    let messenger: Messenger
+    /// The services wired to the host and the DHT (as the in-process network tests wire them).
+    let wiring: DHTMessaging
+    var messenger: Messenger { wiring.messenger }
     /// `/agent/msg/1.0.0`: direct delivery both ways.
-    let messageService: MessageService
-    let mailboxService: MailboxService
-    let mailboxClient: MailboxClient
+    var messageService: MessageService { wiring.messageService }
+    var mailboxService: MailboxService { wiring.mailboxService }
+    var mailboxClient: MailboxClient { wiring.mailboxClient }
     let mailboxStore: MailboxStore
     let messageStore: MessageStore
     private let host: Network.Host
@@ -55,48 +57,20 @@ final class NodeMessaging: Sendable {
         self.dht = dht
         self.configuration = configuration
         self.logger = logger
-        let resolveRecord: Messenger.RecordResolver = { name in try await dht.resolve(name).record }
-        let messageService = MessageService(host: host, directory: DHTAgentDirectory(dht: dht), logger: logger)
-        self.messageService = messageService
-        self.identity = identity
-        mailboxService = MailboxService(
-            host: host, store: mailboxStore, configuration: configuration.service, logger: logger,
-            now: { UInt64(Date().timeIntervalSince1970) },
-            resolveKey: { name in
-                if let key = SignedAgentMessage.selfCertifyingKey(of: name) { return key }
-                return try await dht.resolve(name).record.record.publicKey
-            })
-        mailboxClient = MailboxClient(service: mailboxService, host: host, configuration: configuration.client, logger: logger) {
-            mailbox in
-            await dht.lookupClosestPeers(to: mailbox).closest.map { MailboxClient.Replica(peer: $0.id, addresses: $0.addresses) }
-        }
-        messenger = Messenger(
-            store: messageStore, mailbox: mailboxClient, key: identity, configuration: configuration.messenger, logger: logger,
-            nowMilliseconds: { UInt64(Date().timeIntervalSince1970 * 1000) }, resolveRecord: resolveRecord,
-            deliverDirect: { signed, record in _ = try await messageService.deliver(signed, to: record) })
-        let messenger = self.messenger
-        // Direct messages go through the inbox like drained ones; its answer is the receipt.
-        messageService.setHandler { delivery in
-            do {
-                return try messenger.accept(delivery.message, via: "direct")
-                    ? nil : MessageError(.replayed, "message \(delivery.message.message.id) was delivered before")
-            } catch let error as MessageError {
-                return error
-            } catch {
-                return MessageError(.busy, "the inbox cannot take the message now: \(error)")
-            }
-        }
-        mailboxService.start()
+        var wiring = DHTMessaging.Configuration()
+        wiring.mailboxService = configuration.service
+        wiring.mailboxClient = configuration.client
+        wiring.messenger = configuration.messenger
+        self.wiring = DHTMessaging(
+            host: host, dht: dht, identity: identity, messageStore: messageStore, mailboxStore: mailboxStore,
+            configuration: wiring, logger: logger)
+        self.wiring.mailboxService.start()
     }
-
-    private let identity: Ed25519.PrivateKey
 
     /// Makes the message service send and receive for exactly the registered names (call after
     /// `register` / `unregister` and at start).
     func syncLocalNames() {
-        let names = Set(localNames)
-        for name in messageService.localNames where !names.contains(name) { messageService.removeLocalName(name) }
-        for name in names { messageService.addLocalName(name, key: identity) }
+        wiring.setLocalNames(localNames)
     }
 
     /// The names this node sends and receives for: the registered ones.
@@ -182,17 +156,6 @@ final class NodeMessaging: Sendable {
 
     /// Ends subscriptions (node shutdown; the jobs end with the host).
     func stop() {
-        messenger.finishSubscriptions()
-        messageService.stop()
-        mailboxService.stop()
-    }
-}
-
-/// The message service's view of records: the DHT's resolution (the cache, else a lookup).
-struct DHTAgentDirectory: AgentDirectory {
-    let dht: DHT
-
-    func record(for name: AgentName) async throws -> SignedAgentRecord {
-        try await dht.resolve(name).record
+        wiring.stop()
     }
 }
