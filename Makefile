@@ -28,11 +28,17 @@ SOCKET_SUITES = ^NetworkTests\.|^agentctlTests\.|DHTReplicationTests|MailboxServ
 # NATs, in a pass of their own. As root (CI) they must run: AGENTD_REQUIRE_NATLAB=1 makes a lab that
 # cannot be built fail them; otherwise they are skipped, with the reason printed.
 NATLAB_SUITES = ^NATLabTests\.
+# QUIC over loopback UDP (hosts, hostile datagrams and an Initial flood, py-libp2p interop, two agentd)
+# in a pass of its own, one suite at a time: a UDP peer starved of CPU by the other socket suites
+# loses datagrams and waits for retransmissions past the 10 s negotiation deadline, and the dial
+# policy's 250 ms QUIC head start runs out (CI: both seen with the QUIC suites in the socket pass).
+QUIC_SUITES = QUIC
 NATLAB_REQUIRED = $(if $(filter 0,$(shell id -u)),1,0)
 test: deps
 	$(SWIFT) build --build-tests
-	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(SOCKET_SUITES)|$(NETWORK_SUITES)|$(ALONE_SUITES)|$(NATLAB_SUITES)'
-	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(SOCKET_SUITES)' --skip '$(NETWORK_SUITES)|$(ALONE_SUITES)|$(NATLAB_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --skip '$(SOCKET_SUITES)|$(NETWORK_SUITES)|$(ALONE_SUITES)|$(NATLAB_SUITES)|$(QUIC_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(SOCKET_SUITES)' --skip '$(NETWORK_SUITES)|$(ALONE_SUITES)|$(NATLAB_SUITES)|$(QUIC_SUITES)'
+	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --no-parallel --filter '$(QUIC_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 AGENTD_REQUIRE_NATLAB=$(NATLAB_REQUIRED) $(SWIFT) test --skip-build --filter '$(NATLAB_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(NETWORK_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(ALONE_SUITES)'
