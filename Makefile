@@ -17,7 +17,7 @@ run: build
 # then the NAT lab, then the many-node DHT networks and the identify flood on their own (they load both cores for a
 # minute or two, which would skew the timing-sensitive hostile-peer tests if run alongside), then
 # the memory-budget suite alone (it asserts on the resident size of the whole test process).
-NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests
+NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests|MessagingNetworkTests
 ALONE_SUITES = MemoryBudgetTests
 # Hosts over real sockets and daemons as processes run apart from the CPU-bound suites (vectors,
 # fuzzers): on 2 cores the fuzzers can hold the test pool for a minute, longer than the 10 s

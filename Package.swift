@@ -169,7 +169,7 @@ let package = Package(
         .testTarget(
             name: "ResolutionTests",
             dependencies: [
-                "Resolution", "Identity", "Multiformats", "Network", "AgentTesting",
+                "Resolution", "Identity", "Multiformats", "Network", "AgentTesting", "Application",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,4 @@
+import AgentTesting
 import Foundation
 import Identity
 import Logging
@@ -39,7 +40,8 @@ final class DHTTestNetwork: @unchecked Sendable {
     func addNode(
         configuration: DHTConfiguration = DHTTestNetwork.configuration(), listen: String = "/ip4/127.0.0.1/tcp/0",
         unixClock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) },
-        store: (any RecordStoring)? = nil, dhtLogger: Logger? = nil
+        store: (any RecordStoring)? = nil, dhtLogger: Logger? = nil,
+        identity: Ed25519.PrivateKey = Ed25519.PrivateKey()
     ) async throws -> Node {
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.dialTimeout = .seconds(3)
@@ -47,7 +49,7 @@ final class DHTTestNetwork: @unchecked Sendable {
         hostConfiguration.limits = .loopbackTestNetwork
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
-        let host = Network.Host(identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
+        let host = Network.Host(identity: identity, group: group, configuration: hostConfiguration, logger: logger)
         let bound = try await host.listen(on: try Multiaddr(listen))
         let dht = DHT(
             host: host, store: try store ?? RecordStore(path: nil), configuration: configuration,
@@ -59,13 +61,28 @@ final class DHTTestNetwork: @unchecked Sendable {
     }
 
     /// Starts `count` nodes; each bootstraps from node 0 and one random earlier node, then every
-    /// node refreshes once so the tables fill.
-    func build(count: Int) async throws {
+    /// node refreshes once so the tables fill. With `seed`, the keys and the bootstrap choices come
+    /// from a seeded generator (the same peer ids, so the same closest peers, on every run).
+    func build(count: Int, seed: UInt64? = nil) async throws {
+        var generator = seed.map { SeededGenerator(seed: $0) }
         for index in 0..<count {
-            let node = try await addNode()
+            let node: Node
+            if var seeded = generator {
+                node = try await addNode(identity: try Ed25519.PrivateKey(seed: seeded.bytes(32)))
+                generator = seeded
+            } else {
+                node = try await addNode()
+            }
             if index > 0 {
                 var seeds = [nodes[0].address]
-                if index > 1 { seeds.append(nodes[Int.random(in: 1..<index)].address) }
+                if index > 1 {
+                    if var seeded = generator {
+                        seeds.append(nodes[Int.random(in: 1..<index, using: &seeded)].address)
+                        generator = seeded
+                    } else {
+                        seeds.append(nodes[Int.random(in: 1..<index)].address)
+                    }
+                }
                 await node.dht.bootstrap(seeds)
             }
         }
@@ -85,20 +102,22 @@ final class DHTTestNetwork: @unchecked Sendable {
         await nodes[index].host.abort()
     }
 
-    /// Restarts node `index` as a process restart would: the old host dies abruptly, a new one with
-    /// the same key and record store comes up on a new port, joins through node 0, and takes the
-    /// node's place (its DHT is started; nothing is published yet).
+    /// Restarts node `index` as a process restart would: the old host dies abruptly (unless it is
+    /// stopped already), a new one with the same key and record store comes up on a new port (or
+    /// on its old one with `samePort`, as agentd with a fixed `--listen`), joins through node 0,
+    /// and takes the node's place (its DHT is started; nothing is published yet).
     @discardableResult
-    func restart(_ index: Int) async throws -> Node {
+    func restart(_ index: Int, samePort: Bool = false) async throws -> Node {
         let old = nodes[index]
-        await stop(index)
+        if !stopped.contains(index) { await stop(index) }
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.limits = .loopbackTestNetwork
         let host = Network.Host(
             identity: old.host.identity, group: group, configuration: hostConfiguration, logger: logger)
-        let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let listen = samePort ? Multiaddr(old.address.components.filter { $0.protocol != .p2p }) : try Multiaddr("/ip4/127.0.0.1/tcp/0")
+        let bound = try await host.listen(on: listen)
         let dht = DHT(host: host, store: old.dht.store, configuration: Self.configuration(), logger: logger)
         dht.start()
         if index != 0 { await dht.bootstrap([nodes[0].address]) }
