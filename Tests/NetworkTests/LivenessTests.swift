@@ -117,6 +117,34 @@ struct LivenessTests {
         }
     }
 
+    @Test(
+        "an identify exchange that timed out is tried again on a new stream; answering that one completes identify",
+        .timeLimit(.minutes(1)))
+    func identifyTriedAgainAfterTimeout() async throws {
+        try await TestNetwork.run(configure: { $0.identifyStreamTimeout = .milliseconds(500) }) { net in
+            let events = net.victim.events(label: "test")
+            let peer = try await RawYamuxPeer.connect(to: net)
+            // The first exchange is agreed and never answered: the node resets it at its deadline.
+            let first = try await peer.acceptStream(proposing: Identify.protocolID)
+            let reset = try await peer.readFrames(within: .seconds(10)) { $0.streamID == first && $0.flags.contains(.rst) }
+            #expect(reset != nil)
+            // The node asks again (a slow answer once does not doom the connection to the identify
+            // deadline); the answer to the second stream completes identify.
+            try await peer.completeIdentify(observing: events)
+            #expect(net.victim.connection(to: peer.peerID) != nil)
+            #expect(net.log.lines(containing: "identify did not complete").isEmpty)
+        }
+    }
+
+    @Test("identify is tried again after a timeout or a reset, never after a wrong answer, a refusal or a closed connection")
+    func identifyNotRetriedAfterWrongAnswer() {
+        #expect(Identify.isWorthRetrying(NetworkError(.timeout, "identify did not finish within 10000 ms")))
+        #expect(Identify.isWorthRetrying(SessionError(.streamReset, "stream 2 was reset by the peer")))
+        #expect(!Identify.isWorthRetrying(NetworkError(.protocolViolation, "identify message is not a valid protobuf")))
+        #expect(!Identify.isWorthRetrying(NetworkError(.protocolNotSupported, "peer supports none of /ipfs/id/1.0.0")))
+        #expect(!Identify.isWorthRetrying(NetworkError(.connectionClosed, "connection is closed")))
+    }
+
     @Test("a stream that stays silent does not keep its connection from the idle timeout", .timeLimit(.minutes(1)))
     func silentStreamDoesNotKeepConnection() async throws {
         try await TestNetwork.run(configure: {

@@ -2,6 +2,7 @@ import Foundation
 import Identity
 import Multiformats
 import NIOCore
+import Session
 import SwiftProtobuf
 
 /// identify and identify/push (libp2p/specs `identify/README.md`).
@@ -56,30 +57,66 @@ public enum Identify {
         return (try? message.serializedBytes()) ?? []
     }
 
-    /// Identifies the peer of `connection` in the background. The exchange (negotiation and
-    /// response) gives up after `identifyStreamTimeout`; the connection itself is closed if
-    /// identify has not completed within `identifyTimeout` (`Connection`).
+    /// Identifies the peer of `connection` in the background. Each exchange (stream, negotiation and
+    /// response) gives up after `identifyStreamTimeout`; one that timed out or whose stream was
+    /// reset is tried again, after 0.5 s, then 1 s, 2 s, 4 s, while the connection lives: a peer
+    /// slow to answer once (a loaded machine, a busy link) is not cut off by the identify deadline
+    /// for it. A peer that answers wrongly, or does not speak identify, is not asked again; the
+    /// connection itself is closed if identify has not completed within `identifyTimeout`
+    /// (`Connection`).
     static func identify(connection: Connection, host core: HostCore) {
         core.spawn("identify on connection \(connection.id)") {
-            do {
-                let raw = try await connection.eventLoop.flatSubmit { connection.openStream() }.get()
-                let (stream, info) = try await raw.withDeadline(core.configuration.identifyStreamTimeout, "identify") {
-                    let stream = try await raw.negotiateOutbound(
-                        proposals: [protocolID], timeout: core.configuration.streamNegotiationTimeout)
-                    do {
-                        return (stream, try await read(stream))
-                    } catch {
-                        stream.reset()
-                        throw error
+            var pause = TimeAmount.milliseconds(500)
+            while true {
+                do {
+                    let (stream, info) = try await exchange(on: connection, host: core)
+                    // Stored before our side of the stream closes: a peer that sees our FIN knows it is.
+                    if core.setPeerInfo(info, from: connection) { connection.identifyCompleted() }
+                    stream.close()
+                    return
+                } catch {
+                    let peer = connection.remotePeer?.description ?? "?"
+                    guard isWorthRetrying(error), !connection.isClosing, !Task.isCancelled else {
+                        core.logger.debug("identify failed: \(error)", metadata: ["peer": "\(peer)"])
+                        return
                     }
+                    core.logger.debug(
+                        "identify failed: \(error); trying again in \(pause.nanoseconds / 1_000_000) ms",
+                        metadata: ["peer": "\(peer)"])
                 }
-                // Stored before our side of the stream closes: a peer that sees our FIN knows it is.
-                if core.setPeerInfo(info, from: connection) { connection.identifyCompleted() }
-                stream.close()
-            } catch {
-                core.logger.debug("identify failed: \(error)", metadata: ["peer": "\(connection.remotePeer?.description ?? "?")"])
+                do {
+                    try await Task.sleep(nanoseconds: UInt64(pause.nanoseconds))
+                } catch {
+                    return  // the host is shutting down
+                }
+                pause = min(pause * 2, .seconds(4))
             }
         }
+    }
+
+    /// One identify exchange on a new stream of `connection` (at high priority: a bulk transfer on
+    /// the same connection must not hold it up).
+    private static func exchange(on connection: Connection, host core: HostCore) async throws -> (MuxedStream, IdentifyInfo) {
+        let raw = try await connection.eventLoop.flatSubmit { connection.openStream(priority: .high) }.get()
+        return try await raw.withDeadline(core.configuration.identifyStreamTimeout, "identify") {
+            let stream = try await raw.negotiateOutbound(
+                proposals: [protocolID], timeout: core.configuration.streamNegotiationTimeout)
+            do {
+                return (stream, try await read(stream))
+            } catch {
+                stream.reset()
+                throw error
+            }
+        }
+    }
+
+    /// Whether a failed exchange may succeed when tried again: it ran out of time, or its stream
+    /// was reset or refused (the peer's own deadline under load, a stream limit). Not a wrong
+    /// answer, a refusal of the protocol, or a closed connection.
+    static func isWorthRetrying(_ error: Error) -> Bool {
+        if let error = error as? NetworkError { return error.kind == .timeout }
+        if let error = error as? SessionError { return error.kind == .streamReset || error.kind == .timeout }
+        return false
     }
 
     /// identify/push: sends our current identify message to every connected peer, each on its own
