@@ -20,14 +20,16 @@ struct RelayTrio {
     let b: Host
     let bClient: RelayClient
 
-    static func start(limits: RelayLimits = RelayLimits(), relayIdentity: Ed25519.PrivateKey = Ed25519.PrivateKey())
-        async throws -> RelayTrio
-    {
+    /// - Parameter dialerConfiguration: A's configuration.
+    static func start(
+        limits: RelayLimits = RelayLimits(), relayIdentity: Ed25519.PrivateKey = Ed25519.PrivateKey(),
+        dialerConfiguration: Host.Configuration = .init()
+    ) async throws -> RelayTrio {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let relay = Host(identity: relayIdentity, group: group)
         let service = RelayService(host: relay, limits: limits)
         let bound = try await relay.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
-        let a = Host(identity: Ed25519.PrivateKey(), group: group)
+        let a = Host(identity: Ed25519.PrivateKey(), group: group, configuration: dialerConfiguration)
         let b = Host(identity: Ed25519.PrivateKey(), group: group)
         return RelayTrio(
             group: group, relay: relay, relayService: service, relayAddress: bound.appending(.p2p(relay.peerID.multihash)),

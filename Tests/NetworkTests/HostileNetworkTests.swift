@@ -125,7 +125,8 @@ struct HostileNetworkTests {
             try await peer.send(bytes)
             // The log line below proves that the 800 ms deadline cut the handshake; the lifetime
             // only has to fall short of the default 10 s deadline (a loaded machine runs the timer
-            // late, never early).
+            // late, never early). It runs from before our connect, so it is never shorter than the
+            // node's view however late this task ran; the 200 ms allow for the clocks' granularity.
             let lifetime = try await peer.waitForClose(within: .seconds(9))
             #expect(lifetime >= .milliseconds(deadline.nanoseconds / 1_000_000) - .milliseconds(200))
             #expect(lifetime < .seconds(9))
@@ -821,14 +822,17 @@ final class RawPeer {
     private(set) var buffer = ByteBuffer()
     private var inbound: AsyncThrowingStream<ByteBuffer, Error>.AsyncIterator
     private let continuation: AsyncThrowingStream<ByteBuffer, Error>.Continuation
-    private let connectedAt = ContinuousClock.now
+    /// Taken before the TCP connect began, so before the node accepted: a lifetime measured from it
+    /// is never shorter than what the node's timers saw, however late this task ran.
+    private let connectingSince: ContinuousClock.Instant
     private var isClosed = false
 
     private init(
         channel: Channel, inbound: AsyncThrowingStream<ByteBuffer, Error>,
-        continuation: AsyncThrowingStream<ByteBuffer, Error>.Continuation
+        continuation: AsyncThrowingStream<ByteBuffer, Error>.Continuation, connectingSince: ContinuousClock.Instant
     ) {
         self.channel = channel
+        self.connectingSince = connectingSince
         self.inbound = inbound.makeAsyncIterator()
         self.continuation = continuation
     }
@@ -839,6 +843,7 @@ final class RawPeer {
         to net: TestNetwork, from source: String? = nil, secure: SecureConnectionHandler.Configuration? = nil
     ) async throws -> RawPeer {
         let (host, port) = try TCPAddress.hostAndPort(of: net.address)
+        let connectingSince = ContinuousClock.now
         let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream()
         let established = net.group.next().makePromise(of: Void.self)
         let channel: Channel
@@ -868,7 +873,7 @@ final class RawPeer {
         net.track(channel)
         if secure == nil { established.succeed(()) }
         try await established.futureResult.get()
-        return RawPeer(channel: channel, inbound: stream, continuation: continuation)
+        return RawPeer(channel: channel, inbound: stream, continuation: continuation, connectingSince: connectingSince)
     }
 
     func send(_ bytes: ByteBuffer) async throws {
@@ -913,7 +918,7 @@ final class RawPeer {
     func waitForClose(within timeout: TimeAmount) async throws -> Duration {
         let deadline = NIODeadline.now() + timeout
         while var chunk = try await nextChunk(before: deadline) { buffer.writeBuffer(&chunk) }
-        return ContinuousClock.now - connectedAt
+        return ContinuousClock.now - connectingSince
     }
 
     func readMultistreamMessage(within timeout: TimeAmount) async throws -> String? {
