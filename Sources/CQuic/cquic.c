@@ -755,6 +755,56 @@ cq_conn *cq_conn_client_new(const cq_config *config, cq_credentials *credentials
     return c;
 }
 
+/// How long a Retry token is good for: one round trip and some retransmissions.
+static const ngtcp2_duration retry_token_lifetime = 10 * NGTCP2_SECONDS;
+
+static int verify_retry_token(const cq_config *config, const ngtcp2_pkt_hd *hd, const struct sockaddr *remote,
+                              socklen_t remote_len, uint64_t now, ngtcp2_cid *odcid) {
+    return ngtcp2_crypto_verify_retry_token(odcid, hd->token.base, hd->token.len, config->static_secret,
+                                            sizeof config->static_secret, hd->version,
+                                            (const ngtcp2_sockaddr *)remote, remote_len, &hd->dcid,
+                                            retry_token_lifetime, now);
+}
+
+int cq_initial_screen(const cq_config *config, const uint8_t *packet, size_t packet_len, const struct sockaddr *remote,
+                      socklen_t remote_len, int mode, uint64_t now, uint8_t *out, size_t *out_len) {
+    ngtcp2_pkt_hd hd;
+    if (ngtcp2_accept(&hd, packet, packet_len) != 0 || hd.version != NGTCP2_PROTO_VER_V1) return CQ_INITIAL_DROP;
+    int validated = 0;
+    if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+        ngtcp2_cid odcid;
+        // A forged, replayed-from-elsewhere or expired Retry token: dropped (RFC 9000 §8.1.2 allows
+        // dropping; a close would only help a spoofer learn the token is bad).
+        if (verify_retry_token(config, &hd, remote, remote_len, now, &odcid) != 0) return CQ_INITIAL_DROP;
+        validated = 1;
+    }
+    // Any other token (NEW_TOKEN, which we never issue) counts as none (RFC 9000 §8.1.3).
+    if (mode == CQ_SCREEN_REFUSE) {
+        // Stateless refusal: an Initial with CONNECTION_CLOSE(CONNECTION_REFUSED), keyed from the
+        // client's destination id as its own Initial was; nothing is kept.
+        ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(out, *out_len, hd.version, &hd.scid, &hd.dcid,
+                                                              NGTCP2_CONNECTION_REFUSED, NULL, 0);
+        if (n <= 0) return CQ_INITIAL_DROP;
+        *out_len = (size_t)n;
+        return CQ_INITIAL_REFUSE;
+    }
+    if (validated || mode == CQ_SCREEN_ACCEPT) return CQ_INITIAL_ACCEPT;
+    // Address validation (RFC 9000 §8.1.2): a Retry with a token bound to the client's address and
+    // its original destination id; only a client that receives it at that address can answer.
+    ngtcp2_cid retry_scid;
+    random_cid(&retry_scid);
+    uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
+    ngtcp2_ssize token_len =
+        ngtcp2_crypto_generate_retry_token(token, config->static_secret, sizeof config->static_secret, hd.version,
+                                           (const ngtcp2_sockaddr *)remote, remote_len, &retry_scid, &hd.dcid, now);
+    if (token_len < 0) return CQ_INITIAL_DROP;
+    ngtcp2_ssize n =
+        ngtcp2_crypto_write_retry(out, *out_len, hd.version, &hd.scid, &retry_scid, &hd.dcid, token, (size_t)token_len);
+    if (n <= 0) return CQ_INITIAL_DROP;
+    *out_len = (size_t)n;
+    return CQ_INITIAL_RETRY;
+}
+
 cq_conn *cq_conn_server_new(const cq_config *config, cq_credentials *credentials, const uint8_t *packet,
                             size_t packet_len, const struct sockaddr *local, socklen_t local_len,
                             const struct sockaddr *remote, socklen_t remote_len, const cq_callbacks *callbacks,
@@ -769,6 +819,17 @@ cq_conn *cq_conn_server_new(const cq_config *config, cq_credentials *credentials
         set_error(error, error_len, "QUIC version 0x%08x (only v1 is spoken)", hd.version);
         return NULL;
     }
+    // An Initial answering our Retry carries its token: the client's original destination id is
+    // in it, and the transport parameters must name both (RFC 9000 §7.3).
+    ngtcp2_cid retry_odcid;
+    int retried = 0;
+    if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+        if (verify_retry_token(config, &hd, remote, remote_len, now, &retry_odcid) != 0) {
+            set_error(error, error_len, "invalid Retry token");
+            return NULL;
+        }
+        retried = 1;
+    }
     cq_conn *c = conn_alloc(config, callbacks, ctx, 1);
     if (c == NULL) return NULL;
     ngtcp2_callbacks cb;
@@ -776,7 +837,14 @@ cq_conn *cq_conn_server_new(const cq_config *config, cq_credentials *credentials
     ngtcp2_transport_params params;
     init_callbacks(&cb, 1);
     init_settings(&settings, &params, config, now);
-    params.original_dcid = hd.dcid;
+    if (retried) {
+        params.original_dcid = retry_odcid;
+        params.retry_scid = hd.dcid;
+        params.retry_scid_present = 1;
+        settings.token = hd.token;
+    } else {
+        params.original_dcid = hd.dcid;
+    }
     ngtcp2_cid scid;
     random_cid(&scid);
     ngtcp2_path path = {{(ngtcp2_sockaddr *)local, local_len}, {(ngtcp2_sockaddr *)remote, remote_len}, NULL};

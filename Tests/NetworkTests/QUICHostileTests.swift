@@ -2,6 +2,7 @@ import AgentTesting
 import CQuic
 import Identity
 import Multiformats
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -55,6 +56,7 @@ struct QUICHostileTests {
         let endpoint: QUICEndpoint
         let socket: Channel
         let remote: SocketAddress
+        let received: Received
 
         func send(_ bytes: [UInt8]) async throws {
             try await socket.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: bytes)))
@@ -81,7 +83,35 @@ struct QUICHostileTests {
         }
     }
 
+    /// Datagrams the test socket received, in order.
+    final class Received: ChannelInboundHandler, Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let datagrams = NIOLockedValueBox<[[UInt8]]>([])
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = Array(unwrapInboundIn(data).data.readableBytesView)
+            datagrams.withLockedValue { $0.append(bytes) }
+        }
+
+        /// Takes the first datagram received that is a long-header packet of `type` (0 Initial,
+        /// 3 Retry), dropping the ones before it; waits up to 10 s.
+        func take(longHeaderType type: UInt8) async -> [UInt8]? {
+            for _ in 0..<500 {
+                let found = datagrams.withLockedValue { datagrams -> [UInt8]? in
+                    guard let index = datagrams.firstIndex(where: { $0.count > 5 && $0[0] & 0x80 != 0 && ($0[0] >> 4) & 3 == type })
+                    else { return nil }
+                    defer { datagrams.removeFirst(index + 1) }
+                    return datagrams[index]
+                }
+                if let found { return found }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+    }
+
     static func target(handshakeTimeout: TimeAmount = .seconds(10)) async throws -> Target {
+        let received = Received()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var configuration = Host.Configuration()
         configuration.handshakeTimeout = handshakeTimeout
@@ -89,10 +119,14 @@ struct QUICHostileTests {
         let bound = try await host.listen(on: Multiaddr("/ip4/127.0.0.1/udp/0/quic-v1"))
         let endpoint = try #require(host.core.quic.listenerEndpoints.first)
         let (ip, port) = try QUICAddress.hostAndPort(of: bound)
-        let socket = try await DatagramBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let socket = try await DatagramBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
         return Target(
             group: group, host: host, address: bound.appending(.p2p(host.peerID.multihash)), endpoint: endpoint,
-            socket: socket, remote: try SocketAddress(ipAddress: ip, port: port))
+            socket: socket, remote: try SocketAddress(ipAddress: ip, port: port), received: received)
     }
 
     @Test("random datagrams (seeded; long and short headers, every size) are dropped; the listener still serves")
@@ -135,23 +169,142 @@ struct QUICHostileTests {
         try await target.shutdown()
     }
 
-    @Test("an Initial flood fills at most the handshake slots; the rest is refused; real peers get in once slots free")
+    @Test("an Initial flood from sources that never answer holds at most the Retry threshold's slots; a real peer gets in meanwhile through a Retry")
     func initialFlood() async throws {
-        let target = try await Self.target(handshakeTimeout: .seconds(1))
+        // The flood's handshakes would hold their slots for 30 s: the real peer must not need them
+        // to time out.
+        let target = try await Self.target(handshakeTimeout: .seconds(30))
         let certificate = try Libp2pTLS.Certificate(identity: Ed25519.PrivateKey())
-        let limit = QUICEndpoint.Configuration().maximumHandshakes
-        for _ in 0..<(limit * 3) {
+        let configuration = QUICEndpoint.Configuration()
+        for _ in 0..<(configuration.maximumHandshakes * 3) {
             try await target.send(try Self.clientInitial(to: target.remote, certificate: certificate))
         }
-        try await Task.sleep(for: .milliseconds(200))
+        let threshold = configuration.retryThreshold
+        let filled = try await QUICLimitsTests.eventually { () async throws -> Bool in
+            let counters = try await target.counters()
+            return counters.connections >= threshold
+        }
+        #expect(filled)
         let flooded = try await target.counters()
-        // At most the slots; beyond them refused and counted (the kernel may drop some of the burst
-        // before the socket reads it, so not every extra Initial reaches the count).
-        #expect(flooded.connections <= limit)
-        #expect(flooded.refused > 0)
-        // The flood's handshakes never complete (nobody answers the server): they time out, the
-        // slots free, and a real dial gets in (its Initial is retransmitted until then).
+        // Below the threshold Initials make connections; from it on each gets a stateless Retry
+        // (the kernel may drop some of the burst before the socket reads it).
+        #expect(flooded.connections == configuration.retryThreshold)
+        #expect(try await target.endpoint.eventLoop.submit { target.endpoint.retriesSent }.get() > 0)
+        // A real dial follows the Retry with the token and takes a free slot, while the flood's
+        // handshakes still hold theirs.
         try await target.stillServes()
+        #expect(try await target.counters().connections >= configuration.retryThreshold)
+        try await target.shutdown()
+    }
+
+    /// A client connection of our C layer driven by hand from the test socket (its Initials, the
+    /// Retry it gets, its Initial with the token).
+    final class RawClient {
+        let conn: OpaquePointer
+        let local: SocketAddress
+        let remote: SocketAddress
+
+        init(local: SocketAddress, remote: SocketAddress, certificate: Libp2pTLS.Certificate) throws {
+            var config = cq_config()
+            config.stream_window = 1 << 20
+            config.connection_window = 1 << 22
+            config.max_streams_bidi = 16
+            config.idle_timeout = 30_000_000_000
+            config.handshake_timeout = 30_000_000_000
+            var message = [CChar](repeating: 0, count: 256)
+            let made = local.withSockAddr { localAddress, localLength in
+                remote.withSockAddr { remoteAddress, remoteLength in
+                    withUnsafePointer(to: QUICHostileTests.silentCallbacks) { callbacks in
+                        cq_conn_client_new(
+                            &config, certificate.credentials, localAddress, socklen_t(localLength), remoteAddress,
+                            socklen_t(remoteLength), callbacks, nil, NIODeadline.now().uptimeNanoseconds, &message,
+                            message.count)
+                    }
+                }
+            }
+            conn = try #require(made)
+            self.local = local
+            self.remote = remote
+        }
+
+        deinit { cq_conn_free(conn) }
+
+        /// The first datagram it has to send now (an Initial).
+        func initial() throws -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: 8 * Int(CQ_MAX_DATAGRAM))
+            var sizes = [Int](repeating: 0, count: 8)
+            let count = cq_conn_write(conn, &buffer, &sizes, 8, NIODeadline.now().uptimeNanoseconds)
+            try #require(count >= 1)
+            return Array(buffer[..<sizes[0]])
+        }
+
+        /// Feeds a datagram from the server; cq_conn_read's result.
+        func read(_ datagram: [UInt8]) -> Int32 {
+            local.withSockAddr { localAddress, localLength in
+                remote.withSockAddr { remoteAddress, remoteLength in
+                    cq_conn_read(
+                        conn, localAddress, socklen_t(localLength), remoteAddress, socklen_t(remoteLength), datagram,
+                        datagram.count, NIODeadline.now().uptimeNanoseconds)
+                }
+            }
+        }
+    }
+
+    @Test("clients that follow the Retry fill the other handshake slots; past them every Initial is refused statelessly (CONNECTION_CLOSE), and a real dial fails at once")
+    func statelessRefusal() async throws {
+        let target = try await Self.target(handshakeTimeout: .seconds(30))
+        let certificate = try Libp2pTLS.Certificate(identity: Ed25519.PrivateKey())
+        let configuration = QUICEndpoint.Configuration()
+        let local = try #require(target.socket.localAddress)
+        var clients: [RawClient] = []
+        // Below the threshold, plain Initials start handshakes.
+        for _ in 0..<configuration.retryThreshold {
+            let client = try RawClient(local: local, remote: target.remote, certificate: certificate)
+            try await target.send(try client.initial())
+            clients.append(client)
+        }
+        let filled = try await QUICLimitsTests.eventually { () async throws -> Bool in
+            try await target.counters().connections == configuration.retryThreshold
+        }
+        #expect(filled)
+        // From there on each gets a Retry; answering it with the token takes a slot.
+        for _ in configuration.retryThreshold..<configuration.maximumHandshakes {
+            let client = try RawClient(local: local, remote: target.remote, certificate: certificate)
+            try await target.send(try client.initial())
+            let retry = try #require(await target.received.take(longHeaderType: 3), "no Retry")
+            #expect(client.read(retry) == 0)
+            try await target.send(try client.initial())
+            clients.append(client)
+        }
+        let full = try await QUICLimitsTests.eventually { () async throws -> Bool in
+            try await target.counters().connections == configuration.maximumHandshakes
+        }
+        #expect(full)
+        // Every slot is taken: a new Initial, with or without a token, is refused with an Initial
+        // CONNECTION_CLOSE, and nothing is kept for it.
+        let refused = try RawClient(local: local, remote: target.remote, certificate: certificate)
+        target.received.datagrams.withLockedValue { $0.removeAll() }
+        try await target.send(try refused.initial())
+        // The server's handshakes retransmit their Initials to the same socket meanwhile: the
+        // refused client ignores those (another connection id) and stops at its CONNECTION_CLOSE.
+        var stopped = false
+        for _ in 0..<200 where !stopped {
+            guard let datagram = await target.received.take(longHeaderType: 0) else { break }
+            stopped = refused.read(datagram) != 0
+        }
+        #expect(stopped, "no CONNECTION_CLOSE for the refused client")
+        #expect(try await target.counters().refused >= 1)
+        #expect(try await target.counters().connections == configuration.maximumHandshakes)
+        // A real dial learns at once that it is refused (not at its handshake timeout).
+        let group = target.group
+        var clientConfiguration = Host.Configuration()
+        clientConfiguration.handshakeTimeout = .seconds(20)
+        let dialer = Host(identity: Ed25519.PrivateKey(), group: group, configuration: clientConfiguration)
+        let started = NIODeadline.now()
+        await #expect(throws: NetworkError.self) { _ = try await dialer.connect(to: target.address) }
+        #expect(NIODeadline.now() - started < .seconds(15))
+        await dialer.shutdown()
+        clients.removeAll()
         try await target.shutdown()
     }
 }

@@ -117,14 +117,34 @@ cq_conn *cq_conn_client_new(const cq_config *config, cq_credentials *credentials
                             const cq_callbacks *callbacks, void *ctx, uint64_t now, char *error, size_t error_len);
 
 /// A server connection for the client Initial `packet` (then pass that packet to `cq_conn_read`).
-/// The packet's destination connection id is the client's original one (`original_dcid`, copied
-/// out, capacity 20): route it to this connection too. NULL when the packet is no acceptable
+/// The packet's destination connection id (the client's original one, or after a Retry the one the
+/// Retry gave it) is copied to `original_dcid` (capacity 20): route it to this connection too. An
+/// Initial answering a Retry must carry a valid token (see `cq_initial_screen`). NULL when the packet is no acceptable
 /// Initial or on failure (message in `error`).
 cq_conn *cq_conn_server_new(const cq_config *config, cq_credentials *credentials, const uint8_t *packet,
                             size_t packet_len, const struct sockaddr *local, socklen_t local_len,
                             const struct sockaddr *remote, socklen_t remote_len, const cq_callbacks *callbacks,
                             void *ctx, uint64_t now, uint8_t *original_dcid, size_t *original_dcid_len, char *error,
                             size_t error_len);
+
+/// What to do with a client Initial that routes to no connection (`cq_initial_screen`).
+enum {
+    CQ_INITIAL_DROP = -1,   ///< not an acceptable QUIC v1 Initial, or an invalid Retry token
+    CQ_INITIAL_ACCEPT = 0,  ///< create the connection (`cq_conn_server_new`)
+    CQ_INITIAL_RETRY = 1,   ///< send `out` (a Retry with an address-validation token); keep nothing
+    CQ_INITIAL_REFUSE = 2,  ///< send `out` (an Initial CONNECTION_CLOSE, CONNECTION_REFUSED); keep nothing
+};
+/// Screening modes: accept any acceptable Initial; require address validation (Initials without
+/// a valid Retry token get a Retry); refuse every Initial statelessly.
+enum { CQ_SCREEN_ACCEPT = 0, CQ_SCREEN_VALIDATE = 1, CQ_SCREEN_REFUSE = 2 };
+
+/// Screens a client Initial statelessly before any state is committed to it (RFC 9000 §8.1): a
+/// Retry token in it is verified (bound to `remote` and valid 10 s, keyed by the config's static
+/// secret); under `CQ_SCREEN_VALIDATE` an Initial without a valid token is answered with a Retry,
+/// under `CQ_SCREEN_REFUSE` every Initial with CONNECTION_CLOSE. The answer goes to `out`
+/// (capacity `*out_len`, at least CQ_MAX_DATAGRAM); sets `*out_len`. Returns a CQ_INITIAL_*.
+int cq_initial_screen(const cq_config *config, const uint8_t *packet, size_t packet_len, const struct sockaddr *remote,
+                      socklen_t remote_len, int mode, uint64_t now, uint8_t *out, size_t *out_len);
 
 /// Frees the connection and everything it holds (no callbacks).
 void cq_conn_free(cq_conn *conn);

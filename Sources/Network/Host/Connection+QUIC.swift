@@ -29,7 +29,22 @@ extension Connection {
         quic.tickTask = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             loopBound.value.quicTick()
         }
+        if let identifyTimeout {
+            quic.identifyDeadline = eventLoop.scheduleTask(in: identifyTimeout) {
+                loopBound.value.quicIdentifyDeadlinePassed(identifyTimeout)
+            }
+        }
         established.succeed(self)
+    }
+
+    /// As over TCP: a peer that did not complete identify within `timeout` is closed.
+    private func quicIdentifyDeadlinePassed(_ timeout: TimeAmount) {
+        guard let quic, !quic.isClosed, quic.identifyDeadline != nil else { return }
+        quic.identifyDeadline = nil
+        logger.info(
+            "closing connection: identify did not complete within \(timeout.nanoseconds / 1_000_000) ms",
+            metadata: ["peer": "\(quic.peer?.description ?? "?")"])
+        quic.close()
     }
 
     /// The QUIC connection failed before it was wired (a refused registration closes it later).

@@ -94,7 +94,7 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     private let configuration: YamuxConfiguration
     let liveness: ConnectionLiveness
     /// Past this after establishment without a completed identify, the connection is closed.
-    private let identifyTimeout: TimeAmount?
+    let identifyTimeout: TimeAmount?
     weak var host: HostCore?
 
     private var state = State.detached(closeRequested: false)
@@ -944,6 +944,10 @@ public final class Connection: ChannelDuplexHandler, @unchecked Sendable {
     /// identify over this connection succeeded: the identify deadline no longer applies.
     func identifyCompleted() {
         eventLoop.execute { [self] in
+            if let quic {
+                quic.identifyDeadline?.cancel()
+                quic.identifyDeadline = nil
+            }
             withEstablished { established in
                 established.identifyDeadline?.cancel()
                 established.identifyDeadline = nil

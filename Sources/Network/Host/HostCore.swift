@@ -87,9 +87,7 @@ final class HostCore: @unchecked Sendable {
         self.transports = [tcp]
         self.quic = QUICSockets(
             group: group, identity: identity,
-            configuration: QUICEndpoint.Configuration(
-                maximumStreams: UInt64(configuration.limits.connectionStreams),
-                handshakeTimeout: configuration.handshakeTimeout),
+            configuration: QUICEndpoint.Configuration(limits: configuration.limits, handshakeTimeout: configuration.handshakeTimeout),
             logger: logger)
     }
 

@@ -62,6 +62,11 @@ final class QUICConnectionCore: @unchecked Sendable {
     let handshake: EventLoopPromise<Void>
     /// Set by the host's `Connection` once it is wired to this one (`quicEstablished`).
     var establishedAt: NIODeadline?
+    /// Node memory reserved for the connection's receive window (`reserveReceiveWindow`), given
+    /// back when the connection ends.
+    private var reservedMemory: (resources: ResourceManager, bytes: Int)?
+    /// Past this without identify completing, the host closes the connection (as for TCP).
+    var identifyDeadline: Scheduled<Void>?
     var tickTask: RepeatedTask?
     /// Told once when the connection ends (after the handshake or not), with why.
     var onClosed: ((NetworkError?) -> Void)?
@@ -256,6 +261,20 @@ final class QUICConnectionCore: @unchecked Sendable {
         }
     }
 
+    // MARK: Memory
+
+    /// Reserves the connection window from the node's memory budget: all a peer can make this
+    /// connection hold of received data (spec/network.md, "QUIC limits"). False when the budget
+    /// cannot hold it (the caller closes the connection) or the connection is closed already.
+    func reserveReceiveWindow(from resources: ResourceManager) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard !isClosed, reservedMemory == nil else { return reservedMemory != nil }
+        let bytes = Int(endpoint.configuration.connectionWindow)
+        guard resources.reserveMemory(bytes) else { return false }
+        reservedMemory = (resources, bytes)
+        return true
+    }
+
     // MARK: Closing
 
     /// Closes with application error 0 (a CONNECTION_CLOSE goes out).
@@ -279,6 +298,12 @@ final class QUICConnectionCore: @unchecked Sendable {
         if !isHandshakeComplete { logger.debug("QUIC handshake failed: \(error)") }
         timer?.cancel()
         timer = nil
+        identifyDeadline?.cancel()
+        identifyDeadline = nil
+        if let (resources, bytes) = reservedMemory {
+            resources.releaseMemory(bytes)
+            reservedMemory = nil
+        }
         endpoint.remove(self)
         for id in Array(streams.keys) { fail(id, with: error) }
         streams.removeAll()

@@ -21,19 +21,42 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
     struct Configuration: Sendable {
-        /// Initial flow-control windows (ngtcp2 grows them up to 8× as the RTT allows).
+        /// Flow-control windows, fixed (ngtcp2's auto-tuning is capped at them): the connection
+        /// window bounds what a peer can make us buffer on one connection (unread and out-of-order
+        /// stream data), and is what the connection reserves from the node's memory budget. 2 MiB,
+        /// so the default budget (1 GiB) holds the default connection limit (512) of QUIC
+        /// connections; one stream gets 1 MiB per round trip.
         var streamWindow: UInt64 = 1 << 20
-        var connectionWindow: UInt64 = 4 << 20
+        var connectionWindow: UInt64 = 2 << 20
         /// Bidirectional streams a peer may have open at once on one connection.
         var maximumStreams: UInt64 = 256
         var idleTimeout: TimeAmount = .seconds(30)
         var handshakeTimeout: TimeAmount = .seconds(10)
         /// PINGs keep a quiet connection from idling out (the host's own idle policy closes it).
         var keepAlive: TimeAmount = .seconds(10)
-        /// Server handshakes in flight at once; further Initials are dropped (Initial floods).
+        /// Server handshakes in flight at once; beyond them every new Initial is refused
+        /// statelessly (CONNECTION_CLOSE with CONNECTION_REFUSED, nothing kept).
         var maximumHandshakes = 64
-        /// Connections at once on this socket; further Initials are dropped.
+        /// From this many server handshakes in flight on, a new Initial must prove its source
+        /// address first: it gets a stateless Retry, and only an Initial with a valid Retry token
+        /// takes a handshake slot (RFC 9000 §8.1.2). A flood from spoofed or unanswering sources
+        /// thus holds at most this many slots, and real clients still get the rest.
+        var retryThreshold = 16
+        /// Connections at once on this socket; further Initials are refused statelessly.
         var maximumConnections = 1024
+
+        init() {}
+
+        /// The node's limits mapped to QUIC (spec/network.md, "QUIC limits"): the peer may open
+        /// `connection.streams` bidirectional streams at once (MAX_STREAMS; one more each time one
+        /// of its streams ends), and the connection window is at most
+        /// `connection.receive_window_memory`.
+        init(limits: ResourceLimits, handshakeTimeout: TimeAmount) {
+            maximumStreams = UInt64(limits.connectionStreams)
+            connectionWindow = min(connectionWindow, UInt64(limits.connectionReceiveWindowMemory))
+            streamWindow = min(streamWindow, connectionWindow)
+            self.handshakeTimeout = handshakeTimeout
+        }
     }
 
     /// Datagrams written per `cq_conn_write` call.
@@ -65,7 +88,10 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     /// Datagrams dropped: unparseable, for no connection, or over the handshake or connection
     /// limits (tests; status).
     private(set) var droppedDatagrams = 0
+    /// Initials answered with a stateless CONNECTION_CLOSE (over the handshake or connection limit).
     private(set) var refusedInitials = 0
+    /// Initials answered with a stateless Retry (address validation under load).
+    private(set) var retriesSent = 0
 
     init(
         eventLoop: EventLoop, localAddress: SocketAddress, certificate: Libp2pTLS.Certificate,
@@ -199,13 +225,7 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
             droppedDatagrams += 1
             return
         }
-        guard handshakesInFlight < configuration.maximumHandshakes,
-            connections.count < configuration.maximumConnections
-        else {
-            refusedInitials += 1
-            droppedDatagrams += 1
-            return
-        }
+        guard screen(packet, from: remote) else { return }
         let connection = QUICConnectionCore(
             endpoint: self, remote: remote, direction: .inbound, expectedPeer: nil, logger: logger)
         connections[ObjectIdentifier(connection)] = connection
@@ -222,6 +242,42 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
             if case .success = result { onAccepted?(connection) }
         }
         connection.receive(packet)
+    }
+
+    /// Under load, a new client Initial is screened before any state is made for it: over the
+    /// limits it is refused, from `retryThreshold` handshakes on it must carry a Retry token (or
+    /// gets a Retry). Both answers are stateless. Whether to make a connection for it.
+    private func screen(_ packet: UnsafeRawBufferPointer, from remote: SocketAddress) -> Bool {
+        let mode: Int32
+        if handshakesInFlight >= configuration.maximumHandshakes || connections.count >= configuration.maximumConnections {
+            mode = Int32(CQ_SCREEN_REFUSE)
+        } else if handshakesInFlight >= configuration.retryThreshold {
+            mode = Int32(CQ_SCREEN_VALIDATE)
+        } else {
+            return true  // a Retry token in it is checked when the connection is made
+        }
+        var size = Int(CQ_MAX_DATAGRAM)
+        let verdict = withUnsafePointer(to: cConfig) { config in
+            remote.withSockAddr { address, length in
+                cq_initial_screen(
+                    config, packet.bindMemory(to: UInt8.self).baseAddress, packet.count, address, socklen_t(length), mode,
+                    NIODeadline.now().uptimeNanoseconds, sendBuffer, &size)
+            }
+        }
+        switch verdict {
+        case Int32(CQ_INITIAL_ACCEPT):
+            return true
+        case Int32(CQ_INITIAL_RETRY):
+            retriesSent += 1
+        case Int32(CQ_INITIAL_REFUSE):
+            refusedInitials += 1
+        default:
+            droppedDatagrams += 1
+            return false
+        }
+        send(UnsafeRawBufferPointer(start: sendBuffer, count: size), to: remote)
+        flushChannel()
+        return false
     }
 
     /// Connections that received something in the current batch of datagrams: their readers wake

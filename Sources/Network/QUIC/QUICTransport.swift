@@ -192,7 +192,13 @@ extension HostCore {
             .flatMap { [self] core in
                 // The connection lives on its socket's loop (the dial's future may complete on
                 // another).
-                core.eventLoop.flatSubmit { [self] in
+                core.eventLoop.flatSubmit { [self] () -> EventLoopFuture<Connection> in
+                    guard core.reserveReceiveWindow(from: resources) else {
+                        let refusal = NetworkError(
+                            .resourceLimit, "system.memory limit reached: no room for a QUIC connection's receive window")
+                        core.close(error: refusal)
+                        return core.eventLoop.makeFailedFuture(refusal)
+                    }
                     let connection = makeQUICConnection(core, direction: .outbound)
                     connection.quicEstablished()
                     return connection.establishedFuture
@@ -215,6 +221,13 @@ extension HostCore {
         switch resources.admitHandshake(from: IPAddress(core.remote)) {
         case .success(let admittedKeys): keys = admittedKeys
         case .failure:
+            core.close()
+            return
+        }
+        // The receive window is reserved before the connection counts as established: a node
+        // out of memory budget refuses it (as a yamux session refuses streams).
+        guard core.reserveReceiveWindow(from: resources) else {
+            resources.handshakeEnded(keys)
             core.close()
             return
         }
