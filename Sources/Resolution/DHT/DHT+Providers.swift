@@ -50,33 +50,16 @@ extension DHT {
     /// scope rule allows (spec/network.md, "Addresses"); a provider named without addresses keeps
     /// none (dial it through its peer id's lookup).
     public func findProviders(_ key: [UInt8], limit: Int = 20) async -> [KademliaPeer] {
-        let found = NIOLockedValueBox<[KademliaPeer]>([])
-        let local = state.withLockedValue { $0.providers.providers(of: key, now: .now(), limit: limit) }
-        func add(_ providers: [KadMessage.Peer], _ box: inout [KademliaPeer]) {
-            let rule = host.addressScopeRule
-            for provider in providers where box.count < limit {
-                let addresses =
-                    provider.peerID == host.peerID
-                    ? provider.addresses : rule.dialable(provider.addresses, from: .thirdParty)
-                if let index = box.firstIndex(where: { $0.id == provider.peerID }) {
-                    if box[index].addresses.isEmpty { box[index] = KademliaPeer(id: provider.peerID, addresses: addresses) }
-                } else {
-                    box.append(KademliaPeer(id: provider.peerID, addresses: addresses))
-                }
-            }
+        guard case .providers(let found) = await run(.providers(key: key, limit: limit)) else {
+            preconditionFailure("a providers query ended with another outcome")
         }
-        found.withLockedValue { add(local, &$0) }
-        if found.withLockedValue({ $0.count }) < limit {
-            _ = await lookup(
-                target: KademliaKey(hashing: key), request: KadMessage(type: .getProviders, key: key),
-                configuration: configuration.closestPeersLookup, extraSeeds: [],
-                onAnswer: { _, answer in
-                    guard !answer.providerPeers.isEmpty else { return false }
-                    found.withLockedValue { add(answer.providerPeers, &$0) }
-                    return true
-                },
-                stopWhen: { found.withLockedValue { $0.count >= limit } })
+        // Our own store's entries came from their providers, third parties to whoever reads them.
+        let rule = host.addressScopeRule
+        return found.map {
+            $0.id == host.peerID
+                ? $0 : KademliaPeer(id: $0.id, addresses: rule.dialable($0.addresses, from: .thirdParty))
         }
-        return found.withLockedValue { $0 }
     }
+
+    var routingTableBucketSize: Int { configuration.routingTable.bucketSize }
 }

@@ -113,7 +113,9 @@ extension DHT {
                     NameRegistration(addresses: addresses, protocols: protocols, ttl: ttl), for: name)
             } catch {
                 throw ResolutionError(
-                    error.kind, "\(name) is published, but its registration was not saved (no republish after a restart): \(error.message)")
+                    error.kind,
+                    "\(name) is published, but its registration was not saved (no republish after a restart): \(error.message)"
+                )
             }
             // An `unregister` between keeping the name and saving it has cleared the store
             // already, or found nothing to clear: undo the save.
@@ -244,11 +246,15 @@ extension DHT {
             do {
                 let record = try signOwnRecord(name, own)
                 let report = try await publish(record)
-                state.withLockedValue { $0.ownNames.published(name, replicas: report.storedAt.count, tableSize: tableSize) }
+                state.withLockedValue {
+                    $0.ownNames.published(name, replicas: report.storedAt.count, tableSize: tableSize)
+                }
                 republished += 1
                 logger.info(
                     "republished own record",
-                    metadata: ["name": "\(name)", "seq": "\(record.record.seq)", "replicas": "\(report.storedAt.count)"])
+                    metadata: [
+                        "name": "\(name)", "seq": "\(record.record.seq)", "replicas": "\(report.storedAt.count)",
+                    ])
             } catch {
                 logger.warning("republishing own record failed", metadata: ["name": "\(name)", "error": "\(error)"])
             }
@@ -265,7 +271,9 @@ extension DHT {
     ///   throw `nameHeld` (storing nothing) if the replicas that were reached refused it. For first
     ///   claims, whose likely refusal is that another key holds the name. "Every" means more
     ///   refusals than acceptances: a replica that never saw the holder's record accepts anything.
-    public func publish(_ record: SignedAgentRecord, replicasFirst: Bool = false) async throws(ResolutionError) -> PublishReport {
+    public func publish(_ record: SignedAgentRecord, replicasFirst: Bool = false) async throws(ResolutionError)
+        -> PublishReport
+    {
         let name = record.record.name
         if !replicasFirst {
             try store.put(record, from: nil, now: unixClock())
@@ -277,14 +285,19 @@ extension DHT {
         if replicasFirst {
             let refused = failures.filter { $0.refused }
             if refused.count > stored.count {
-                var message = "\(name) was refused by \(refused.count) of \(refused.count + stored.count) replicas reached: it is held by another key"
+                var message =
+                    "\(name) was refused by \(refused.count) of \(refused.count + stored.count) replicas reached: it is held by another key"
                 do {
-                    if let held = try await resolveIfPublished(name), held.record.record.publicKey != host.identity.publicKey {
-                        message = "\(name) is held by \(held.record.record.peerID) until \(Timestamp.iso8601(held.record.record.expires)); the replicas refused our claim"
+                    if let held = try await resolveIfPublished(name),
+                        held.record.record.publicKey != host.identity.publicKey
+                    {
+                        message =
+                            "\(name) is held by \(held.record.record.peerID) until \(Timestamp.iso8601(held.record.record.expires)); the replicas refused our claim"
                     }
                 } catch {
                     // Only the wording of the refusal depends on it.
-                    logger.debug("cannot name the holder of a refused claim", metadata: ["name": "\(name)", "error": "\(error)"])
+                    logger.debug(
+                        "cannot name the holder of a refused claim", metadata: ["name": "\(name)", "error": "\(error)"])
                 }
                 throw ResolutionError(.nameHeld, message + "; choose another name")
             }
@@ -297,7 +310,8 @@ extension DHT {
                 metadata: ["name": "\(name)", "failures": "\(failures.map { "\($0.peer): \($0.reason)" })"])
         }
         return PublishReport(
-            record: record, storedAt: stored, failures: failures.map { ($0.peer, $0.reason) }, lookup: lookup.statistics)
+            record: record, storedAt: stored, failures: failures.map { ($0.peer, $0.reason) }, lookup: lookup.statistics
+        )
     }
 
     /// PUT_VALUE of `record` to each of `peers` at once. A failure is `refused` when the peer was
@@ -340,47 +354,28 @@ extension DHT {
         if useCache, let cached = state.withLockedValue({ $0.cache.lookup(name, now: .now(), unixNow: now) }) {
             return Resolution(record: cached, source: .cache, replicas: 0, invalidAnswers: 0, claims: 1, lookup: nil)
         }
-        let key = name.recordKey
         // The rules of the value lookup (what counts, when to stop, what to believe) live in
-        // `ValueLookup`, which the simulator drives too; this drives it over the network.
-        var value = ValueLookup(
-            name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor)
-        let result = await lookup(
-            target: value.target, request: KadMessage(type: .getValue, key: key), configuration: configuration.valueLookup,
-            extraSeeds: []
-        ) { peer, answer in
-            guard let record = answer.record else { return false }
-            let verdict: ValueLookup.Verdict
-            if record.key != key {
-                verdict = value.receiveInvalid(from: peer, .malformed)
-            } else {
-                do throws(ResolutionError) {
-                    let signed = try SignedAgentRecord(bytes: record.value)
-                    verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
-                        record throws(ResolutionError) in try record.validate(now: now)
-                    }
-                } catch {
-                    verdict = value.receiveInvalid(from: peer, error.kind)
-                }
-            }
-            guard case .invalid(let kind) = verdict else { return true }
+        // `ValueLookup`, run by `KademliaBehaviour`, which the simulator drives too.
+        guard case .value(let result, let value) = await run(.value(name)) else {
+            preconditionFailure("a value query ended with another outcome")
+        }
+        for (peer, kind) in value.invalidAnswers {
             logger.debug(
                 "resolve: invalid record from replica",
                 metadata: ["name": "\(name)", "peer": "\(peer)", "error": "\(kind.rawValue)"])
-            return false
-        } stopWhen: {
-            value.mayStop
         }
         let local: SignedAgentRecord?
         do {
             local = try store.get(name, now: now)
         } catch {
             // The replicas' answers still decide; our copy (if any) is not consulted nor updated.
-            logger.error("resolve: cannot read the local record", metadata: ["name": "\(name)", "error": "\(error.message)"])
+            logger.error(
+                "resolve: cannot read the local record", metadata: ["name": "\(name)", "error": "\(error.message)"])
             local = nil
         }
         guard let decision = value.decide(closest: result.closest, local: local) else {
-            var message = "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
+            var message =
+                "\(name) not found: no valid record (asked \(result.statistics.requests) peers, \(result.statistics.responses) answered"
             if !value.invalidAnswers.isEmpty { message += ", \(value.invalidAnswers.count) with invalid records" }
             message += ")"
             throw ResolutionError(.notFound, message)
@@ -394,7 +389,8 @@ extension DHT {
             host.spawn("dht: correcting stale replicas of \(name)") { [self] in
                 let (stored, _) = await put(record, to: Array(stale))
                 if !stored.isEmpty {
-                    logger.debug("resolve: corrected stale replicas", metadata: ["name": "\(name)", "count": "\(stored.count)"])
+                    logger.debug(
+                        "resolve: corrected stale replicas", metadata: ["name": "\(name)", "count": "\(stored.count)"])
                 }
             }
         }
@@ -402,7 +398,7 @@ extension DHT {
             // Keep our own copy current: we hold one, so we are a replica; ownership rules apply.
             do throws(ResolutionError) {
                 try store.put(choice.record, from: nil, now: now)
-            } catch where error.kind == .storage {
+            } catch  where error.kind == .storage {
                 logger.error(
                     "resolve: cannot update the local copy", metadata: ["name": "\(name)", "error": "\(error.message)"])
             } catch {
@@ -468,55 +464,6 @@ extension DHT {
             }
             for await done in group where done { pushed += 1 }
             return pushed
-        }
-    }
-
-    /// Runs until the task is cancelled, as two loops in child tasks (so both end with it):
-    /// - upkeep, every `maintenanceInterval`: refreshes due buckets, republishes due own records,
-    ///   retries failed restores, drops expired provider records;
-    /// - re-replication, every `replicationInterval` (the first round one interval after start):
-    ///   `replicateStoredRecords`, paced.
-    ///
-    /// Apart, so that a long re-replication round (10,000 records whose replicas answer slowly)
-    /// never delays a republish, a refresh or a restore (issue #10, finding 6).
-    public func runMaintenance() async {
-        await withDiscardingTaskGroup { group in
-            group.addTask { [self] in await runReplication() }
-            group.addTask { [self] in await runUpkeep() }
-        }
-    }
-
-    private func runUpkeep() async {
-        while !Task.isCancelled {
-            do {
-                try await Task.sleep(nanoseconds: UInt64(configuration.maintenanceInterval.nanoseconds))
-            } catch {
-                return
-            }
-            await refreshBuckets()
-            await republishOwnRecords()
-            // Saved names whose publish at start failed (a storage error, say) are tried again,
-            // with back-off; those published already are skipped.
-            await restoreRegistrations(backingOff: true)
-            state.withLockedValue { $0.providers.removeExpired(now: .now()) }
-        }
-    }
-
-    private func runReplication() async {
-        var next = NIODeadline.now() + configuration.replicationInterval
-        while !Task.isCancelled {
-            let wait = next - .now()
-            if wait > .zero {
-                do {
-                    try await Task.sleep(nanoseconds: UInt64(wait.nanoseconds))
-                } catch {
-                    return
-                }
-            }
-            // Start to start: a round longer than the interval is followed at once by the next.
-            next = NIODeadline.now() + configuration.replicationInterval
-            let pushed = await replicateStoredRecords()
-            logger.debug("re-replication round done", metadata: ["pushed": "\(pushed)"])
         }
     }
 }

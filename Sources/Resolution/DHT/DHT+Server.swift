@@ -7,12 +7,7 @@ import Network
 
 extension DHT {
     /// What to do with one inbound request.
-    enum Reply {
-        case answer(KadMessage)
-        case none
-        /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
-        case refuse(String)
-    }
+    typealias Reply = KademliaReply
 
     /// Serves one inbound kad stream: up to `maximumRequestsPerStream` requests, each a varint-framed
     /// message answered in order. Malformed input, a refused PUT or an idle stream resets it.
@@ -21,7 +16,8 @@ extension DHT {
         let ip = stream.connection.remoteAddress.flatMap(IPAddress.init(_:))
         let admission = state.withLockedValue { $0.inboundStreams.admit(stream, peer: peer, ip: ip, now: .now()) }
         guard case .admitted(let slot, let evicted) = admission else {
-            logger.debug("kad: inbound stream refused, every stream in its scope is busy", metadata: ["peer": "\(peer)"])
+            logger.debug(
+                "kad: inbound stream refused, every stream in its scope is busy", metadata: ["peer": "\(peer)"])
             stream.reset()
             return
         }
@@ -39,9 +35,8 @@ extension DHT {
             let message: ByteBuffer?
             state.withLockedValue { $0.inboundStreams.markIdle(slot, now: .now()) }
             do {
-                message = try await withHardTimeout(
-                    configuration.inboundIdleTimeout, description: "idle kad stream from \(peer)",
-                    onTimeout: { stream.reset() }
+                message = try await stream.withDeadline(
+                    configuration.inboundIdleTimeout, "idle kad stream from \(peer)"
                 ) {
                     try await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize)
                 }
@@ -59,7 +54,8 @@ extension DHT {
             do {
                 request = try KadMessage(serialized: message.readableBytesView)
             } catch {
-                logger.debug("kad: malformed request, stream reset", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                logger.debug(
+                    "kad: malformed request, stream reset", metadata: ["peer": "\(peer)", "reason": "\(error)"])
                 stream.reset()
                 return
             }
@@ -94,13 +90,15 @@ extension DHT {
             // completed between the check above and the entry is caught by the check after it;
             // whoever removes the entry decides, once.
             state.withLockedValue { $0.awaitingIdentify[peer] = connection }
-            if host.peerInfo(peer) != nil, state.withLockedValue({ $0.awaitingIdentify.removeValue(forKey: peer) }) != nil {
+            if host.peerInfo(peer) != nil,
+                state.withLockedValue({ $0.awaitingIdentify.removeValue(forKey: peer) }) != nil
+            {
                 noteInbound(peer, connection: connection)
             }
             return
         }
         let isServer = info.protocols.contains(configuration.protocolID)
-        admit(peer, evidence: .inboundStream(isServer ? .server : .client), connection: connection)
+        feed(.inboundStream(peer, isServer ? .server : .client, contact(for: peer, via: connection)))
     }
 
     /// Decides on peers that were waiting for identify (`noteInbound`) as host events arrive, until
@@ -129,101 +127,14 @@ extension DHT {
             guard address.components.count >= 2 else { continue }
             var components = address.components
             if let ip = IPAddress(address), AddressScope.of(ip) == .unspecified {
-                guard let observedIP = observed.flatMap(IPAddress.init), observedIP.family == ip.family else { continue }
+                guard let observedIP = observed.flatMap(IPAddress.init), observedIP.family == ip.family else {
+                    continue
+                }
                 components[0] = observedIP.multiaddrComponent
             }
             let candidate = Multiaddr(components)
             if !dialable([candidate]).isEmpty, !result.contains(candidate) { result.append(candidate) }
         }
         return result
-    }
-
-    /// Answers one request (kad-dht spec, "RPC messages").
-    func handle(_ request: KadMessage, from peer: PeerID) -> Reply {
-        let now = NIODeadline.now()
-        switch request.type {
-        case .ping:
-            return .answer(KadMessage(type: .ping))
-
-        case .findNode:
-            return .answer(KadMessage(type: .findNode, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer)))
-
-        case .getValue:
-            var answer = KadMessage(type: .getValue, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer))
-            do {
-                if let record = try store.get(recordKey: request.key, now: unixClock()) {
-                    answer.record = KadMessage.Record(
-                        key: request.key, value: record.bytes, timeReceived: Timestamp.iso8601(unixClock()))
-                }
-            } catch {
-                logger.error("record store read failed", metadata: ["error": "\(error)"])
-            }
-            return .answer(answer)
-
-        case .putValue:
-            guard let record = request.record else { return .refuse("PUT_VALUE without a record") }
-            guard record.key == request.key else { return .refuse("PUT_VALUE record key differs from the message key") }
-            let signed: SignedAgentRecord
-            do {
-                signed = try SignedAgentRecord(bytes: record.value)
-            } catch {
-                return .refuse("PUT_VALUE value is not an .agent record: \(error.message)")
-            }
-            guard signed.record.name.recordKey == record.key else {
-                return .refuse("PUT_VALUE key \(String(decoding: record.key.prefix(300), as: UTF8.self).escapedForLog()) does not match the record's name \(signed.record.name)")
-            }
-            do {
-                let acceptance = try store.put(signed, from: peer, now: unixClock())
-                logger.debug(
-                    "kad: stored record",
-                    metadata: ["name": "\(signed.record.name)", "seq": "\(signed.record.seq)", "from": "\(peer)", "acceptance": "\(acceptance.rawValue)"])
-            } catch {
-                if error.kind == .storage {
-                    // Our medium failed, not the peer's record: the operator must see it.
-                    logger.error(
-                        "kad: cannot store a record", metadata: ["name": "\(signed.record.name)", "error": "\(error.message)"])
-                }
-                return .refuse("PUT_VALUE for \(signed.record.name) rejected (\(error.kind.rawValue)): \(error.message)")
-            }
-            state.withLockedValue { $0.cache.remove(signed.record.name) }
-            return .answer(request)
-
-        case .getProviders:
-            let providers = state.withLockedValue {
-                $0.providers.providers(of: request.key, now: now, limit: routingTableBucketSize)
-            }
-            return .answer(
-                KadMessage(
-                    type: .getProviders, key: request.key, closerPeers: closerPeers(to: request.key, excluding: peer),
-                    providerPeers: providers))
-
-        case .addProvider:
-            // Only the sender may announce itself (kad-dht spec: "the provider peer info must match
-            // the sender"); other entries are ignored.
-            for provider in request.providerPeers where provider.peerID == peer {
-                let added = state.withLockedValue {
-                    $0.providers.add(key: request.key, peer: peer, addresses: provider.addresses, now: now)
-                }
-                if !added { logger.debug("kad: provider store full, ADD_PROVIDER dropped", metadata: ["peer": "\(peer)"]) }
-            }
-            return .none
-        }
-    }
-
-    var routingTableBucketSize: Int { configuration.routingTable.bucketSize }
-
-    /// The k closest routing-table entries to `key` (hashed), without `excluded` (the requester).
-    func closerPeers(to key: [UInt8], excluding excluded: PeerID) -> [KadMessage.Peer] {
-        let target = KademliaKey(hashing: key)
-        return state.withLockedValue { state in
-            state.table.closestPeers(to: target, count: routingTableBucketSize + 1)
-                .lazy.filter { $0.peer.id != excluded }
-                .prefix(routingTableBucketSize)
-                .map { $0.peer }
-        }.map { peer in
-            KadMessage.Peer(
-                peerID: peer.id, addresses: peer.addresses,
-                connection: host.connection(to: peer.id) != nil ? .connected : .notConnected)
-        }
     }
 }

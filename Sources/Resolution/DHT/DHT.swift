@@ -10,8 +10,10 @@ import Network
 /// iterative lookups driven by `ClosestPeersLookup`, publishing and resolving `.agent` records, and
 /// the maintenance that keeps buckets, replicas and the node's own records fresh (spec/dht.md).
 ///
-/// All shared state sits behind one lock and is touched only in short synchronous sections; network
-/// work happens in tasks outside it.
+/// The decisions are `KademliaBehaviour`'s (a sans-I/O state machine, spec/dht.md §10.1); this class
+/// is its driver: it holds the behaviour behind one lock, feeds it events with the time, and
+/// performs its actions (requests as child tasks of the query's caller; liveness checks, dial-backs
+/// and job rounds in the service task, which ends with the host).
 public final class DHT: Sendable {
     public let host: Network.Host
     public let store: any RecordStoring
@@ -25,23 +27,43 @@ public final class DHT: Sendable {
 
     struct State {
         var mode: DHTMode
-        var table: RoutingTable
-        var cache: ResolutionCache
-        var providers: ProviderStore
+        /// The DHT's decisions: routing table, lookups, server answers, job schedule, own names.
+        var behaviour: KademliaBehaviour
         var inboundStreams: InboundStreamSlots<MuxedStream>
-        /// Peers whose kad stream arrived before identify finished; they are added once it has.
         /// Peers whose kad stream arrived before identify completed, with the connection it came
         /// on: decided on their `identified` host event (`watchIdentify`), dropped on disconnect.
         var awaitingIdentify: [PeerID: Connection] = [:]
-        /// Peers being dialled back before they may enter the routing table (spec/dht.md §4).
-        var dialBacks: Set<PeerID> = []
-        /// When a peer's last dial-back failed; bounded (the oldest is forgotten first).
-        var dialBackFailures: [PeerID: NIODeadline] = [:]
         var started = false
-        /// The names this node publishes and the races on them (`OwnNames`).
-        var ownNames: OwnNames
-        var randomState = SystemRandomNumberGenerator()
+        /// The task of each running query, where its actions go.
+        var queryOwners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
+        var nextRequestID: UInt64 = 0
+        /// The job deadline the service's timer sleeps until (nil: none armed).
+        var armedDeadline: NIODeadline?
+
+        var table: RoutingTable {
+            get { behaviour.table }
+            set { behaviour.table = newValue }
+        }
+        var cache: ResolutionCache {
+            get { behaviour.cache }
+            set { behaviour.cache = newValue }
+        }
+        var providers: ProviderStore {
+            get { behaviour.providers }
+            set { behaviour.providers = newValue }
+        }
+        var ownNames: OwnNames {
+            get { behaviour.ownNames }
+            set { behaviour.ownNames = newValue }
+        }
     }
+
+    /// Work for the DHT's service task (`runService`).
+    let serviceWork: AsyncStream<ServiceWork>.Continuation
+    private let serviceInbox: NIOLockedValueBox<AsyncStream<ServiceWork>?>
+    /// Record-store failures seen since the start (each also logged as an error).
+    public var storageFailures: Int { storageFailureCount.withLockedValue { $0 } }
+    let storageFailureCount = NIOLockedValueBox(0)
 
     /// - Parameters:
     ///   - unixClock: seconds since the epoch; tests pass a fixed or shifted clock.
@@ -58,22 +80,19 @@ public final class DHT: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.unixClock = unixClock
+        var seeder = SystemRandomNumberGenerator()
         self.state = NIOLockedValueBox(
             State(
                 mode: configuration.mode,
-                table: RoutingTable(localPeer: host.peerID, configuration: configuration.routingTable),
-                cache: ResolutionCache(configuration: configuration.cache),
-                providers: ProviderStore(
-                    capacity: configuration.maximumProviderRecords,
-                    perPeerCapacity: configuration.maximumProviderRecordsPerPeer, ttl: configuration.providerRecordTTL),
+                behaviour: KademliaBehaviour(
+                    localPeer: host.peerID, configuration: configuration, store: store, seed: seeder.next()),
                 inboundStreams: InboundStreamSlots(
                     limits: .init(
                         total: configuration.maximumInboundStreams, perPeer: configuration.maximumInboundStreamsPerPeer,
-                        perIP: configuration.maximumInboundStreamsPerIP)),
-                ownNames: OwnNames(
-                    rules: .init(
-                        replicationFactor: configuration.replicationFactor,
-                        republishFraction: configuration.republishFraction))))
+                        perIP: configuration.maximumInboundStreamsPerIP))))
+        let (inbox, work) = AsyncStream.makeStream(of: ServiceWork.self, bufferingPolicy: .bufferingOldest(4096))
+        self.serviceWork = work
+        self.serviceInbox = NIOLockedValueBox(inbox)
     }
 
     /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host
@@ -98,6 +117,16 @@ public final class DHT: Sendable {
         // later): an identify that completes after a stream found no peer info is seen here.
         let events = host.events(label: "dht")
         host.spawn("dht: identify events") { [self] in await watchIdentify(events) }
+        // The service: liveness checks, dial-backs and job rounds run in its task group, which the
+        // host cancels and awaits when it shuts down.
+        let inbox = serviceInbox.withLockedValue { box in
+            let inbox = box
+            box = nil
+            return inbox
+        }
+        if let inbox {
+            host.spawn("dht: service") { [self] in await runService(inbox) }
+        }
         if mode == .server {
             host.handle(configuration.protocolID) { [self] stream in
                 await serve(stream)
@@ -132,7 +161,9 @@ public final class DHT: Sendable {
         } else {
             host.unhandle(configuration.protocolID)
         }
-        logger.info("DHT mode follows AutoNAT", metadata: ["mode": "\(target.rawValue)", "reachability": "\(reachability.rawValue)"])
+        logger.info(
+            "DHT mode follows AutoNAT",
+            metadata: ["mode": "\(target.rawValue)", "reachability": "\(reachability.rawValue)"])
     }
 
     // MARK: Routing table
@@ -145,19 +176,6 @@ public final class DHT: Sendable {
         state.withLockedValue { $0.table.bucketSummaries }
     }
 
-    /// A peer joined a small table: own records published to fewer than r replicas (the first node
-    /// of a network publishes to nobody) are republished a moment later rather than at the next
-    /// maintenance round, so they do not live on this node alone for a minute.
-    func tableGrew() {
-        let due = state.withLockedValue { state in state.ownNames.republishAfterGrowth(tableSize: state.table.count) }
-        guard due else { return }
-        host.spawn("dht: republish after joining") { [self] in
-            try? await Task.sleep(nanoseconds: 500_000_000)
-            state.withLockedValue { $0.ownNames.growthRepublishStarted() }
-            await republishOwnRecords()
-        }
-    }
-
     // MARK: Bootstrapping
 
     /// Joins the network through `addresses` (each with `/p2p/<peer id>`): asks them for the peers
@@ -168,7 +186,8 @@ public final class DHT: Sendable {
         var seeds: [KademliaPeer] = []
         for address in addresses {
             guard let multihash = address.peerIDMultihash, let peer = try? PeerID(multihash: multihash) else {
-                logger.warning("bootstrap address without a valid /p2p/<peer id> skipped", metadata: ["address": "\(address)"])
+                logger.warning(
+                    "bootstrap address without a valid /p2p/<peer id> skipped", metadata: ["address": "\(address)"])
                 continue
             }
             guard peer != host.peerID else { continue }
@@ -193,19 +212,21 @@ public final class DHT: Sendable {
     /// self-lookup.
     public func refreshBuckets() async {
         let targets = state.withLockedValue { state in
-            state.table.refreshTargets(now: .now(), using: &state.randomState)
+            state.behaviour.table.refreshTargets(now: .now(), using: &state.behaviour.random)
         }
+        await refresh(targets)
+    }
+
+    /// The refresh lookups of `targets` (and a self-lookup), one after the other.
+    func refresh(_ targets: [RoutingTable.RefreshTarget]) async {
         guard !targets.isEmpty else { return }
         _ = await lookupClosestPeers(to: host.peerID.multihash.bytes)
+        let localKey = state.withLockedValue { $0.table.localKey }
         for target in targets {
             // Servers hash the FIND_NODE key, so the key sent must be a preimage whose hash falls in
             // the bucket (as libp2p does with generated peer ids), not the target point itself.
-            guard let key = Self.preimage(inBucket: target.bucket, from: state.withLockedValue({ $0.table.localKey })) else {
-                continue
-            }
-            _ = await lookup(
-                target: KademliaKey(hashing: key), request: KadMessage(type: .findNode, key: key),
-                configuration: configuration.closestPeersLookup, extraSeeds: [], onAnswer: { _, _ in false })
+            guard let key = Self.preimage(inBucket: target.bucket, from: localKey) else { continue }
+            _ = await lookupClosestPeers(to: key)
         }
     }
 
@@ -223,127 +244,6 @@ public final class DHT: Sendable {
 
     // MARK: Lookups
 
-    /// The k peers closest to `key` (arbitrary bytes; the point in the keyspace is their SHA-256),
-    /// found by an iterative FIND_NODE lookup.
-    public func lookupClosestPeers(to key: [UInt8], extraSeeds: [KademliaPeer] = []) async -> LookupResult {
-        await lookup(
-            target: KademliaKey(hashing: key), request: KadMessage(type: .findNode, key: key),
-            configuration: configuration.closestPeersLookup, extraSeeds: extraSeeds, onAnswer: { _, _ in false })
-    }
-
-    /// Finds `peer`'s addresses: from the routing table, else by a lookup of its id.
-    public func findPeer(_ peer: PeerID) async -> KademliaPeer? {
-        if let entry = state.withLockedValue({ $0.table.entry(for: peer) }), !entry.peer.addresses.isEmpty {
-            return entry.peer
-        }
-        let found = NIOLockedValueBox<KademliaPeer?>(nil)
-        let result = await lookup(
-            target: KademliaKey(peer: peer), request: KadMessage(type: .findNode, key: peer.multihash.bytes),
-            configuration: configuration.closestPeersLookup, extraSeeds: []
-        ) { _, answer in
-            if let match = answer.closerPeers.first(where: { $0.peerID == peer }), !match.addresses.isEmpty {
-                found.withLockedValue { $0 = KademliaPeer(id: peer, addresses: match.addresses) }
-            }
-            return false
-        }
-        if let answered = result.closest.first(where: { $0.id == peer }) { return answered }
-        return found.withLockedValue { $0 }
-    }
-
-    /// Events of a running lookup.
-    private enum LookupEvent: Sendable {
-        case answer(KademliaPeer, KadMessage, Connection)
-        case failure(KademliaPeer, KadRequestFailure)
-        case timer
-    }
-
-    /// Drives `ClosestPeersLookup` over the network: sends `request` to the peers it picks, feeds
-    /// answers back, and returns when it finishes. `onAnswer` sees every answer and says whether it
-    /// carried a valid value (value lookups); it runs synchronously inside the loop. After an answer
-    /// with a value, `stopWhen` may end the lookup early.
-    func lookup(
-        target: KademliaKey, request: KadMessage, configuration lookupConfiguration: ClosestPeersLookup.Configuration,
-        extraSeeds: [KademliaPeer], onAnswer: (PeerID, KadMessage) -> Bool, stopWhen: () -> Bool = { false }
-    ) async -> LookupResult {
-        let seeds = state.withLockedValue { state -> [KademliaPeer] in
-            state.table.recordLookup(of: target, now: .now())
-            return state.table.closestPeers(to: target, count: lookupConfiguration.resultCount).map(\.peer)
-        }
-        var seen = Set(seeds.map(\.id))
-        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.id).inserted }
-        // The caller's seeds (bootstrap addresses the user gave) are dialled as given; every other
-        // candidate's addresses are hearsay (spec/dht.md §6.4).
-        let trusted = Set(extraSeeds.map(\.id))
-        var lookup = ClosestPeersLookup(
-            target: target, seeds: allSeeds, localKey: state.withLockedValue { $0.table.localKey },
-            configuration: lookupConfiguration)
-        let (events, continuation) = AsyncStream.makeStream(of: LookupEvent.self)
-        defer { continuation.finish() }
-        var iterator = events.makeAsyncIterator()
-        var timerArmed = false
-        var timer: Task<Void, Never>?
-        defer { timer?.cancel() }
-        var outstanding = 0
-        while true {
-            switch lookup.next(now: .now()) {
-            case .query(let peer):
-                outstanding += 1
-                let hearsay = !trusted.contains(peer.id)
-                Task { [self] in
-                    do throws(KadRequestFailure) {
-                        let exchange = try await self.exchange(request, with: peer, hearsay: hearsay)
-                        guard let answer = exchange.answer else {
-                            continuation.yield(.failure(peer, KadRequestFailure(.badAnswer, "no answer")))
-                            return
-                        }
-                        continuation.yield(.answer(peer, answer, exchange.connection))
-                    } catch {
-                        continuation.yield(.failure(peer, error))
-                    }
-                }
-            case .finished(let result):
-                return result
-            case .waiting:
-                if !timerArmed, let deadline = lookup.nextTimeout {
-                    timerArmed = true
-                    let delay = max(deadline - .now(), .milliseconds(1))
-                    timer = Task {
-                        try? await Task.sleep(nanoseconds: UInt64(delay.nanoseconds))
-                        guard !Task.isCancelled else { return }
-                        continuation.yield(.timer)
-                    }
-                }
-                guard outstanding > 0 || timerArmed, let event = await iterator.next() else {
-                    // Nothing can arrive any more: every request was reported. The state machine
-                    // finishes on the next call.
-                    if case .finished(let result) = lookup.next(now: .now() + .hours(24)) { return result }
-                    continue
-                }
-                switch event {
-                case .timer:
-                    timerArmed = false
-                case .answer(let peer, let answer, let connection):
-                    outstanding -= 1
-                    // Addresses from a third party: only those the scope rule allows (spec/network.md).
-                    let rule = host.addressScopeRule
-                    let closer = answer.closerPeers.map {
-                        KademliaPeer(id: $0.peerID, addresses: rule.dialable($0.addresses, from: .thirdParty))
-                    }
-                    let foundValue = onAnswer(peer.id, answer)
-                    // A late answer (after the lookup's timeout) still proves the peer alive.
-                    lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: .now())
-                    noteAnswered(peer.id, via: connection)
-                    if foundValue, stopWhen() { return lookup.stop(now: .now()) }
-                case .failure(let peer, let failure):
-                    outstanding -= 1
-                    logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(failure)"])
-                    lookup.failed(peer.id, now: .now())
-                    noteFailed(peer.id, failure)
-                }
-            }
-        }
-    }
-
     // MARK: Requests
 
     /// Sends `message` to `peer` on a new stream (dialling it if needed) and returns its answer, or
@@ -354,7 +254,8 @@ public final class DHT: Sendable {
     /// - Throws: `KadRequestFailure` when the peer cannot be reached, does not answer within
     ///   `requestHardTimeout`, refuses, or answers with something that is not a kad message of the
     ///   same type.
-    public func request(_ message: KadMessage, to peer: KademliaPeer, hearsay: Bool = false) async throws -> KadMessage? {
+    public func request(_ message: KadMessage, to peer: KademliaPeer, hearsay: Bool = false) async throws -> KadMessage?
+    {
         try await exchange(message, with: peer, hearsay: hearsay).answer
     }
 
@@ -372,29 +273,36 @@ public final class DHT: Sendable {
         var diallingHearsay = false
     }
 
-    /// `request`, also returning the connection the answer came on.
-    func exchange(_ message: KadMessage, with peer: KademliaPeer, hearsay: Bool) async throws(KadRequestFailure) -> Exchange {
+    /// `request`, also returning the connection the answer came on. Bounded by
+    /// `requestHardTimeout` (`withDeadline`): past it, the dial or the stream in flight is
+    /// cancelled (the stream reset) before the call throws.
+    func exchange(_ message: KadMessage, with peer: KademliaPeer, hearsay: Bool) async throws(KadRequestFailure)
+        -> Exchange
+    {
         let progress = NIOLockedValueBox(RequestProgress())
         do {
-            return try await withHardTimeout(
-                configuration.requestHardTimeout,
-                description: "kad \(message.type) to \(peer.id)",
-                onTimeout: {
+            return try await withDeadline(configuration.requestHardTimeout) { [self] () async throws -> Exchange in
+                try await withTaskCancellationHandler {
+                    try await exchangeUntimed(message, with: peer, hearsay: hearsay, progress: progress)
+                } onCancel: {
                     let stream = progress.withLockedValue { box -> MuxedStream? in
                         box.abandoned = true
                         return box.stream
                     }
                     stream?.reset()
                 }
-            ) { [self] () async throws -> Exchange in
-                try await exchangeUntimed(message, with: peer, hearsay: hearsay, progress: progress)
             }
         } catch let failure as KadRequestFailure {
             throw failure
-        } catch {
-            // Only the hard timeout ends up here (the body throws nothing else).
+        } catch is DeadlineExceeded {
             let hearsayOnly = progress.withLockedValue { $0.diallingHearsay }
-            throw KadRequestFailure(hearsayOnly ? .unreachableByHearsay : .timedOut, "\(error)")
+            throw KadRequestFailure(
+                hearsayOnly ? .unreachableByHearsay : .timedOut,
+                "kad \(message.type) to \(peer.id) timed out after \(configuration.requestHardTimeout.nanoseconds / 1_000_000) ms"
+            )
+        } catch {
+            // The caller was cancelled (its lookup ended): the request was abandoned.
+            throw KadRequestFailure(.timedOut, "kad \(message.type) to \(peer.id) abandoned: \(error)")
         }
     }
 
@@ -418,7 +326,7 @@ public final class DHT: Sendable {
                 break
             } catch let error as NetworkError where error.kind == .protocolNotSupported {
                 throw KadRequestFailure(.notServing, "\(peer.id) does not serve \(protocolID): \(error)")
-            } catch where connection.isClosing && attempt == 0 {
+            } catch  where connection.isClosing && attempt == 0 {
                 // The connection is going away under the request (trimmed as idle just before
                 // the stream opened, a GoAway from the peer, the peer gone): not the peer
                 // refusing the request. Dial again, once; kad requests are idempotent, so one
@@ -462,7 +370,8 @@ public final class DHT: Sendable {
             answer = try KadMessage(serialized: reply.readableBytesView)
         } catch {
             stream.reset()
-            throw KadRequestFailure(.badAnswer, "\(peer.id) answered \(message.type) with a malformed message: \(error)")
+            throw KadRequestFailure(
+                .badAnswer, "\(peer.id) answered \(message.type) with a malformed message: \(error)")
         }
         guard answer.type == message.type else {
             throw KadRequestFailure(.badAnswer, "\(peer.id) answered \(message.type) with \(answer.type)")
@@ -486,7 +395,8 @@ public final class DHT: Sendable {
             known += rule.dialable(Self.reachableAddresses(info.listenAddresses, observed: nil), from: .thirdParty)
         }
         known = Self.unique(known)
-        let told = hearsay ? Self.unique(rule.dialable(peer.addresses, from: .thirdParty)).filter { !known.contains($0) } : []
+        let told =
+            hearsay ? Self.unique(rule.dialable(peer.addresses, from: .thirdParty)).filter { !known.contains($0) } : []
         return (known, told)
     }
 
@@ -543,36 +453,25 @@ public final class DHT: Sendable {
     }
 }
 
-/// Runs `body`; if it has not finished after `timeout`, calls `onTimeout` (which should make `body`
-/// fail, e.g. by resetting its stream) and throws at once without waiting for `body`.
-func withHardTimeout<T: Sendable>(
-    _ timeout: TimeAmount, description: @escaping @Sendable @autoclosure () -> String,
-    onTimeout: @escaping @Sendable () -> Void, _ body: @escaping @Sendable () async throws -> T
+/// Thrown by `withDeadline` when the time ran out.
+struct DeadlineExceeded: Error {}
+
+/// Runs `body` in a child task under a deadline: past `timeout`, `body` is cancelled (it must end
+/// promptly when cancelled, e.g. by resetting its stream in a cancellation handler) and, once it
+/// has ended, `DeadlineExceeded` is thrown. Structured: nothing outlives the call, and cancelling
+/// the caller cancels `body`.
+func withDeadline<T: Sendable>(
+    _ timeout: TimeAmount, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    // The message is built only on a timeout (it usually formats a peer id).
-    let message: @Sendable () -> String = { "\(description()) timed out after \(timeout.nanoseconds / 1_000_000) ms" }
-    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-        let done = NIOLockedValueBox(false)
-        let finish: @Sendable (Result<T, any Error>) -> Bool = { result in
-            let first = done.withLockedValue { done -> Bool in
-                defer { done = true }
-                return !done
-            }
-            if first { continuation.resume(with: result) }
-            return first
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
+            return nil
         }
-        let timer = Task {
-            try? await Task.sleep(nanoseconds: UInt64(max(timeout.nanoseconds, 0)))
-            guard !Task.isCancelled else { return }
-            if finish(.failure(ResolutionError(.network, message()))) { onTimeout() }
-        }
-        Task {
-            do {
-                _ = finish(.success(try await body()))
-            } catch {
-                _ = finish(.failure(error))
-            }
-            timer.cancel()
-        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw DeadlineExceeded() }
+        guard let value = first else { throw DeadlineExceeded() }
+        return value
     }
 }

@@ -1,0 +1,198 @@
+import Identity
+import NIOCore
+
+/// The lookups of `KademliaBehaviour`: each a `ClosestPeersLookup` with what its kind collects.
+extension KademliaBehaviour {
+    struct RunningQuery {
+        enum Kind {
+            case closestPeers
+            case value(ValueLookup, key: [UInt8], unixNow: UInt64)
+            case providers(found: [KademliaPeer], limit: Int)
+        }
+
+        var lookup: ClosestPeersLookup
+        var kind: Kind
+        let request: KadMessage
+        /// Peers whose addresses the caller supplied (dialled as given, not as hearsay).
+        let trusted: Set<PeerID>
+        /// Requests sent and not yet reported.
+        var outstanding = 0
+        /// The timer last asked for.
+        var armedTimer: NIODeadline?
+    }
+
+    mutating func startQuery(
+        _ id: KademliaQueryID, _ query: KademliaQuery, now: NIODeadline, unixNow: UInt64,
+        into actions: inout [KademliaAction]
+    ) {
+        precondition(queries[id] == nil, "query \(id) started twice")
+        let target: KademliaKey
+        let request: KadMessage
+        let lookupConfiguration: ClosestPeersLookup.Configuration
+        var extraSeeds: [KademliaPeer] = []
+        let kind: RunningQuery.Kind
+        switch query {
+        case .closestPeers(let key, let seeds):
+            target = KademliaKey(hashing: key)
+            request = KadMessage(type: .findNode, key: key)
+            lookupConfiguration = configuration.closestPeersLookup
+            extraSeeds = seeds
+            kind = .closestPeers
+        case .value(let name):
+            let value = ValueLookup(
+                name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor)
+            target = value.target
+            request = KadMessage(type: .getValue, key: name.recordKey)
+            lookupConfiguration = configuration.valueLookup
+            kind = .value(value, key: name.recordKey, unixNow: unixNow)
+        case .providers(let key, let limit):
+            target = KademliaKey(hashing: key)
+            request = KadMessage(type: .getProviders, key: key)
+            lookupConfiguration = configuration.closestPeersLookup
+            var found: [KademliaPeer] = []
+            Self.addProviders(providers.providers(of: key, now: now, limit: limit), to: &found, limit: limit)
+            // Enough in our own store: no lookup.
+            guard found.count < limit else {
+                actions.append(.finished(id, .providers(found)))
+                return
+            }
+            kind = .providers(found: found, limit: limit)
+        }
+        table.recordLookup(of: target, now: now)
+        let seeds = table.closestPeers(to: target, count: lookupConfiguration.resultCount).map(\.peer)
+        var seen = Set(seeds.map(\.id))
+        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.id).inserted }
+        queries[id] = RunningQuery(
+            lookup: ClosestPeersLookup(
+                target: target, seeds: allSeeds, localKey: table.localKey, configuration: lookupConfiguration),
+            kind: kind, request: request, trusted: Set(extraSeeds.map(\.id)))
+        poll(id, now: now, into: &actions)
+    }
+
+    /// Asks the query's lookup what to do next: requests to send, a timer, or the end.
+    mutating func poll(_ id: KademliaQueryID, now: NIODeadline, into actions: inout [KademliaAction]) {
+        guard var query = queries[id] else { return }
+        while true {
+            var step = query.lookup.next(now: now)
+            if case .waiting = step, query.outstanding == 0, query.lookup.nextTimeout == nil {
+                // Nothing can arrive any more: every request was reported. The state machine
+                // finishes when asked past every timeout.
+                step = query.lookup.next(now: now + .hours(24))
+            }
+            switch step {
+            case .query(let peer):
+                query.outstanding += 1
+                actions.append(.send(id, peer, query.request, hearsay: !query.trusted.contains(peer.id)))
+            case .waiting:
+                if let deadline = query.lookup.nextTimeout, deadline != query.armedTimer {
+                    query.armedTimer = deadline
+                    actions.append(.armQueryTimer(id, deadline))
+                }
+                queries[id] = query
+                return
+            case .finished(let result):
+                queries[id] = nil
+                actions.append(.finished(id, Self.outcome(of: query, result)))
+                return
+            }
+        }
+    }
+
+    static func outcome(of query: RunningQuery, _ result: LookupResult) -> KademliaQueryOutcome {
+        switch query.kind {
+        case .closestPeers: .closestPeers(result)
+        case .value(let value, _, _): .value(result, value)
+        case .providers(let found, _): .providers(found)
+        }
+    }
+
+    mutating func received(
+        _ message: KadMessage, for id: KademliaQueryID, from peer: PeerID, now: NIODeadline, unixNow: UInt64,
+        into actions: inout [KademliaAction]
+    ) {
+        guard var query = queries[id] else { return }
+        query.outstanding -= 1
+        guard message.type == query.request.type else {
+            queries[id] = query
+            requestFailed(
+                id, peer: peer,
+                failure: KadRequestFailure(.badAnswer, "\(peer) answered \(query.request.type) with \(message.type)"),
+                now: now, countOutstanding: false, into: &actions)
+            return
+        }
+        var foundValue = false
+        var mayStop = false
+        switch query.kind {
+        case .closestPeers:
+            break
+        case .value(var value, let key, let queryUnixNow):
+            if let record = message.record {
+                if record.key != key {
+                    value.receiveInvalid(from: peer, .malformed)
+                } else {
+                    do throws(ResolutionError) {
+                        let signed = try SignedAgentRecord(bytes: record.value)
+                        let verify = self.verify
+                        let verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
+                            record throws(ResolutionError) in try verify(record, queryUnixNow)
+                        }
+                        foundValue = verdict == .valid
+                    } catch {
+                        value.receiveInvalid(from: peer, error.kind)
+                    }
+                }
+            }
+            mayStop = value.mayStop
+            query.kind = .value(value, key: key, unixNow: queryUnixNow)
+        case .providers(var found, let limit):
+            if !message.providerPeers.isEmpty {
+                foundValue = true
+                Self.addProviders(message.providerPeers, to: &found, limit: limit)
+            }
+            mayStop = found.count >= limit
+            query.kind = .providers(found: found, limit: limit)
+        }
+        let closer = message.closerPeers.map { KademliaPeer(id: $0.peerID, addresses: $0.addresses) }
+        // A late answer (after the lookup's timeout) still counts.
+        query.lookup.received(from: peer, closerPeers: closer, foundValue: foundValue, now: now)
+        if foundValue, mayStop {
+            queries[id] = nil
+            actions.append(.finished(id, Self.outcome(of: query, query.lookup.stop(now: now))))
+            return
+        }
+        queries[id] = query
+        poll(id, now: now, into: &actions)
+    }
+
+    mutating func requestFailed(
+        _ id: KademliaQueryID, peer: PeerID, failure: KadRequestFailure, now: NIODeadline,
+        countOutstanding: Bool = true, into actions: inout [KademliaAction]
+    ) {
+        if var query = queries[id] {
+            if countOutstanding { query.outstanding -= 1 }
+            query.lookup.failed(peer, now: now)
+            queries[id] = query
+            poll(id, now: now, into: &actions)
+        }
+        // Liveness (spec/dht.md §4): only evidence that the peer is gone, or that it no longer
+        // serves the DHT, takes it out of the table.
+        guard failure.countsAgainstLiveness || failure.kind == .notServing else { return }
+        if let eviction = table.remove(peer) {
+            actions.append(.removed(eviction, reason: "\(failure.kind)"))
+        }
+    }
+
+    /// Providers named by a peer (or our store), deduplicated, at most `limit`; a provider first
+    /// named without addresses takes the addresses of a later mention.
+    static func addProviders(_ providers: [KadMessage.Peer], to found: inout [KademliaPeer], limit: Int) {
+        for provider in providers where found.count < limit || found.contains(where: { $0.id == provider.peerID }) {
+            if let index = found.firstIndex(where: { $0.id == provider.peerID }) {
+                if found[index].addresses.isEmpty {
+                    found[index] = KademliaPeer(id: provider.peerID, addresses: provider.addresses)
+                }
+            } else {
+                found.append(KademliaPeer(id: provider.peerID, addresses: provider.addresses))
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+import Identity
+import Logging
+import Multiformats
+import NIOConcurrencyHelpers
+import NIOCore
+import Network
+
+/// The DHT as the thin driver of `KademliaBehaviour`: it feeds the behaviour events with the time,
+/// and performs its actions: requests of a query run as child tasks of the query's caller, the
+/// rest (liveness checks, dial-backs, job rounds, the job timer) in the service task's group.
+extension DHT {
+    /// An action of a query, for the task that runs it.
+    enum QueryInput: Sendable {
+        case send(KademliaPeer, KadMessage, hearsay: Bool)
+        case timer(NIODeadline)
+        case finished(KademliaQueryOutcome)
+    }
+
+    /// Work for the service task.
+    enum ServiceWork: Sendable {
+        case checkLiveness(KademliaPeer)
+        case dialBack(PeerID, RoutingTable.Evidence, candidates: [Multiaddr])
+        case job(KademliaJob)
+        /// Sleep until this deadline, then send `.timer`.
+        case arm(NIODeadline)
+        case timerFired
+    }
+
+    // MARK: Feeding the behaviour
+
+    /// Feeds `event` now and performs the actions, except `.respond` and `.finished` of
+    /// `collecting`, which are returned.
+    @discardableResult
+    func feed(_ event: KademliaEvent) -> [KademliaAction] {
+        let now = NIODeadline.now()
+        let unixNow = unixClock()
+        var actions: [KademliaAction] = []
+        let (owners, arm) = state.withLockedValue { state in
+            state.behaviour.handle(event, now: now, unixNow: unixNow, into: &actions)
+            var owners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
+            for action in actions {
+                switch action {
+                case .send(let id, _, _, _), .armQueryTimer(let id, _), .finished(let id, _):
+                    owners[id] = state.queryOwners[id]
+                default:
+                    break
+                }
+            }
+            return (owners, Self.rearm(&state))
+        }
+        if let arm { serviceWork.yield(.arm(arm)) }
+        var unperformed: [KademliaAction] = []
+        for action in actions {
+            switch action {
+            case .send(let id, let peer, let message, let hearsay):
+                owners[id]?.yield(.send(peer, message, hearsay: hearsay))
+            case .armQueryTimer(let id, let deadline):
+                owners[id]?.yield(.timer(deadline))
+            case .finished(let id, let outcome):
+                if let owner = owners[id] {
+                    owner.yield(.finished(outcome))
+                } else {
+                    unperformed.append(action)
+                }
+            case .respond:
+                unperformed.append(action)
+            case .checkLiveness(let peer):
+                serviceWork.yield(.checkLiveness(peer))
+            case .dialBack(let peer, let evidence, let candidates):
+                serviceWork.yield(.dialBack(peer, evidence, candidates: candidates))
+            case .runJob(let job):
+                serviceWork.yield(.job(job))
+            case .removed(let eviction, let reason):
+                logger.debug(
+                    "routing table: removed peer",
+                    metadata: [
+                        "peer": "\(eviction.evicted.peer.id)", "reason": "\(reason)",
+                        "promoted": "\(eviction.promoted?.peer.id.description ?? "-")",
+                    ])
+            case .storageFailed(let what, let error):
+                storageFailureCount.withLockedValue { $0 += 1 }
+                logger.error("record store failed: \(what)", metadata: ["error": "\(error.message)"])
+            }
+        }
+        return unperformed
+    }
+
+    /// The job deadline to arm, when it is earlier than the one armed.
+    private static func rearm(_ state: inout State) -> NIODeadline? {
+        guard let next = state.behaviour.nextDeadline else { return nil }
+        if let armed = state.armedDeadline, armed <= next { return nil }
+        state.armedDeadline = next
+        return next
+    }
+
+    /// Answers an inbound request through the behaviour, with the connection state of the closer
+    /// peers filled in.
+    func handle(_ request: KadMessage, from peer: PeerID) -> KademliaReply {
+        let id = state.withLockedValue { state -> KademliaRequestID in
+            state.nextRequestID &+= 1
+            return KademliaRequestID(raw: state.nextRequestID)
+        }
+        for case .respond(id, var reply) in feed(.request(id, from: peer, request)) {
+            if case .answer(var answer) = reply, !answer.closerPeers.isEmpty {
+                for index in answer.closerPeers.indices
+                where host.connection(to: answer.closerPeers[index].peerID) != nil {
+                    answer.closerPeers[index].connection = .connected
+                }
+                reply = .answer(answer)
+            }
+            return reply
+        }
+        preconditionFailure("KademliaBehaviour did not answer request \(id)")
+    }
+
+    // MARK: Queries
+
+    /// Runs `query` to its end: its requests as child tasks of the caller (cancelled, their streams
+    /// reset, when the query ends early), its timer as another. `observe` sees every answer first.
+    /// Cancelling the caller stops the query with what it has.
+    func run(
+        _ query: KademliaQuery, observe: (@Sendable (PeerID, KadMessage) -> Void)? = nil
+    ) async -> KademliaQueryOutcome {
+        let (inputs, continuation) = AsyncStream.makeStream(of: QueryInput.self)
+        let id = state.withLockedValue { state -> KademliaQueryID in
+            let id = state.behaviour.makeQueryID()
+            state.queryOwners[id] = continuation
+            return id
+        }
+        defer {
+            _ = state.withLockedValue { $0.queryOwners.removeValue(forKey: id) }
+            continuation.finish()
+        }
+        feed(.startQuery(id, query))
+        let rule = host.addressScopeRule
+        let outcome = await withTaskGroup(of: Void.self) { group -> KademliaQueryOutcome? in
+            for await input in inputs {
+                switch input {
+                case .send(let peer, let message, let hearsay):
+                    group.addTask { [self] in
+                        do throws(KadRequestFailure) {
+                            let exchange = try await exchange(message, with: peer, hearsay: hearsay)
+                            guard var answer = exchange.answer else {
+                                feed(.requestFailed(id, peer: peer.id, KadRequestFailure(.badAnswer, "no answer")))
+                                return
+                            }
+                            observe?(peer.id, answer)
+                            // Addresses from a third party: only those the scope rule allows
+                            // (spec/network.md); our own provider record keeps its addresses.
+                            for index in answer.closerPeers.indices {
+                                answer.closerPeers[index].addresses = rule.dialable(
+                                    answer.closerPeers[index].addresses, from: .thirdParty)
+                            }
+                            for index in answer.providerPeers.indices
+                            where answer.providerPeers[index].peerID != host.peerID {
+                                answer.providerPeers[index].addresses = rule.dialable(
+                                    answer.providerPeers[index].addresses, from: .thirdParty)
+                            }
+                            feed(.response(id, from: peer.id, answer, contact(for: peer.id, via: exchange.connection)))
+                        } catch {
+                            // A request cancelled because its query ended says nothing of the peer.
+                            guard !Task.isCancelled else { return }
+                            logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(error)"])
+                            feed(.requestFailed(id, peer: peer.id, error))
+                        }
+                    }
+                case .timer(let deadline):
+                    group.addTask { [self] in
+                        do {
+                            try await Task.sleep(nanoseconds: UInt64(max(deadline - .now(), .zero).nanoseconds))
+                        } catch {
+                            return
+                        }
+                        feed(.queryTimer(id))
+                    }
+                case .finished(let outcome):
+                    group.cancelAll()
+                    return outcome
+                }
+            }
+            group.cancelAll()
+            return nil
+        }
+        if let outcome { return outcome }
+        // The caller was cancelled: the query stops with what it has.
+        for case .finished(id, let outcome) in feed(.cancelQuery(id)) { return outcome }
+        preconditionFailure("KademliaBehaviour did not finish cancelled query \(id)")
+    }
+
+    /// The k peers closest to `key` (arbitrary bytes; the point in the keyspace is their SHA-256),
+    /// found by an iterative FIND_NODE lookup.
+    public func lookupClosestPeers(to key: [UInt8], extraSeeds: [KademliaPeer] = []) async -> LookupResult {
+        guard case .closestPeers(let result) = await run(.closestPeers(key: key, extraSeeds: extraSeeds)) else {
+            preconditionFailure("a closest-peers query ended with another outcome")
+        }
+        return result
+    }
+
+    /// Finds `peer`'s addresses: from the routing table, else by a lookup of its id.
+    public func findPeer(_ peer: PeerID) async -> KademliaPeer? {
+        if let entry = state.withLockedValue({ $0.table.entry(for: peer) }), !entry.peer.addresses.isEmpty {
+            return entry.peer
+        }
+        let found = NIOLockedValueBox<KademliaPeer?>(nil)
+        let result = await run(.closestPeers(key: peer.multihash.bytes, extraSeeds: [])) { _, answer in
+            if let match = answer.closerPeers.first(where: { $0.peerID == peer }), !match.addresses.isEmpty {
+                found.withLockedValue { $0 = KademliaPeer(id: peer, addresses: match.addresses) }
+            }
+        }
+        if case .closestPeers(let lookup) = result, let answered = lookup.closest.first(where: { $0.id == peer }) {
+            return answered
+        }
+        return found.withLockedValue { $0 }
+    }
+
+    // MARK: The service
+
+    /// The DHT's service, until the host shuts down (which cancels it): liveness checks,
+    /// dial-backs, job rounds and the job timer, each a child task of one group.
+    func runService(_ inbox: AsyncStream<ServiceWork>) async {
+        await withDiscardingTaskGroup { group in
+            for await work in inbox {
+                switch work {
+                case .checkLiveness(let peer):
+                    group.addTask { [self] in await checkLiveness(of: peer) }
+                case .dialBack(let peer, let evidence, let candidates):
+                    group.addTask { [self] in await dialBack(peer, evidence: evidence, candidates: candidates) }
+                case .job(let job):
+                    group.addTask { [self] in await run(job) }
+                case .arm(let deadline):
+                    group.addTask { [self] in
+                        do {
+                            try await Task.sleep(nanoseconds: UInt64(max(deadline - .now(), .zero).nanoseconds))
+                        } catch {
+                            return
+                        }
+                        serviceWork.yield(.timerFired)
+                    }
+                case .timerFired:
+                    state.withLockedValue { $0.armedDeadline = nil }
+                    feed(.timer)
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func run(_ job: KademliaJob) async {
+        switch job {
+        case .upkeep(let targets):
+            await refresh(targets)
+            await republishOwnRecords()
+            // Saved names whose publish at start failed (a storage error, say) are tried again,
+            // with back-off; those published already are skipped.
+            await restoreRegistrations(backingOff: true)
+            feed(.jobFinished(.upkeep))
+        case .replication:
+            let pushed = await replicateStoredRecords()
+            logger.debug("re-replication round done", metadata: ["pushed": "\(pushed)"])
+            feed(.jobFinished(.replication))
+        case .republishAfterGrowth:
+            await republishOwnRecords()
+            feed(.jobFinished(.republishAfterGrowth))
+        }
+    }
+
+    /// Runs the periodic jobs (spec/dht.md §7: upkeep every `maintenanceInterval`, re-replication
+    /// every `replicationInterval`, as `KademliaBehaviour` schedules them) until the task is
+    /// cancelled. The rounds run in the DHT's service (started by `start()`); a round in progress
+    /// when this is cancelled ends with the host.
+    public func runMaintenance() async {
+        feed(.maintenance(enabled: true))
+        let (wait, continuation) = AsyncStream.makeStream(of: Never.self)
+        // Ends when the task is cancelled.
+        for await _ in wait {}
+        continuation.finish()
+        feed(.maintenance(enabled: false))
+    }
+}
