@@ -363,6 +363,8 @@ struct DHTRegistrationTests {
         #expect(seen.record.record.seq == second.record.record.seq)
         // Its own failure to store the PUT is logged too; the resolve's is the one that counts here.
         #expect(log.events(level: .error, name: name).filter { $0.message.hasPrefix("resolve:") }.count == 1)
+        // Both counted: the refused PUT and the resolve's update.
+        #expect(replica.dht.storageFailures >= 2)
         try await network.shutdown()
     }
 

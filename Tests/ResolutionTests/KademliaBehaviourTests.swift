@@ -288,7 +288,9 @@ struct KademliaBehaviourTests {
             now: Self.t0, unixNow: Fixtures.now, into: &actions)
         #expect(actions.count == 2)
         #expect(
-            actions.contains { if case .storageFailed(_, let error) = $0 { error.kind == .storage } else { false } })
+            actions.contains {
+                if case .storageFailed(_, let error, name: Fixtures.name) = $0 { error.kind == .storage } else { false }
+            })
         #expect(actions.contains { if case .respond(_, .refuse) = $0 { true } else { false } })
 
         actions.removeAll()

@@ -32,7 +32,7 @@ extension KademliaBehaviour {
             } catch {
                 // Answered without the record (closer peers still help the asker); the operator
                 // must see that our medium fails.
-                actions.append(.storageFailed("cannot read a record to answer GET_VALUE", error))
+                actions.append(.storageFailed("kad: cannot read a record to answer GET_VALUE", error, name: nil))
             }
             return .answer(answer)
 
@@ -55,7 +55,8 @@ extension KademliaBehaviour {
             } catch {
                 if error.kind == .storage {
                     // Our medium failed, not the peer's record.
-                    actions.append(.storageFailed("cannot store \(signed.record.name) from \(peer)", error))
+                    actions.append(
+                        .storageFailed("kad: cannot store a record from \(peer)", error, name: signed.record.name))
                 }
                 return .refuse(
                     "PUT_VALUE for \(signed.record.name) rejected (\(error.kind.rawValue)): \(error.message)")

@@ -226,8 +226,9 @@ enum KademliaAction: Sendable {
     case runJob(KademliaJob)
     /// A peer left the routing table (for the log).
     case removed(RoutingTable.Eviction, reason: String)
-    /// The record store failed; log it where an operator sees it (the behaviour went on without).
-    case storageFailed(String, ResolutionError)
+    /// The record store failed (about `name`, if one); log it where an operator sees it (the
+    /// behaviour went on without).
+    case storageFailed(String, ResolutionError, name: AgentName?)
 }
 
 /// A small seeded generator (SplitMix64, Steele et al. 2014): the behaviour's only randomness, so

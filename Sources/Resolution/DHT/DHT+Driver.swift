@@ -77,12 +77,20 @@ extension DHT {
                         "peer": "\(eviction.evicted.peer.id)", "reason": "\(reason)",
                         "promoted": "\(eviction.promoted?.peer.id.description ?? "-")",
                     ])
-            case .storageFailed(let what, let error):
-                storageFailureCount.withLockedValue { $0 += 1 }
-                logger.error("record store failed: \(what)", metadata: ["error": "\(error.message)"])
+            case .storageFailed(let what, let error, let name):
+                storageFailed(what, error, name: name)
             }
         }
         return unperformed
+    }
+
+    /// A record-store failure the DHT went on without: logged as an error and counted
+    /// (`storageFailures`), never dropped.
+    func storageFailed(_ what: String, _ error: ResolutionError, name: AgentName? = nil) {
+        storageFailureCount.withLockedValue { $0 += 1 }
+        var metadata: Logger.Metadata = ["error": "\(error.message)"]
+        if let name { metadata["name"] = "\(name)" }
+        logger.error("\(what)", metadata: metadata)
     }
 
     /// The job deadline to arm, when it is earlier than the one armed.

@@ -154,7 +154,7 @@ extension DHT {
             for reason in dropped { logger.error("dropped an unreadable name registration: \(reason)") }
             stored = registrations
         } catch {
-            logger.error("cannot read the registered names: \(error.message)")
+            storageFailed("cannot read the registered names", error)
             return []
         }
         var results: [(name: AgentName, result: Result<PublishReport, ResolutionError>)] = []
@@ -234,9 +234,7 @@ extension DHT {
                 current = try store.ownRecord(for: name)
             } catch {
                 // Without the last record its seq is unknown: signing a new one could go backwards.
-                logger.error(
-                    "cannot read own record; not republished this round",
-                    metadata: ["name": "\(name)", "error": "\(error.message)"])
+                storageFailed("cannot read own record; not republished this round", error, name: name)
                 continue
             }
             let due = ownNames.isDue(
@@ -369,8 +367,7 @@ extension DHT {
             local = try store.get(name, now: now)
         } catch {
             // The replicas' answers still decide; our copy (if any) is not consulted nor updated.
-            logger.error(
-                "resolve: cannot read the local record", metadata: ["name": "\(name)", "error": "\(error.message)"])
+            storageFailed("resolve: cannot read the local record", error, name: name)
             local = nil
         }
         guard let decision = value.decide(closest: result.closest, local: local) else {
@@ -399,8 +396,7 @@ extension DHT {
             do throws(ResolutionError) {
                 try store.put(choice.record, from: nil, now: now)
             } catch  where error.kind == .storage {
-                logger.error(
-                    "resolve: cannot update the local copy", metadata: ["name": "\(name)", "error": "\(error.message)"])
+                storageFailed("resolve: cannot update the local copy", error, name: name)
             } catch {
                 // The ownership rules kept our copy (e.g. the choice is a rival claim our
                 // store does not accept): that is their verdict, not a failure.
@@ -431,7 +427,7 @@ extension DHT {
             _ = try store.removeExpired(now: now)
             records = try store.records(now: now, limit: limit)
         } catch {
-            logger.error("record store read failed", metadata: ["error": "\(error)"])
+            storageFailed("record store read failed", error)
             return 0
         }
         let concurrency = configuration.replicationConcurrency
