@@ -21,6 +21,8 @@ extension DHT {
         case checkLiveness(KademliaPeer)
         case dialBack(PeerID, RoutingTable.Evidence, candidates: [Multiaddr])
         case job(KademliaJob)
+        /// PUT a resolved record to the closest replicas that answered without it (spec/dht.md §8.4).
+        case correctReplicas(SignedAgentRecord, [KademliaPeer])
         /// Sleep until this deadline, then send `.timer`.
         case arm(NIODeadline)
         case timerFired
@@ -223,10 +225,12 @@ extension DHT {
 
     // MARK: The service
 
-    /// The DHT's service, until the host shuts down (which cancels it): liveness checks,
-    /// dial-backs, job rounds and the job timer, each a child task of one group.
-    func runService(_ inbox: AsyncStream<ServiceWork>) async {
+    /// The DHT's service, until the host shuts down (which cancels it): the identify watcher,
+    /// liveness checks, dial-backs, stale-replica corrections, job rounds and the job timer, each a
+    /// child task of one group.
+    func runService(_ inbox: AsyncStream<ServiceWork>, identifyEvents: AsyncStream<HostEvent>) async {
         await withDiscardingTaskGroup { group in
+            group.addTask { [self] in await watchIdentify(identifyEvents) }
             for await work in inbox {
                 switch work {
                 case .checkLiveness(let peer):
@@ -235,6 +239,15 @@ extension DHT {
                     group.addTask { [self] in await dialBack(peer, evidence: evidence, candidates: candidates) }
                 case .job(let job):
                     group.addTask { [self] in await run(job) }
+                case .correctReplicas(let record, let stale):
+                    group.addTask { [self] in
+                        let (stored, _) = await put(record, to: stale)
+                        if !stored.isEmpty {
+                            logger.debug(
+                                "resolve: corrected stale replicas",
+                                metadata: ["name": "\(record.record.name)", "count": "\(stored.count)"])
+                        }
+                    }
                 case .arm(let deadline):
                     group.addTask { [self] in
                         do {

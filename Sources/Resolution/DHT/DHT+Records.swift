@@ -382,14 +382,8 @@ extension DHT {
         // Correct stale replicas: the closest peers that answered without the chosen record get it.
         let stale = decision.staleReplicas
         if !stale.isEmpty {
-            let record = choice.record
-            host.spawn("dht: correcting stale replicas of \(name)") { [self] in
-                let (stored, _) = await put(record, to: Array(stale))
-                if !stored.isEmpty {
-                    logger.debug(
-                        "resolve: corrected stale replicas", metadata: ["name": "\(name)", "count": "\(stored.count)"])
-                }
-            }
+            // In the service, so that the caller does not wait for it.
+            serviceWork.yield(.correctReplicas(choice.record, stale))
         }
         if decision.updatesLocalCopy {
             // Keep our own copy current: we hold one, so we are a replica; ownership rules apply.

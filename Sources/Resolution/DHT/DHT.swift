@@ -113,19 +113,19 @@ public final class DHT: Sendable {
             }
             return state.mode
         }
-        // Subscribed before kad streams are served (in either mode: `auto` may become server
-        // later): an identify that completes after a stream found no peer info is seen here.
-        let events = host.events(label: "dht")
-        host.spawn("dht: identify events") { [self] in await watchIdentify(events) }
-        // The service: liveness checks, dial-backs and job rounds run in its task group, which the
-        // host cancels and awaits when it shuts down.
+        // The service (once): the identify watcher, liveness checks, dial-backs, stale-replica
+        // corrections and job rounds run in its task group, which the host cancels and awaits
+        // when it shuts down.
         let inbox = serviceInbox.withLockedValue { box in
             let inbox = box
             box = nil
             return inbox
         }
         if let inbox {
-            host.spawn("dht: service") { [self] in await runService(inbox) }
+            // Subscribed before kad streams are served (in either mode: `auto` may become server
+            // later): an identify that completes after a stream found no peer info is seen here.
+            let events = host.events(label: "dht")
+            host.spawn("dht: service") { [self] in await runService(inbox, identifyEvents: events) }
         }
         if mode == .server {
             host.handle(configuration.protocolID) { [self] stream in
