@@ -8,9 +8,10 @@ import Session
 import SwiftProtobuf
 
 /// DCUtR (`/libp2p/dcutr`, libp2p/specs relay/DCUtR.md): upgrades a relayed connection to a direct
-/// one by a coordinated TCP simultaneous open. The peer that accepted the relayed connection (B)
+/// one by a coordinated TCP simultaneous open, or for QUIC addresses a UDP punch (A dials QUIC, B
+/// sends random datagrams towards A's address: `HostCore.punchQUIC`). The peer that accepted the relayed connection (B)
 /// starts once identify ran on it; the other (A) answers on its outbound relayed connection only.
-/// Both dial from their TCP listen port, so that port-preserving (cone) NATs map the dials to the
+/// Both send from their listen port, so that port-preserving (cone) NATs map the dials to the
 /// addresses each side announced; symmetric NATs defeat this, and the relayed connection stays.
 public final class HolePunchService: Sendable {
     public static let protocolID = "/libp2p/dcutr"
@@ -93,8 +94,8 @@ public final class HolePunchService: Sendable {
         }
     }
 
-    /// The addresses we send in CONNECT: each observed IP with each TCP listen port of its family
-    /// (what a port-preserving NAT maps our listen-port dials to), then our advertised direct
+    /// The addresses we send in CONNECT: each observed IP with each TCP and QUIC listen port of its
+    /// family (what a port-preserving NAT maps our listen-port dials to), then our advertised direct
     /// addresses; only those a peer may dial by our own rule, without /p2p, at most 8.
     var ownAddresses: [Multiaddr] {
         let rule = host.addressScopeRule
@@ -107,11 +108,13 @@ public final class HolePunchService: Sendable {
             result.append(address)
         }
         for ip in state.withLockedValue({ $0.observedIPs }) {
-            for bound in listen {
-                guard bound.components.count == 2, case .tcp(let port) = bound.components[1], port != 0,
-                    IPAddress(bound)?.family == ip.family
-                else { continue }
-                add(Multiaddr([ip.multiaddrComponent, .tcp(port)]))
+            for bound in listen where IPAddress(bound)?.family == ip.family {
+                let components = bound.components
+                if components.count == 2, case .tcp(let port) = components[1], port != 0 {
+                    add(Multiaddr([ip.multiaddrComponent, .tcp(port)]))
+                } else if components.count == 3, case .udp(let port) = components[1], port != 0, case .quicV1 = components[2] {
+                    add(Multiaddr([ip.multiaddrComponent, .udp(port), .quicV1]))
+                }
             }
         }
         for address in host.advertisedAddresses { add(address) }

@@ -437,6 +437,7 @@ final class HostCore: @unchecked Sendable {
         if let network = resources.deniedNetwork(containing: ip) {
             throw NetworkError(.refused, "\(address) is in the blocked network \(network) (agentctl unblock \(network) lifts it)")
         }
+        if QUICAddress.isQUIC(address) { return try await punchQUIC(address, peer: peer, role: role, timeout: timeout) }
         let listener = lock.withLock {
             boundAddresses.first { IPAddress($0)?.family == ip.family && (try? TCPAddress.hostAndPort(of: $0)) != nil }
         }

@@ -42,6 +42,8 @@ final class QUICConnectionCore: @unchecked Sendable {
     /// handshake is aborted (TLS alert) before our Finished, so the peer never completes it nor
     /// registers a connection; the handshake promise then succeeds.
     let authenticateOnly: Bool
+    /// The client's handshake timeout when not the endpoint's (hole-punch dials give up sooner).
+    let handshakeTimeout: TimeAmount?
     private var authenticated = false
     var logger: Logger
     private(set) var conn: OpaquePointer?
@@ -84,9 +86,10 @@ final class QUICConnectionCore: @unchecked Sendable {
 
     init(
         endpoint: QUICEndpoint, remote: SocketAddress, direction: ConnectionDirection, expectedPeer: PeerID?,
-        authenticateOnly: Bool = false, logger: Logger
+        authenticateOnly: Bool = false, handshakeTimeout: TimeAmount? = nil, logger: Logger
     ) {
         self.authenticateOnly = authenticateOnly
+        self.handshakeTimeout = handshakeTimeout
         self.endpoint = endpoint
         self.eventLoop = endpoint.eventLoop
         self.remote = remote
@@ -102,6 +105,7 @@ final class QUICConnectionCore: @unchecked Sendable {
     func startClient() throws(NetworkError) {
         var message = [CChar](repeating: 0, count: 256)
         var config = endpoint.cConfig
+        if let handshakeTimeout { config.handshake_timeout = UInt64(handshakeTimeout.nanoseconds) }
         let now = NIODeadline.now().uptimeNanoseconds
         let created = endpoint.localAddress.withSockAddr { local, localLength in
             remote.withSockAddr { remote, remoteLength in

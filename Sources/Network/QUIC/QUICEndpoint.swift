@@ -327,8 +327,9 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
 
     /// Dials `remote` and completes once the handshake authenticated `peer`.
     /// With `authenticateOnly`, a probe: see `QUICConnectionCore.authenticateOnly`.
-    func connect(to remote: SocketAddress, peer: PeerID, authenticateOnly: Bool = false)
-        -> EventLoopFuture<QUICConnectionCore>
+    func connect(
+        to remote: SocketAddress, peer: PeerID, authenticateOnly: Bool = false, handshakeTimeout: TimeAmount? = nil
+    ) -> EventLoopFuture<QUICConnectionCore>
     {
         eventLoop.flatSubmit { [self] in
             guard !isClosed, context != nil else {
@@ -338,7 +339,7 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
             logger[metadataKey: "remote"] = "\(remote)"
             let connection = QUICConnectionCore(
                 endpoint: self, remote: remote, direction: .outbound, expectedPeer: peer,
-                authenticateOnly: authenticateOnly, logger: logger)
+                authenticateOnly: authenticateOnly, handshakeTimeout: handshakeTimeout, logger: logger)
             connections[ObjectIdentifier(connection)] = connection
             do {
                 try connection.startClient()
@@ -348,6 +349,21 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
                 return eventLoop.makeFailedFuture(error)
             }
             return connection.handshake.futureResult.map { connection }
+        }
+    }
+
+    /// Sends one datagram of random bytes to `remote` (UDP hole punching: it opens our NAT's
+    /// mapping towards the peer's address, so that the peer's Initial gets through; the peer's
+    /// endpoint drops it as a packet for no connection).
+    func sendPunchDatagram(to remote: SocketAddress) {
+        eventLoop.execute { [self] in
+            guard !isClosed else { return }
+            var random = SystemRandomNumberGenerator()
+            var bytes = [UInt8](repeating: 0, count: 64)
+            for index in bytes.indices { bytes[index] = random.next() }
+            bytes[0] &= 0x7f  // a short header: nobody takes it for an Initial
+            bytes.withUnsafeBytes { send($0, to: remote) }
+            flushChannel()
         }
     }
 

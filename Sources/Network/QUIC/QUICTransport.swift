@@ -3,6 +3,7 @@ import Logging
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import Session
 
 /// Conversions between multiaddrs and socket addresses for QUIC v1: `/ip4|ip6/HOST/udp/PORT/quic-v1`.
 public enum QUICAddress {
@@ -105,9 +106,10 @@ final class QUICSockets: @unchecked Sendable {
     }
 
     /// Dials `address` and completes once the handshake authenticated `peer`.
-    func dial(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop, authenticateOnly: Bool = false)
-        -> EventLoopFuture<QUICConnectionCore>
-    {
+    func dial(
+        _ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop, authenticateOnly: Bool = false,
+        handshakeTimeout: TimeAmount? = nil
+    ) -> EventLoopFuture<QUICConnectionCore> {
         let host: String
         let port: Int
         let remote: SocketAddress
@@ -119,7 +121,8 @@ final class QUICSockets: @unchecked Sendable {
         }
         let isIPv6 = remote.protocol == .inet6
         return endpoint(isIPv6: isIPv6, on: eventLoop).flatMap { endpoint in
-            endpoint.connect(to: remote, peer: peer, authenticateOnly: authenticateOnly)
+            endpoint.connect(
+                to: remote, peer: peer, authenticateOnly: authenticateOnly, handshakeTimeout: handshakeTimeout)
         }
     }
 
@@ -155,6 +158,14 @@ final class QUICSockets: @unchecked Sendable {
         return future.map { $0.1 }
     }
 
+    /// The listener a hole punch to `remote` leaves from (its family's); nil when none listens.
+    func listener(for remote: SocketAddress) -> QUICEndpoint? {
+        let isIPv6 = remote.protocol == .inet6
+        return lock.withLock {
+            listeners.first { ($0.channel.localAddress?.protocol == .inet6) == isIPv6 }?.endpoint
+        }
+    }
+
     /// The listening endpoints (tests, status).
     var listenerEndpoints: [QUICEndpoint] { lock.withLock { listeners.map(\.endpoint) } }
 
@@ -187,8 +198,10 @@ extension HostCore {
     /// Dials a QUIC address: the TLS handshake authenticates `peer` (a certificate for another
     /// peer fails the dial with a `peer id mismatch`), then the connection is registered as a TCP
     /// one would be.
-    func dialQUIC(_ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop) -> EventLoopFuture<Connection> {
-        quic.dial(address, peer: peer, on: eventLoop)
+    func dialQUIC(
+        _ address: Multiaddr, peer: PeerID, on eventLoop: EventLoop, handshakeTimeout: TimeAmount? = nil
+    ) -> EventLoopFuture<Connection> {
+        quic.dial(address, peer: peer, on: eventLoop, handshakeTimeout: handshakeTimeout)
             .flatMap { [self] core in
                 // The connection lives on its socket's loop (the dial's future may complete on
                 // another).
@@ -208,6 +221,37 @@ extension HostCore {
                 if let refusal = register(connection) { throw refusal }
                 return connection
             }
+    }
+
+    /// A hole punch over UDP (DCUtR, libp2p/specs relay/DCUtR.md: "In case of QUIC, ... A dials,
+    /// B sends UDP packets filled with random bytes to A's address ... in random intervals between
+    /// 10 and 200 ms"). `.initiator` (A, the SYNC receiver) dials from the QUIC listen port, with
+    /// `timeout` as the handshake timeout; `.responder` (B) sends random datagrams from its listen
+    /// port until the connection A dials has come in through our listener (our NAT now lets it
+    /// in), or `timeout` passes.
+    func punchQUIC(_ address: Multiaddr, peer: PeerID, role: NoiseHandshakeState.Role, timeout: TimeAmount)
+        async throws -> Connection
+    {
+        let (host, port) = try QUICAddress.hostAndPort(of: address)
+        let remote = try SocketAddress(ipAddress: host, port: port)
+        guard let endpoint = quic.listener(for: remote) else {
+            throw NetworkError(.invalidAddress, "no QUIC listener of \(address)'s address family to punch from")
+        }
+        if role == .initiator {
+            let eventLoop = endpoint.eventLoop
+            return try await eventLoop.flatSubmit { [self] in
+                dialQUIC(address, peer: peer, on: eventLoop, handshakeTimeout: timeout)
+            }.get()
+        }
+        let deadline = NIODeadline.now() + timeout
+        var random = SystemRandomNumberGenerator()
+        while NIODeadline.now() < deadline {
+            if let direct = directConnection(to: peer), direct.quic != nil { return direct }
+            endpoint.sendPunchDatagram(to: remote)
+            try await Task.sleep(nanoseconds: UInt64.random(in: 10_000_000...200_000_000, using: &random))
+        }
+        if let direct = directConnection(to: peer), direct.quic != nil { return direct }
+        throw NetworkError(.timeout, "no QUIC connection from \(peer) came in through \(address) within the punch")
     }
 
     /// A QUIC connection our listener accepted completed its handshake: admission (deny list,
