@@ -54,4 +54,38 @@ struct DHTLookupCancellationTests {
         await silent.shutdown()
         try await network.shutdown()
     }
+
+    @Test("a lookup whose caller is cancelled while it waits on a silent peer returns what it has")
+    func cancelledCaller() async throws {
+        let network = DHTTestNetwork(threads: 1)
+        try await network.build(count: 3)
+        var logger = Logger(label: "dht-test")
+        logger.logLevel = .critical
+        let silent = Network.Host(identity: Ed25519.PrivateKey(), group: network.group, logger: logger)
+        let bound = try await silent.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
+        let requests = NIOLockedValueBox(0)
+        silent.handle(DHTConfiguration.agentProtocolID) { stream in
+            guard (try? await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize)) != nil else {
+                return
+            }
+            requests.withLockedValue { $0 += 1 }
+            _ = try? await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize)
+        }
+        // The lookup waits for the silent peer for 120 s.
+        var configuration = DHTTestNetwork.configuration()
+        configuration.requestTimeout = .seconds(120)
+        configuration.requestHardTimeout = .seconds(120)
+        let asker = try await network.addNode(configuration: configuration)
+        await asker.dht.bootstrap([network.nodes[0].address])
+        let seed = KademliaPeer(id: silent.peerID, addresses: [bound.appending(.p2p(silent.peerID.multihash))])
+        let dht = asker.dht
+        let lookup = Task { await dht.lookupClosestPeers(to: Array("cancel-the-caller".utf8), extraSeeds: [seed]) }
+        #expect(try await DHTLivenessTests.eventually { requests.withLockedValue { $0 } == 1 })
+        lookup.cancel()
+        let result = await lookup.value
+        #expect(!result.closest.contains { $0.id == silent.peerID })
+        #expect(!result.closest.isEmpty, "the peers that answered before the cancellation were lost")
+        await silent.shutdown()
+        try await network.shutdown()
+    }
 }

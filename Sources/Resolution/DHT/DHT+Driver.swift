@@ -13,7 +13,8 @@ extension DHT {
     enum QueryInput: Sendable {
         case send(KademliaPeer, KadMessage, hearsay: Bool)
         case timer(NIODeadline)
-        case finished(KademliaQueryOutcome)
+        /// The outcome waits in `State.finishedQueries`.
+        case finished
     }
 
     /// Work for the service task.
@@ -42,8 +43,11 @@ extension DHT {
             var owners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
             for action in actions {
                 switch action {
-                case .send(let id, _, _, _), .armQueryTimer(let id, _), .finished(let id, _):
+                case .send(let id, _, _, _), .armQueryTimer(let id, _):
                     owners[id] = state.queryOwners[id]
+                case .finished(let id, let outcome):
+                    owners[id] = state.queryOwners[id]
+                    if owners[id] != nil { state.finishedQueries[id] = outcome }
                 default:
                     break
                 }
@@ -58,9 +62,9 @@ extension DHT {
                 owners[id]?.yield(.send(peer, message, hearsay: hearsay))
             case .armQueryTimer(let id, let deadline):
                 owners[id]?.yield(.timer(deadline))
-            case .finished(let id, let outcome):
+            case .finished(let id, _):
                 if let owner = owners[id] {
-                    owner.yield(.finished(outcome))
+                    owner.yield(.finished)
                 } else {
                     unperformed.append(action)
                 }
@@ -137,13 +141,10 @@ extension DHT {
             state.queryOwners[id] = continuation
             return id
         }
-        defer {
-            _ = state.withLockedValue { $0.queryOwners.removeValue(forKey: id) }
-            continuation.finish()
-        }
+        defer { continuation.finish() }
         feed(.startQuery(id, query))
         let rule = host.addressScopeRule
-        let outcome = await withTaskGroup(of: Void.self) { group -> KademliaQueryOutcome? in
+        await withTaskGroup(of: Void.self) { group in
             for await input in inputs {
                 switch input {
                 case .send(let peer, let message, let hearsay):
@@ -183,16 +184,20 @@ extension DHT {
                         }
                         feed(.queryTimer(id))
                     }
-                case .finished(let outcome):
+                case .finished:
                     group.cancelAll()
-                    return outcome
+                    return
                 }
             }
+            // The caller was cancelled (the stream ends then).
             group.cancelAll()
-            return nil
         }
-        if let outcome { return outcome }
-        // The caller was cancelled: the query stops with what it has.
+        let finished = state.withLockedValue { state -> KademliaQueryOutcome? in
+            state.queryOwners[id] = nil
+            return state.finishedQueries.removeValue(forKey: id)
+        }
+        if let finished { return finished }
+        // The caller was cancelled before the query finished: it stops with what it has.
         for case .finished(id, let outcome) in feed(.cancelQuery(id)) { return outcome }
         preconditionFailure("KademliaBehaviour did not finish cancelled query \(id)")
     }

@@ -36,6 +36,9 @@ public final class DHT: Sendable {
         var started = false
         /// The task of each running query, where its actions go.
         var queryOwners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
+        /// The outcome of each owned query that finished, until its owner takes it (an owner
+        /// cancelled meanwhile no longer reads its stream).
+        var finishedQueries: [KademliaQueryID: KademliaQueryOutcome] = [:]
         var nextRequestID: UInt64 = 0
         /// The job deadline the service's timer sleeps until (nil: none armed).
         var armedDeadline: NIODeadline?
