@@ -374,7 +374,7 @@ public final class NATLab: Sendable {
                 kill(pid, SIGKILL)
             }
         }
-        _ = try? ProcessRunner.run(
+        _ = try? ProcessRunner.runBlocking(
             Tools.path("ip"), ["-force", "-batch", "-"],
             stdin: Array(namespaces.map { "netns del \($0)\n" }.joined().utf8))
     }
@@ -434,7 +434,7 @@ public final class NATLab: Sendable {
     public func exec(
         in node: Node, _ executable: String, _ arguments: [String] = [], stdin: [UInt8]? = nil
     ) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(
+        try ProcessRunner.runBlocking(
             Tools.path("ip"), ["netns", "exec", namespace(node), executable] + arguments, stdin: stdin)
     }
 
@@ -457,7 +457,7 @@ public final class NATLab: Sendable {
         /// Runs `agentctl ARGUMENTS --data-dir DIR --timeout T` against this daemon (from the root
         /// namespace: the control socket is a file; the daemon does the networking in its node).
         public func agentctl(_ arguments: [String], timeout: Double = 10) throws -> ProcessRunner.Result {
-            try ProcessRunner.run(
+            try ProcessRunner.runBlocking(
                 ProcessRunner.executable("agentctl"),
                 arguments + ["--data-dir", dataDirectory, "--timeout", String(timeout)])
         }
@@ -699,7 +699,7 @@ enum Tools {
     /// Runs the tool `name`; a non-zero exit throws with its stderr.
     @discardableResult
     static func run(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> ProcessRunner.Result {
-        let result = try ProcessRunner.run(path(name), arguments, stdin: stdin.map { Array($0.utf8) })
+        let result = try ProcessRunner.runBlocking(path(name), arguments, stdin: stdin.map { Array($0.utf8) })
         guard result.status == 0 else {
             throw NATLabError(
                 "\(name) \(arguments.joined(separator: " ")) failed (\(result.status)): \(result.stderr)"

@@ -10,11 +10,10 @@ import Testing
 struct ControlAPICLITests {
     let agentctl = ProcessRunner.executable("agentctl")
 
-    /// Runs agentctl on NIO's blocking-I/O pool, so the cooperative threads stay free for the
-    /// server's handlers while the process waits for them.
+    /// Runs agentctl (the wait suspends: the cooperative threads stay free for the server's
+    /// handlers while the process waits for them).
     func run(_ arguments: String...) async throws -> ProcessRunner.Result {
-        let agentctl = agentctl
-        return try await NIOThreadPool.singleton.runIfActive { try ProcessRunner.run(agentctl, arguments) }
+        try await ProcessRunner.run(agentctl, arguments)
     }
 
     @Test("api call prints the result: indented by default, one line with --json")
@@ -66,10 +65,7 @@ struct ControlAPICLITests {
         ] as [([String], Int32, String)])
     func remoteErrors(arguments: [String], status: Int32, kind: String) async throws {
         try await withServer { _, path in
-            let agentctl = agentctl
-            let result = try await NIOThreadPool.singleton.runIfActive {
-                try ProcessRunner.run(agentctl, ["api", "call"] + arguments + ["--api-socket", path, "--json"])
-            }
+            let result = try await ProcessRunner.run(agentctl, ["api", "call"] + arguments + ["--api-socket", path, "--json"])
             #expect(result.status == status, "\(result.stderr)")
             let error = try #require(try result.errorJSON()["error"] as? [String: Any])
             #expect(error["kind"] as? String == kind)

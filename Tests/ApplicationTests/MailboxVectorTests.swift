@@ -82,9 +82,9 @@ struct MailboxVectorTests {
     }
 
     @Test("the reference tool agrees with the vector file and opens nothing wrongly", .enabled(if: Python.available))
-    func referenceCheck() throws {
+    func referenceCheck() async throws {
         let script = TestVectors.repositoryRoot.appendingPathComponent("spec/tools/agent_mailbox.py").path
-        let result = try ProcessRunner.run(try Python.executable(), [script, "--check"])
+        let result = try await ProcessRunner.run(try Python.executable(), [script, "--check"])
         #expect(result.status == 0, "\(result.stdoutText)\(result.stderr)")
         #expect(result.stdoutText == "ok\n")
     }

@@ -216,13 +216,13 @@ struct NATLabTests {
         func snapshot() throws -> [String] {
             let ip = NATLab.toolPath("ip")
             // Interface names and addresses, routes, iptables rules without counters or dates, forwarding.
-            let addresses: [String] = try ProcessRunner.run(ip, ["-o", "addr", "show"]).stdoutText
+            let addresses: [String] = try ProcessRunner.runBlocking(ip, ["-o", "addr", "show"]).stdoutText
                 .split(separator: "\n").map { line in line.split(separator: " ").prefix(4).joined(separator: " ") }
-            let links: [String] = try ProcessRunner.run(ip, ["-o", "link", "show"]).stdoutText
+            let links: [String] = try ProcessRunner.runBlocking(ip, ["-o", "link", "show"]).stdoutText
                 .split(separator: "\n").map { line in line.split(separator: " ").prefix(2).joined(separator: " ") }
-            let routes: [String] = try ProcessRunner.run(ip, ["route", "show", "table", "all"]).stdoutText
+            let routes: [String] = try ProcessRunner.runBlocking(ip, ["route", "show", "table", "all"]).stdoutText
                 .split(separator: "\n").map(String.init)
-            let saved: String = try ProcessRunner.run(NATLab.toolPath("iptables-save"), []).stdoutText
+            let saved: String = try ProcessRunner.runBlocking(NATLab.toolPath("iptables-save"), []).stdoutText
             let rules: [String] = saved.split(separator: "\n").filter { !$0.hasPrefix("#") }
                 .map { line in String(line.replacing(/\[\d+:\d+\]/, with: "")) }
             let forwarding = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8)
@@ -248,7 +248,7 @@ struct NATLabTests {
         let stale = "\(NATLab.prefix)\(exited.processIdentifier)-dead-a"
         let live = "\(NATLab.prefix)1-live-a"  // PID 1 always runs
         for name in [stale, live] {
-            #expect(try ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "add", name]).status == 0)
+            #expect(try ProcessRunner.runBlocking(NATLab.toolPath("ip"), ["netns", "add", name]).status == 0)
         }
         // A process left running in the stale namespace.
         let orphan = Process()
@@ -257,13 +257,13 @@ struct NATLabTests {
         try orphan.run()
         defer {
             if orphan.isRunning { kill(orphan.processIdentifier, SIGKILL) }
-            _ = try? ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "del", live])
-            _ = try? ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "del", stale])
+            _ = try? ProcessRunner.runBlocking(NATLab.toolPath("ip"), ["netns", "del", live])
+            _ = try? ProcessRunner.runBlocking(NATLab.toolPath("ip"), ["netns", "del", stale])
         }
         // Wait until it is inside (ip netns exec has entered the namespace).
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(10)
-        while try ProcessRunner.run(NATLab.toolPath("ip"), ["netns", "pids", stale]).stdoutText.isEmpty,
+        while try ProcessRunner.runBlocking(NATLab.toolPath("ip"), ["netns", "pids", stale]).stdoutText.isEmpty,
             clock.now < deadline
         {
             try await Task.sleep(for: .milliseconds(20))

@@ -81,9 +81,9 @@ struct RecordVectorTests {
     }
 
     @Test("the reference implementation agrees with the vector file", .enabled(if: Python.available))
-    func referenceCheck() throws {
+    func referenceCheck() async throws {
         let script = TestVectors.repositoryRoot.appendingPathComponent("spec/tools/agent_record.py").path
-        let result = try ProcessRunner.run(try Python.executable(), [script, "--check"])
+        let result = try await ProcessRunner.run(try Python.executable(), [script, "--check"])
         #expect(result.status == 0, "\(result.stdoutText)\(result.stderr)")
         #expect(result.stdoutText.contains("0 failed"))
     }

@@ -28,13 +28,13 @@ struct AddressProcessTests {
             let port = try #require(listen[0].split(separator: "/").last)
             #expect(addrs.dropFirst().allSatisfy { $0.contains("/tcp/\(port)/p2p/") }, "\(addrs)")
 
-            let id = try ProcessRunner.run(
+            let id = try await ProcessRunner.run(
                 ProcessRunner.executable("agentctl"), ["id", "--data-dir", dir, "--json"])
             #expect(id.status == 0, "\(id.stderr)")
             let json = try id.json()
             #expect(json["addrs"] as? [String] == addrs)
             #expect(json["listen_addrs"] as? [String] == listen)
-            let human = try ProcessRunner.run(ProcessRunner.executable("agentctl"), ["id", "--data-dir", dir])
+            let human = try await ProcessRunner.run(ProcessRunner.executable("agentctl"), ["id", "--data-dir", dir])
             #expect(human.stdoutText.contains("address:   /ip4/203.0.113.7/tcp/4001/p2p/\(peerID)"))
             #expect(human.stdoutText.contains("listen:    \(listen[0])"))
         } catch {
@@ -47,7 +47,7 @@ struct AddressProcessTests {
     }
 
     @Test("bad --announce and --public-cidr values exit 2 with a message")
-    func badFlags() throws {
+    func badFlags() async throws {
         let agentd = ProcessRunner.executable("agentd")
         for arguments in [
             ["--announce", "/ip4/1.2.3.4"], ["--announce", "/ip4/0.0.0.0/tcp/1"], ["--announce", "not an address"],
@@ -55,7 +55,7 @@ struct AddressProcessTests {
             ["--announce", "/ip4/1.2.3.4/udp/1"], ["--announce", "/dns4/a.example/udp/1/quic-v1"],
             ["--public-cidr", "10.0.0.1/8"], ["--public-cidr", "10.0.0.0/33"], ["--public-cidr", "example.com"],
         ] {
-            let result = try ProcessRunner.run(agentd, arguments)
+            let result = try await ProcessRunner.run(agentd, arguments)
             #expect(result.status == 2, "\(arguments): \(result.stderr)")
             #expect(result.stderr.contains(arguments[0]), "\(arguments): \(result.stderr)")
         }

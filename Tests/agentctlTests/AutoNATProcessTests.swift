@@ -9,8 +9,8 @@ import Testing
 struct AutoNATProcessTests {
     static let lab = ["--public-cidr", "127.0.0.0/8"]
 
-    func agentctl(_ dataDir: String, _ arguments: String...) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(
+    func agentctl(_ dataDir: String, _ arguments: String...) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(
             ProcessRunner.executable("agentctl"), arguments + ["--data-dir", dataDir, "--timeout", "10"])
     }
 
@@ -68,7 +68,7 @@ struct AutoNATProcessTests {
             #expect(params["event"] as? String == "autonat" && params["verdict"] as? String == "public")
             #expect(params["confidence"] as? Int == lineA["confidence"] as? Int)
 
-            let nat = try agentctl(dirs.1, "nat", "--json")
+            let nat = try await agentctl(dirs.1, "nat", "--json")
             #expect(nat.status == 0, "\(nat.stderr)")
             let status = try nat.json()
             #expect(status["reachability"] as? String == "public" && status["confidence"] as? Int == 1)
@@ -81,22 +81,22 @@ struct AutoNATProcessTests {
             #expect(server["enabled"] as? Bool == true)
             #expect((server["answers"] as? [String: Any])?["OK"] as? Int == 1, "B dialled A back once")
             #expect((status["relay_reservations"] as? [Any])?.isEmpty == true)
-            let text = try agentctl(dirs.1, "nat")
+            let text = try await agentctl(dirs.1, "nat")
             #expect(text.stdoutText.contains("reachability:  public (confidence 1)"))
             #expect(text.stdoutText.contains("\(a.peer) OK"))
             // --dht-mode auto: public keeps the server mode.
-            #expect((try agentctl(dirs.1, "dht", "peers", "--json").json())["mode"] as? String == "server")
+            #expect((try await agentctl(dirs.1, "dht", "peers", "--json").json())["mode"] as? String == "server")
             // --relay-service auto (the default): public serves hop (it follows the event; wait for it).
             var serving = false
             for _ in 0..<200 {
-                let service = (try agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
+                let service = (try await agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
                 #expect(service?["mode"] as? String == "auto")
                 serving = service?["serving"] as? Bool == true
                 if serving { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(serving)
-            let protocols = try #require((try agentctl(dirs.1, "id", "--json").json())["protocols"] as? [String])
+            let protocols = try #require((try await agentctl(dirs.1, "id", "--json").json())["protocols"] as? [String])
             #expect(protocols.contains("/libp2p/circuit/relay/0.2.0/hop"))
         }
     }
@@ -108,28 +108,28 @@ struct AutoNATProcessTests {
         try await withPair(listenB: "/ip4/127.0.0.2/tcp/0") { a, b, dirs, _ in
             let line = try await b.process.waitFor("autonat", timeout: .seconds(30))
             #expect(line["verdict"] as? String == "private" && line["confidence"] as? Int == 1)
-            let status = try agentctl(dirs.1, "nat", "--json").json()
+            let status = try await agentctl(dirs.1, "nat", "--json").json()
             let answer = try #require((status["answers"] as? [[String: Any]])?.first)
             #expect(answer["status"] as? String == "E_DIAL_ERROR" && answer["evidence"] as? String == "private")
             #expect((status["checked_addrs"] as? [String])?.contains { $0.hasPrefix("/ip4/127.0.0.1/tcp/") } == true)
             // The mode switch follows the event; wait for it (at most 10 s).
             var mode: String?
             for _ in 0..<200 {
-                mode = (try agentctl(dirs.1, "dht", "peers", "--json").json())["mode"] as? String
+                mode = (try await agentctl(dirs.1, "dht", "peers", "--json").json())["mode"] as? String
                 if mode == "client" { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(mode == "client")
-            #expect((try agentctl(dirs.0, "dht", "peers", "--json").json())["mode"] as? String == "server")
+            #expect((try await agentctl(dirs.0, "dht", "peers", "--json").json())["mode"] as? String == "server")
             // --relay-service auto: a private node does not relay.
-            let service = (try agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
+            let service = (try await agentctl(dirs.1, "nat", "--json").json())["relay_service"] as? [String: Any]
             #expect(service?["mode"] as? String == "auto" && service?["serving"] as? Bool == false)
-            #expect(!(try agentctl(dirs.1, "id", "--json").json()["protocols"] as? [String] ?? []).contains(
+            #expect(!(try await agentctl(dirs.1, "id", "--json").json()["protocols"] as? [String] ?? []).contains(
                 "/libp2p/circuit/relay/0.2.0/hop"))
             // B no longer offers kad: A learns it from the identify push.
             var offered = true
             for _ in 0..<200 {
-                let peers = try #require((try agentctl(dirs.0, "peers", "--json").json())["peers"] as? [[String: Any]])
+                let peers = try #require((try await agentctl(dirs.0, "peers", "--json").json())["peers"] as? [[String: Any]])
                 offered = (peers.first { $0["peer_id"] as? String == b.peer }?["protocols"] as? [String] ?? [])
                     .contains("/agent/kad/1.0.0")
                 if !offered { break }
@@ -144,20 +144,20 @@ struct AutoNATProcessTests {
         try await withPair(extraA: ["--autonat-server", "off"]) { a, b, dirs, _ in
             // B serves: A learns it is public. A does not: B has nobody to ask.
             #expect(try await a.process.waitFor("autonat", timeout: .seconds(30))["verdict"] as? String == "public")
-            let status = try agentctl(dirs.1, "nat", "--json").json()
+            let status = try await agentctl(dirs.1, "nat", "--json").json()
             #expect(status["reachability"] as? String == "unknown" && (status["servers"] as? [Any])?.isEmpty == true)
             #expect((status["answers"] as? [Any])?.isEmpty == true)
             #expect(!b.process.events.contains { $0["event"] as? String == "autonat" })
-            let own = try agentctl(dirs.0, "nat", "--json").json()
+            let own = try await agentctl(dirs.0, "nat", "--json").json()
             #expect((own["autonat_server"] as? [String: Any])?["enabled"] as? Bool == false)
-            let protocols = try #require((try agentctl(dirs.0, "id", "--json").json())["protocols"] as? [String])
+            let protocols = try #require((try await agentctl(dirs.0, "id", "--json").json())["protocols"] as? [String])
             #expect(!protocols.contains("/libp2p/autonat/1.0.0"))
         }
-        let bad = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--autonat-server", "maybe"])
+        let bad = try await ProcessRunner.run(ProcessRunner.executable("agentd"), ["--autonat-server", "maybe"])
         #expect(bad.status == 2 && bad.stderr.contains("--autonat-server must be on or off"))
-        let badRelayService = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay-service", "maybe"])
+        let badRelayService = try await ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay-service", "maybe"])
         #expect(badRelayService.status == 2 && badRelayService.stderr.contains("--relay-service must be on, off or auto"))
-        let badRelay = try ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay", "/ip4/127.0.0.1/tcp/4001"])
+        let badRelay = try await ProcessRunner.run(ProcessRunner.executable("agentd"), ["--relay", "/ip4/127.0.0.1/tcp/4001"])
         #expect(badRelay.status == 2 && badRelay.stderr.contains("bad --relay"))
     }
 }

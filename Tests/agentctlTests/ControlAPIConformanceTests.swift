@@ -71,12 +71,8 @@ struct ControlAPIConformanceTests {
 
     static func code(_ response: [String: Any]) -> Int? { (response["error"] as? [String: Any])?["code"] as? Int }
 
-    /// Daemons started with the perf server on (agentd serves perf only with `--perf` once that
-    /// option exists; before, it always serves it).
-    static var perfArguments: [String] {
-        let help = (try? ProcessRunner.run(ProcessRunner.executable("agentd"), ["--help"]).stdoutText) ?? ""
-        return help.contains("--perf") ? ["--perf"] : []
-    }
+    /// Daemons started with the perf server on (agentd serves perf only with `--perf`).
+    static let perfArguments = ["--perf"]
 
     @Test(
         "connect, and ping/perf multiaddr targets, dial the address they name: a dead one or another peer's fails while connected"
@@ -235,7 +231,7 @@ struct ControlAPIConformanceTests {
             #expect(try longLine.readLine() == nil)
 
             // §7: agentctl --json errors are one line.
-            let failed = try ProcessRunner.run(
+            let failed = try await ProcessRunner.run(
                 ProcessRunner.executable("agentctl"), ["resolve", "nobody.agent", "--data-dir", dir, "--json"])
             #expect(failed.status == 1)
             #expect(

@@ -90,8 +90,8 @@ struct DHTProcessTests {
         {"ip": {"pending_handshakes": 64, "connections": 512}, "subnet": {"pending_handshakes": 64, "connections": 512}}
         """
 
-    func agentctl(_ node: Node, _ arguments: String...) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(
+    func agentctl(_ node: Node, _ arguments: String...) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(
             ProcessRunner.executable("agentctl"), arguments + ["--data-dir", node.dataDir, "--timeout", "10"])
     }
 
@@ -140,13 +140,13 @@ struct DHTProcessTests {
             // Every --name, resolved from the next node.
             for node in nodes {
                 let other = nodes[node.index % nodes.count]
-                try expectRecord(try agentctl(other, "resolve", node.name, "--json"), name: node.name, of: node)
+                try expectRecord(try await agentctl(other, "resolve", node.name, "--json"), name: node.name, of: node)
             }
 
             // An extra name with explicit addresses, stored at the other three, resolved from a fourth.
             let holder = nodes[1]
             let addresses = ["/ip4/127.0.0.1/tcp/4999", "/ip6/::1/tcp/4999"]
-            let registered = try agentctl(
+            let registered = try await agentctl(
                 holder, "register", "extra-2", "--address", addresses[0], "--address", addresses[1], "--json")
             #expect(registered.status == 0, "\(registered.stderr)")
             let registration = try registered.json()
@@ -156,21 +156,21 @@ struct DHTProcessTests {
             #expect(
                 Set(registration["replicas"] as? [String] ?? []) == Set(nodes.filter { $0.index != 2 }.map(\.peerID)))
             #expect((registration["failures"] as? [Any])?.isEmpty == true)
-            let extra = try agentctl(nodes[3], "resolve", "extra-2.agent", "--no-cache", "--json")
+            let extra = try await agentctl(nodes[3], "resolve", "extra-2.agent", "--no-cache", "--json")
             try expectRecord(extra, name: "extra-2.agent", of: holder, addresses: addresses)
             #expect(try extra.json()["seq"] as? Int == registration["seq"] as? Int)
 
             // A name nobody holds: exit 1, "not found"; with --json the kind says so too.
-            let unknown = try agentctl(nodes[2], "resolve", "nobody-here.agent")
+            let unknown = try await agentctl(nodes[2], "resolve", "nobody-here.agent")
             #expect(unknown.status == 1)
             #expect(unknown.stderr.contains("not found"), "\(unknown.stderr)")
-            let unknownJSON = try agentctl(nodes[2], "resolve", "nobody-here", "--json")
+            let unknownJSON = try await agentctl(nodes[2], "resolve", "nobody-here", "--json")
             #expect(unknownJSON.status == 1)
             #expect((try unknownJSON.errorJSON()["error"] as? [String: Any])?["kind"] as? String == "not_found")
 
             // Malformed names: exit 2, refused before any lookup.
             for name in ["bad_name.agent", "two words.agent", "a..b.agent"] {
-                let malformed = try agentctl(nodes[2], "resolve", name, "--json")
+                let malformed = try await agentctl(nodes[2], "resolve", name, "--json")
                 #expect(malformed.status == 2, "\(name): \(malformed.stderr)")
                 #expect(
                     (try malformed.errorJSON()["error"] as? [String: Any])?["kind"] as? String == "invalid_name",
@@ -178,17 +178,17 @@ struct DHTProcessTests {
             }
 
             // ping NAME.agent resolves the name, then connects to the record's address.
-            let ping = try agentctl(nodes[0], "ping", nodes[2].name, "--count", "2", "--json")
+            let ping = try await agentctl(nodes[0], "ping", nodes[2].name, "--count", "2", "--json")
             #expect(ping.status == 0, "\(ping.stderr)")
             #expect(try ping.json()["peer_id"] as? String == nodes[2].peerID)
             #expect((try ping.json()["rtts_ms"] as? [Double])?.count == 2)
-            let humanPing = try agentctl(nodes[1], "ping", nodes[3].name, "--count", "1")
+            let humanPing = try await agentctl(nodes[1], "ping", nodes[3].name, "--count", "1")
             #expect(humanPing.status == 0, "\(humanPing.stderr)")
             #expect(humanPing.stdoutText.contains("pong from \(nodes[3].peerID)"))
 
             // Every node's routing table holds the three others.
             for node in nodes {
-                let peers = try agentctl(node, "dht", "peers", "--json")
+                let peers = try await agentctl(node, "dht", "peers", "--json")
                 #expect(peers.status == 0, "\(peers.stderr)")
                 let table = try peers.json()
                 #expect(table["mode"] as? String == "server")
@@ -200,13 +200,13 @@ struct DHTProcessTests {
             }
 
             // An iterative lookup finds every other node, for a name key and for a peer id key.
-            let closest = try agentctl(nodes[3], "dht", "get-closest", nodes[0].name, "--json")
+            let closest = try await agentctl(nodes[3], "dht", "get-closest", nodes[0].name, "--json")
             #expect(closest.status == 0, "\(closest.stderr)")
             let lookup = try closest.json()
             #expect(lookup["key_kind"] as? String == "name")
             let found = Set((lookup["peers"] as? [[String: Any]] ?? []).compactMap { $0["peer_id"] as? String })
             #expect(found == Set(nodes.prefix(3).map(\.peerID)))
-            let byPeer = try agentctl(nodes[1], "dht", "get-closest", nodes[2].peerID, "--json")
+            let byPeer = try await agentctl(nodes[1], "dht", "get-closest", nodes[2].peerID, "--json")
             #expect(byPeer.status == 0, "\(byPeer.stderr)")
             #expect(try byPeer.json()["key_kind"] as? String == "peer_id")
             #expect((try byPeer.json()["peers"] as? [Any])?.isEmpty == false)
@@ -227,13 +227,13 @@ struct DHTProcessTests {
             for resolver in survivors {
                 for node in survivors where node.index != resolver.index {
                     try expectRecord(
-                        try agentctl(resolver, "resolve", node.name, "--no-cache", "--json"), name: node.name, of: node)
+                        try await agentctl(resolver, "resolve", node.name, "--no-cache", "--json"), name: node.name, of: node)
                 }
-                let gone = try agentctl(resolver, "resolve", killed.name, "--no-cache", "--json")
+                let gone = try await agentctl(resolver, "resolve", killed.name, "--no-cache", "--json")
                 try expectRecord(gone, name: killed.name, of: killed)
             }
 
-            let ping = try agentctl(nodes[0], "ping", killed.name, "--json")
+            let ping = try await agentctl(nodes[0], "ping", killed.name, "--json")
             #expect(ping.status == 1, "\(ping.stdoutText)")
             let error = try #require(try ping.errorJSON()["error"] as? [String: Any])
             #expect(error["kind"] as? String == "unreachable")

@@ -19,16 +19,16 @@ struct DaemonProcessTests {
         return (daemon, ready)
     }
 
-    func agentctl(_ arguments: String...) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments)
+    func agentctl(_ arguments: String...) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments)
     }
 
     @Test("a name registered with agentctl is published again after a restart, until unregister")
     func registrationSurvivesRestart() async throws {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func names(_ daemon: JSONLineProcess) throws -> [String: [String: Any]] {
-            let result = try agentctl("names", "--data-dir", dir, "--json")
+        func names(_ daemon: JSONLineProcess) async throws -> [String: [String: Any]] {
+            let result = try await agentctl("names", "--data-dir", dir, "--json")
             #expect(result.status == 0, "\(result.stderr)")
             let list = try #require(try result.json()["names"] as? [[String: Any]])
             return Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "?", $0) })
@@ -41,34 +41,34 @@ struct DaemonProcessTests {
 
         var daemon = try await Self.startDaemon(dir).0
         do {
-            let registered = try agentctl(
+            let registered = try await agentctl(
                 "register", "keeper", "--protocol", "/chat/1.0.0", "--ttl", "3600", "--data-dir", dir, "--json")
             #expect(registered.status == 0, "\(registered.stderr)")
             let firstSeq = try #require(try registered.json()["seq"] as? Int)
-            let listed = try names(daemon)
+            let listed = try await names(daemon)
             #expect(listed["keeper.agent"]?["persistent"] as? Bool == true)
             #expect(listed["keeper.agent"]?["published"] as? Bool == true)
             // The self-certifying name is published each start, not saved.
             #expect(listed.values.contains { $0["persistent"] as? Bool == false })
 
             daemon = try await restart(daemon)
-            let afterRestart = try #require(try names(daemon)["keeper.agent"])
+            let afterRestart = try #require(try await names(daemon)["keeper.agent"])
             #expect(afterRestart["persistent"] as? Bool == true)
             #expect((afterRestart["seq"] as? Int ?? 0) > firstSeq)
             #expect(afterRestart["protocols"] as? [String] == ["/chat/1.0.0"])
-            let human = try agentctl("names", "--data-dir", dir)
+            let human = try await agentctl("names", "--data-dir", dir)
             #expect(human.stdoutText.contains("keeper.agent") && human.stdoutText.contains("(persistent)"))
 
-            let unregistered = try agentctl("unregister", "keeper.agent", "--data-dir", dir)
+            let unregistered = try await agentctl("unregister", "keeper.agent", "--data-dir", dir)
             #expect(unregistered.status == 0, "\(unregistered.stderr)")
             #expect(unregistered.stdoutText.contains("no longer published"))
-            let again = try agentctl("unregister", "keeper", "--data-dir", dir, "--json")
+            let again = try await agentctl("unregister", "keeper", "--data-dir", dir, "--json")
             #expect(try again.json()["was_registered"] as? Bool == false)
-            #expect(try names(daemon)["keeper.agent"] == nil)
-            #expect(try agentctl("unregister", "not a name!", "--data-dir", dir).status == 2)
+            #expect(try await names(daemon)["keeper.agent"] == nil)
+            #expect(try await agentctl("unregister", "not a name!", "--data-dir", dir).status == 2)
 
             daemon = try await restart(daemon)
-            #expect(try names(daemon)["keeper.agent"] == nil)
+            #expect(try await names(daemon)["keeper.agent"] == nil)
         } catch {
             await daemon.stop()
             throw error
@@ -92,22 +92,22 @@ struct DaemonProcessTests {
             let peerB = try #require(readyB["peer_id"] as? String)
             let addrB = try #require((readyB["addrs"] as? [String])?.first)
 
-            let blocked = try agentctl("block", peerB, "--data-dir", dirA, "--json")
+            let blocked = try await agentctl("block", peerB, "--data-dir", dirA, "--json")
             #expect(blocked.status == 0, "\(blocked.stderr)")
             #expect(try blocked.json()["added"] as? Bool == true)
             // At dial: a clear error.
-            let dial = try agentctl("connect", addrB, "--data-dir", dirA)
+            let dial = try await agentctl("connect", addrB, "--data-dir", dirA)
             #expect(dial.status == 1)
             #expect(dial.stderr.contains("blocked"))
             // At accept, once B's peer id is known: refused, counted, never listed.
-            _ = try agentctl("connect", addrA, "--data-dir", dirB)
+            _ = try await agentctl("connect", addrA, "--data-dir", dirB)
             var denied = 0
             for _ in 0..<50 where denied == 0 {
-                denied = try agentctl("limits", "--data-dir", dirA, "--json").json()["denied"] as? Int ?? 0
+                denied = try await agentctl("limits", "--data-dir", dirA, "--json").json()["denied"] as? Int ?? 0
                 if denied == 0 { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(denied >= 1)
-            let peers = try agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
+            let peers = try await agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
             #expect(!peers.contains { $0["peer_id"] as? String == peerB })
 
             // Kept across a restart, in a private file.
@@ -116,27 +116,27 @@ struct DaemonProcessTests {
             let mode = try FileManager.default.attributesOfItem(atPath: dirA + "/denylist")[.posixPermissions] as? Int
             #expect(mode == 0o600)
             (a, readyA) = try await Self.startDaemon(dirA)
-            let limits = try agentctl("limits", "--data-dir", dirA, "--json").json()
+            let limits = try await agentctl("limits", "--data-dir", dirA, "--json").json()
             #expect(limits["blocked"] as? [String] == [peerB])
             let rows = try #require(limits["scopes"] as? [[String: Any]])
             #expect(rows.contains { $0["scope"] as? String == "ip" && $0["resource"] as? String == "connections" && $0["limit"] as? Int == 8 })
             #expect(rows.allSatisfy { $0["used"] is Int && $0["refused"] is Int })
-            #expect(try agentctl("connect", addrB, "--data-dir", dirA).status == 1)
+            #expect(try await agentctl("connect", addrB, "--data-dir", dirA).status == 1)
 
             // Unblocked: the dial works again.
-            let unblocked = try agentctl("unblock", peerB, "--data-dir", dirA, "--json")
+            let unblocked = try await agentctl("unblock", peerB, "--data-dir", dirA, "--json")
             #expect(try unblocked.json()["removed"] as? Bool == true)
-            let connected = try agentctl("connect", addrB, "--data-dir", dirA)
+            let connected = try await agentctl("connect", addrB, "--data-dir", dirA)
             #expect(connected.status == 0, "\(connected.stderr)")
 
             // A network: the live connection closes, and B's dial is refused at accept.
-            #expect(try agentctl("block", "127.0.0.1/8", "--data-dir", dirA).status == 2)  // host bits set
-            #expect(try agentctl("block", "not-a-peer", "--data-dir", dirA).status == 2)
-            #expect(try agentctl("block", "127.0.0.0/8", "--data-dir", dirA).status == 0)
-            let after = try agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
+            #expect(try await agentctl("block", "127.0.0.1/8", "--data-dir", dirA).status == 2)  // host bits set
+            #expect(try await agentctl("block", "not-a-peer", "--data-dir", dirA).status == 2)
+            #expect(try await agentctl("block", "127.0.0.0/8", "--data-dir", dirA).status == 0)
+            let after = try await agentctl("peers", "--data-dir", dirA, "--json").json()["peers"] as? [[String: Any]] ?? []
             #expect(after.isEmpty)
-            #expect(try agentctl("connect", addrA, "--data-dir", dirB).status == 1)
-            let human = try agentctl("limits", "--data-dir", dirA)
+            #expect(try await agentctl("connect", addrA, "--data-dir", dirB).status == 1)
+            let human = try await agentctl("limits", "--data-dir", dirA)
             #expect(human.stdoutText.contains("pending_handshakes") && human.stdoutText.contains("127.0.0.0/8"))
         } catch {
             await a.stop()
@@ -168,28 +168,28 @@ struct DaemonProcessTests {
             let socketMode = try FileManager.default.attributesOfItem(atPath: dirA + "/agentd.sock")[.posixPermissions] as? Int
             #expect(socketMode == 0o600)
 
-            let id = try agentctl("id", "--data-dir", dirA, "--json")
+            let id = try await agentctl("id", "--data-dir", dirA, "--json")
             #expect(id.status == 0, "\(id.stderr)")
             #expect(try id.json()["peer_id"] as? String == readyA["peer_id"] as? String)
             #expect((try id.json()["protocols"] as? [String] ?? []).contains("/ipfs/ping/1.0.0"))
 
-            let connect = try agentctl("connect", addrB, "--data-dir", dirA, "--json")
+            let connect = try await agentctl("connect", addrB, "--data-dir", dirA, "--json")
             #expect(connect.status == 0, "\(connect.stderr)")
             #expect(try connect.json()["peer_id"] as? String == peerB)
 
-            let ping = try agentctl("ping", peerB, "--count", "3", "--data-dir", dirA, "--json")
+            let ping = try await agentctl("ping", peerB, "--count", "3", "--data-dir", dirA, "--json")
             #expect(ping.status == 0, "\(ping.stderr)")
             #expect((try ping.json()["rtts_ms"] as? [Double])?.count == 3)
-            let humanPing = try agentctl("ping", addrB, "--count", "2", "--data-dir", dirA)
+            let humanPing = try await agentctl("ping", addrB, "--count", "2", "--data-dir", dirA)
             #expect(humanPing.stdoutText.contains("pong from \(peerB)"))
 
-            let peers = try agentctl("peers", "--data-dir", dirA, "--json")
+            let peers = try await agentctl("peers", "--data-dir", dirA, "--json")
             let listed = try #require(try peers.json()["peers"] as? [[String: Any]])
             #expect(listed.contains { $0["peer_id"] as? String == peerB && $0["direction"] as? String == "outbound" })
-            let peersOfB = try agentctl("peers", "--data-dir", dirB, "--json")
+            let peersOfB = try await agentctl("peers", "--data-dir", dirB, "--json")
             #expect((try peersOfB.json()["peers"] as? [[String: Any]])?.first?["direction"] as? String == "inbound")
 
-            let perf = try agentctl("perf", addrB, "--upload", "2000000", "--download", "3000000", "--data-dir", dirA, "--json")
+            let perf = try await agentctl("perf", addrB, "--upload", "2000000", "--download", "3000000", "--data-dir", dirA, "--json")
             #expect(perf.status == 0, "\(perf.stderr)")
             let perfJSON = try perf.json()
             #expect(perfJSON["upload_bytes"] as? Int == 2_000_000)
@@ -198,12 +198,12 @@ struct DaemonProcessTests {
             #expect(perfJSON["upload_seconds"] != nil)
 
             // Failures: a peer that is not there (1), a bad target (2).
-            let refused = try agentctl(
+            let refused = try await agentctl(
                 "ping", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", "--data-dir", dirA)
             #expect(refused.status == 1)
             #expect(refused.stderr.contains("refused"))
-            #expect(try agentctl("ping", "not-a-peer", "--data-dir", dirA).status == 2)
-            #expect(try agentctl("ping", addrB, "--count", "0", "--data-dir", dirA).status == 2)
+            #expect(try await agentctl("ping", "not-a-peer", "--data-dir", dirA).status == 2)
+            #expect(try await agentctl("ping", addrB, "--count", "0", "--data-dir", dirA).status == 2)
         } catch {
             await a.stop()
             await b.stop()
@@ -215,7 +215,7 @@ struct DaemonProcessTests {
         let status = await a.waitForExit()
         #expect(status == 0)
         #expect(!FileManager.default.fileExists(atPath: dirA + "/agentd.sock"))
-        let unreachable = try agentctl("id", "--data-dir", dirA)
+        let unreachable = try await agentctl("id", "--data-dir", dirA)
         #expect(unreachable.status == 3)
         #expect(unreachable.stderr.contains("agentd --data-dir"))
 
@@ -223,16 +223,16 @@ struct DaemonProcessTests {
         b.signal(SIGKILL)
         _ = await b.waitForExit()
         let (again, _) = try await Self.startDaemon(dirB)
-        #expect(try agentctl("id", "--data-dir", dirB).status == 0)
+        #expect(try await agentctl("id", "--data-dir", dirB).status == 0)
         again.signal(SIGTERM)
         #expect(await again.waitForExit() == 0)
     }
 
     @Test("bad daemon arguments exit 2 with a message")
-    func badArguments() throws {
+    func badArguments() async throws {
         let agentd = ProcessRunner.executable("agentd")
         for arguments in [["--listen", "/ip4/1.2.3.4/tcp/99999"], ["--log-level", "loud"], ["--log-format", "xml"], ["--bogus"]] {
-            let result = try ProcessRunner.run(agentd, arguments)
+            let result = try await ProcessRunner.run(agentd, arguments)
             #expect(result.status == 2, "\(arguments): \(result.stderr)")
             #expect(!result.stderr.isEmpty)
         }

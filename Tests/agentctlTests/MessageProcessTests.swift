@@ -60,22 +60,22 @@ struct MessageProcessTests {
 
         func index(of peerID: String) -> Int? { peerIDs.first { $0.value == peerID }?.key }
 
-        func agentctl(_ index: Int, _ arguments: [String], timeout: Int = 20) throws -> ProcessRunner.Result {
-            try ProcessRunner.run(
+        func agentctl(_ index: Int, _ arguments: [String], timeout: Int = 20) async throws -> ProcessRunner.Result {
+            try await ProcessRunner.run(
                 ProcessRunner.executable("agentctl"), arguments + ["--data-dir", dataDir(index), "--timeout", "\(timeout)"])
         }
 
-        func inbox(_ index: Int) throws -> [[String: Any]] {
-            let result = try agentctl(index, ["inbox", "--json"])
+        func inbox(_ index: Int) async throws -> [[String: Any]] {
+            let result = try await agentctl(index, ["inbox", "--json"])
             guard result.status == 0 else { throw VectorError("inbox of node-\(index): \(result.stderr)") }
             return try result.json()["messages"] as? [[String: Any]] ?? []
         }
 
         /// Polls `body` every 100 ms until it returns true or `timeout` passes.
-        func eventually(_ what: String, timeout: Duration = .seconds(30), _ body: () throws -> Bool) async throws {
+        func eventually(_ what: String, timeout: Duration = .seconds(30), _ body: () async throws -> Bool) async throws {
             let clock = ContinuousClock()
             let deadline = clock.now + timeout
-            while try !body() {
+            while try await !body() {
                 guard clock.now < deadline else { throw VectorError("timed out after \(timeout) waiting for \(what)") }
                 try await Task.sleep(for: .milliseconds(100))
             }
@@ -105,28 +105,28 @@ struct MessageProcessTests {
     @Test("direct: send, inbox, ack; a request with --wait-response is answered by reply; bad input exits 2")
     func directAndRequest() async throws {
         try await Self.withNetwork(of: 3) { network in
-            let sent = try network.agentctl(2, ["send", "node-3.agent", "hello bob", "--json"])
+            let sent = try await network.agentctl(2, ["send", "node-3.agent", "hello bob", "--json"])
             #expect(sent.status == 0, "\(sent.stderr)")
             let result = try sent.json()
             #expect(result["delivery"] as? String == "direct")
             let id = try #require(result["id"] as? String)
-            let inbox = try network.inbox(3)
+            let inbox = try await network.inbox(3)
             #expect(Self.texts(inbox) == ["hello bob"])
             #expect(inbox.first?["id"] as? String == id)
             #expect(inbox.first?["sender"] as? String == "node-2.agent")
             #expect(inbox.first?["recipient"] as? String == "node-3.agent")
             #expect(inbox.first?["type"] as? String == "notification")
-            #expect(try network.agentctl(3, ["ack", id]).status == 0)
-            #expect(try network.inbox(3).isEmpty)
+            #expect(try await network.agentctl(3, ["ack", id]).status == 0)
+            #expect(try await network.inbox(3).isEmpty)
 
             // A request: node-3 answers with reply while node-2's send waits for the response.
-            let requester = Task.detached { try network.agentctl(2, ["send", "node-3.agent", "ping?", "--wait-response", "20", "--json"]) }
+            let requester = Task.detached { try await network.agentctl(2, ["send", "node-3.agent", "ping?", "--wait-response", "20", "--json"]) }
             var requestID: String?
             try await network.eventually("the request in node-3's inbox") {
-                requestID = try network.inbox(3).first { $0["type"] as? String == "request" }?["id"] as? String
+                requestID = try await network.inbox(3).first { $0["type"] as? String == "request" }?["id"] as? String
                 return requestID != nil
             }
-            let reply = try network.agentctl(3, ["reply", try #require(requestID), "pong!", "--json"])
+            let reply = try await network.agentctl(3, ["reply", try #require(requestID), "pong!", "--json"])
             #expect(reply.status == 0, "\(reply.stderr)")
             let answered = try await requester.value
             #expect(answered.status == 0, "\(answered.stderr)")
@@ -136,22 +136,22 @@ struct MessageProcessTests {
             #expect(response["type"] as? String == "response")
 
             // No answer: exit 1 after the wait.
-            let unanswered = try network.agentctl(2, ["send", "node-3.agent", "anyone?", "--wait-response", "1", "--json"])
+            let unanswered = try await network.agentctl(2, ["send", "node-3.agent", "anyone?", "--wait-response", "1", "--json"])
             #expect(unanswered.status == 1)
             // Bad input: exit 2 with the reason.
-            #expect(try network.agentctl(2, ["send", "not a name!", "x"]).status == 2)
-            #expect(try network.agentctl(2, ["send", "node-3.agent"]).status == 2)
-            #expect(try network.agentctl(2, ["send", "node-3.agent", "--json-content", "{oops"]).status == 2)
-            #expect(try network.agentctl(2, ["send", "node-3.agent", "x", "--from", "someone-else.agent"]).status == 2)
+            #expect(try await network.agentctl(2, ["send", "not a name!", "x"]).status == 2)
+            #expect(try await network.agentctl(2, ["send", "node-3.agent"]).status == 2)
+            #expect(try await network.agentctl(2, ["send", "node-3.agent", "--json-content", "{oops"]).status == 2)
+            #expect(try await network.agentctl(2, ["send", "node-3.agent", "x", "--from", "someone-else.agent"]).status == 2)
             // A blocked sender is refused (exit 1), and accepted again after unblock.
-            #expect(try network.agentctl(3, ["block", "node-2.agent"]).status == 0)
-            let refused = try network.agentctl(2, ["send", "node-3.agent", "let me in", "--json"])
+            #expect(try await network.agentctl(3, ["block", "node-2.agent"]).status == 0)
+            let refused = try await network.agentctl(2, ["send", "node-3.agent", "let me in", "--json"])
             #expect(refused.status == 1)
             #expect((try refused.errorJSON()["error"] as? [String: Any])?["kind"] as? String == "refused", "\(refused.stderr)")
-            #expect(try network.agentctl(3, ["unblock", "node-2.agent"]).status == 0)
-            #expect(try network.agentctl(2, ["send", "node-3.agent", "thanks"]).status == 0)
+            #expect(try await network.agentctl(3, ["unblock", "node-2.agent"]).status == 0)
+            #expect(try await network.agentctl(2, ["send", "node-3.agent", "thanks"]).status == 0)
             // A name without a record: cannot be accepted at all, exit 1.
-            let nobody = try network.agentctl(2, ["send", "nobody.agent", "x", "--json"])
+            let nobody = try await network.agentctl(2, ["send", "nobody.agent", "x", "--json"])
             #expect(nobody.status == 1)
             #expect((try nobody.errorJSON()["error"] as? [String: Any])?["kind"] as? String == "unreachable", "\(nobody.stderr)")
         }
@@ -164,7 +164,7 @@ struct MessageProcessTests {
             var replicas = Set<String>()
             var ids: [String] = []
             for text in ["one", "two", "three"] {
-                let sent = try network.agentctl(2, ["send", "node-3.agent", text, "--json"], timeout: 60)
+                let sent = try await network.agentctl(2, ["send", "node-3.agent", text, "--json"], timeout: 60)
                 #expect(sent.status == 0, "\(sent.stderr)")
                 let result = try sent.json()
                 #expect(result["delivery"] as? String == "mailbox")
@@ -172,22 +172,22 @@ struct MessageProcessTests {
                 replicas.formUnion(result["stored_at"] as? [String] ?? [])
                 ids.append(try #require(result["id"] as? String))
             }
-            let status = try network.agentctl(2, ["status", ids[0], "--json"])
+            let status = try await network.agentctl(2, ["status", ids[0], "--json"])
             #expect(try status.json()["status"] as? String == "stored")
             // Kill one replica that is neither the sender nor the bootstrap node, if one is.
             let victim = replicas.compactMap(network.index(of:)).filter { $0 != 1 && $0 != 2 }.sorted().first
             let killed = try #require(victim, "no replica other than nodes 1 and 2 among \(replicas)")
             await network.stop(killed, signal: SIGKILL)
             try await network.start(3)
-            try await network.eventually("three messages in node-3's inbox") { try network.inbox(3).count >= 3 }
-            let inbox = try network.inbox(3)
+            try await network.eventually("three messages in node-3's inbox") { try await network.inbox(3).count >= 3 }
+            let inbox = try await network.inbox(3)
             #expect(Self.texts(inbox) == ["one", "two", "three"])
             #expect(inbox.compactMap { $0["id"] as? String } == ids)
             // A restart drains again: nothing comes twice.
             await network.stop(3)
             try await network.start(3)
             try await Task.sleep(for: .seconds(2))
-            #expect(Self.texts(try network.inbox(3)) == ["one", "two", "three"])
+            await #expect(Self.texts(try network.inbox(3)) == ["one", "two", "three"])
         }
     }
 
@@ -203,7 +203,7 @@ struct MessageProcessTests {
                 }
             }
             // Received: appended to inbox.jsonl.
-            #expect(try network.agentctl(2, ["send", "node-3.agent", "to a file"]).status == 0)
+            #expect(try await network.agentctl(2, ["send", "node-3.agent", "to a file"]).status == 0)
             try await network.eventually("inbox.jsonl") { try lines("inbox.jsonl").count == 1 }
             #expect(Self.texts(try lines("inbox.jsonl")) == ["to a file"])
             // Sent: each outbox line once, with its result; a malformed line gets an error result.
@@ -225,14 +225,14 @@ struct MessageProcessTests {
             try await network.start(3)
             try await network.eventually("the fourth result") { try lines("sent.jsonl").count == 4 }
             #expect(try lines("sent.jsonl").map { $0["line"] as? Int } == [1, 2, 3, 4])
-            try await network.eventually("node-2's inbox") { try network.inbox(2).count == 3 }
-            let texts = try network.inbox(2).map { $0["content"] as? String ?? "\($0["content"] ?? "")" }
+            try await network.eventually("node-2's inbox") { try await network.inbox(2).count == 3 }
+            let texts = try await network.inbox(2).map { $0["content"] as? String ?? "\($0["content"] ?? "")" }
             #expect(texts.count == 3)
             #expect(texts.first == "from a file")
             #expect(texts.last == "after the restart")
             #expect(try lines("inbox.jsonl").count == 1)
             // In file mode the file is the inbox: the daemon's inbox is empty.
-            #expect(try network.inbox(3).isEmpty)
+            #expect(try await network.inbox(3).isEmpty)
         }
     }
 }

@@ -7,8 +7,8 @@ import Testing
 /// address (spec/network.md, "QUIC").
 @Suite("agentd over QUIC only", .serialized, .timeLimit(.minutes(2)))
 struct QUICProcessTests {
-    func agentctl(_ dataDir: String, _ arguments: String...) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments + ["--data-dir", dataDir, "--timeout", "10"])
+    func agentctl(_ dataDir: String, _ arguments: String...) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(ProcessRunner.executable("agentctl"), arguments + ["--data-dir", dataDir, "--timeout", "10"])
     }
 
     @Test("two agentd over QUIC: connect, ping, resolve both ways; records and routing tables hold QUIC addresses")
@@ -39,9 +39,9 @@ struct QUICProcessTests {
             try JSONSerialization.data(withJSONObject: list).write(to: URL(fileURLWithPath: base + "/bootstrap.json"))
             let two = try await start(2, bootstrap: base + "/bootstrap.json")
 
-            let connect = try agentctl(two.dir, "connect", one.address, "--json")
+            let connect = try await agentctl(two.dir, "connect", one.address, "--json")
             #expect(connect.status == 0, "\(connect.stderr)")
-            let ping = try agentctl(two.dir, "ping", one.address, "--count", "3", "--json")
+            let ping = try await agentctl(two.dir, "ping", one.address, "--count", "3", "--json")
             #expect(ping.status == 0, "\(ping.stderr)")
             #expect((try ping.json()["rtts_ms"] as? [Double])?.count == 3)
 
@@ -50,7 +50,7 @@ struct QUICProcessTests {
                 var resolved: ProcessRunner.Result?
                 // The other node's record may still be on its way to its replica: a few tries.
                 for _ in 0..<20 {
-                    let attempt = try agentctl(resolver, "resolve", name, "--json")
+                    let attempt = try await agentctl(resolver, "resolve", name, "--json")
                     resolved = attempt
                     if attempt.status == 0 { break }
                     try await Task.sleep(for: .milliseconds(250))
@@ -62,11 +62,11 @@ struct QUICProcessTests {
                 #expect(
                     record["addresses"] as? [String] == [String(holder.address.dropLast("/p2p/\(holder.peer)".count))])
             }
-            let byName = try agentctl(one.dir, "ping", "quic-2.agent", "--count", "1", "--json")
+            let byName = try await agentctl(one.dir, "ping", "quic-2.agent", "--count", "1", "--json")
             #expect(byName.status == 0, "\(byName.stderr)")
             #expect(try byName.json()["peer_id"] as? String == two.peer)
 
-            let peers = try agentctl(one.dir, "peers", "--json")
+            let peers = try await agentctl(one.dir, "peers", "--json")
             #expect(peers.status == 0, "\(peers.stderr)")
             #expect(peers.stdoutText.contains("/quic-v1"), "\(peers.stdoutText)")
         } catch {

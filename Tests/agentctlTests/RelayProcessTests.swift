@@ -9,8 +9,8 @@ import Testing
 struct RelayProcessTests {
     typealias Node = ControlAPIConformanceTests.Node
 
-    func agentctl(_ dataDir: String, _ arguments: String...) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(
+    func agentctl(_ dataDir: String, _ arguments: String...) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(
             ProcessRunner.executable("agentctl"), arguments + ["--data-dir", dataDir, "--timeout", "10"])
     }
 
@@ -27,14 +27,14 @@ struct RelayProcessTests {
     }
 
     /// Polls `body` every 100 ms until it returns a value, at most `limit`.
-    func eventually<T>(within limit: Duration = .seconds(15), _ body: () throws -> T?) async throws -> T? {
+    func eventually<T>(within limit: Duration = .seconds(15), _ body: () async throws -> T?) async throws -> T? {
         let clock = ContinuousClock()
         let deadline = clock.now + limit
         while clock.now < deadline {
-            if let value = try body() { return value }
+            if let value = try await body() { return value }
             try await Task.sleep(for: .milliseconds(100))
         }
-        return try body()
+        return try await body()
     }
 
     /// R (127.0.0.1, relay service on), B (127.0.0.2, `--relay R`), A (127.0.0.3); B and A bootstrap
@@ -79,37 +79,37 @@ struct RelayProcessTests {
     func circuitThenDirect() async throws {
         try await withRelayedPair { r, b, a, dirs in
             // B's nat: the reservation, its voucher checked.
-            let natB = try agentctl(dirs.b, "nat", "--json")
+            let natB = try await agentctl(dirs.b, "nat", "--json")
             #expect(natB.status == 0, "\(natB.stderr)")
             let reservations = try #require(try natB.json()["relay_reservations"] as? [[String: Any]])
             #expect(reservations.count == 1)
             #expect(reservations.first?["relay"] as? String == r.peer)
             #expect(reservations.first?["voucher_verified"] as? Bool == true)
             #expect((reservations.first?["addrs"] as? [String])?.contains(r.address + "/p2p-circuit") == true)
-            #expect(try agentctl(dirs.b, "nat").stdoutText.contains("reservation:   \(r.peer) (voucher verified"))
+            #expect(try await agentctl(dirs.b, "nat").stdoutText.contains("reservation:   \(r.peer) (voucher verified"))
             // R's nat: serving, one reservation.
-            let service = try #require(try agentctl(dirs.r, "nat", "--json").json()["relay_service"] as? [String: Any])
+            let service = try #require(try await agentctl(dirs.r, "nat", "--json").json()["relay_service"] as? [String: Any])
             #expect(service["mode"] as? String == "on" && service["serving"] as? Bool == true)
             #expect(service["reservations"] as? Int == 1)
             // B advertises its circuit address (agentctl id).
             let circuit = r.address + "/p2p-circuit/p2p/" + b.peer
-            let idB = try agentctl(dirs.b, "id", "--json").json()
+            let idB = try await agentctl(dirs.b, "id", "--json").json()
             #expect((idB["addrs"] as? [String])?.contains(circuit) == true)
 
-            let connected = try agentctl(dirs.a, "connect", circuit, "--json")
+            let connected = try await agentctl(dirs.a, "connect", circuit, "--json")
             #expect(connected.status == 0, "\(connected.stderr)")
             let result = try connected.json()
             #expect(result["peer_id"] as? String == b.peer && result["path"] as? String == "relayed")
             // Connecting again reuses the circuit connection dialled to that address.
-            #expect(try agentctl(dirs.a, "connect", circuit).stdoutText.contains("(relayed)"))
-            let firstPeers = try #require(try agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
+            #expect(try await agentctl(dirs.a, "connect", circuit).stdoutText.contains("(relayed)"))
+            let firstPeers = try #require(try await agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
             #expect(
                 firstPeers.filter { $0["peer_id"] as? String == b.peer }.map { $0["path"] as? String }.contains("relayed"))
             #expect(
                 firstPeers.filter { $0["peer_id"] as? String == b.peer && $0["path"] as? String == "relayed" }.count == 1,
                 "the second connect reused the circuit connection")
             // R relayed it.
-            let usage = try #require(try agentctl(dirs.r, "nat", "--json").json()["relay_service"] as? [String: Any])
+            let usage = try #require(try await agentctl(dirs.r, "nat", "--json").json()["relay_service"] as? [String: Any])
             #expect((usage["circuits_relayed"] as? Int ?? 0) >= 1)
 
             // B accepted the relayed connection: it starts DCUtR; on loopback the punch connects.
@@ -118,11 +118,11 @@ struct RelayProcessTests {
             #expect((punch["attempts"] as? Int ?? 0) >= 1 && punch["ms"] is Int)
             // A sees a direct connection to B; ping goes over it.
             let direct = try await eventually {
-                let peers = try agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]] ?? []
+                let peers = try await agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]] ?? []
                 return peers.first { $0["peer_id"] as? String == b.peer && $0["path"] as? String == "direct" }
             }
             #expect((direct?["addr"] as? String)?.hasPrefix("/ip4/127.0.0.2/tcp/") == true)
-            let ping = try agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
+            let ping = try await agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
             #expect(ping["path"] as? String == "direct" && (ping["addr"] as? String)?.hasPrefix("/ip4/127.0.0.2/") == true)
             // The same event as a notification on A's side is covered below; A printed its own line too
             // (A is the side that answered DCUtR).
@@ -130,7 +130,7 @@ struct RelayProcessTests {
             #expect(punchA["peer"] as? String == b.peer)
             // The circuit address still gives a relayed connection although a direct one exists
             // (the one being closed after the punch's grace period, or a new one).
-            let relayedAgain = try agentctl(dirs.a, "connect", circuit, "--json")
+            let relayedAgain = try await agentctl(dirs.a, "connect", circuit, "--json")
             #expect(relayedAgain.status == 0, "\(relayedAgain.stderr)")
             #expect(try relayedAgain.json()["path"] as? String == "relayed")
         }
@@ -139,17 +139,17 @@ struct RelayProcessTests {
     @Test("a circuit dialled while a direct connection exists: connect says relayed, both coexist, ping prefers direct")
     func circuitBesideDirect() async throws {
         try await withRelayedPair { r, b, a, dirs in
-            let direct = try agentctl(dirs.a, "connect", b.address, "--json")
+            let direct = try await agentctl(dirs.a, "connect", b.address, "--json")
             #expect(direct.status == 0, "\(direct.stderr)")
             #expect(try direct.json()["path"] as? String == "direct")
             let circuit = r.address + "/p2p-circuit/p2p/" + b.peer
-            let relayed = try agentctl(dirs.a, "connect", circuit, "--json")
+            let relayed = try await agentctl(dirs.a, "connect", circuit, "--json")
             #expect(relayed.status == 0, "\(relayed.stderr)")
             #expect(try relayed.json()["path"] as? String == "relayed")
-            let peers = try #require(try agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
+            let peers = try #require(try await agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
             let paths = peers.filter { $0["peer_id"] as? String == b.peer }.compactMap { $0["path"] as? String }
             #expect(paths.sorted() == ["direct", "relayed"])
-            let ping = try agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
+            let ping = try await agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
             #expect(ping["path"] as? String == "direct" && ping["addr"] as? String == b.transportAddress)
         }
     }
@@ -158,13 +158,13 @@ struct RelayProcessTests {
     func relayedByName() async throws {
         try await withRelayedPair(
             beforeA: { b, dirB in
-                let registered = try agentctl(dirB, "register", "bee", "--json")
+                let registered = try await agentctl(dirB, "register", "bee", "--json")
                 #expect(registered.status == 0, "\(registered.stderr)")
             },
             afterA: { dirA in
                 // A neither dials B's direct address nor accepts B's punch (it comes from B's
                 // listen address): the relayed path is all there is.
-                let blocked = try agentctl(dirA, "block", "127.0.0.2")
+                let blocked = try await agentctl(dirA, "block", "127.0.0.2")
                 #expect(blocked.status == 0, "\(blocked.stderr)")
             }
         ) { r, b, a, dirs in
@@ -173,25 +173,25 @@ struct RelayProcessTests {
             // The record carries B's circuit address (republished once the reservation was made).
             let circuit = r.address + "/p2p-circuit"
             let record = try await eventually {
-                let resolved = try agentctl(dirs.a, "resolve", "bee.agent", "--no-cache", "--json")
+                let resolved = try await agentctl(dirs.a, "resolve", "bee.agent", "--no-cache", "--json")
                 let addresses = (try? resolved.json())?["addresses"] as? [String] ?? []
                 return addresses.contains(circuit) ? addresses : nil
             }
             #expect(record != nil, "bee.agent never carried \(circuit)")
-            let ping = try agentctl(dirs.a, "ping", "bee.agent", "--count", "2", "--json")
+            let ping = try await agentctl(dirs.a, "ping", "bee.agent", "--count", "2", "--json")
             #expect(ping.status == 0, "\(ping.stderr)")
             let result = try ping.json()
             #expect(result["peer_id"] as? String == b.peer && result["path"] as? String == "relayed")
             #expect(result["addr"] as? String == circuit)
-            let human = try agentctl(dirs.a, "ping", "bee.agent", "--count", "1")
+            let human = try await agentctl(dirs.a, "ping", "bee.agent", "--count", "1")
             #expect(human.stdoutText.contains("pong from \(b.peer) (relayed)"), "\(human.stdoutText)")
-            let peers = try #require(try agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
+            let peers = try #require(try await agentctl(dirs.a, "peers", "--json").json()["peers"] as? [[String: Any]])
             let toB = peers.filter { $0["peer_id"] as? String == b.peer }
             #expect(toB.map { $0["path"] as? String } == ["relayed"])
             // B cannot punch through its own block: DCUtR fails, the relayed connection stays.
             let punch = try await b.process.waitFor("hole_punch", timeout: .seconds(60))
             #expect(punch["result"] as? String == "failed" && punch["reason"] is String)
-            let again = try agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
+            let again = try await agentctl(dirs.a, "ping", b.peer, "--count", "1", "--json").json()
             #expect(again["path"] as? String == "relayed")
             // A answered DCUtR: its hole_punch event arrives as a notification too.
             var notified: [String: Any]?
@@ -223,14 +223,14 @@ struct RelayProcessTests {
             started.append(processB)
             _ = try await processB.waitFor("reservation", timeout: .seconds(30))
             // B's self-certifying name (`names` lists it as not persistent).
-            let names = try #require(try agentctl(base + "/b", "names", "--json").json()["names"] as? [[String: Any]])
+            let names = try #require(try await agentctl(base + "/b", "names", "--json").json()["names"] as? [[String: Any]])
             let name = try #require(names.first { $0["persistent"] as? Bool == false }?["name"] as? String)
             let circuit = r.address + "/p2p-circuit"
-            func record() throws -> [String: Any]? {
-                let resolved = try agentctl(base + "/b", "resolve", name, "--no-cache", "--json")
+            func record() async throws -> [String: Any]? {
+                let resolved = try await agentctl(base + "/b", "resolve", name, "--no-cache", "--json")
                 return resolved.status == 0 ? try resolved.json() : nil
             }
-            let before = try await eventually { try record().flatMap { ($0["addresses"] as? [String] ?? []).contains(circuit) ? $0 : nil } }
+            let before = try await eventually { try await record().flatMap { ($0["addresses"] as? [String] ?? []).contains(circuit) ? $0 : nil } }
             let seqBefore = try #require(before?["seq"] as? Int)
 
             processR.signal(SIGTERM)
@@ -248,7 +248,7 @@ struct RelayProcessTests {
             #expect(again?["relay"] as? String == r.peer && (again?["addrs"] as? [String]) == [circuit])
             // The record at R is B's newer one, with the circuit address again.
             let after = try await eventually {
-                try record().flatMap { ($0["seq"] as? Int ?? 0) > seqBefore ? $0 : nil }
+                try await record().flatMap { ($0["seq"] as? Int ?? 0) > seqBefore ? $0 : nil }
             }
             #expect(after != nil, "B did not republish its record after reserving again")
             #expect((after?["addresses"] as? [String] ?? []).contains(circuit))
@@ -280,10 +280,10 @@ struct RelayProcessTests {
             #expect(verdict["verdict"] as? String == "private")
             let reservation = try await processB.waitFor("reservation", timeout: .seconds(30))
             #expect(reservation["relay"] as? String == r.peer)
-            let nat = try agentctl(base + "/b", "nat", "--json").json()
+            let nat = try await agentctl(base + "/b", "nat", "--json").json()
             let held = try #require(nat["relay_reservations"] as? [[String: Any]])
             #expect(held.count == 1 && held.first?["chosen"] as? String == "auto")
-            #expect(try agentctl(base + "/b", "id", "--json").json()["addrs"] as? [String] ?? [] == [
+            #expect(try await agentctl(base + "/b", "id", "--json").json()["addrs"] as? [String] ?? [] == [
                 b.address, r.address + "/p2p-circuit/p2p/" + b.peer,
             ])
             // R (public) chose nobody.
