@@ -163,6 +163,14 @@ enum KademliaJob: Hashable, Sendable {
     case replication
     /// Soon after the table grew while own names reached fewer than r replicas.
     case republishAfterGrowth
+
+    var kind: KademliaJobKind {
+        switch self {
+        case .upkeep: .upkeep
+        case .replication: .replication
+        case .republishAfterGrowth: .republishAfterGrowth
+        }
+    }
 }
 
 /// The kinds of job rounds, for `.jobFinished`.

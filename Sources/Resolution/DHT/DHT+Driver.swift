@@ -54,7 +54,7 @@ extension DHT {
             }
             return (owners, Self.rearm(&state))
         }
-        if let arm { serviceWork.yield(.arm(arm)) }
+        if let arm { enqueue(.arm(arm)) }
         var unperformed: [KademliaAction] = []
         for action in actions {
             switch action {
@@ -71,11 +71,11 @@ extension DHT {
             case .respond:
                 unperformed.append(action)
             case .checkLiveness(let peer):
-                serviceWork.yield(.checkLiveness(peer))
+                enqueue(.checkLiveness(peer))
             case .dialBack(let peer, let evidence, let candidates):
-                serviceWork.yield(.dialBack(peer, evidence, candidates: candidates))
+                enqueue(.dialBack(peer, evidence, candidates: candidates))
             case .runJob(let job):
-                serviceWork.yield(.job(job))
+                enqueue(.job(job))
             case .removed(let eviction, let reason):
                 logger.debug(
                     "routing table: removed peer",
@@ -100,6 +100,32 @@ extension DHT {
     }
 
     /// The job deadline to arm, when it is earlier than the one armed.
+    /// Hands `work` to the service. Its queue is bounded; work it cannot take is not lost
+    /// silently: the behaviour hears the outcome it waits for (a liveness check counts as alive,
+    /// since our own backlog says nothing against the peer; a dial-back as unproven; a job round as
+    /// over, so the next one is scheduled), a lost timer is armed again at the next event, and an
+    /// error is logged.
+    func enqueue(_ work: ServiceWork) {
+        guard case .dropped = serviceWork.yield(work) else { return }  // `.terminated`: the service ended with the host
+        let dropped = state.withLockedValue { state -> Int in
+            state.droppedServiceWork += 1
+            if case .arm = work { state.armedDeadline = nil }
+            if case .timerFired = work { state.armedDeadline = nil }
+            return state.droppedServiceWork
+        }
+        if dropped & (dropped - 1) == 0 {
+            logger.error(
+                "DHT service queue full: work dropped (its outcome reported as failed)",
+                metadata: ["dropped": "\(dropped)", "work": "\(work)"])
+        }
+        switch work {
+        case .checkLiveness(let peer): feed(.livenessChecked(peer.id, alive: true))
+        case .dialBack(let peer, let evidence, _): feed(.dialBackFinished(peer, evidence, proven: nil))
+        case .job(let job): feed(.jobFinished(job.kind))
+        case .correctReplicas, .arm, .timerFired: break
+        }
+    }
+
     private static func rearm(_ state: inout State) -> NIODeadline? {
         guard let next = state.behaviour.nextDeadline else { return nil }
         if let armed = state.armedDeadline, armed <= next { return nil }
@@ -260,7 +286,7 @@ extension DHT {
                         } catch {
                             return
                         }
-                        serviceWork.yield(.timerFired)
+                        enqueue(.timerFired)
                     }
                 case .timerFired:
                     state.withLockedValue { $0.armedDeadline = nil }

@@ -383,7 +383,7 @@ extension DHT {
         let stale = decision.staleReplicas
         if !stale.isEmpty {
             // In the service, so that the caller does not wait for it.
-            serviceWork.yield(.correctReplicas(choice.record, stale))
+            enqueue(.correctReplicas(choice.record, stale))
         }
         if decision.updatesLocalCopy {
             // Keep our own copy current: we hold one, so we are a replica; ownership rules apply.

@@ -42,6 +42,8 @@ public final class DHT: Sendable {
         var nextRequestID: UInt64 = 0
         /// The job deadline the service's timer sleeps until (nil: none armed).
         var armedDeadline: NIODeadline?
+        /// Service work the full queue refused (`enqueue`), since the start.
+        var droppedServiceWork = 0
 
         var table: RoutingTable {
             get { behaviour.table }
