@@ -118,6 +118,24 @@ public final class AgentNode: Service, Sendable {
         }
         let dht = DHT(host: host, store: store, configuration: configuration.dht, logger: logger)
         dht.start()
+        if configuration.mdns {
+            do {
+                // Never on a loopback-only node: its peers are on this machine, and its multicast
+                // would go to real links it does not listen on. After the DHT started, so that it
+                // sees the peers mDNS connects.
+                guard bound.contains(where: { IPAddress($0).map { AddressScope.of($0) != .loopback } ?? false }) else {
+                    throw NodeError(.invalidConfiguration, "--mdns needs a listen address other than loopback")
+                }
+                // A peer found joins the DHT as a bootstrap peer would (a self-lookup through it).
+                _ = try await MDNSService.start(host: host, logger: logger) { _, addresses in
+                    await dht.bootstrap(addresses)
+                }
+            } catch {
+                await host.shutdown()
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
         let cards: CardService
         do {
             // Next to the record store (in memory when it is), in its own file: spec/cards.md §7.

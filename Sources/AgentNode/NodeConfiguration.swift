@@ -37,6 +37,8 @@ public struct NodeConfiguration: Sendable {
     /// renewed for the node's life. Empty: relays are chosen among connected peers that offer hop
     /// while AutoNAT says this node is private (spec/network.md, "agentd and relays").
     public var relayAddresses: [Multiaddr] = []
+    /// mDNS discovery on the local links (`--mdns`; spec/network.md, "mDNS").
+    public var mdns = false
     /// Serve circuit relay v2 hop (`--relay-service on|off|auto`; auto: while AutoNAT says public).
     public var relayService = RelayServiceMode.auto
     /// The relay service's limits.

@@ -111,6 +111,11 @@ struct Agentd: AsyncParsableCommand {
         help: "on, off or auto: serve circuit relay v2 (hop) to other peers; auto serves while AutoNAT says this node is reachable from outside.")
     var relayService: String = "auto"
 
+    @Flag(
+        name: .customLong("mdns"),
+        help: "Find peers on the local links by mDNS (_p2p._udp.local) and dial them; refused on a node that listens on loopback only (spec/network.md, \"mDNS\").")
+    var mdns = false
+
     @Option(name: .customLong("dht-protocol"), help: "The kad protocol id (use /ipfs/kad/1.0.0 to join libp2p DHTs).")
     var dhtProtocol: String = DHTConfiguration.agentProtocolID
 
@@ -244,6 +249,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.servesAutoNAT = autonatServer == "on"
         configuration.relayAddresses = try relayAddresses()
         configuration.relayService = RelayServiceMode(rawValue: relayService)!
+        configuration.mdns = mdns
         configuration.inboxDirectory = inboxDir
         configuration.host.announcedAddresses = try announcedAddresses()
         configuration.host.publicNetworks = try publicNetworks()
