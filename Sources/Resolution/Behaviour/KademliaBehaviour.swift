@@ -240,15 +240,15 @@ enum KademliaAction: Sendable {
 }
 
 /// A small seeded generator (SplitMix64, Steele et al. 2014): the behaviour's only randomness, so
-/// that a seed reproduces a run.
-struct SplitMix64: RandomNumberGenerator, Sendable {
+/// that a seed reproduces a run; agent-bench draws its reproducible choices from it too.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) {
+    public init(seed: UInt64) {
         state = seed
     }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
