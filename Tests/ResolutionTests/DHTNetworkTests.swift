@@ -80,18 +80,24 @@ struct DHTNetworkTests {
         }
         let publishFailures = NIOLockedValueBox<[String]>([])
         let replicas = NIOLockedValueBox<[Int]>([])
+        let shortfalls = NIOLockedValueBox<[String]>([])
         let namesCopy = names
         await network.concurrently(Array(network.nodes.indices), width: 8) { index in
             do {
                 let report = try await network.nodes[index].dht.register(namesCopy[index]!)
                 replicas.withLockedValue { $0.append(report.storedAt.count) }
+                if report.storedAt.count != 5 {
+                    shortfalls.withLockedValue {
+                        $0.append("node \(index): \(report.storedAt.count) replicas; failures \(report.failures.map { "\($0.0): \($0.1)" })")
+                    }
+                }
             } catch {
                 publishFailures.withLockedValue { $0.append("node \(index): \(error)") }
             }
         }
         #expect(publishFailures.withLockedValue { $0 }.isEmpty, "\(publishFailures.withLockedValue { $0 })")
         let stored = replicas.withLockedValue { $0 }
-        #expect(stored.allSatisfy { $0 == 5 }, "replicas per publish: \(stored.sorted())")
+        #expect(stored.allSatisfy { $0 == 5 }, "replicas per publish: \(stored.sorted()); \(shortfalls.withLockedValue { $0 })")
 
         // Every node resolves 20 random names: all must resolve to the right key.
         let round1 = await Self.resolveRound(network, names: names, keys: keys, candidates: Array(network.nodes.indices), perNode: 20)

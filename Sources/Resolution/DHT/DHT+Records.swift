@@ -278,8 +278,8 @@ extension DHT {
             state.withLockedValue { $0.cache.remove(name) }
         }
         let lookup = await lookupClosestPeers(to: name.recordKey)
-        let targets = Array(lookup.closest.prefix(configuration.replicationFactor))
-        let (stored, failures) = await put(record, to: targets)
+        let targets = lookup.closest
+        let (stored, failures) = await put(record, replicas: configuration.replicationFactor, from: targets)
         if replicasFirst {
             let refused = failures.filter { $0.refused }
             if refused.count > stored.count {
@@ -317,10 +317,21 @@ extension DHT {
     func put(
         _ record: SignedAgentRecord, to peers: [KademliaPeer]
     ) async -> (stored: [PeerID], failures: [(peer: PeerID, reason: String, refused: Bool)]) {
+        await put(record, replicas: peers.count, from: peers)
+    }
+
+    /// PUT_VALUE of `record` to the first `replicas` of `candidates` at once; each one that cannot
+    /// be reached (a timeout, a dial or stream failure: not a refusal) is replaced by the next
+    /// candidate, so the record reaches `replicas` peers whenever that many of the candidates
+    /// answer. A refusal is not replaced: it is the replica's verdict on the record (a first claim
+    /// counts them), and asking peers further from the key until one accepts would defeat it.
+    func put(
+        _ record: SignedAgentRecord, replicas: Int, from candidates: [KademliaPeer]
+    ) async -> (stored: [PeerID], failures: [(peer: PeerID, reason: String, refused: Bool)]) {
         let key = record.record.name.recordKey
         let message = KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: record.bytes))
         return await withTaskGroup(of: (PeerID, String?, Bool).self) { group in
-            for peer in peers {
+            func start(_ peer: KademliaPeer) {
                 group.addTask { [self] in
                     do {
                         _ = try await request(message, to: peer)
@@ -332,10 +343,23 @@ extension DHT {
                     }
                 }
             }
+            var next = candidates.startIndex
+            while next < candidates.endIndex, next - candidates.startIndex < replicas {
+                start(candidates[next])
+                next += 1
+            }
             var stored: [PeerID] = []
             var failures: [(peer: PeerID, reason: String, refused: Bool)] = []
             for await (peer, failure, refused) in group {
-                if let failure { failures.append((peer, failure, refused)) } else { stored.append(peer) }
+                guard let failure else {
+                    stored.append(peer)
+                    continue
+                }
+                failures.append((peer, failure, refused))
+                if !refused, next < candidates.endIndex {
+                    start(candidates[next])
+                    next += 1
+                }
             }
             return (stored, failures)
         }
@@ -447,8 +471,8 @@ extension DHT {
                 inFlight += 1
                 group.addTask { [self] in
                     let lookup = await lookupClosestPeers(to: record.record.name.recordKey)
-                    let targets = lookup.closest.prefix(configuration.replicationFactor)
-                    let (stored, _) = await put(record, to: Array(targets))
+                    let (stored, _) = await put(
+                        record, replicas: configuration.replicationFactor, from: lookup.closest)
                     return !stored.isEmpty
                 }
             }
