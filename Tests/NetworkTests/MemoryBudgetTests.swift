@@ -118,8 +118,15 @@ struct MemoryBudgetTests {
                 net.victim.resources.usage().first { $0.scope == "system" && $0.resource == "memory" })
             #expect(system.used <= system.limit)
             #expect(system.used == usage.reserved)
-            // The windows were filled: the budget was what stopped the streams, and it said so.
-            #expect(net.victim.resources.refusals(.connectionReceiveWindowMemory) > 0)
+            // A budget was what stopped the flood, and the accounting says which: the windows' (new
+            // streams refused) or the send queues' (full of perf data and ping echoes, so the node
+            // stopped reading). Which one comes first depends on how the node's reads and the
+            // attacker's writes interleave: under load a CI run saw 104 windows live (26 MiB) and
+            // the send queues full, with no stream refused.
+            let windowsRefused = net.victim.resources.refusals(.connectionReceiveWindowMemory)
+            #expect(
+                windowsRefused > 0 || usage.sendQueueCost >= limits.connectionSendQueueMemory,
+                "neither budget reached: \(windowsRefused) streams refused for windows, accounting \(usage)")
             #expect(after - before < 64 << 20, "RSS grew by \((after - before) >> 20) MiB; node accounting \(usage)")
         }
     }
