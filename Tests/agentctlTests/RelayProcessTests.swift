@@ -217,7 +217,7 @@ struct RelayProcessTests {
             let (firstR, r) = try await Self.start(base + "/r", listen: "/ip4/127.0.0.1/tcp/0", relayArguments)
             var processR = firstR
             started.append(processR)
-            let (processB, b) = try await Self.start(
+            let (processB, _) = try await Self.start(
                 base + "/b", listen: "/ip4/127.0.0.2/tcp/0",
                 ["--bootstrap", r.address, "--relay", r.address, "--dht-mode", "client"])
             started.append(processB)
@@ -251,7 +251,8 @@ struct RelayProcessTests {
                 try await record().flatMap { ($0["seq"] as? Int ?? 0) > seqBefore ? $0 : nil }
             }
             #expect(after != nil, "B did not republish its record after reserving again")
-            #expect((after?["addresses"] as? [String] ?? []).contains(circuit))
+            let addressesAfter = (after?["addresses"] as? [String]) ?? []
+            #expect(addressesAfter.contains(circuit))
         } catch {
             await DHTProcessTests.stop(started)
             throw error
