@@ -91,7 +91,7 @@ struct AdversaryExperiment: Sendable {
             "replicas adversarial: share of the nodes that took the owner's PUT that are adversaries (they store it, then lie).",
         ]
         report.tables.append(table)
-        report.seconds = stopwatch.seconds
+        report.finish(stopwatch)
         return report
     }
 

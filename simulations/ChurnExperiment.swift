@@ -85,7 +85,7 @@ struct ChurnExperiment: Sendable {
         if !gradual.isEmpty {
             report.tables += ContinuousChurn.tables(gradual, percentPerMinute: rate, hours: hours, nodes: count)
         }
-        report.seconds = stopwatch.seconds
+        report.finish(stopwatch)
         return report
     }
 

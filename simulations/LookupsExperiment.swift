@@ -20,6 +20,10 @@ struct LookupsExperiment: Sendable {
         var recall = Distribution()
         var tableSize = Distribution()
         var buildMessagesPerNode = 0.0
+        /// Heap bytes of each node's routing-table buckets (`KBucketsTable.footprint`).
+        var tableBytes = Distribution()
+        /// Resident memory the built network added, per node (nil where it cannot be read).
+        var residentBytesPerNode: Double?
     }
 
     func run() async -> Report {
@@ -34,7 +38,8 @@ struct LookupsExperiment: Sendable {
             title: "FIND_NODE lookups from random nodes to random keys and node keys (networks grown by joins)",
             columns: [
                 "N", "theory", "hops mean", "hops p50", "hops p99", "requests mean", "requests p99", "ms mean",
-                "ms p99", "exact k closest", "recall", "table size", "join msgs/node",
+                "ms p99", "exact k closest", "recall", "table size", "join msgs/node", "table B/node",
+                "RSS B/node",
             ])
         for result in results {
             let theory = log2(Double(result.nodes)) / log2(20) + 1
@@ -45,23 +50,35 @@ struct LookupsExperiment: Sendable {
                 .mean(result.milliseconds, decimals: 0), .percentile(result.milliseconds, 0.99, decimals: 0),
                 .ratio(result.exact, of: result.hopsSeen.count), .percent(result.recall.mean),
                 .mean(result.tableSize, decimals: 0), .number(result.buildMessagesPerNode, decimals: 0),
+                .mean(result.tableBytes, decimals: 0),
+                result.residentBytesPerNode.map { .number($0, decimals: 0) } ?? .missing,
             ])
         }
         table.notes = [
             "theory: log2(N)/log2(k)+1 with k = 20 (DESIGN §6). hops: LookupStatistics.hops, the longest chain of",
             "referrals to a peer in the result. exact: result = the true 20 closest (brute force); recall: share of them found.",
             "join msgs/node: messages per node while the network grew (self-lookup, bucket refresh, pings).",
+            "table B/node: heap bytes of a node's buckets (entries, replacement caches, bucket records; peers are shared).",
+            "RSS B/node: resident memory the built network added / N (the whole node: table, store, identity, index);",
+            "  measured around the build, so exact only when one size runs (--sizes N): sizes run in parallel.",
         ]
         report.tables.append(table)
-        report.seconds = stopwatch.seconds
+        report.finish(stopwatch)
         return report
     }
 
     static func measure(nodes count: Int, lookups: Int, options: SimulationOptions) -> Result {
+        let residentBefore = ProcessMemory.residentBytes
         let (base, buildTraffic) = Simulation.build(nodes: count, parameters: options.parameters, seed: options.seed)
         var result = Result(nodes: count)
+        if let before = residentBefore, let after = ProcessMemory.residentBytes {
+            result.residentBytesPerNode = Double(after - before) / Double(count)
+        }
         result.buildMessagesPerNode = Double(buildTraffic.total) / Double(count)
-        for node in base.nodes { result.tableSize.add(node.table.count) }
+        for node in base.nodes {
+            result.tableSize.add(node.table.count)
+            result.tableBytes.add(node.table.footprint.bytes)
+        }
 
         let simulation = Simulation(
             snapshot: base, parameters: options.parameters, seed: options.seed,

@@ -79,6 +79,20 @@ struct Report: Encodable, Sendable {
     var tables: [ReportTable] = []
     /// Wall-clock seconds the run took.
     var seconds: Double = 0
+    /// The process's peak resident memory when the run ended (nil where it cannot be read).
+    var peakResidentBytes: Int?
+
+    /// Notes the wall-clock time and the peak resident memory at the end of the run.
+    mutating func finish(_ stopwatch: Stopwatch) {
+        seconds = stopwatch.seconds
+        peakResidentBytes = ProcessMemory.peakResidentBytes
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case experiment, parameters, tables
+        case seconds = "wall_seconds"
+        case peakResidentBytes = "peak_rss_bytes"
+    }
 
     /// Prints the report as text, or as one JSON document.
     func print(json: Bool) {
@@ -96,7 +110,11 @@ struct Report: Encodable, Sendable {
             Swift.print(table.text)
         }
         Swift.print("")
-        Swift.print(String(format: "(%.1f s wall clock)", seconds))
+        if let peak = peakResidentBytes {
+            Swift.print(String(format: "(%.1f s wall clock, peak RSS %.1f MiB)", seconds, Double(peak) / 1_048_576))
+        } else {
+            Swift.print(String(format: "(%.1f s wall clock)", seconds))
+        }
     }
 }
 

@@ -58,14 +58,6 @@ final class Simulation {
 
     private var online: [Int] = []
     private var onlinePosition: [Int] = []
-    /// Each node's key, by index, for distance arithmetic without touching the node.
-    private var keys: [KademliaKey] = []
-    /// Each node's routing-table entries as node indices, in no particular order; nil until first
-    /// read, then kept in step with every change of the table's membership (`.inserted`, and
-    /// evictions with their promoted replacements). Answers are computed from it:
-    /// `RoutingTable.closestPeers` copies whole entries and was most of the run time, and this gives
-    /// the same peers (distances are unique).
-    private var tableMembers: [[Int]?] = []
 
     init(snapshot: NetworkSnapshot, parameters: NetworkParameters, seed: UInt64, generator: SimulationGenerator) {
         self.seed = seed
@@ -80,8 +72,6 @@ final class Simulation {
             online.append(index)
         }
         self.adversaries = snapshot.nodes.indices.filter { snapshot.nodes[$0].isAdversary }
-        self.keys = snapshot.nodes.map(\.peer.key)
-        self.tableMembers = Array(repeating: nil, count: snapshot.nodes.count)
     }
 
     /// An empty network at virtual time zero.
@@ -150,12 +140,11 @@ final class Simulation {
     func createNode() -> Int {
         let serial = UInt64(nodes.count)
         let publicKey = VirtualNode.privateKey(seed: seed, serial: serial).publicKey
-        let node = VirtualNode(serial: serial, publicKey: publicKey, routingTable: parameters.routingTable)
+        let node = VirtualNode(
+            serial: serial, index: nodes.count, publicKey: publicKey, routingTable: parameters.routingTable)
         indexByKey[node.peer.key] = nodes.count
         nodes.append(node)
         onlinePosition.append(-1)
-        keys.append(node.peer.key)
-        tableMembers.append(nil)
         return nodes.count - 1
     }
 
@@ -186,73 +175,46 @@ final class Simulation {
         adversaries = nodes.indices.filter { nodes[$0].isAdversary }
     }
 
-    /// Node `index` heard from `peer` with `evidence`: the routing table's admission rules decide,
-    /// and a full bucket's liveness check is run as a ping over the virtual network.
+    /// Node `index` heard from `peer` (a virtual node: only those answer or open streams) with
+    /// `evidence`: the routing table's admission rules decide, and a full bucket's liveness check is
+    /// run as a ping over the virtual network.
     func noteContact(at index: Int, with peer: KademliaPeer, evidence: RoutingTable.Evidence) {
-        let update = nodes[index].table.add(peer, evidence: evidence, now: now)
-        if case .inserted = update { tableMembers[index]?.append(indexByKey[peer.key]!) }
+        let handle = nodes[indexByKey[peer.key]!].handle
+        let update = nodes[index].table.add(handle, evidence: evidence, now: now)
         guard case .pendingLivenessCheck(let oldest) = update else { return }
         traffic.ping += 1
-        let target = indexByKey[oldest.key]
-        let answers = target.map { nodes[$0].isOnline } ?? false
-        let refuses = target.map { nodes[$0].refusesWhenOffline } ?? true
+        let answers = nodes[oldest.index].isOnline
+        let refuses = nodes[oldest.index].refusesWhenOffline
         let delay: TimeAmount =
             answers || refuses
             ? parameters.latency(using: &generator) + parameters.latency(using: &generator) : parameters.hardTimeout
         schedule(after: delay) { simulation in
             guard simulation.nodes[index].isOnline else { return }
             if answers {
-                simulation.nodes[index].table.livenessCheckSucceeded(oldest.id, now: simulation.now)
+                simulation.nodes[index].table.livenessCheckSucceeded(key: oldest.key, now: simulation.now)
             } else {
-                let eviction = simulation.nodes[index].table.livenessCheckFailed(oldest.id, now: simulation.now)
-                simulation.apply(eviction, at: index)
+                _ = simulation.nodes[index].table.livenessCheckFailed(key: oldest.key, now: simulation.now)
             }
         }
     }
 
     /// Node `index` saw a request to `peer` fail: it leaves the table (spec/dht.md §6.3).
     func noteFailure(at index: Int, of peer: KademliaPeer) {
-        apply(nodes[index].table.remove(peer.id), at: index)
-    }
-
-    /// Keeps the index mirror of node `index`'s table in step with an eviction.
-    private func apply(_ eviction: RoutingTable.Eviction?, at index: Int) {
-        guard let eviction, tableMembers[index] != nil else { return }
-        let evicted = indexByKey[eviction.evicted.key]!
-        tableMembers[index]!.removeAll { $0 == evicted }
-        if let promoted = eviction.promoted { tableMembers[index]!.append(indexByKey[promoted.key]!) }
+        _ = nodes[index].table.remove(key: peer.key)
     }
 
     /// The `count` entries of node `index`'s routing table closest to `target`, closest first,
-    /// without `excluded`: what `RoutingTable.closestPeers` returns, from the index mirror.
+    /// without `excluded`: `closestPeers` of the table (agentd's code), as a server answers.
     func closestPeers(at index: Int, to target: KademliaKey, count: Int, excluding excluded: KademliaKey?)
         -> [KademliaPeer]
     {
-        let members: [Int]
-        if let cached = tableMembers[index] {
-            members = cached
-        } else {
-            members = nodes[index].table.entries.map { indexByKey[$0.key]! }
-            tableMembers[index] = members
+        var result: [KademliaPeer] = []
+        result.reserveCapacity(count)
+        for entry in nodes[index].table.closestPeers(to: target, count: count + 1) where entry.key != excluded {
+            guard result.count < count else { break }
+            result.append(nodes[entry.peer.index].peer)
         }
-        // Insertion into a short sorted list: most members are rejected by one comparison.
-        var distances = [KademliaDistance](repeating: .zero, count: count)
-        var chosen = [Int](repeating: 0, count: count)
-        var filled = 0
-        for member in members where keys[member] != excluded {
-            let distance = target.distance(to: keys[member])
-            if filled == count, !(distance < distances[count - 1]) { continue }
-            var position = filled == count ? count - 1 : filled
-            while position > 0 && distance < distances[position - 1] {
-                distances[position] = distances[position - 1]
-                chosen[position] = chosen[position - 1]
-                position -= 1
-            }
-            distances[position] = distance
-            chosen[position] = member
-            if filled < count { filled += 1 }
-        }
-        return chosen.prefix(filled).map { nodes[$0].peer }
+        return result
     }
 
     /// Mutable access for the experiments' bookkeeping.

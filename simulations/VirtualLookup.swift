@@ -62,9 +62,9 @@ extension Simulation {
             value = ValueLookup(
                 name: name, quorum: parameters.valueQuorum, replicationFactor: parameters.replicationFactor)
         }
-        let seeds = withNode(origin) { node -> [KademliaPeer] in
-            node.table.recordLookup(of: target, now: now)
-            return node.table.closestPeers(to: target, count: configuration.resultCount).map(\.peer)
+        withNode(origin) { node in node.table.recordLookup(of: target, now: now) }
+        let seeds = nodes[origin].table.closestPeers(to: target, count: configuration.resultCount).map {
+            nodes[$0.peer.index].peer
         }
         var seen = Set(seeds.map(\.key))
         let allSeeds = seeds + extraSeeds.filter { seen.insert($0.key).inserted }

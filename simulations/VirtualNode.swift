@@ -1,8 +1,32 @@
 import Identity
+import Multiformats
 import NIOCore
 import Resolution
 
-/// One virtual DHT node: a real `RoutingTable`, a record store (a dictionary keyed by name, with
+/// A virtual node as routing tables hold it: one object per node, shared by every table that holds
+/// the node, so an entry costs a reference (8 bytes) instead of a peer id, a key and an address
+/// list. Virtual nodes have no addresses, so the subnet limits never count them.
+final class VirtualPeer: RoutingTablePeer {
+    let key: KademliaKey
+    /// The node's index in `Simulation.nodes`.
+    let index: Int
+
+    init(key: KademliaKey, index: Int) {
+        self.key = key
+        self.index = index
+    }
+
+    var addresses: [Multiaddr] { [] }
+
+    func withAddresses(_ addresses: [Multiaddr]) -> VirtualPeer { self }
+
+    static func == (lhs: VirtualPeer, rhs: VirtualPeer) -> Bool { lhs.key == rhs.key }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(key) }
+}
+
+/// One virtual DHT node: a real routing table (`KBucketsTable`, agentd's code, over `VirtualPeer`
+/// handles), a record store (a dictionary keyed by name, with
 /// the ownership rules of the real store) and what it does when asked.
 struct VirtualNode: Sendable {
     /// How a node answers requests.
@@ -17,8 +41,10 @@ struct VirtualNode: Sendable {
     /// Identity number: the node's key is derived from it and the run's seed.
     let serial: UInt64
     let peer: KademliaPeer
+    /// What other nodes' routing tables hold for this one.
+    let handle: VirtualPeer
     let publicKey: Ed25519.PublicKey
-    var table: RoutingTable
+    var table: KBucketsTable<VirtualPeer>
     var store: [AgentName: SignedAgentRecord] = [:]
     var isOnline = false
     /// Once offline: refuses connections at once rather than never answering.
@@ -36,12 +62,14 @@ struct VirtualNode: Sendable {
     /// Whether a maintenance round is scheduled.
     var maintenanceScheduled = false
 
-    init(serial: UInt64, publicKey: Ed25519.PublicKey, routingTable: RoutingTable.Configuration) {
+    /// Node number `index` of the simulation.
+    init(serial: UInt64, index: Int, publicKey: Ed25519.PublicKey, routingTable: RoutingTable.Configuration) {
         self.serial = serial
         self.publicKey = publicKey
         let id = PeerID(publicKey: publicKey)
         self.peer = KademliaPeer(id: id)
-        self.table = RoutingTable(localPeer: id, configuration: routingTable)
+        self.handle = VirtualPeer(key: peer.key, index: index)
+        self.table = KBucketsTable(local: handle, configuration: routingTable)
     }
 
     var isAdversary: Bool { behaviour != .honest }

@@ -8,7 +8,7 @@ import NIOCore
 ///
 /// Uniqueness of a key across the table is kept by `RoutingTable`; the bucket only keeps its own
 /// lists consistent (a key is never both an entry and a replacement).
-struct KBucket: Sendable {
+struct KBucket<Peer: RoutingTablePeer>: Sendable {
     /// A ping the table asked the caller to run on the least recently seen entry.
     struct LivenessCheck: Hashable, Sendable {
         let key: KademliaKey
@@ -16,9 +16,9 @@ struct KBucket: Sendable {
     }
 
     /// Least recently seen first.
-    private(set) var entries: [RoutingTableEntry] = []
+    private(set) var entries: [KBucketEntry<Peer>] = []
     /// Least recently seen first; bounded by the table's `replacementCacheSize`.
-    private(set) var replacements: [RoutingTableEntry] = []
+    private(set) var replacements: [KBucketEntry<Peer>] = []
     var livenessCheck: LivenessCheck?
     /// When a lookup for a key in this bucket last ran; `nil` for never.
     var lastRefreshed: NIODeadline?
@@ -33,9 +33,9 @@ struct KBucket: Sendable {
 
     /// Marks entry `index` as seen at `now`: it becomes the most recently seen. A liveness check on
     /// it is answered by this very contact.
-    mutating func touch(at index: Int, addresses: [Multiaddr]?, evidence: RoutingTable.Evidence?, now: NIODeadline) {
+    mutating func touch(at index: Int, addresses: [Multiaddr]?, evidence: RoutingTableEvidence?, now: NIODeadline) {
         var entry = entries.remove(at: index)
-        if let addresses, !addresses.isEmpty { entry.peer.addresses = addresses }
+        if let addresses, !addresses.isEmpty { entry.peer = entry.peer.withAddresses(addresses) }
         if let evidence { entry.evidence = evidence }
         entry.lastSeen = now
         entry.isConnected = true
@@ -43,9 +43,14 @@ struct KBucket: Sendable {
         if livenessCheck?.key == entry.peer.key { livenessCheck = nil }
     }
 
-    /// Appends a new most recently seen entry; the caller checked there is room.
-    mutating func append(_ entry: RoutingTableEntry) {
+    /// Appends a new most recently seen entry; the caller checked there is room (`capacity` is the
+    /// bucket size). The entry array grows by doubling up to `capacity` and never beyond, so a full
+    /// bucket holds no spare slots (a table in a large simulated network is mostly full buckets).
+    mutating func append(_ entry: KBucketEntry<Peer>, capacity: Int) {
         if let cached = replacementIndex(of: entry.peer.key) { replacements.remove(at: cached) }
+        if entries.count == entries.capacity {
+            entries.reserveCapacity(Swift.min(Swift.max(2 * entries.count, 2), Swift.max(capacity, entries.count + 1)))
+        }
         entries.append(entry)
     }
 
@@ -54,16 +59,18 @@ struct KBucket: Sendable {
     /// entry's subnet when more than `perSubnet` candidates share it (`sameSubnet` says which do),
     /// so that one subnet cannot push every other candidate out.
     mutating func cacheReplacement(
-        _ entry: RoutingTableEntry, capacity: Int, perSubnet: Int, sameSubnet: (RoutingTableEntry) -> Bool
+        _ entry: KBucketEntry<Peer>, capacity: Int, perSubnet: Int, sameSubnet: (KBucketEntry<Peer>) -> Bool
     ) {
         var entry = entry
         if let cached = replacementIndex(of: entry.peer.key) {
             let old = replacements.remove(at: cached)
-            entry = RoutingTableEntry(
+            entry = KBucketEntry(
                 peer: entry.peer.addresses.isEmpty ? old.peer : entry.peer, lastSeen: entry.lastSeen,
                 firstSeen: old.firstSeen, isConnected: entry.isConnected, evidence: entry.evidence)
         }
         guard capacity > 0 else { return }
+        // The cache holds `capacity` and briefly one more: room for exactly that, not a doubling.
+        if replacements.capacity < capacity + 1 { replacements.reserveCapacity(capacity + 1) }
         replacements.append(entry)
         var shared = 0
         for candidate in replacements where sameSubnet(candidate) { shared += 1 }
@@ -74,7 +81,7 @@ struct KBucket: Sendable {
     }
 
     /// Removes entry `index`, clearing a liveness check on it.
-    mutating func remove(at index: Int) -> RoutingTableEntry {
+    mutating func remove(at index: Int) -> KBucketEntry<Peer> {
         let removed = entries.remove(at: index)
         if livenessCheck?.key == removed.peer.key { livenessCheck = nil }
         return removed
@@ -82,7 +89,7 @@ struct KBucket: Sendable {
 
     /// Moves the most recently seen replacement for which `admissible` holds into the bucket (placed
     /// by its last-seen time); the others stay cached.
-    mutating func promoteReplacement(where admissible: (RoutingTableEntry) -> Bool) -> RoutingTableEntry? {
+    mutating func promoteReplacement(where admissible: (KBucketEntry<Peer>) -> Bool) -> KBucketEntry<Peer>? {
         guard let index = replacements.lastIndex(where: admissible) else { return nil }
         let promoted = replacements.remove(at: index)
         // Keep the bucket ordered by last contact: the replacement may be older than some entries.

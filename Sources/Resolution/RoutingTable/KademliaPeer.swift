@@ -30,3 +30,26 @@ public enum KademliaMode: String, Hashable, Sendable {
     /// Accepts kad streams and advertises the protocol through identify.
     case server
 }
+
+/// What a routing table holds for a peer (the `TVal` of rust-libp2p's `KBucketsTable<TKey, TVal>`):
+/// its key, and the addresses the subnet limits look at. agentd's table holds `KademliaPeer` (a peer
+/// id and its addresses); the simulator holds a handle of a few bytes that shares one key object per
+/// virtual node, so that a routing table of a simulated network costs little per entry.
+public protocol RoutingTablePeer: Hashable, Sendable {
+    /// The peer's place in the keyspace; the table's identity of a peer (two handles with one key
+    /// are the same peer).
+    var key: KademliaKey { get }
+    /// Addresses to dial the peer at, as last reported; the subnet limits count the peer in the
+    /// subnet of the first. Empty for a peer without addresses, which no subnet limit counts.
+    var addresses: [Multiaddr] { get }
+    /// The same peer with `addresses` instead; a handle without addresses returns itself.
+    func withAddresses(_ addresses: [Multiaddr]) -> Self
+}
+
+extension KademliaPeer: RoutingTablePeer {
+    public func withAddresses(_ addresses: [Multiaddr]) -> KademliaPeer {
+        var copy = self
+        copy.addresses = addresses
+        return copy
+    }
+}

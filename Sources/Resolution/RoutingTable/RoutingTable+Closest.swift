@@ -1,4 +1,4 @@
-extension RoutingTable {
+extension KBucketsTable {
     /// The `count` entries closest to `target`, closest first. Exact: the same answer as sorting
     /// every entry by distance, computed by visiting buckets in distance order and sorting only
     /// within a bucket.
@@ -11,15 +11,15 @@ extension RoutingTable {
     /// high; and every bucket's distances form one contiguous range.
     ///
     /// Allocates only the result array (at most `count + bucketSize` entries).
-    public func closestPeers(to target: KademliaKey, count: Int) -> [RoutingTableEntry] {
+    public func closestPeers(to target: KademliaKey, count: Int) -> [Entry] {
         guard count > 0, self.count > 0 else { return [] }
         let d = localKey.distance(to: target)
-        var result: [RoutingTableEntry] = []
+        var result: [Entry] = []
         result.reserveCapacity(Swift.min(count + configuration.bucketSize, self.count))
 
         // Appends one bucket sorted by distance; true once `count` entries are gathered.
         func take(_ bucket: Int) -> Bool {
-            let entries = buckets[bucket].entries
+            let entries = storage[Self.bucketCount - 1 - bucket].entries
             guard !entries.isEmpty else { return false }
             let start = result.count
             result.append(contentsOf: entries)
@@ -34,15 +34,17 @@ extension RoutingTable {
             return result.count >= count
         }
 
+        // Only stored buckets (indices from `lowest` up) can hold entries.
+        let lowest = Self.bucketCount - storage.count
         var done = false
-        for bucket in stride(from: Self.bucketCount - 1, through: 0, by: -1) where d.bit(bucket) {
+        for bucket in stride(from: Self.bucketCount - 1, through: lowest, by: -1) where d.bit(bucket) {
             if take(bucket) {
                 done = true
                 break
             }
         }
         if !done {
-            for bucket in 0..<Self.bucketCount where !d.bit(bucket) {
+            for bucket in lowest..<Self.bucketCount where !d.bit(bucket) {
                 if take(bucket) { break }
             }
         }

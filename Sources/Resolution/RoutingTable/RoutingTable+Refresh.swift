@@ -1,31 +1,66 @@
 import NIOCore
 
-extension RoutingTable {
-    /// A lookup the caller should run to keep a bucket fresh: `key` is uniformly random within the
-    /// bucket's range of the keyspace.
-    public struct RefreshTarget: Hashable, Sendable {
-        /// The bucket the key lies in.
-        public let bucket: Int
-        /// The lookup target.
-        public let key: KademliaKey
-    }
+/// A lookup the caller should run to keep a bucket fresh (`RoutingTable.RefreshTarget`): `key` is
+/// uniformly random within the bucket's range of the keyspace.
+public struct RoutingTableRefreshTarget: Hashable, Sendable {
+    /// The bucket the key lies in.
+    public let bucket: Int
+    /// The lookup target.
+    public let key: KademliaKey
+}
 
-    /// Summary of one bucket, for `agentctl dht peers` and metrics.
-    public struct BucketSummary: Hashable, Sendable {
-        /// Bucket index: `floor(log2(distance))` of its keys from ours.
-        public let index: Int
-        /// Leading bits its keys share with ours: `255 - index`.
-        public var commonPrefixLength: Int { RoutingTable.bucketCount - 1 - index }
-        public let entries: Int
-        public let replacements: Int
-        /// Last lookup into the bucket's range; `nil` for never.
-        public let lastRefreshed: NIODeadline?
+/// Summary of one bucket (`RoutingTable.BucketSummary`), for `agentctl dht peers` and metrics.
+public struct RoutingTableBucketSummary: Hashable, Sendable {
+    /// Bucket index: `floor(log2(distance))` of its keys from ours.
+    public let index: Int
+    /// Leading bits its keys share with ours: `255 - index`.
+    public var commonPrefixLength: Int { KademliaKey.bitCount - 1 - index }
+    public let entries: Int
+    public let replacements: Int
+    /// Last lookup into the bucket's range; `nil` for never.
+    public let lastRefreshed: NIODeadline?
+}
+
+/// What a routing table holds on the heap for its buckets (`KBucketsTable.footprint`): the memory a
+/// simulated node's table costs, and the check that empty buckets and spare slots cost nothing.
+public struct RoutingTableFootprint: Hashable, Sendable {
+    /// Buckets stored: those up to the deepest one ever written (the others are not held at all).
+    public let storedBuckets: Int
+    /// Entry slots allocated across buckets (at least the entries).
+    public let entrySlots: Int
+    /// Replacement-cache slots allocated across buckets.
+    public let replacementSlots: Int
+    /// Heap bytes of the bucket records and slots, with 32 bytes of header per allocated array
+    /// (the peers' own storage, shared or not, is not counted).
+    public let bytes: Int
+}
+
+extension KBucketsTable {
+    public typealias RefreshTarget = RoutingTableRefreshTarget
+    public typealias BucketSummary = RoutingTableBucketSummary
+
+    /// What the buckets hold on the heap now.
+    public var footprint: RoutingTableFootprint {
+        let header = 32
+        var entrySlots = 0
+        var replacementSlots = 0
+        var arrays = storage.capacity > 0 ? 1 : 0
+        for bucket in storage {
+            entrySlots += bucket.entries.capacity
+            replacementSlots += bucket.replacements.capacity
+            if bucket.entries.capacity > 0 { arrays += 1 }
+            if bucket.replacements.capacity > 0 { arrays += 1 }
+        }
+        let bytes =
+            storage.capacity * MemoryLayout<KBucket<Peer>>.stride + (entrySlots + replacementSlots)
+            * MemoryLayout<Entry>.stride + arrays * header
+        return RoutingTableFootprint(
+            storedBuckets: storage.count, entrySlots: entrySlots, replacementSlots: replacementSlots, bytes: bytes)
     }
 
     /// Summaries of the buckets that hold entries or replacements, closest first.
     public var bucketSummaries: [BucketSummary] {
-        buckets.indices.compactMap { index in
-            let bucket = buckets[index]
+        buckets.stored.compactMap { index, bucket in
             guard !bucket.entries.isEmpty || !bucket.replacements.isEmpty else { return nil }
             return BucketSummary(
                 index: index, entries: bucket.entries.count, replacements: bucket.replacements.count,
@@ -48,7 +83,7 @@ extension RoutingTable {
     public mutating func refreshTargets<G: RandomNumberGenerator>(
         now: NIODeadline, using generator: inout G
     ) -> [RefreshTarget] {
-        let deepestIndex = buckets.firstIndex { !$0.entries.isEmpty } ?? (Self.bucketCount - 1)
+        let deepestIndex = buckets.deepestOccupied ?? (Self.bucketCount - 1)
         let deepest = Swift.min(Self.bucketCount - 1 - deepestIndex, configuration.maximumRefreshCommonPrefixLength)
         var targets: [RefreshTarget] = []
         for commonPrefixLength in 0...deepest {

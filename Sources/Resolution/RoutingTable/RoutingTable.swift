@@ -30,18 +30,19 @@ import Network
 ///   cache as in a bucket. An entry counts in the subnet of its first address (the one we reached
 ///   it at); an entry without an IP address (a DNS name) counts in one shared group; an entry
 ///   without any address, and loopback entries when `exemptsLoopback`, are not counted.
-public struct RoutingTable: Sendable {
+///
+/// Generic over the peer handle (as rust-libp2p's `KBucketsTable<TKey, TVal>`): agentd's table is
+/// `RoutingTable`, holding `KademliaPeer`s; the simulator holds small handles with one shared key
+/// per virtual node. Buckets are stored by common prefix length and only up to the deepest one
+/// touched, so the ~240 buckets that stay empty in any real network take no memory.
+public struct KBucketsTable<Peer: RoutingTablePeer>: Sendable {
     /// Number of buckets: one per possible `floor(log2(distance))`.
-    public static let bucketCount = KademliaKey.bitCount
+    public static var bucketCount: Int { KademliaKey.bitCount }
 
-    /// How a peer proved it serves the DHT; the caller must say which, so nothing enters by hearsay.
-    public enum Evidence: Hashable, Sendable {
-        /// The peer answered a kad request of ours (which only a server-mode node accepts).
-        case answeredRequest
-        /// The peer opened a kad stream to us, in the mode it advertises through identify (server
-        /// when it lists the kad protocol id).
-        case inboundStream(KademliaMode)
-    }
+    public typealias Evidence = RoutingTableEvidence
+    public typealias Rejection = RoutingTableRejection
+    public typealias Configuration = RoutingTableConfiguration
+    public typealias Entry = KBucketEntry<Peer>
 
     /// What `add` did.
     public enum Update: Hashable, Sendable {
@@ -53,24 +54,12 @@ public struct RoutingTable: Sendable {
         /// The bucket is full. The peer waits in the replacement cache; the caller should ping this
         /// entry, the bucket's least recently seen, and report `livenessCheckSucceeded` or
         /// `livenessCheckFailed`.
-        case pendingLivenessCheck(KademliaPeer)
+        case pendingLivenessCheck(Peer)
         /// The bucket is full and no check is needed now (one is in flight, or every entry was seen
         /// within `livenessCheckInterval`); the peer waits in the replacement cache.
         case cached
         /// The peer was not admitted.
         case rejected(Rejection)
-    }
-
-    /// Why `add` turned a peer away.
-    public enum Rejection: Hashable, Sendable {
-        /// It is us.
-        case localPeer
-        /// It runs in client mode (and was removed if it had been an entry).
-        case clientMode
-        /// The table holds `maximumEntries`.
-        case tableFull
-        /// Its subnet has its share of the bucket or of the table already.
-        case subnetFull
     }
 
     /// The group an entry counts in for the subnet limits.
@@ -84,14 +73,14 @@ public struct RoutingTable: Sendable {
 
     /// An entry that left the table, and the replacement that took its place, if the bucket had one.
     public struct Eviction: Hashable, Sendable {
-        public let evicted: RoutingTableEntry
-        public let promoted: RoutingTableEntry?
+        public let evicted: Entry
+        public let promoted: Entry?
     }
 
-    /// The local peer.
-    public let localPeer: PeerID
     /// The local peer's key; distances in the table are measured from it.
     public let localKey: KademliaKey
+    /// The local peer.
+    public let local: Peer
     /// Sizes, bounds and timings.
     public let configuration: Configuration
     /// Entries in the table (replacement caches not counted).
@@ -100,25 +89,139 @@ public struct RoutingTable: Sendable {
     /// `exemptLoopback(_:)`); initially not.
     public private(set) var exemptsLoopback = false
 
-    var buckets: [KBucket]
+    /// The buckets by common prefix length with the local key: `storage[c]` is bucket `255 - c`.
+    /// Holds buckets only up to the deepest one ever written; read through `buckets[index]`.
+    private(set) var storage: [KBucket<Peer>] = []
     /// Entries per subnet in the whole table (uncounted entries left out).
     private var subnetCounts: [SubnetKey: Int] = [:]
 
-    /// An empty table for `localPeer`.
-    public init(localPeer: PeerID, configuration: Configuration = Configuration()) {
-        precondition(configuration.bucketSize > 0, "bucket size must be positive")
-        self.localPeer = localPeer
-        self.localKey = KademliaKey(peer: localPeer)
-        self.configuration = configuration
-        self.buckets = Array(repeating: KBucket(), count: Self.bucketCount)
+    /// The buckets by index (`KademliaDistance.bucketIndex`); one not stored reads as empty, and
+    /// is stored (with those between) when written.
+    var buckets: Buckets {
+        get { Buckets(storage: storage) }
+        _modify {
+            var view = Buckets(storage: storage)
+            storage = []
+            defer { storage = view.storage }
+            yield &view
+        }
     }
 
+    /// Bucket access by index over the sparse storage.
+    struct Buckets: Sendable {
+        var storage: [KBucket<Peer>]
+
+        subscript(index: Int) -> KBucket<Peer> {
+            get {
+                let depth = KademliaKey.bitCount - 1 - index
+                return depth < storage.count ? storage[depth] : KBucket()
+            }
+            _modify {
+                let depth = KademliaKey.bitCount - 1 - index
+                if depth >= storage.count {
+                    storage.append(contentsOf: repeatElement(KBucket(), count: depth + 1 - storage.count))
+                }
+                yield &storage[depth]
+            }
+        }
+
+        /// The index of the deepest bucket holding entries (the smallest index); nil if none does.
+        var deepestOccupied: Int? {
+            storage.lastIndex { !$0.entries.isEmpty }.map { KademliaKey.bitCount - 1 - $0 }
+        }
+
+        /// The stored buckets with their indices, closest to us (smallest index) first.
+        var stored: [(index: Int, bucket: KBucket<Peer>)] {
+            storage.indices.reversed().map { (KademliaKey.bitCount - 1 - $0, storage[$0]) }
+        }
+    }
+
+    /// An empty table for `local`.
+    public init(local: Peer, configuration: Configuration = Configuration()) {
+        precondition(configuration.bucketSize > 0, "bucket size must be positive")
+        self.local = local
+        self.localKey = local.key
+        self.configuration = configuration
+    }
+}
+
+/// How a peer proved it serves the DHT (`RoutingTable.Evidence`); the caller must say which, so
+/// nothing enters by hearsay.
+public enum RoutingTableEvidence: Hashable, Sendable {
+    /// The peer answered a kad request of ours (which only a server-mode node accepts).
+    case answeredRequest
+    /// The peer opened a kad stream to us, in the mode it advertises through identify (server
+    /// when it lists the kad protocol id).
+    case inboundStream(KademliaMode)
+}
+
+/// Why `add` turned a peer away (`RoutingTable.Rejection`).
+public enum RoutingTableRejection: Hashable, Sendable {
+    /// It is us.
+    case localPeer
+    /// It runs in client mode (and was removed if it had been an entry).
+    case clientMode
+    /// The table holds `maximumEntries`.
+    case tableFull
+    /// Its subnet has its share of the bucket or of the table already.
+    case subnetFull
+}
+
+/// agentd's routing table: entries are peer ids with their addresses.
+public typealias RoutingTable = KBucketsTable<KademliaPeer>
+
+extension KBucketsTable where Peer == KademliaPeer {
+    /// An empty table for `localPeer`.
+    public init(localPeer: PeerID, configuration: Configuration = Configuration()) {
+        self.init(local: KademliaPeer(id: localPeer), configuration: configuration)
+    }
+
+    /// The local peer.
+    public var localPeer: PeerID { local.id }
+
+    /// The entry for `peer`, if it is in the table (replacement caches not included).
+    public func entry(for peer: PeerID) -> Entry? {
+        entry(forKey: KademliaKey(peer: peer))
+    }
+
+    /// Whether `peer` is an entry.
+    public func contains(_ peer: PeerID) -> Bool {
+        entry(for: peer) != nil
+    }
+
+    /// The caller's ping of `peer` (asked for by `.pendingLivenessCheck`) was answered at `now`: the
+    /// entry stays and becomes its bucket's most recently seen. The newcomer stays in the
+    /// replacement cache for the next vacancy.
+    public mutating func livenessCheckSucceeded(_ peer: PeerID, now: NIODeadline) {
+        livenessCheckSucceeded(key: KademliaKey(peer: peer), now: now)
+    }
+
+    /// The caller's ping of `peer` failed: the entry is evicted and the most recently seen
+    /// replacement takes its place. `nil` if `peer` was not an entry (it may have left already).
+    public mutating func livenessCheckFailed(_ peer: PeerID, now: NIODeadline) -> Eviction? {
+        livenessCheckFailed(key: KademliaKey(peer: peer), now: now)
+    }
+
+    /// Removes `peer` (an entry or a replacement candidate), promoting the most recently seen
+    /// replacement into a vacated bucket slot. Returns the eviction when an entry left.
+    public mutating func remove(_ peer: PeerID) -> Eviction? {
+        remove(key: KademliaKey(peer: peer))
+    }
+
+    /// Notes whether the caller holds a connection to `peer` (informational; see
+    /// `RoutingTableEntry.isConnected`).
+    public mutating func setConnected(_ peer: PeerID, _ connected: Bool) {
+        setConnected(key: KademliaKey(peer: peer), connected)
+    }
+}
+
+extension KBucketsTable {
     /// Leaves loopback entries out of the subnet limits, or counts them again. Entries already in
     /// the table stay (even beyond a limit counted now); the limits apply to what comes next.
     public mutating func exemptLoopback(_ exempt: Bool) {
         exemptsLoopback = exempt
         subnetCounts = [:]
-        for bucket in buckets {
+        for bucket in storage {
             for entry in bucket.entries {
                 if let key = subnetKey(of: entry.peer) { subnetCounts[key, default: 0] += 1 }
             }
@@ -126,11 +229,11 @@ public struct RoutingTable: Sendable {
     }
 
     /// The group `peer` counts in for the subnet limits; nil when it is not counted.
-    func subnetKey(of peer: KademliaPeer) -> SubnetKey? {
+    func subnetKey(of peer: Peer) -> SubnetKey? {
         Self.subnetKey(of: peer, exemptingLoopback: exemptsLoopback)
     }
 
-    static func subnetKey(of peer: KademliaPeer, exemptingLoopback: Bool) -> SubnetKey? {
+    static func subnetKey(of peer: Peer, exemptingLoopback: Bool) -> SubnetKey? {
         guard let first = peer.addresses.first else { return nil }
         guard let ip = IPAddress(first) else { return .named }
         if exemptingLoopback, AddressScope.of(ip) == .loopback { return nil }
@@ -140,7 +243,7 @@ public struct RoutingTable: Sendable {
     /// Whether `peer`, at its first address, would be within the subnet limits: true for an entry
     /// already (its address does not change by this), and for the local peer (refused otherwise).
     /// Lets the caller skip proving an address the table would refuse anyway.
-    public func admitsSubnet(of peer: KademliaPeer) -> Bool {
+    public func admitsSubnet(of peer: Peer) -> Bool {
         guard let bucket = bucketIndex(for: peer.key), buckets[bucket].index(of: peer.key) == nil else { return true }
         return admits(subnetKey(of: peer), inBucket: bucket)
     }
@@ -166,31 +269,32 @@ public struct RoutingTable: Sendable {
         localKey.distance(to: key).bucketIndex
     }
 
-    /// The entry for `peer`, if it is in the table (replacement caches not included).
-    public func entry(for peer: PeerID) -> RoutingTableEntry? {
-        let key = KademliaKey(peer: peer)
+    /// The entry at `key`, if it is in the table (replacement caches not included).
+    public func entry(forKey key: KademliaKey) -> Entry? {
         guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return nil }
         return buckets[bucket].entries[index]
     }
 
-    /// Whether `peer` is an entry.
-    public func contains(_ peer: PeerID) -> Bool {
-        entry(for: peer) != nil
-    }
-
     /// The entries of bucket `index`, least recently seen first.
-    public func entries(inBucket index: Int) -> [RoutingTableEntry] {
+    public func entries(inBucket index: Int) -> [Entry] {
         buckets[index].entries
     }
 
     /// The replacement candidates of bucket `index`, least recently seen first.
-    public func replacements(inBucket index: Int) -> [RoutingTableEntry] {
+    public func replacements(inBucket index: Int) -> [Entry] {
         buckets[index].replacements
     }
 
     /// Every entry, bucket 0 (closest to us) first.
-    public var entries: [RoutingTableEntry] {
-        buckets.flatMap(\.entries)
+    public var entries: [Entry] {
+        storage.reversed().flatMap(\.entries)
+    }
+
+    /// Calls `body` with every entry, bucket 0 (closest to us) first, without copying them out.
+    public func forEachEntry(_ body: (Entry) throws -> Void) rethrows {
+        for bucket in storage.reversed() {
+            for entry in bucket.entries { try body(entry) }
+        }
     }
 
     /// Records that `peer` proved it serves the DHT (see `Evidence`) at `now`, with the addresses it
@@ -198,7 +302,7 @@ public struct RoutingTable: Sendable {
     ///
     /// A client-mode peer is rejected, and removed if it was an entry: the spec keeps only server-mode
     /// nodes in routing tables, and a node that switched to client mode no longer answers.
-    public mutating func add(_ peer: KademliaPeer, evidence: Evidence, now: NIODeadline) -> Update {
+    public mutating func add(_ peer: Peer, evidence: Evidence, now: NIODeadline) -> Update {
         guard let bucket = bucketIndex(for: peer.key) else { return .rejected(.localPeer) }
         if case .inboundStream(.client) = evidence {
             _ = remove(key: peer.key, bucket: bucket)
@@ -206,7 +310,7 @@ public struct RoutingTable: Sendable {
         }
         var peer = peer
         if peer.addresses.count > configuration.maximumAddressesPerPeer {
-            peer.addresses.removeLast(peer.addresses.count - configuration.maximumAddressesPerPeer)
+            peer = peer.withAddresses(Array(peer.addresses.prefix(configuration.maximumAddressesPerPeer)))
         }
         if let index = buckets[bucket].index(of: peer.key) {
             var addresses: [Multiaddr]? = peer.addresses
@@ -230,10 +334,10 @@ public struct RoutingTable: Sendable {
         }
         let subnet = subnetKey(of: peer)
         guard admits(subnet, inBucket: bucket) else { return .rejected(.subnetFull) }
-        let entry = RoutingTableEntry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
+        let entry = Entry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
         if buckets[bucket].entries.count < configuration.bucketSize {
             guard count < configuration.maximumEntries else { return .rejected(.tableFull) }
-            buckets[bucket].append(entry)
+            buckets[bucket].append(entry, capacity: configuration.bucketSize)
             count += 1
             countSubnet(subnet, 1)
             return .inserted
@@ -250,37 +354,35 @@ public struct RoutingTable: Sendable {
         if now - leastRecentlySeen.lastSeen < configuration.livenessCheckInterval {
             return .cached
         }
-        buckets[bucket].livenessCheck = KBucket.LivenessCheck(key: leastRecentlySeen.key, started: now)
+        buckets[bucket].livenessCheck = KBucket<Peer>.LivenessCheck(key: leastRecentlySeen.key, started: now)
         return .pendingLivenessCheck(leastRecentlySeen.peer)
     }
 
-    /// The caller's ping of `peer` (asked for by `.pendingLivenessCheck`) was answered at `now`: the
-    /// entry stays and becomes its bucket's most recently seen. The newcomer stays in the
-    /// replacement cache for the next vacancy.
-    public mutating func livenessCheckSucceeded(_ peer: PeerID, now: NIODeadline) {
-        let key = KademliaKey(peer: peer)
+    /// The caller's ping of the entry at `key` (asked for by `.pendingLivenessCheck`) was answered
+    /// at `now`: the entry stays and becomes its bucket's most recently seen. The newcomer stays in
+    /// the replacement cache for the next vacancy.
+    public mutating func livenessCheckSucceeded(key: KademliaKey, now: NIODeadline) {
         guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
         buckets[bucket].touch(at: index, addresses: nil, evidence: nil, now: now)
     }
 
-    /// The caller's ping of `peer` failed: the entry is evicted and the most recently seen
-    /// replacement takes its place. `nil` if `peer` was not an entry (it may have left already).
-    public mutating func livenessCheckFailed(_ peer: PeerID, now: NIODeadline) -> Eviction? {
-        remove(peer)
+    /// The caller's ping of the entry at `key` failed: the entry is evicted and the most recently
+    /// seen replacement takes its place. `nil` if it was not an entry (it may have left already).
+    public mutating func livenessCheckFailed(key: KademliaKey, now: NIODeadline) -> Eviction? {
+        remove(key: key)
     }
 
-    /// Removes `peer` (an entry or a replacement candidate), promoting the most recently seen
-    /// replacement into a vacated bucket slot. Returns the eviction when an entry left.
-    public mutating func remove(_ peer: PeerID) -> Eviction? {
-        let key = KademliaKey(peer: peer)
+    /// Removes the peer at `key` (an entry or a replacement candidate), promoting the most recently
+    /// seen replacement into a vacated bucket slot. Returns the eviction when an entry left (this is
+    /// also what a failed liveness check does).
+    public mutating func remove(key: KademliaKey) -> Eviction? {
         guard let bucket = bucketIndex(for: key) else { return nil }
         return remove(key: key, bucket: bucket)
     }
 
-    /// Notes whether the caller holds a connection to `peer` (informational; see
-    /// `RoutingTableEntry.isConnected`).
-    public mutating func setConnected(_ peer: PeerID, _ connected: Bool) {
-        let key = KademliaKey(peer: peer)
+    /// Notes whether the caller holds a connection to the entry at `key` (informational; see
+    /// `KBucketEntry.isConnected`).
+    public mutating func setConnected(key: KademliaKey, _ connected: Bool) {
         guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
         buckets[bucket].setConnected(at: index, connected)
     }
