@@ -12,9 +12,8 @@ enum ProcessMemory {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix(name) {
             // "VmRSS:	  123456 kB"
-            let fields = line.dropFirst(name.count).split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count == 2, fields[1] == "kB", let kibibytes = Int(fields[0].trimmingCharacters(in: .whitespaces))
-            else { return nil }
+            let fields = line.dropFirst(name.count).split { $0 == " " || $0 == "\t" }
+            guard fields.count == 2, fields[1] == "kB", let kibibytes = Int(fields[0]) else { return nil }
             return kibibytes * 1024
         }
         return nil
