@@ -62,6 +62,11 @@ let package = Package(
         .target(
             name: "CQuic", dependencies: ["CNgtcp2"],
             linkerSettings: [.linkedLibrary("ngtcp2"), .linkedLibrary("ngtcp2_crypto_gnutls"), .linkedLibrary("gnutls")]),
+        // agent-bench's plain C QUIC baseline (issue #13): a client and a server on CQuic in blocking
+        // loops, one sendto per datagram; host keys from libsodium.
+        .target(
+            name: "CQuicBaseline", dependencies: ["CQuic", "CSodium"],
+            linkerSettings: [.linkedLibrary("pthread")]),
         // Small libc shims (allocator tuning) that Swift's Glibc module does not expose.
         .target(name: "CAgentSystem"),
         .target(
@@ -134,6 +139,7 @@ let package = Package(
             name: "agent-bench",
             dependencies: [
                 "Identity", "Resolution", "Multiformats", "Session", "Network", "Application", "CSodium",
+                "CQuicBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

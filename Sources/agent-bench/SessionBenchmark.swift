@@ -60,6 +60,9 @@ struct SessionBenchmark: AsyncParsableCommand {
     @Flag(help: "Small sizes throughout: a few seconds in all (smoke test).")
     var quick = false
 
+    @Flag(help: "Diagnostic: only the QUIC figures and the plain C QUIC baseline (for profiling).")
+    var quicOnly = false
+
     @Flag(help: "Skip the py-libp2p comparison.")
     var noPython = false
 
@@ -111,6 +114,7 @@ struct SessionBenchmark: AsyncParsableCommand {
             "concurrency": "\(concurrency)", "pings": "\(settings.pings)", "runs": "\(settings.runs)",
             "quick": "\(quick)", "py-bytes": "\(settings.pyBytes)",
         ]
+        if quicOnly { report.parameters["quic-only"] = "true" }
         var logger = Logger(label: "agent-bench")
         logger.logLevel = .error
 
@@ -133,13 +137,15 @@ struct SessionBenchmark: AsyncParsableCommand {
             let pair = try await HostPair.start(
                 client: clientGroup, server: serverGroup, configuration: configuration, logger: logger)
             do {
-                try await measureSessions(
-                    settings, into: &report, pair: pair, clientGroup: clientGroup, serverGroup: serverGroup,
-                    logger: logger)
+                if !quicOnly {
+                    try await measureSessions(
+                        settings, into: &report, pair: pair, clientGroup: clientGroup, serverGroup: serverGroup,
+                        logger: logger)
+                }
                 try await measureQUIC(
                     settings, into: &report, clientGroup: clientGroup, serverGroup: serverGroup,
                     configuration: configuration, logger: logger)
-                try await comparePython(settings, into: &report, pair: pair)
+                if !quicOnly { try await comparePython(settings, into: &report, pair: pair) }
             } catch {
                 await pair.shutdown()
                 throw error
@@ -161,31 +167,84 @@ struct SessionBenchmark: AsyncParsableCommand {
     // MARK: Measurements
 
     /// The same host figures over QUIC v1 (ngtcp2 + GnuTLS, spec/network.md "QUIC") in the same
-    /// run, beside the TCP + Noise + yamux ones: one-stream perf download, ping RTT, connects in turn.
+    /// run, beside the TCP + Noise + yamux ones: one-stream perf download, ping RTT, connects in turn;
+    /// and the plain C baseline on the same ngtcp2 + GnuTLS layer (`QUICBaseline`, one `sendto` per
+    /// datagram, same windows), its downloads interleaved with ours run by run.
     private func measureQUIC(
         _ settings: Settings, into report: inout BenchmarkReport, clientGroup: EventLoopGroup,
         serverGroup: EventLoopGroup, configuration: Host.Configuration, logger: Logger
     ) async throws {
-        progress("QUIC: perf 1 stream \(settings.bytes) bytes × \(settings.runs), \(settings.pings) pings, \(settings.handshakes) connects")
+        progress(
+            "QUIC: \(settings.runs) × (perf 1 stream, C baseline) \(settings.bytes) bytes, \(settings.pings) pings, "
+                + "\(settings.handshakes) connects, \(settings.handshakes) C handshakes")
         let pair = try await HostPair.start(
             client: clientGroup, server: serverGroup, configuration: configuration, logger: logger,
             listen: "/ip4/127.0.0.1/udp/0/quic-v1")
         do {
+            let windows = QUICWindows.windows(for: configuration.limits)
             _ = try await pair.perfDownload(bytes: min(settings.bytes, 16 << 20), streams: 1)
+            _ = try await QUICBaseline.download(
+                bytes: min(settings.bytes, 16 << 20), streamWindow: windows.stream,
+                connectionWindow: windows.connection)
+            let meter = LoopCPUMeter(client: clientGroup.next(), server: serverGroup.next())
             var single = 0.0
+            var singleCPU = LoopCPUMeter.Reading()
+            var c = 0.0
+            var cCPU = (sender: 0.0, receiver: 0.0)
             for _ in 0..<settings.runs {
-                single = max(single, try await pair.perfDownload(bytes: settings.bytes, streams: 1))
+                single = max(
+                    single,
+                    try await meter.measure(into: &singleCPU) {
+                        try await pair.perfDownload(bytes: settings.bytes, streams: 1)
+                    })
+                let download = try await QUICBaseline.download(
+                    bytes: settings.bytes, streamWindow: windows.stream,
+                    connectionWindow: windows.connection)
+                c = max(c, download.rate)
+                cCPU.sender += download.senderCPU
+                cCPU.receiver += download.receiverCPU
             }
+            let moved = Double(settings.bytes * settings.runs)
             let ping = try await pair.pingRoundTrips(count: settings.pings)
             let connects = try await HandshakeBenchmark.hostConnects(
                 count: settings.handshakes, dialers: 1, to: pair.serverAddress, group: clientGroup, logger: logger)
+            let cHandshakes = try await QUICBaseline.handshakes(count: settings.handshakes)
+
+            report.add(
+                "baseline.quic.c", tag: "Q", "plain C QUIC (same ngtcp2 + GnuTLS), 1 stream, sendto each", c,
+                .bytesPerSecond)
+            report.add(
+                "baseline.quic.c.sender-cpu", tag: "Qs", "  sender thread: bytes per CPU-second", moved / cCPU.sender,
+                .bytesPerSecond)
+            report.add(
+                "baseline.quic.c.receiver-cpu", tag: "Qr", "  receiver thread: bytes per CPU-second", moved / cCPU.receiver,
+                .bytesPerSecond)
             report.add(
                 "quic.perf.1", "QUIC: perf download, 1 stream", single, .bytesPerSecond,
-                over: ["ours.perf.single"])
+                over: ["baseline.quic.c", "ours.perf.single"])
+            report.add(
+                "quic.perf.1.sender-cpu", "  sender loop: bytes per CPU-second", moved / singleCPU.server,
+                .bytesPerSecond, over: ["baseline.quic.c.sender-cpu"])
+            report.add(
+                "quic.perf.1.receiver-cpu", "  receiver loop: bytes per CPU-second", moved / singleCPU.client,
+                .bytesPerSecond, over: ["baseline.quic.c.receiver-cpu"])
             report.add("quic.ping.median", "QUIC: ping RTT, median", median(ping), .seconds, over: ["ours.ping.median"])
             report.add(
+                "baseline.quic.c.handshake", tag: "QH", "plain C QUIC: dial → handshake complete, median",
+                median(cHandshakes.times), .seconds)
+            report.add(
+                "baseline.quic.c.connect", tag: "QC", "plain C QUIC: handshake + close, in turn",
+                cHandshakes.perSecond, .perSecond)
+            report.add(
                 "quic.connect.sequential", "QUIC: Host.connect + close, in turn", connects, .perSecond,
-                over: ["ours.connect.sequential"])
+                over: ["baseline.quic.c.connect", "ours.connect.sequential"])
+            let ratio = single / c
+            report.note(
+                String(
+                    format: "Issue #13: QUIC 1-stream throughput ≥ 0.8 × Q (the plain C baseline): %@ (%.2f). "
+                        + "CPU per GB, sender/receiver: ours %.2f/%.2f s, C %.2f/%.2f s.",
+                    ratio >= 0.8 ? "met" : "NOT met", ratio, singleCPU.server / moved * 1e9,
+                    singleCPU.client / moved * 1e9, cCPU.sender / moved * 1e9, cCPU.receiver / moved * 1e9))
         } catch {
             await pair.shutdown()
             throw error

@@ -37,6 +37,15 @@ public enum QUICAddress {
     }
 }
 
+/// The flow-control windows a host's QUIC connections use under `limits` (spec/network.md, "QUIC
+/// limits"): what agent-bench gives its plain C baseline, so both run with the same windows.
+public enum QUICWindows {
+    public static func windows(for limits: ResourceLimits) -> (stream: UInt64, connection: UInt64) {
+        let configuration = QUICEndpoint.Configuration(limits: limits, handshakeTimeout: .seconds(10))
+        return (configuration.streamWindow, configuration.connectionWindow)
+    }
+}
+
 /// The host's QUIC sockets: one endpoint per listen address, plus one per address family bound to
 /// an ephemeral port for dials when nothing listens in that family. Dials leave from a listener of
 /// the address's family when there is one (spec/network.md, "QUIC").
