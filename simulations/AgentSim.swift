@@ -52,6 +52,9 @@ struct ChurnCommand: AsyncParsableCommand {
             throw ValidationError("--loss values are percentages from 1 to 99")
         }
         guard churnRate > 0, churnRate < 50 else { throw ValidationError("--churn-rate must be in (0, 50)") }
+        // Routing-table entries store virtual time in 32-bit milliseconds (49.7 days): room for a
+        // month of churn plus the network's build.
+        guard hours >= 0, hours <= 720 else { throw ValidationError("--hours must be in [0, 720]") }
     }
 
     func run() async throws {

@@ -135,7 +135,7 @@ struct ContinuousChurn: Sendable {
         for node in online {
             for entry in simulation.nodes[node].table.entries {
                 entries += 1
-                if let index = simulation.indexByKey[entry.key], !simulation.nodes[index].isOnline { dead += 1 }
+                if !simulation.nodes[entry.peer.index].isOnline { dead += 1 }
             }
         }
         simulation.maintenance = .none

@@ -15,9 +15,19 @@ struct TrafficCounters: Sendable {
 /// A state of the virtual network that experiments copy and continue from (routing tables and
 /// stores are values, so a copy shares storage until it diverges).
 struct NetworkSnapshot: Sendable {
+    /// The nodes; their routing tables find keys in `keySpace`.
     var nodes: [VirtualNode]
     var indexByKey: [KademliaKey: Int]
     var nanoseconds: UInt64
+    /// The nodes' keys, by node number; written by nobody (see `VirtualKeySpace`).
+    let keySpace: VirtualKeySpace
+
+    /// `nodes` with their tables finding keys in `keySpace` instead.
+    static func rebinding(_ nodes: [VirtualNode], to keySpace: VirtualKeySpace) -> [VirtualNode] {
+        var nodes = nodes
+        for index in nodes.indices { nodes[index].table.replaceKeySpace(keySpace) }
+        return nodes
+    }
 }
 
 /// The discrete-event simulator: virtual nodes that run the real sans-I/O Kademlia code
@@ -39,6 +49,9 @@ final class Simulation {
     var parameters: NetworkParameters
     var generator: SimulationGenerator
     private(set) var nodes: [VirtualNode]
+    /// Every node's key by node number, which every routing table of this simulation reads; this
+    /// simulation's own (see `VirtualKeySpace`).
+    let keySpace: VirtualKeySpace
     private(set) var indexByKey: [KademliaKey: Int]
     private(set) var nanoseconds: UInt64
     private var queue = EventQueue<Action>()
@@ -63,7 +76,9 @@ final class Simulation {
         self.seed = seed
         self.parameters = parameters
         self.generator = generator
-        self.nodes = snapshot.nodes
+        let keySpace = snapshot.keySpace.copy()
+        self.keySpace = keySpace
+        self.nodes = NetworkSnapshot.rebinding(snapshot.nodes, to: keySpace)
         self.indexByKey = snapshot.indexByKey
         self.nanoseconds = snapshot.nanoseconds
         self.onlinePosition = Array(repeating: -1, count: snapshot.nodes.count)
@@ -77,13 +92,17 @@ final class Simulation {
     /// An empty network at virtual time zero.
     convenience init(parameters: NetworkParameters, seed: UInt64, generator: SimulationGenerator) {
         self.init(
-            snapshot: NetworkSnapshot(nodes: [], indexByKey: [:], nanoseconds: Self.origin), parameters: parameters,
+            snapshot: NetworkSnapshot(nodes: [], indexByKey: [:], nanoseconds: Self.origin, keySpace: VirtualKeySpace()),
+            parameters: parameters,
             seed: seed, generator: generator)
     }
 
     /// The network as it is now. Pending events are not part of it: take snapshots when idle.
     var snapshot: NetworkSnapshot {
-        NetworkSnapshot(nodes: nodes, indexByKey: indexByKey, nanoseconds: nanoseconds)
+        let frozen = keySpace.copy()
+        return NetworkSnapshot(
+            nodes: NetworkSnapshot.rebinding(nodes, to: frozen), indexByKey: indexByKey, nanoseconds: nanoseconds,
+            keySpace: frozen)
     }
 
     var now: NIODeadline { .uptimeNanoseconds(nanoseconds) }
@@ -140,8 +159,10 @@ final class Simulation {
     func createNode() -> Int {
         let serial = UInt64(nodes.count)
         let publicKey = VirtualNode.privateKey(seed: seed, serial: serial).publicKey
+        keySpace.append(KademliaKey(peer: PeerID(publicKey: publicKey)))
         let node = VirtualNode(
-            serial: serial, index: nodes.count, publicKey: publicKey, routingTable: parameters.routingTable)
+            serial: serial, index: nodes.count, publicKey: publicKey, keySpace: keySpace,
+            routingTable: parameters.routingTable)
         indexByKey[node.peer.key] = nodes.count
         nodes.append(node)
         onlinePosition.append(-1)
@@ -183,6 +204,7 @@ final class Simulation {
         let update = nodes[index].table.add(handle, evidence: evidence, now: now)
         guard case .pendingLivenessCheck(let oldest) = update else { return }
         traffic.ping += 1
+        let oldestKey = nodes[oldest.index].peer.key
         let answers = nodes[oldest.index].isOnline
         let refuses = nodes[oldest.index].refusesWhenOffline
         let delay: TimeAmount =
@@ -191,9 +213,9 @@ final class Simulation {
         schedule(after: delay) { simulation in
             guard simulation.nodes[index].isOnline else { return }
             if answers {
-                simulation.nodes[index].table.livenessCheckSucceeded(key: oldest.key, now: simulation.now)
+                simulation.nodes[index].table.livenessCheckSucceeded(key: oldestKey, now: simulation.now)
             } else {
-                _ = simulation.nodes[index].table.livenessCheckFailed(key: oldest.key, now: simulation.now)
+                _ = simulation.nodes[index].table.livenessCheckFailed(key: oldestKey, now: simulation.now)
             }
         }
     }
@@ -210,9 +232,11 @@ final class Simulation {
     {
         var result: [KademliaPeer] = []
         result.reserveCapacity(count)
-        for entry in nodes[index].table.closestPeers(to: target, count: count + 1) where entry.key != excluded {
+        for entry in nodes[index].table.closestPeers(to: target, count: count + 1) {
+            let peer = nodes[entry.peer.index].peer
+            guard peer.key != excluded else { continue }
             guard result.count < count else { break }
-            result.append(nodes[entry.peer.index].peer)
+            result.append(peer)
         }
         return result
     }

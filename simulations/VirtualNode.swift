@@ -3,26 +3,66 @@ import Multiformats
 import NIOCore
 import Resolution
 
-/// A virtual node as routing tables hold it: one object per node, shared by every table that holds
-/// the node, so an entry costs a reference (8 bytes) instead of a peer id, a key and an address
-/// list. Virtual nodes have no addresses, so the subnet limits never count them.
-final class VirtualPeer: RoutingTablePeer {
-    let key: KademliaKey
-    /// The node's index in `Simulation.nodes`.
-    let index: Int
+/// A virtual node as routing tables hold it: its number, 4 bytes, into the key array every table
+/// of the simulation shares (`VirtualKeySpace`). Entry times are milliseconds of virtual time in 4
+/// bytes, so an entry is 16 bytes instead of a peer id, a key and an address list. Virtual nodes
+/// have no addresses, so the subnet limits never count them.
+struct VirtualPeer: RoutingTablePeer {
+    /// The node's index in `Simulation.nodes` and in the key space.
+    let number: UInt32
 
-    init(key: KademliaKey, index: Int) {
-        self.key = key
-        self.index = index
+    var index: Int { Int(number) }
+
+    init(index: Int) {
+        precondition(index >= 0 && index <= Int(UInt32.max), "virtual node \(index) beyond 2^32")
+        self.number = UInt32(index)
     }
+
+    func key(in keySpace: VirtualKeySpace) -> KademliaKey { keySpace.keys[Int(number)] }
 
     var addresses: [Multiaddr] { [] }
 
     func withAddresses(_ addresses: [Multiaddr]) -> VirtualPeer { self }
 
-    static func == (lhs: VirtualPeer, rhs: VirtualPeer) -> Bool { lhs.key == rhs.key }
+    /// Milliseconds since `Simulation.origin`; the virtual clock never runs before it, and
+    /// `AgentSim` bounds a run's virtual time well within the 49.7 days 32 bits hold.
+    static func timestamp(_ deadline: NIODeadline) -> UInt32 {
+        let nanoseconds = deadline.uptimeNanoseconds
+        precondition(nanoseconds >= Simulation.origin, "virtual time before the simulation's origin")
+        let milliseconds = (nanoseconds - Simulation.origin) / 1_000_000
+        precondition(milliseconds <= UInt64(UInt32.max), "virtual time beyond 49.7 days")
+        return UInt32(milliseconds)
+    }
 
-    func hash(into hasher: inout Hasher) { hasher.combine(key) }
+    static func deadline(_ timestamp: UInt32) -> NIODeadline {
+        .uptimeNanoseconds(Simulation.origin + UInt64(timestamp) * 1_000_000)
+    }
+}
+
+/// The keys of every virtual node, by node number: one array per simulation, which every routing
+/// table of that simulation holds a reference to.
+///
+/// `@unchecked Sendable`, because `keys` is mutable: one is written only by the `Simulation` that
+/// created it (`createNode` appends), and a `Simulation` is confined to the one task that runs it
+/// (it is a non-Sendable class). A `NetworkSnapshot`, which crosses tasks, gets a space of its own
+/// that nothing writes (`frozenCopy`), and a simulation continued from a snapshot makes itself a
+/// copy before it writes. So no read of `keys` races a write.
+final class VirtualKeySpace: @unchecked Sendable {
+    private(set) var keys: [KademliaKey]
+
+    init(keys: [KademliaKey] = []) {
+        self.keys = keys
+    }
+
+    /// Adds the key of the next node.
+    func append(_ key: KademliaKey) {
+        keys.append(key)
+    }
+
+    /// A space with the same keys (the array is shared until one of them appends).
+    func copy() -> VirtualKeySpace {
+        VirtualKeySpace(keys: keys)
+    }
 }
 
 /// One virtual DHT node: a real routing table (`KBucketsTable`, agentd's code, over `VirtualPeer`
@@ -62,14 +102,18 @@ struct VirtualNode: Sendable {
     /// Whether a maintenance round is scheduled.
     var maintenanceScheduled = false
 
-    /// Node number `index` of the simulation.
-    init(serial: UInt64, index: Int, publicKey: Ed25519.PublicKey, routingTable: RoutingTable.Configuration) {
+    /// Node number `index` of the simulation; its key is `keySpace.keys[index]` already.
+    init(
+        serial: UInt64, index: Int, publicKey: Ed25519.PublicKey, keySpace: VirtualKeySpace,
+        routingTable: RoutingTable.Configuration
+    ) {
         self.serial = serial
         self.publicKey = publicKey
         let id = PeerID(publicKey: publicKey)
         self.peer = KademliaPeer(id: id)
-        self.handle = VirtualPeer(key: peer.key, index: index)
-        self.table = KBucketsTable(local: handle, configuration: routingTable)
+        self.handle = VirtualPeer(index: index)
+        self.table = KBucketsTable(local: handle, keySpace: keySpace, configuration: routingTable)
+        precondition(table.localKey == peer.key, "key space out of step with the nodes")
     }
 
     var isAdversary: Bool { behaviour != .honest }

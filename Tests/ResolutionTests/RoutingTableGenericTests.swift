@@ -6,20 +6,35 @@ import Testing
 
 import Resolution
 
-/// A peer handle as the simulator uses one: a shared object with a key and a number, no addresses.
-private final class Handle: RoutingTablePeer {
-    let key: KademliaKey
-    let number: Int
+/// The keys of the handles below, by number (immutable once made).
+private final class HandleKeys: Sendable {
+    let keys: [KademliaKey]
 
-    init(key: KademliaKey, number: Int) {
-        self.key = key
-        self.number = number
+    init(_ keys: [KademliaKey]) {
+        self.keys = keys
+    }
+}
+
+/// A peer handle as the simulator uses one: a 4-byte number into a shared key array, no addresses,
+/// times stored as 4-byte milliseconds since `KadFixtures.start`.
+private struct Handle: RoutingTablePeer {
+    let number: UInt32
+
+    init(_ number: Int) {
+        self.number = UInt32(number)
     }
 
+    func key(in keySpace: HandleKeys) -> KademliaKey { keySpace.keys[Int(number)] }
     var addresses: [Multiaddr] { [] }
     func withAddresses(_ addresses: [Multiaddr]) -> Handle { self }
-    static func == (lhs: Handle, rhs: Handle) -> Bool { lhs.key == rhs.key }
-    func hash(into hasher: inout Hasher) { hasher.combine(key) }
+
+    static func timestamp(_ deadline: NIODeadline) -> UInt32 {
+        UInt32((deadline.uptimeNanoseconds - KadFixtures.start.uptimeNanoseconds) / 1_000_000)
+    }
+
+    static func deadline(_ timestamp: UInt32) -> NIODeadline {
+        KadFixtures.start + .milliseconds(Int64(timestamp))
+    }
 }
 
 @Suite("routing table generic over the peer handle: same decisions, small storage")
@@ -33,25 +48,46 @@ struct RoutingTableGenericTests {
         case rejected(RoutingTableRejection)
     }
 
-    static func outcome<Peer: RoutingTablePeer>(_ update: KBucketsTable<Peer>.Update) -> Outcome {
+    static func outcome<Peer: RoutingTablePeer>(_ update: KBucketsTable<Peer>.Update, in table: KBucketsTable<Peer>)
+        -> Outcome
+    {
         switch update {
         case .inserted: return .inserted
         case .updated: return .updated
         case .cached: return .cached
-        case .pendingLivenessCheck(let peer): return .pending(peer.key)
+        case .pendingLivenessCheck(let peer): return .pending(table.key(of: peer))
         case .rejected(let why): return .rejected(why)
         }
     }
 
     /// Everything observable about a table's membership, by key.
     static func state<Peer: RoutingTablePeer>(_ table: KBucketsTable<Peer>, targets: [KademliaKey]) -> [[KademliaKey]] {
-        var result = [table.entries.map(\.key)]
+        func keys(_ entries: [KBucketEntry<Peer>]) -> [KademliaKey] { entries.map { table.key(of: $0.peer) } }
+        var result = [keys(table.entries)]
         for summary in table.bucketSummaries {
-            result.append(table.entries(inBucket: summary.index).map(\.key))
-            result.append(table.replacements(inBucket: summary.index).map(\.key))
+            result.append(keys(table.entries(inBucket: summary.index)))
+            result.append(keys(table.replacements(inBucket: summary.index)))
         }
-        for target in targets { result.append(table.closestPeers(to: target, count: 20).map(\.key)) }
+        for target in targets { result.append(keys(table.closestPeers(to: target, count: 20))) }
         return result
+    }
+
+    /// Every entry's and candidate's times, by bucket (whole seconds in the history below, so the
+    /// handles' milliseconds hold them exactly).
+    static func times<Peer: RoutingTablePeer>(_ table: KBucketsTable<Peer>) -> [[NIODeadline]] {
+        table.bucketSummaries.flatMap { summary in
+            [table.entries(inBucket: summary.index).flatMap { [$0.lastSeen, $0.firstSeen] },
+             table.replacements(inBucket: summary.index).flatMap { [$0.lastSeen, $0.firstSeen] }]
+        }
+    }
+
+    /// Whether two evictions took out and promoted the same peers.
+    private static func same(_ a: RoutingTable.Eviction?, _ b: KBucketsTable<Handle>.Eviction?, in table: KBucketsTable<Handle>)
+        -> Bool
+    {
+        a?.evicted.key == b.map { table.key(of: $0.evicted.peer) }
+            && a?.promoted?.key == b?.promoted.map { table.key(of: $0.peer) }
+            && a?.evicted.lastSeen == b?.evicted.lastSeen
     }
 
     @Test("a table of handles makes every decision agentd's table makes, on a seeded random history")
@@ -63,13 +99,15 @@ struct RoutingTableGenericTests {
         configuration.replacementCacheSize = 2
         configuration.maximumEntries = 40
         var real = RoutingTable(localPeer: local, configuration: configuration)
-        var handles = KBucketsTable(local: Handle(key: KademliaKey(peer: local), number: -1), configuration: configuration)
         // Peers concentrated in the far buckets, as in a network: fills buckets and replacement caches.
         var pool: [KademliaPeer] = []
         for number in 0..<120 {
             pool.append(KadFixtures.peer(inBucket: 255 - number % 6, of: real.localKey, using: &generator))
         }
-        let handleOf = Dictionary(uniqueKeysWithValues: pool.enumerated().map { ($1.key, Handle(key: $1.key, number: $0)) })
+        // Handle 0 is the local peer, handle n + 1 is pool[n].
+        let keys = HandleKeys([real.localKey] + pool.map(\.key))
+        var handles = KBucketsTable(local: Handle(0), keySpace: keys, configuration: configuration)
+        let handleOf = Dictionary(uniqueKeysWithValues: pool.enumerated().map { ($1.key, Handle($0 + 1)) })
         var now = KadFixtures.start
         var pending: [KademliaKey] = []
         var pendingSeen = 0
@@ -84,8 +122,8 @@ struct RoutingTableGenericTests {
                     case 1, 2: .inboundStream(.server)
                     default: .answeredRequest
                     }
-                let a = Self.outcome(real.add(peer, evidence: evidence, now: now))
-                let b = Self.outcome(handles.add(handleOf[peer.key]!, evidence: evidence, now: now))
+                let a = Self.outcome(real.add(peer, evidence: evidence, now: now), in: real)
+                let b = Self.outcome(handles.add(handleOf[peer.key]!, evidence: evidence, now: now), in: handles)
                 #expect(a == b, "step \(step): add")
                 if case .pending(let key) = a {
                     pending.append(key)
@@ -99,12 +137,12 @@ struct RoutingTableGenericTests {
                 } else {
                     let a = real.livenessCheckFailed(pool.first { $0.key == key }!.id, now: now)
                     let b = handles.livenessCheckFailed(key: key, now: now)
-                    #expect(a?.evicted.key == b?.evicted.key && a?.promoted?.key == b?.promoted?.key, "step \(step)")
+                    #expect(Self.same(a, b, in: handles), "step \(step)")
                 }
             case 7:
                 let a = real.remove(peer.id)
                 let b = handles.remove(key: peer.key)
-                #expect(a?.evicted.key == b?.evicted.key && a?.promoted?.key == b?.promoted?.key, "step \(step)")
+                #expect(Self.same(a, b, in: handles), "step \(step)")
             case 8:
                 let target = KademliaKey.random(using: &generator)
                 real.recordLookup(of: target, now: now)
@@ -119,6 +157,7 @@ struct RoutingTableGenericTests {
                 let targets = (0..<3).map { _ in KademliaKey.random(using: &generator) } + [peer.key]
                 #expect(Self.state(real, targets: targets) == Self.state(handles, targets: targets), "step \(step)")
                 #expect(real.bucketSummaries == handles.bucketSummaries, "step \(step)")
+                #expect(Self.times(real) == Self.times(handles), "step \(step)")
                 #expect(real.count == handles.count, "step \(step)")
             }
         }
@@ -129,25 +168,25 @@ struct RoutingTableGenericTests {
         #expect(real.bucketSummaries.count >= 5)
     }
 
-    @Test("only buckets up to the deepest one written are stored, and a full bucket has no spare slots")
+    @Test("only buckets up to the deepest one written are stored, a full bucket has no spare slots, an entry is 16 bytes")
     func storage() {
         var generator = SeededGenerator(seed: Self.seed + 1)
         let localKey = KademliaKey.random(using: &generator)
-        var table = KBucketsTable(local: Handle(key: localKey, number: -1), configuration: RoutingTable.Configuration())
+        let k = RoutingTable.Configuration().bucketSize
+        let cache = RoutingTable.Configuration().replacementCacheSize
+        // Handle 0 is us; then k + 3 · cache peers of bucket 255 and 3 of bucket 252 (prefix length 3).
+        let far = (0..<(k + 3 * cache)).map { _ in KademliaKey.random(inBucket: 255, from: localKey, using: &generator) }
+        let near = (0..<3).map { _ in KademliaKey.random(inBucket: 252, from: localKey, using: &generator) }
+        let keys = HandleKeys([localKey] + far + near)
+        var table = KBucketsTable(local: Handle(0), keySpace: keys, configuration: RoutingTable.Configuration())
         #expect(table.footprint.storedBuckets == 0)
         #expect(table.footprint.bytes == 0)
-        let k = table.configuration.bucketSize
-        let cache = table.configuration.replacementCacheSize
-        var number = 0
-        func handle(inBucket bucket: Int) -> Handle {
-            number += 1
-            return Handle(key: KademliaKey.random(inBucket: bucket, from: localKey, using: &generator), number: number)
+        for second in far.indices {
+            _ = table.add(Handle(1 + second), evidence: .answeredRequest, now: KadFixtures.start + .seconds(Int64(second)))
         }
-        // Bucket 255 full with a full replacement cache; three entries in bucket 252 (prefix length 3).
-        for second in 0..<(k + 3 * cache) {
-            _ = table.add(handle(inBucket: 255), evidence: .answeredRequest, now: KadFixtures.start + .seconds(Int64(second)))
+        for offset in near.indices {
+            _ = table.add(Handle(1 + far.count + offset), evidence: .answeredRequest, now: KadFixtures.start)
         }
-        for _ in 0..<3 { _ = table.add(handle(inBucket: 252), evidence: .answeredRequest, now: KadFixtures.start) }
         #expect(table.count == k + 3)
         #expect(table.replacements(inBucket: 255).count == cache)
         var footprint = table.footprint
@@ -161,7 +200,10 @@ struct RoutingTableGenericTests {
         #expect(footprint.storedBuckets == 16)
         #expect(table.closestPeers(to: localKey, count: 5).count == 5)
         #expect(table.bucketSummaries.map(\.index) == [252, 255])
-        // 23 entries and 8 candidates of 32 bytes, 16 bucket records and a few array headers.
-        #expect(footprint.bytes < 4096, "\(footprint)")
+        // A handle entry: 4-byte number, two 4-byte times, the connected flag and the evidence.
+        #expect(MemoryLayout<KBucketEntry<Handle>>.stride == 16)
+        #expect(MemoryLayout<RoutingTableEntry>.stride > 16)
+        // 23 entries and 8 candidates of 16 bytes, 16 bucket records and a few array headers.
+        #expect(footprint.bytes < 2560, "\(footprint)")
     }
 }

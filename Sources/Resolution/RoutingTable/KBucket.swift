@@ -11,7 +11,7 @@ import NIOCore
 struct KBucket<Peer: RoutingTablePeer>: Sendable {
     /// A ping the table asked the caller to run on the least recently seen entry.
     struct LivenessCheck: Hashable, Sendable {
-        let key: KademliaKey
+        let peer: Peer
         let started: NIODeadline
     }
 
@@ -23,31 +23,38 @@ struct KBucket<Peer: RoutingTablePeer>: Sendable {
     /// When a lookup for a key in this bucket last ran; `nil` for never.
     var lastRefreshed: NIODeadline?
 
-    func index(of key: KademliaKey) -> Int? {
-        entries.firstIndex { $0.peer.key == key }
+    func index(of key: KademliaKey, in keys: Peer.KeySpace) -> Int? {
+        entries.firstIndex { $0.peer.key(in: keys) == key }
     }
 
-    func replacementIndex(of key: KademliaKey) -> Int? {
-        replacements.firstIndex { $0.peer.key == key }
+    func replacementIndex(of key: KademliaKey, in keys: Peer.KeySpace) -> Int? {
+        replacements.firstIndex { $0.peer.key(in: keys) == key }
+    }
+
+    /// Whether the liveness check in flight is on `key`.
+    func isChecking(_ key: KademliaKey, in keys: Peer.KeySpace) -> Bool {
+        livenessCheck.map { $0.peer.key(in: keys) == key } ?? false
     }
 
     /// Marks entry `index` as seen at `now`: it becomes the most recently seen. A liveness check on
     /// it is answered by this very contact.
-    mutating func touch(at index: Int, addresses: [Multiaddr]?, evidence: RoutingTableEvidence?, now: NIODeadline) {
+    mutating func touch(
+        at index: Int, addresses: [Multiaddr]?, evidence: RoutingTableEvidence?, now: NIODeadline, keys: Peer.KeySpace
+    ) {
         var entry = entries.remove(at: index)
         if let addresses, !addresses.isEmpty { entry.peer = entry.peer.withAddresses(addresses) }
         if let evidence { entry.evidence = evidence }
         entry.lastSeen = now
         entry.isConnected = true
         entries.append(entry)
-        if livenessCheck?.key == entry.peer.key { livenessCheck = nil }
+        if isChecking(entry.peer.key(in: keys), in: keys) { livenessCheck = nil }
     }
 
     /// Appends a new most recently seen entry; the caller checked there is room (`capacity` is the
     /// bucket size). The entry array grows by doubling up to `capacity` and never beyond, so a full
     /// bucket holds no spare slots (a table in a large simulated network is mostly full buckets).
-    mutating func append(_ entry: KBucketEntry<Peer>, capacity: Int) {
-        if let cached = replacementIndex(of: entry.peer.key) { replacements.remove(at: cached) }
+    mutating func append(_ entry: KBucketEntry<Peer>, capacity: Int, keys: Peer.KeySpace) {
+        if let cached = replacementIndex(of: entry.peer.key(in: keys), in: keys) { replacements.remove(at: cached) }
         if entries.count == entries.capacity {
             entries.reserveCapacity(Swift.min(Swift.max(2 * entries.count, 2), Swift.max(capacity, entries.count + 1)))
         }
@@ -59,10 +66,11 @@ struct KBucket<Peer: RoutingTablePeer>: Sendable {
     /// entry's subnet when more than `perSubnet` candidates share it (`sameSubnet` says which do),
     /// so that one subnet cannot push every other candidate out.
     mutating func cacheReplacement(
-        _ entry: KBucketEntry<Peer>, capacity: Int, perSubnet: Int, sameSubnet: (KBucketEntry<Peer>) -> Bool
+        _ entry: KBucketEntry<Peer>, capacity: Int, perSubnet: Int, keys: Peer.KeySpace,
+        sameSubnet: (KBucketEntry<Peer>) -> Bool
     ) {
         var entry = entry
-        if let cached = replacementIndex(of: entry.peer.key) {
+        if let cached = replacementIndex(of: entry.peer.key(in: keys), in: keys) {
             let old = replacements.remove(at: cached)
             entry = KBucketEntry(
                 peer: entry.peer.addresses.isEmpty ? old.peer : entry.peer, lastSeen: entry.lastSeen,
@@ -81,9 +89,9 @@ struct KBucket<Peer: RoutingTablePeer>: Sendable {
     }
 
     /// Removes entry `index`, clearing a liveness check on it.
-    mutating func remove(at index: Int) -> KBucketEntry<Peer> {
+    mutating func remove(at index: Int, keys: Peer.KeySpace) -> KBucketEntry<Peer> {
         let removed = entries.remove(at: index)
-        if livenessCheck?.key == removed.peer.key { livenessCheck = nil }
+        if isChecking(removed.peer.key(in: keys), in: keys) { livenessCheck = nil }
         return removed
     }
 

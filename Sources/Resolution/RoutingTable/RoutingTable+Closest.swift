@@ -26,7 +26,7 @@ extension KBucketsTable {
             // Insertion sort: a bucket holds at most k entries, and this never allocates.
             for i in (start + 1)..<result.count {
                 var j = i
-                while j > start && target.isCloser(result[j].peer.key, than: result[j - 1].peer.key) {
+                while j > start && target.isCloser(key(of: result[j].peer), than: key(of: result[j - 1].peer)) {
                     result.swapAt(j, j - 1)
                     j -= 1
                 }

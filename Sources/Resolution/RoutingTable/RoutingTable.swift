@@ -77,6 +77,8 @@ public struct KBucketsTable<Peer: RoutingTablePeer>: Sendable {
         public let promoted: Entry?
     }
 
+    /// Where the table finds its peers' keys (one shared object for the simulator's handles).
+    public private(set) var keySpace: Peer.KeySpace
     /// The local peer's key; distances in the table are measured from it.
     public let localKey: KademliaKey
     /// The local peer.
@@ -136,12 +138,30 @@ public struct KBucketsTable<Peer: RoutingTablePeer>: Sendable {
         }
     }
 
-    /// An empty table for `local`.
-    public init(local: Peer, configuration: Configuration = Configuration()) {
+    /// An empty table for `local`, whose peers' keys are found in `keySpace`.
+    public init(local: Peer, keySpace: Peer.KeySpace, configuration: Configuration = Configuration()) {
         precondition(configuration.bucketSize > 0, "bucket size must be positive")
         self.local = local
-        self.localKey = local.key
+        self.keySpace = keySpace
+        self.localKey = local.key(in: keySpace)
         self.configuration = configuration
+    }
+
+    /// The key of `peer`.
+    public func key(of peer: Peer) -> KademliaKey { peer.key(in: keySpace) }
+
+    /// Finds keys in `keySpace` from now on: one that gives every peer the key the current one gives
+    /// (a copy of it, say, that a simulation may extend on its own).
+    public mutating func replaceKeySpace(_ keySpace: Peer.KeySpace) {
+        precondition(local.key(in: keySpace) == localKey, "the new key space gives the local peer another key")
+        self.keySpace = keySpace
+    }
+}
+
+extension KBucketsTable where Peer.KeySpace == IntrinsicKeySpace {
+    /// An empty table for `local`, a peer that carries its own key.
+    public init(local: Peer, configuration: Configuration = Configuration()) {
+        self.init(local: local, keySpace: IntrinsicKeySpace(), configuration: configuration)
     }
 }
 
@@ -244,7 +264,10 @@ extension KBucketsTable {
     /// already (its address does not change by this), and for the local peer (refused otherwise).
     /// Lets the caller skip proving an address the table would refuse anyway.
     public func admitsSubnet(of peer: Peer) -> Bool {
-        guard let bucket = bucketIndex(for: peer.key), buckets[bucket].index(of: peer.key) == nil else { return true }
+        let peerKey = key(of: peer)
+        guard let bucket = bucketIndex(for: peerKey), buckets[bucket].index(of: peerKey, in: keySpace) == nil else {
+            return true
+        }
         return admits(subnetKey(of: peer), inBucket: bucket)
     }
 
@@ -271,7 +294,9 @@ extension KBucketsTable {
 
     /// The entry at `key`, if it is in the table (replacement caches not included).
     public func entry(forKey key: KademliaKey) -> Entry? {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return nil }
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else {
+            return nil
+        }
         return buckets[bucket].entries[index]
     }
 
@@ -303,16 +328,17 @@ extension KBucketsTable {
     /// A client-mode peer is rejected, and removed if it was an entry: the spec keeps only server-mode
     /// nodes in routing tables, and a node that switched to client mode no longer answers.
     public mutating func add(_ peer: Peer, evidence: Evidence, now: NIODeadline) -> Update {
-        guard let bucket = bucketIndex(for: peer.key) else { return .rejected(.localPeer) }
+        let peerKey = key(of: peer)
+        guard let bucket = bucketIndex(for: peerKey) else { return .rejected(.localPeer) }
         if case .inboundStream(.client) = evidence {
-            _ = remove(key: peer.key, bucket: bucket)
+            _ = remove(key: peerKey, bucket: bucket)
             return .rejected(.clientMode)
         }
         var peer = peer
         if peer.addresses.count > configuration.maximumAddressesPerPeer {
             peer = peer.withAddresses(Array(peer.addresses.prefix(configuration.maximumAddressesPerPeer)))
         }
-        if let index = buckets[bucket].index(of: peer.key) {
+        if let index = buckets[bucket].index(of: peerKey, in: keySpace) {
             var addresses: [Multiaddr]? = peer.addresses
             let current = buckets[bucket].entries[index].peer
             if !peer.addresses.isEmpty, peer.addresses != current.addresses {
@@ -329,7 +355,7 @@ extension KBucketsTable {
                     }
                 }
             }
-            buckets[bucket].touch(at: index, addresses: addresses, evidence: evidence, now: now)
+            buckets[bucket].touch(at: index, addresses: addresses, evidence: evidence, now: now, keys: keySpace)
             return .updated
         }
         let subnet = subnetKey(of: peer)
@@ -337,7 +363,7 @@ extension KBucketsTable {
         let entry = Entry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
         if buckets[bucket].entries.count < configuration.bucketSize {
             guard count < configuration.maximumEntries else { return .rejected(.tableFull) }
-            buckets[bucket].append(entry, capacity: configuration.bucketSize)
+            buckets[bucket].append(entry, capacity: configuration.bucketSize, keys: keySpace)
             count += 1
             countSubnet(subnet, 1)
             return .inserted
@@ -345,7 +371,7 @@ extension KBucketsTable {
         let exempting = exemptsLoopback
         buckets[bucket].cacheReplacement(
             entry, capacity: configuration.replacementCacheSize,
-            perSubnet: configuration.maximumEntriesPerSubnetPerBucket,
+            perSubnet: configuration.maximumEntriesPerSubnetPerBucket, keys: keySpace,
             sameSubnet: { subnet != nil && Self.subnetKey(of: $0.peer, exemptingLoopback: exempting) == subnet })
         if let check = buckets[bucket].livenessCheck, now - check.started < configuration.livenessCheckTimeout {
             return .cached
@@ -354,7 +380,7 @@ extension KBucketsTable {
         if now - leastRecentlySeen.lastSeen < configuration.livenessCheckInterval {
             return .cached
         }
-        buckets[bucket].livenessCheck = KBucket<Peer>.LivenessCheck(key: leastRecentlySeen.key, started: now)
+        buckets[bucket].livenessCheck = KBucket<Peer>.LivenessCheck(peer: leastRecentlySeen.peer, started: now)
         return .pendingLivenessCheck(leastRecentlySeen.peer)
     }
 
@@ -362,8 +388,8 @@ extension KBucketsTable {
     /// at `now`: the entry stays and becomes its bucket's most recently seen. The newcomer stays in
     /// the replacement cache for the next vacancy.
     public mutating func livenessCheckSucceeded(key: KademliaKey, now: NIODeadline) {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
-        buckets[bucket].touch(at: index, addresses: nil, evidence: nil, now: now)
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else { return }
+        buckets[bucket].touch(at: index, addresses: nil, evidence: nil, now: now, keys: keySpace)
     }
 
     /// The caller's ping of the entry at `key` failed: the entry is evicted and the most recently
@@ -383,13 +409,13 @@ extension KBucketsTable {
     /// Notes whether the caller holds a connection to the entry at `key` (informational; see
     /// `KBucketEntry.isConnected`).
     public mutating func setConnected(key: KademliaKey, _ connected: Bool) {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key) else { return }
+        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else { return }
         buckets[bucket].setConnected(at: index, connected)
     }
 
     private mutating func remove(key: KademliaKey, bucket: Int) -> Eviction? {
-        if let index = buckets[bucket].index(of: key) {
-            let removed = buckets[bucket].remove(at: index)
+        if let index = buckets[bucket].index(of: key, in: keySpace) {
+            let removed = buckets[bucket].remove(at: index, keys: keySpace)
             countSubnet(subnetKey(of: removed.peer), -1)
             // The most recently seen candidate that keeps the subnet limits moves up; candidates
             // of a subnet that has its share stay cached.
@@ -411,7 +437,7 @@ extension KBucketsTable {
             }
             return Eviction(evicted: removed, promoted: promoted)
         }
-        if let index = buckets[bucket].replacementIndex(of: key) {
+        if let index = buckets[bucket].replacementIndex(of: key, in: keySpace) {
             buckets[bucket].removeReplacement(at: index)
         }
         return nil
