@@ -1,3 +1,4 @@
+import AgentTesting
 import Foundation
 import Identity
 import Multiformats
@@ -149,18 +150,5 @@ struct ProtobufFramingTests {
         try await stream.closeWrite()
         #expect(Self.messages(try #require(await results.next())) == [])
         try await pair.shutdown()
-    }
-}
-
-/// SplitMix64: a seeded generator for reproducible random inputs.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,3 +1,4 @@
+import AgentTesting
 import Foundation
 import Identity
 import Multiformats
@@ -21,11 +22,11 @@ struct DHTNetworkTests {
     /// Every node resolves `perNode` random names of `candidates`; returns one sample per resolve.
     static func resolveRound(
         _ network: DHTTestNetwork, names: [Int: AgentName], keys: [Int: Ed25519.PublicKey], candidates: [Int],
-        perNode: Int, expectedSeq: [Int: UInt64] = [:]
+        perNode: Int, expectedSeq: [Int: UInt64] = [:], using generator: inout SeededGenerator
     ) async -> [Sample] {
         let samples = NIOLockedValueBox<[Sample]>([])
         let jobs = network.live.flatMap { resolver in
-            (0..<perNode).map { _ in (resolver, candidates.randomElement()!) }
+            (0..<perNode).map { _ in (resolver, candidates.randomElement(using: &generator)!) }
         }
         await network.concurrently(jobs, width: 16) { job in
             let (resolver, target) = job
@@ -66,9 +67,14 @@ struct DHTNetworkTests {
 
     @Test("100 nodes: all names resolve; 30% killed, >= 99% still resolve; an update is seen at once")
     func hundredNodes() async throws {
+        // Seeded: the same identities (so the same closest peers), bootstrap choices, resolves,
+        // victims and mover on every run; AGENTD_TEST_SEED=N replays another network.
+        let seed = ProcessInfo.processInfo.environment["AGENTD_TEST_SEED"].flatMap { UInt64($0) } ?? 0x6468_742d_3130_30
+        print("100-node DHT network: seed \(seed)")
+        var generator = SeededGenerator(seed: seed ^ 0x5eed)
         let network = DHTTestNetwork()
         let started = NIODeadline.now()
-        try await network.build(count: 100)
+        try await network.build(count: 100, seed: seed)
         let built = NIODeadline.now()
 
         // Each node registers a name.
@@ -100,29 +106,29 @@ struct DHTNetworkTests {
         #expect(stored.allSatisfy { $0 == 5 }, "replicas per publish: \(stored.sorted()); \(shortfalls.withLockedValue { $0 })")
 
         // Every node resolves 20 random names: all must resolve to the right key.
-        let round1 = await Self.resolveRound(network, names: names, keys: keys, candidates: Array(network.nodes.indices), perNode: 20)
+        let round1 = await Self.resolveRound(network, names: names, keys: keys, candidates: Array(network.nodes.indices), perNode: 20, using: &generator)
         print(Self.summary("100 nodes, 2000 resolves", round1))
         let failures1 = round1.filter { !$0.ok }
         #expect(failures1.isEmpty, "\(failures1.prefix(5).compactMap(\.error))")
 
         // Stop 30 random nodes at once, without warning the others.
-        let victims = Array(network.nodes.indices.shuffled().prefix(30))
+        let victims = Array(network.nodes.indices.shuffled(using: &generator).prefix(30))
         for victim in victims { await network.stop(victim) }
         let survivors = network.live
-        let round2 = await Self.resolveRound(network, names: names, keys: keys, candidates: survivors, perNode: 20)
+        let round2 = await Self.resolveRound(network, names: names, keys: keys, candidates: survivors, perNode: 20, using: &generator)
         print(Self.summary("after killing 30 nodes, 1400 resolves of the survivors' names", round2))
         let rate = Double(round2.filter(\.ok).count) / Double(round2.count)
         #expect(rate >= 0.99, "only \(rate * 100)% resolved: \(round2.filter { !$0.ok }.prefix(5).compactMap(\.error))")
 
         // A survivor publishes a new record (new address, higher seq): every resolver sees it in
         // its next lookup.
-        let mover = survivors.randomElement()!
+        let mover = survivors.randomElement(using: &generator)!
         let newAddress = try Multiaddr("/ip4/127.0.0.1/tcp/65000")
         let report = try await network.nodes[mover].dht.register(names[mover]!, addresses: [newAddress])
         #expect(!report.storedAt.isEmpty)
         let newSeq = report.record.record.seq
         let round3 = await Self.resolveRound(
-            network, names: names, keys: keys, candidates: [mover], perNode: 1, expectedSeq: [mover: newSeq])
+            network, names: names, keys: keys, candidates: [mover], perNode: 1, expectedSeq: [mover: newSeq], using: &generator)
         print(Self.summary("update seen by every survivor", round3))
         #expect(round3.allSatisfy { $0.ok }, "\(round3.filter { !$0.ok }.prefix(5).compactMap(\.error))")
 

@@ -25,8 +25,8 @@ struct ProcessRunnerTests {
                 group.addTask { try await ProcessRunner.run("/bin/sh", ["-c", script]).status }
             }
             group.addTask {
-                FileManager.default.createFile(atPath: flag, contents: nil)
-                return 0
+                // 1 (not 0) in the statuses if the flag could not be created.
+                FileManager.default.createFile(atPath: flag, contents: nil) ? 0 : 1
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
