@@ -146,7 +146,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "agent-sim", dependencies: ["Resolution", "Identity", "Multiformats", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "NIOCore", package: "swift-nio")], path: "simulations"),
+        .executableTarget(name: "agent-sim", dependencies: ["Resolution", "Identity", "Multiformats", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "NIOCore", package: "swift-nio")], path: "simulations", exclude: ["README.md"]),
         // Test support shared by the test targets: vectors, hex, seeded randomness; later the
         // in-process network and the py-libp2p launcher.
         .target(

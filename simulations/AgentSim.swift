@@ -78,10 +78,24 @@ struct LookupsCommand: AsyncParsableCommand {
     @Option(help: "Lookups per network size.")
     var lookups = 500
 
+    @Option(
+        help:
+            "How networks are made: joins (grown one join a virtual second, with bucket refresh), direct (tables filled from the sorted keyspace as joins in node order leave them), or auto (joins up to 5000 nodes, direct above)."
+    )
+    var build = "auto"
+
+    func validate() throws {
+        guard build == "auto" || LookupsExperiment.Build(rawValue: build) != nil else {
+            throw ValidationError("--build must be joins, direct or auto")
+        }
+        guard lookups > 0 else { throw ValidationError("--lookups must be positive") }
+    }
+
     func run() async throws {
         var sizes = try list(sizes)
         if let nodes = options.nodes { sizes = sizes.filter { $0 < nodes } + [nodes] }
-        let experiment = LookupsExperiment(options: options, sizes: sizes, lookups: lookups)
+        let experiment = LookupsExperiment(
+            options: options, sizes: sizes, lookups: lookups, build: LookupsExperiment.Build(rawValue: build))
         await experiment.run().print(json: options.json)
     }
 }

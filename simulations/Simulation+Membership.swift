@@ -99,4 +99,57 @@ extension Simulation {
         simulation.runUntilIdle()
         return (simulation.snapshot, simulation.traffic)
     }
+
+    /// Builds a network of `count` nodes without simulating joins, for sizes whose growth would take
+    /// hours: every node is online, and each routing table is filled, through the table's own `add`,
+    /// as a network grown by joins in node order leaves it: a full bucket keeps the peers it has
+    /// (Kademlia's preference for long-lived nodes), so each bucket holds the k earliest nodes of its
+    /// part of the keyspace, and the replacement cache the next ones, all seen now. A bucket whose
+    /// part holds k or fewer nodes takes them all, so the deepest buckets hold all of a node's
+    /// nearest neighbours, as self-lookups leave them.
+    static func buildDirect(nodes count: Int, parameters: NetworkParameters, seed: UInt64) -> NetworkSnapshot {
+        let simulation = Simulation(
+            parameters: parameters, seed: seed, generator: SimulationGenerator(seed: seed, 0x6469_7265_6374))
+        for _ in 0..<count { simulation.createNode() }
+        let keys = simulation.keySpace.keys
+        let sorted = SortedKeys(keys)
+        let wanted = parameters.routingTable.bucketSize + parameters.routingTable.replacementCacheSize
+        var picks: [Int] = []
+        picks.reserveCapacity(4 * wanted)
+        for index in 0..<count {
+            let key = keys[index]
+            var outer = 0..<sorted.count
+            for length in 0..<KademliaKey.bitCount {
+                guard outer.count > 1 else { break }
+                let inner = sorted.block(of: key, prefixLength: length + 1)
+                // The keys sharing exactly `length` bits with ours: `outer` without `inner`, on one side.
+                let bucket =
+                    inner.lowerBound > outer.lowerBound
+                    ? outer.lowerBound..<inner.lowerBound : inner.upperBound..<outer.upperBound
+                outer = inner
+                guard !bucket.isEmpty else { continue }
+                // The `wanted` earliest nodes of the bucket's part: from the part itself when it is
+                // small, else by walking nodes in order until enough fell in the part (about
+                // wanted · count / part nodes); either way at most about sqrt(wanted · count) steps.
+                picks.removeAll(keepingCapacity: true)
+                if bucket.count * bucket.count <= wanted * count {
+                    picks.append(contentsOf: sorted.nodes[bucket])
+                    picks.sort()
+                    if picks.count > wanted { picks.removeLast(picks.count - wanted) }
+                } else {
+                    var node = 0
+                    while picks.count < wanted, node < count {
+                        if node != index, keys[node].commonPrefixLength(with: key) == length { picks.append(node) }
+                        node += 1
+                    }
+                }
+                let now = simulation.now
+                simulation.withNode(index) { node in
+                    for pick in picks { _ = node.table.add(VirtualPeer(index: pick), evidence: .answeredRequest, now: now) }
+                }
+            }
+            simulation.setOnline(index, true)
+        }
+        return simulation.snapshot
+    }
 }
