@@ -18,6 +18,15 @@ struct DHTPublishReplacementTests {
             addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/1")])
     }
 
+    /// Long request deadlines: the unreachable peers fail at once (connection refused), and a live
+    /// replica that answered late under load would be replaced, changing which peers store.
+    static func configuration() -> DHTConfiguration {
+        var configuration = DHTTestNetwork.configuration()
+        configuration.requestTimeout = .seconds(30)
+        configuration.requestHardTimeout = .seconds(60)
+        return configuration
+    }
+
     static func record(_ name: AgentName, key: Ed25519.PrivateKey) throws -> SignedAgentRecord {
         let now = UInt64(Date().timeIntervalSince1970)
         return try AgentRecord(
@@ -29,9 +38,9 @@ struct DHTPublishReplacementTests {
     @Test("two of the first three candidates unreachable: the record still reaches three peers")
     func unreachableReplaced() async throws {
         let network = DHTTestNetwork()
-        let publisher = try await network.addNode()
+        let publisher = try await network.addNode(configuration: Self.configuration())
         var replicas: [DHTTestNetwork.Node] = []
-        for _ in 0..<4 { replicas.append(try await network.addNode()) }
+        for _ in 0..<4 { replicas.append(try await network.addNode(configuration: Self.configuration())) }
         let key = Ed25519.PrivateKey()
         let name = try AgentName("replaced-replica.agent")
         let record = try Self.record(name, key: key)
@@ -58,10 +67,10 @@ struct DHTPublishReplacementTests {
     @Test("a refusal is the replica's verdict: it is not replaced by a peer further from the key")
     func refusalNotReplaced() async throws {
         let network = DHTTestNetwork()
-        let publisher = try await network.addNode()
+        let publisher = try await network.addNode(configuration: Self.configuration())
         // The refuser's clock is 10 days ahead: it finds the record expired and refuses it.
-        let refuser = try await network.addNode(unixClock: { UInt64(Date().timeIntervalSince1970) + 10 * 24 * 3600 })
-        let other = try await network.addNode()
+        let refuser = try await network.addNode(configuration: Self.configuration(), unixClock: { UInt64(Date().timeIntervalSince1970) + 10 * 24 * 3600 })
+        let other = try await network.addNode(configuration: Self.configuration())
         let name = try AgentName("refused-replica.agent")
         let record = try Self.record(name, key: Ed25519.PrivateKey())
 
@@ -80,8 +89,8 @@ struct DHTPublishReplacementTests {
     @Test("fewer reachable candidates than replicas: every candidate is tried once, none twice")
     func candidatesExhausted() async throws {
         let network = DHTTestNetwork()
-        let publisher = try await network.addNode()
-        let replica = try await network.addNode()
+        let publisher = try await network.addNode(configuration: Self.configuration())
+        let replica = try await network.addNode(configuration: Self.configuration())
         let name = try AgentName("exhausted-replicas.agent")
         let record = try Self.record(name, key: Ed25519.PrivateKey())
         let candidates = [
