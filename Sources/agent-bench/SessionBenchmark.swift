@@ -175,14 +175,27 @@ struct SessionBenchmark: AsyncParsableCommand {
         serverGroup: EventLoopGroup, configuration: Host.Configuration, logger: Logger
     ) async throws {
         progress(
-            "QUIC: \(settings.runs) × (perf 1 stream, C baseline) \(settings.bytes) bytes, \(settings.pings) pings, "
+            "QUIC: \(settings.runs) × (perf 1 stream with and without GSO, C baseline) \(settings.bytes) bytes, \(settings.pings) pings, "
                 + "\(settings.handshakes) connects, \(settings.handshakes) C handshakes")
         let pair = try await HostPair.start(
             client: clientGroup, server: serverGroup, configuration: configuration, logger: logger,
             listen: "/ip4/127.0.0.1/udp/0/quic-v1")
+        // The same with UDP GSO (opt-in; the default sends each datagram as a sendmmsg entry).
+        var plainConfiguration = configuration
+        plainConfiguration.quicSegmentationOffload = true
+        let plain: HostPair
+        do {
+            plain = try await HostPair.start(
+                client: clientGroup, server: serverGroup, configuration: plainConfiguration, logger: logger,
+                listen: "/ip4/127.0.0.1/udp/0/quic-v1")
+        } catch {
+            await pair.shutdown()
+            throw error
+        }
         do {
             let windows = QUICWindows.windows(for: configuration.limits)
             _ = try await pair.perfDownload(bytes: min(settings.bytes, 16 << 20), streams: 1)
+            _ = try await plain.perfDownload(bytes: min(settings.bytes, 16 << 20), streams: 1)
             _ = try await QUICBaseline.download(
                 bytes: min(settings.bytes, 16 << 20), streamWindow: windows.stream,
                 connectionWindow: windows.connection)
@@ -191,11 +204,18 @@ struct SessionBenchmark: AsyncParsableCommand {
             var singleCPU = LoopCPUMeter.Reading()
             var c = 0.0
             var cCPU = (sender: 0.0, receiver: 0.0)
+            var gso = 0.0
+            var gsoCPU = LoopCPUMeter.Reading()
             for _ in 0..<settings.runs {
                 single = max(
                     single,
                     try await meter.measure(into: &singleCPU) {
                         try await pair.perfDownload(bytes: settings.bytes, streams: 1)
+                    })
+                gso = max(
+                    gso,
+                    try await meter.measure(into: &gsoCPU) {
+                        try await plain.perfDownload(bytes: settings.bytes, streams: 1)
                     })
                 let download = try await QUICBaseline.download(
                     bytes: settings.bytes, streamWindow: windows.stream,
@@ -228,6 +248,16 @@ struct SessionBenchmark: AsyncParsableCommand {
             report.add(
                 "quic.perf.1.receiver-cpu", "  receiver loop: bytes per CPU-second", moved / singleCPU.client,
                 .bytesPerSecond, over: ["baseline.quic.c.receiver-cpu"])
+            let offload = System.supportsUDPSegmentationOffload ? "" : " (this system has no GSO: same path)"
+            report.add(
+                "quic.perf.1.gso", "QUIC with UDP GSO (opt-in): perf download, 1 stream\(offload)", gso,
+                .bytesPerSecond, over: ["baseline.quic.c"])
+            report.add(
+                "quic.perf.1.gso.sender-cpu", "  sender loop: bytes per CPU-second",
+                moved / gsoCPU.server, .bytesPerSecond, over: ["baseline.quic.c.sender-cpu"])
+            report.add(
+                "quic.perf.1.gso.receiver-cpu", "  receiver loop: bytes per CPU-second",
+                moved / gsoCPU.client, .bytesPerSecond, over: ["baseline.quic.c.receiver-cpu"])
             report.add("quic.ping.median", "QUIC: ping RTT, median", median(ping), .seconds, over: ["ours.ping.median"])
             report.add(
                 "baseline.quic.c.handshake", tag: "QH", "plain C QUIC: dial → handshake complete, median",
@@ -246,9 +276,11 @@ struct SessionBenchmark: AsyncParsableCommand {
                     ratio >= 0.8 ? "met" : "NOT met", ratio, singleCPU.server / moved * 1e9,
                     singleCPU.client / moved * 1e9, cCPU.sender / moved * 1e9, cCPU.receiver / moved * 1e9))
         } catch {
+            await plain.shutdown()
             await pair.shutdown()
             throw error
         }
+        await plain.shutdown()
         await pair.shutdown()
     }
 

@@ -11,19 +11,23 @@ import Testing
 /// ping, perf, protocol handlers) on QUIC streams (spec/network.md, "QUIC").
 @Suite("Host over loopback QUIC v1")
 struct QUICHostTests {
-    static func makeHost(_ group: EventLoopGroup) async throws -> (Host, Multiaddr) {
-        let host = Host(identity: Ed25519.PrivateKey(), group: group)
+    static func makeHost(_ group: EventLoopGroup, segmentationOffload: Bool = true) async throws -> (Host, Multiaddr) {
+        var configuration = Host.Configuration()
+        configuration.quicSegmentationOffload = segmentationOffload
+        let host = Host(identity: Ed25519.PrivateKey(), group: group, configuration: configuration)
         Perf.register(on: host)
         HostTests.registerEcho(on: host)
         let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/udp/0/quic-v1"))
         return (host, bound.appending(.p2p(host.peerID.multihash)))
     }
 
-    @Test("connect, ping, identify both ways, perf, and a checksummed multi-MiB echo")
-    func basics() async throws {
+    @Test(
+        "connect, ping, identify both ways, perf, and a checksummed multi-MiB echo (with UDP GSO where the system has them, and without)",
+        arguments: [true, false])
+    func basics(segmentationOffload: Bool) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (a, aAddress) = try await Self.makeHost(group)
-        let (b, bAddress) = try await Self.makeHost(group)
+        let (a, aAddress) = try await Self.makeHost(group, segmentationOffload: segmentationOffload)
+        let (b, bAddress) = try await Self.makeHost(group, segmentationOffload: segmentationOffload)
         #expect(QUICAddress.isQUIC(aAddress) && QUICAddress.isQUIC(bAddress))
         let connection = try await a.connect(to: bAddress)
         #expect(connection.remotePeer == b.peerID)

@@ -24,6 +24,11 @@ public final class Host: Sendable {
         public var handshakeTimeout: TimeAmount = .seconds(10)
         /// Dials give up after this long.
         public var dialTimeout: TimeAmount = .seconds(15)
+        /// Opt-in: QUIC sends runs of datagrams with UDP GSO where the system has it (spec/network.md,
+        /// "Connections and streams"); off (the default): one `sendmmsg` entry per datagram.
+        /// agent-bench measures both. Off by default because QUIC through the NAT lab's routers
+        /// failed intermittently with it (UDPHolePunchLabTests, cone NATs: 1 run of 4).
+        public var quicSegmentationOffload = false
         /// Idle connections (see `streamQuietPeriod`) are closed after this long without stream
         /// traffic (nil: never), unless their peer is protected (`Host.protect`).
         public var idleTimeout: TimeAmount? = .seconds(300)

@@ -85,10 +85,10 @@ final class HostCore: @unchecked Sendable {
         self.tcp = TCPTransport(
             group: group, dialTimeout: configuration.dialTimeout, receiveAllocator: Self.receiveAllocator)
         self.transports = [tcp]
-        self.quic = QUICSockets(
-            group: group, identity: identity,
-            configuration: QUICEndpoint.Configuration(limits: configuration.limits, handshakeTimeout: configuration.handshakeTimeout),
-            logger: logger)
+        var quicConfiguration = QUICEndpoint.Configuration(
+            limits: configuration.limits, handshakeTimeout: configuration.handshakeTimeout)
+        quicConfiguration.segmentationOffload = configuration.quicSegmentationOffload
+        self.quic = QUICSockets(group: group, identity: identity, configuration: quicConfiguration, logger: logger)
     }
 
     var listenAddresses: [Multiaddr] { lock.withLock { boundAddresses } }

@@ -31,6 +31,8 @@ public enum Libp2pTLS {
         let key: OpaquePointer
         let der: [UInt8]
         let credentials: OpaquePointer
+        /// The end of the validity window (Unix seconds).
+        let notAfter: Int64
 
         /// A fresh ephemeral key and a certificate for it, signed for `identity`, valid from an hour
         /// ago (clock skew) for `lifetime` seconds.
@@ -65,6 +67,7 @@ public enum Libp2pTLS {
             self.key = key
             self.der = der
             self.credentials = credentials
+            self.notAfter = now + lifetime
         }
 
         deinit {

@@ -20,9 +20,17 @@ final class QUICConnectionCore: @unchecked Sendable {
     static let streamSendLimit: UInt64 = 4 * 1024 * 1024
     /// Most bytes one read returns when several chunks are queued.
     static let maximumReadBatch = 1024 * 1024
+    /// Capacity of the buffer received stream data is gathered in, when a datagram brings at least
+    /// `fillThreshold` bytes (bulk data); smaller pieces get a buffer of their own size.
+    static let fillCapacity = 16 * 1024
+    static let fillThreshold = 1024
 
     final class Stream {
         var inbound = CircularBuffer<ByteBuffer>()
+        /// Received bytes not yet queued in `inbound`: consecutive datagrams' stream data is
+        /// gathered here (one allocation per `fillCapacity`, not per datagram); taken by the next read.
+        var filling: ByteBuffer?
+        var hasUnread: Bool { !inbound.isEmpty || filling != nil }
         var reader: CheckedContinuation<[ByteBuffer]?, Error>?
         var writer: CheckedContinuation<Void, Error>?
         var remoteClosed = false
@@ -50,6 +58,11 @@ final class QUICConnectionCore: @unchecked Sendable {
     /// The peer the certificate authenticated (set during the handshake).
     private(set) var peer: PeerID?
     private var verifyError: NetworkError?
+    /// The certificate this connection presents: held until the connection ends (its TLS session
+    /// uses the credentials), whatever renewals happen meanwhile.
+    private(set) var certificate: Libp2pTLS.Certificate?
+    /// The SubjectPublicKeyInfo of the certificate the peer presented (tests).
+    private(set) var peerCertificateKey: [UInt8] = []
     private(set) var streams: [Int64: Stream] = [:]
     /// Streams the peer reset, most recent last: a read after the state is gone reports the reset.
     private var resetByPeer = Set<Int64>()
@@ -101,20 +114,57 @@ final class QUICConnectionCore: @unchecked Sendable {
 
     var context: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
+    /// The path's addresses as C sockaddrs, made once (every datagram is fed with them).
+    private let localSockaddr = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    private let remoteSockaddr = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    private var localSockaddrLength: socklen_t = 0
+    private var remoteSockaddrLength: socklen_t = 0
+    /// In the endpoint's list of connections to flush at the end of the read batch.
+    var isDirty = false
+
+    deinit {
+        localSockaddr.deallocate()
+        remoteSockaddr.deallocate()
+    }
+
+    private func storePathAddresses() {
+        func store(_ address: SocketAddress, into storage: UnsafeMutablePointer<sockaddr_storage>) -> socklen_t {
+            storage.initialize(to: sockaddr_storage())
+            return address.withSockAddr { pointer, length in
+                UnsafeMutableRawPointer(storage).copyMemory(from: pointer, byteCount: min(length, MemoryLayout<sockaddr_storage>.size))
+                return socklen_t(length)
+            }
+        }
+        localSockaddrLength = store(endpoint.localAddress, into: localSockaddr)
+        remoteSockaddrLength = store(remote, into: remoteSockaddr)
+    }
+
+    private var localPointer: UnsafePointer<sockaddr> {
+        UnsafeRawPointer(localSockaddr).assumingMemoryBound(to: sockaddr.self)
+    }
+
+    private var remotePointer: UnsafePointer<sockaddr> {
+        UnsafeRawPointer(remoteSockaddr).assumingMemoryBound(to: sockaddr.self)
+    }
+
     /// Creates the client side and sends the first flight.
     func startClient() throws(NetworkError) {
         var message = [CChar](repeating: 0, count: 256)
         var config = endpoint.cConfig
         if let handshakeTimeout { config.handshake_timeout = UInt64(handshakeTimeout.nanoseconds) }
         let now = NIODeadline.now().uptimeNanoseconds
-        let created = endpoint.localAddress.withSockAddr { local, localLength in
-            remote.withSockAddr { remote, remoteLength in
-                withUnsafePointer(to: QUICConnectionCore.callbacks) { callbacks in
-                    cq_conn_client_new(
-                        &config, endpoint.certificate.credentials, local, socklen_t(localLength), remote,
-                        socklen_t(remoteLength), callbacks, context, now, &message, message.count)
-                }
-            }
+        storePathAddresses()
+        let certificate: Libp2pTLS.Certificate
+        do {
+            certificate = try endpoint.certificates.current()
+        } catch {
+            throw NetworkError(.connectionFailed, "no TLS certificate: \(error)")
+        }
+        self.certificate = certificate
+        let created = withUnsafePointer(to: QUICConnectionCore.callbacks) { callbacks in
+            cq_conn_client_new(
+                &config, certificate.credentials, localPointer, localSockaddrLength, remotePointer,
+                remoteSockaddrLength, callbacks, context, now, &message, message.count)
         }
         guard let created else { throw NetworkError(.connectionFailed, cMessage(message)) }
         conn = created
@@ -128,15 +178,20 @@ final class QUICConnectionCore: @unchecked Sendable {
         var original = [UInt8](repeating: 0, count: 20)
         var originalLength = 0
         let now = NIODeadline.now().uptimeNanoseconds
-        let created = endpoint.localAddress.withSockAddr { local, localLength in
-            remote.withSockAddr { remote, remoteLength in
-                withUnsafePointer(to: QUICConnectionCore.callbacks) { callbacks in
-                    cq_conn_server_new(
-                        &config, endpoint.certificate.credentials, packet.bindMemory(to: UInt8.self).baseAddress,
-                        packet.count, local, socklen_t(localLength), remote, socklen_t(remoteLength), callbacks,
-                        context, now, &original, &originalLength, &message, message.count)
-                }
-            }
+        storePathAddresses()
+        let certificate: Libp2pTLS.Certificate
+        do {
+            certificate = try endpoint.certificates.current()
+        } catch {
+            logger.error("QUIC Initial refused: no TLS certificate: \(error)")
+            return false
+        }
+        self.certificate = certificate
+        let created = withUnsafePointer(to: QUICConnectionCore.callbacks) { callbacks in
+            cq_conn_server_new(
+                &config, certificate.credentials, packet.bindMemory(to: UInt8.self).baseAddress,
+                packet.count, localPointer, localSockaddrLength, remotePointer, remoteSockaddrLength, callbacks,
+                context, now, &original, &originalLength, &message, message.count)
         }
         guard let created else {
             logger.debug("QUIC Initial refused: \(cMessage(message))")
@@ -162,13 +217,9 @@ final class QUICConnectionCore: @unchecked Sendable {
     func receive(_ packet: UnsafeRawBufferPointer) {
         guard let conn, !isClosed else { return }
         let now = NIODeadline.now().uptimeNanoseconds
-        let result = endpoint.localAddress.withSockAddr { local, localLength in
-            remote.withSockAddr { remote, remoteLength in
-                cq_conn_read(
-                    conn, local, socklen_t(localLength), remote, socklen_t(remoteLength),
-                    packet.bindMemory(to: UInt8.self).baseAddress, packet.count, now)
-            }
-        }
+        let result = cq_conn_read(
+            conn, localPointer, localSockaddrLength, remotePointer, remoteSockaddrLength,
+            packet.bindMemory(to: UInt8.self).baseAddress, packet.count, now)
         switch result {
         case 0:
             endpoint.markDirty(self)
@@ -204,12 +255,7 @@ final class QUICConnectionCore: @unchecked Sendable {
                 teardown(failure(), sendClose: true)
                 return
             }
-            for index in 0..<Int(count) {
-                endpoint.send(
-                    UnsafeRawBufferPointer(
-                        start: endpoint.sendBuffer + index * Int(CQ_MAX_DATAGRAM), count: endpoint.sendSizes[index]),
-                    to: remote)
-            }
+            endpoint.sendBatch(count: Int(count), to: remote)
             if count < QUICEndpoint.sendBatch { break }
         }
         endpoint.flushChannel()
@@ -219,7 +265,9 @@ final class QUICConnectionCore: @unchecked Sendable {
     private func armTimer() {
         guard let conn else { return }
         let expiry = cq_conn_expiry(conn)
-        guard expiry != timerDeadline else { return }
+        // A timer already set to fire no later stays (it finds nothing due and re-arms): pacing
+        // moves the expiry on with nearly every flush, and a cancel + schedule each time costs.
+        guard expiry < timerDeadline else { return }
         timer?.cancel()
         timerDeadline = expiry
         guard expiry != UInt64.max else {
@@ -236,7 +284,8 @@ final class QUICConnectionCore: @unchecked Sendable {
         timer = nil
         timerDeadline = .max
         guard let conn, !isClosed else { return }
-        if cq_conn_handle_expiry(conn, NIODeadline.now().uptimeNanoseconds) != 0 {
+        let now = NIODeadline.now().uptimeNanoseconds
+        if cq_conn_expiry(conn) <= now, cq_conn_handle_expiry(conn, now) != 0 {
             teardown(failure(), sendClose: true)
             return
         }
@@ -387,6 +436,13 @@ final class QUICConnectionCore: @unchecked Sendable {
             size += next.readableBytes
             batch.append(next)
         }
+        if stream.inbound.isEmpty, let filling = stream.filling,
+            batch.isEmpty || size + filling.readableBytes <= Self.maximumReadBatch
+        {
+            stream.filling = nil
+            size += filling.readableBytes
+            batch.append(filling)
+        }
         guard !batch.isEmpty else { return nil }
         if let conn { cq_stream_consumed(conn, id, size) }
         return batch
@@ -444,6 +500,8 @@ final class QUICConnectionCore: @unchecked Sendable {
         stream.abandoned = true
         var unread = 0
         while let chunk = stream.inbound.popFirst() { unread += chunk.readableBytes }
+        unread += stream.filling?.readableBytes ?? 0
+        stream.filling = nil
         if unread > 0, let conn { cq_stream_consumed(conn, id, unread) }
         closeWrite(id, continuation: nil)
         freeIfDone(id)
@@ -461,7 +519,7 @@ final class QUICConnectionCore: @unchecked Sendable {
     private func fail(_ id: Int64, with error: Error) {
         guard let stream = streams[id] else { return }
         stream.error = error
-        if let reader = stream.reader, stream.inbound.isEmpty {
+        if let reader = stream.reader, !stream.hasUnread {
             stream.reader = nil
             reader.resume(throwing: error)
         }
@@ -477,7 +535,7 @@ final class QUICConnectionCore: @unchecked Sendable {
 
     private func freeIfDone(_ id: Int64) {
         guard let stream = streams[id], transportClosed.contains(id) else { return }
-        guard stream.abandoned || (stream.reader == nil && stream.inbound.isEmpty && stream.writer == nil) else {
+        guard stream.abandoned || (stream.reader == nil && !stream.hasUnread && stream.writer == nil) else {
             return
         }
         streams[id] = nil
@@ -488,6 +546,7 @@ final class QUICConnectionCore: @unchecked Sendable {
 
     fileprivate func verify(extension value: UnsafeBufferPointer<UInt8>, spki: UnsafeBufferPointer<UInt8>) -> Int32 {
         do {
+            peerCertificateKey = Array(spki)
             let authenticated = try Libp2pTLS.verify(extension: ArraySlice(value), spki: ArraySlice(spki))
             if let expectedPeer, authenticated != expectedPeer {
                 verifyError = NetworkError(
@@ -536,11 +595,31 @@ final class QUICConnectionCore: @unchecked Sendable {
         if stream.abandoned {
             if data.count > 0, let conn { cq_stream_consumed(conn, id, data.count) }
         } else if data.count > 0 {
-            stream.inbound.append(endpoint.allocator.buffer(bytes: UnsafeRawBufferPointer(data)))
+            append(UnsafeRawBufferPointer(data), to: stream)
         }
         if fin { stream.remoteClosed = true }
         if stream.reader != nil { readersToWake.append(id) }
         endpoint.markDirty(self)
+    }
+
+    /// Queues received bytes: into the buffer being filled while it has room, else a new one.
+    private func append(_ data: UnsafeRawBufferPointer, to stream: Stream) {
+        if var filling = stream.filling {
+            stream.filling = nil  // the buffer's only reference while written to (no copy)
+            if filling.writableBytes >= data.count {
+                filling.writeBytes(data)
+                stream.filling = filling
+                return
+            }
+            stream.inbound.append(filling)
+        }
+        if data.count >= Self.fillThreshold {
+            var buffer = endpoint.allocator.buffer(capacity: max(Self.fillCapacity, data.count))
+            buffer.writeBytes(data)
+            stream.filling = buffer
+        } else {
+            stream.inbound.append(endpoint.allocator.buffer(bytes: data))
+        }
     }
 
     fileprivate func streamReset(_ id: Int64) {

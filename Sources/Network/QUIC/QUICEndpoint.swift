@@ -44,6 +44,15 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         var retryThreshold = 16
         /// Connections at once on this socket; further Initials are refused statelessly.
         var maximumConnections = 1024
+        /// UDP GSO (Linux): a run of full-size datagrams of one flush leaves as one write that the
+        /// kernel cuts into datagrams (`UDP_SEGMENT`), where the system supports it (opt-in:
+        /// `Host.Configuration.quicSegmentationOffload`).
+        var segmentationOffload = false
+        /// The TLS certificate's validity, and how long before its end new handshakes get a new
+        /// one (seconds); the clock (Unix seconds) both are read on (injectable for tests).
+        var certificateLifetime: Int64 = 100 * 86_400
+        var certificateRenewal: Int64 = 10 * 86_400
+        var clock: @Sendable () -> Int64 = { Int64(time(nil)) }
 
         init() {}
 
@@ -63,7 +72,8 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     static let sendBatch: Int32 = 32
 
     let eventLoop: EventLoop
-    let certificate: Libp2pTLS.Certificate
+    /// The host's certificates (renewed before they expire; `QUICCertificates`).
+    let certificates: QUICCertificates
     let configuration: Configuration
     let cConfig: cq_config
     let logger: Logger
@@ -77,7 +87,6 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     private var routes: [QUICConnectionID: QUICConnectionCore] = [:]
     private var connections: [ObjectIdentifier: QUICConnectionCore] = [:]
     private var dirty: [QUICConnectionCore] = []
-    private var dirtySet = Set<ObjectIdentifier>()
     private var reading = false
     private var handshakesInFlight = 0
     private var isClosed = false
@@ -94,12 +103,12 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     private(set) var retriesSent = 0
 
     init(
-        eventLoop: EventLoop, localAddress: SocketAddress, certificate: Libp2pTLS.Certificate,
+        eventLoop: EventLoop, localAddress: SocketAddress, certificates: QUICCertificates,
         configuration: Configuration, logger: Logger
     ) {
         self.eventLoop = eventLoop
         self.localAddress = localAddress
-        self.certificate = certificate
+        self.certificates = certificates
         self.configuration = configuration
         self.logger = logger
         var config = cq_config()
@@ -123,13 +132,13 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
 
     /// Binds a UDP socket at `address` with a new endpoint as its handler.
     static func bind(
-        host: String, port: Int, group: EventLoopGroup, certificate: Libp2pTLS.Certificate,
+        host: String, port: Int, group: EventLoopGroup, certificates: QUICCertificates,
         configuration: Configuration, logger: Logger
     ) async throws -> (Channel, QUICEndpoint) {
         let eventLoop = group.next()
         let placeholder = try SocketAddress(ipAddress: host, port: port)
         let endpoint = QUICEndpoint(
-            eventLoop: eventLoop, localAddress: placeholder, certificate: certificate, configuration: configuration,
+            eventLoop: eventLoop, localAddress: placeholder, certificates: certificates, configuration: configuration,
             logger: logger)
         // No SO_REUSEADDR: two sockets sharing a UDP port would split a connection's datagrams
         // between them. An IPv6 socket is IPv6-only (NIO makes it dual-stack), so that
@@ -139,6 +148,9 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
             bootstrap = bootstrap.channelOption(
                 ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
         }
+        // No UDP GRO: with GSO senders on both sides, QUIC through the NAT lab's routers (NAT on
+        // veth links) failed with GRO on the receiving sockets (UDPHolePunchLabTests, cone NATs),
+        // and passed with either one alone; GSO is the one kept.
         let channel = try await bootstrap
             .channelOption(.maxMessagesPerRead, value: 16)
             .channelOption(.datagramVectorReadMessageCount, value: 16)
@@ -283,7 +295,8 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
     /// Connections that received something in the current batch of datagrams: their readers wake
     /// and their answers go out once, at the end of the batch.
     func markDirty(_ connection: QUICConnectionCore) {
-        guard dirtySet.insert(ObjectIdentifier(connection)).inserted else { return }
+        guard !connection.isDirty else { return }
+        connection.isDirty = true
         dirty.append(connection)
         if !reading { flushDirty() }
     }
@@ -292,11 +305,52 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         while !dirty.isEmpty {
             let batch = dirty
             dirty.removeAll(keepingCapacity: true)
-            dirtySet.removeAll(keepingCapacity: true)
             for connection in batch {
+                connection.isDirty = false
                 connection.wakeReaders()
                 connection.flush()
             }
+        }
+    }
+
+    /// Whether UDP GSO is used (configured and supported by the system).
+    private lazy var usesSegmentationOffload = configuration.segmentationOffload && System.supportsUDPSegmentationOffload
+    /// Most datagrams in one GSO write (the kernel's limit is 64, and 64 KiB per write).
+    private static let maximumSegments = 40
+
+    /// Sends the `count` datagrams `cq_conn_write` left in `sendBuffer` (datagram `i` at offset
+    /// `i * CQ_MAX_DATAGRAM`, `sendSizes[i]` bytes), copied into one buffer for all of them. With
+    /// GSO, each run of equal-size datagrams (and a shorter one ending it) is one write the kernel
+    /// splits; without, each datagram is a slice of that buffer (NIO sends them with sendmmsg).
+    func sendBatch(count: Int, to remote: SocketAddress) {
+        guard let context, count > 0 else { return }
+        var total = 0
+        for index in 0..<count { total += sendSizes[index] }
+        var buffer = allocator.buffer(capacity: total)
+        for index in 0..<count {
+            buffer.writeBytes(
+                UnsafeRawBufferPointer(start: sendBuffer + index * Int(CQ_MAX_DATAGRAM), count: sendSizes[index]))
+        }
+        var index = 0
+        var offset = 0
+        while index < count {
+            let segment = sendSizes[index]
+            var end = index + 1
+            var length = segment
+            if usesSegmentationOffload {
+                while end < count, end - index < Self.maximumSegments, sendSizes[end] <= segment {
+                    length += sendSizes[end]
+                    end += 1
+                    if sendSizes[end - 1] < segment { break }  // a shorter datagram ends the run
+                }
+            }
+            let slice = buffer.getSlice(at: offset, length: length)!
+            let metadata: AddressedEnvelope<ByteBuffer>.Metadata? =
+                end - index > 1 ? .init(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: segment) : nil
+            context.write(
+                wrapOutboundOut(AddressedEnvelope(remoteAddress: remote, data: slice, metadata: metadata)), promise: nil)
+            offset += length
+            index = end
         }
     }
 

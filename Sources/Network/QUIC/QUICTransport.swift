@@ -46,6 +46,55 @@ public enum QUICWindows {
     }
 }
 
+/// The host's libp2p TLS certificate for QUIC (spec/network.md, "QUIC certificate renewal"): made
+/// on first use, valid for `certificateLifetime`, and made anew (a new ephemeral key) for the next
+/// handshake once less than `certificateRenewal` of its validity remains. A connection holds the
+/// certificate it was made with until it ends, so a renewal drops no connection; new handshakes
+/// present the new one.
+///
+/// `@unchecked Sendable`: the mutable state is behind `lock`; the rest is immutable.
+final class QUICCertificates: @unchecked Sendable {
+    let identity: Ed25519.PrivateKey
+    let lifetime: Int64
+    let renewal: Int64
+    let clock: @Sendable () -> Int64
+    let logger: Logger
+    private let lock = NIOLock()
+    private var certificate: Libp2pTLS.Certificate?
+    /// Certificates made so far (tests; status).
+    private(set) var made = 0
+
+    init(identity: Ed25519.PrivateKey, configuration: QUICEndpoint.Configuration, logger: Logger) {
+        self.identity = identity
+        self.lifetime = configuration.certificateLifetime
+        self.renewal = configuration.certificateRenewal
+        self.clock = configuration.clock
+        self.logger = logger
+    }
+
+    /// The certificate new handshakes use.
+    func current() throws -> Libp2pTLS.Certificate {
+        try lock.withLock {
+            let now = clock()
+            if let certificate, now < certificate.notAfter - renewal { return certificate }
+            do {
+                let fresh = try Libp2pTLS.Certificate(identity: identity, now: now, lifetime: lifetime)
+                if certificate != nil { logger.info("QUIC TLS certificate renewed, valid until \(fresh.notAfter)") }
+                certificate = fresh
+                made += 1
+                return fresh
+            } catch {
+                // The old one still works until it expires: keep it and try again next handshake.
+                if let certificate, now < certificate.notAfter {
+                    logger.error("QUIC TLS certificate renewal failed: \(error)")
+                    return certificate
+                }
+                throw error
+            }
+        }
+    }
+}
+
 /// The host's QUIC sockets: one endpoint per listen address, plus one per address family bound to
 /// an ephemeral port for dials when nothing listens in that family. Dials leave from a listener of
 /// the address's family when there is one (spec/network.md, "QUIC").
@@ -56,8 +105,8 @@ final class QUICSockets: @unchecked Sendable {
     let identity: Ed25519.PrivateKey
     let configuration: QUICEndpoint.Configuration
     let logger: Logger
+    let certificates: QUICCertificates
     private let lock = NIOLock()
-    private var certificate: Libp2pTLS.Certificate?
     private var listeners: [(channel: Channel, endpoint: QUICEndpoint)] = []
     private var dialers: [Bool: EventLoopFuture<(Channel, QUICEndpoint)>] = [:]  // keyed by isIPv6
     private var isClosed = false
@@ -67,16 +116,7 @@ final class QUICSockets: @unchecked Sendable {
         self.identity = identity
         self.configuration = configuration
         self.logger = logger
-    }
-
-    /// The TLS certificate, made on first use (one per host).
-    func tlsCertificate() throws -> Libp2pTLS.Certificate {
-        try lock.withLock {
-            if let certificate { return certificate }
-            let made = try Libp2pTLS.Certificate(identity: identity)
-            certificate = made
-            return made
-        }
+        self.certificates = QUICCertificates(identity: identity, configuration: configuration, logger: logger)
     }
 
     /// Binds a listener; `onAccepted` gets each inbound connection once its handshake completed.
@@ -84,11 +124,11 @@ final class QUICSockets: @unchecked Sendable {
         -> (Channel, Multiaddr)
     {
         let (host, port) = try QUICAddress.hostAndPort(of: address)
-        let certificate = try tlsCertificate()
+        _ = try certificates.current()  // fails here, before binding, when no certificate can be made
         let (channel, endpoint): (Channel, QUICEndpoint)
         do {
             (channel, endpoint) = try await QUICEndpoint.bind(
-                host: host, port: port, group: group, certificate: certificate, configuration: configuration,
+                host: host, port: port, group: group, certificates: certificates, configuration: configuration,
                 logger: logger)
         } catch let error as NetworkError {
             throw error
@@ -137,12 +177,12 @@ final class QUICSockets: @unchecked Sendable {
 
     /// A listener of the family, else the family's dial-only socket (bound on first use).
     private func endpoint(isIPv6: Bool, on eventLoop: EventLoop) -> EventLoopFuture<QUICEndpoint> {
-        let certificate: Libp2pTLS.Certificate
         do {
-            certificate = try tlsCertificate()
+            _ = try certificates.current()
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+        let certificates = self.certificates
         let future = lock.withLock { () -> EventLoopFuture<(Channel, QUICEndpoint)>? in
             if let listener = listeners.first(where: { ($0.channel.localAddress?.protocol == .inet6) == isIPv6 }) {
                 return eventLoop.makeSucceededFuture(listener)
@@ -156,7 +196,7 @@ final class QUICSockets: @unchecked Sendable {
             let logger = self.logger
             promise.completeWithTask {
                 try await QUICEndpoint.bind(
-                    host: isIPv6 ? "::" : "0.0.0.0", port: 0, group: group, certificate: certificate,
+                    host: isIPv6 ? "::" : "0.0.0.0", port: 0, group: group, certificates: certificates,
                     configuration: configuration, logger: logger)
             }
             return promise.futureResult
