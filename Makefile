@@ -22,8 +22,8 @@ ALONE_SUITES = MemoryBudgetTests
 # Hosts over real sockets and daemons as processes run apart from the CPU-bound suites (vectors,
 # fuzzers): on 2 cores the fuzzers can hold the test pool for a minute, longer than the 10 s
 # negotiation and 30 s identify deadlines a starved connection would then hit. So do the DHT
-# re-replication tests (request timeouts of a few seconds).
-SOCKET_SUITES = ^NetworkTests\.|^agentctlTests\.|DHTReplicationTests|MailboxServiceTests|MailboxClientTests|MessengerTests|MessageServiceTests|DHTProviderTests|CardServiceTests|DHTPublishReplacementTests
+# tests whose kad requests have deadlines of a few seconds (re-replication, publishing, republishing).
+SOCKET_SUITES = ^NetworkTests\.|^agentctlTests\.|DHTReplicationTests|MailboxServiceTests|MailboxClientTests|MessengerTests|MessageServiceTests|DHTProviderTests|CardServiceTests|DHTPublishReplacementTests|DHTUnderReplicatedTests
 # The NAT lab (README, "The NAT lab"): suites that build network namespaces and run agentd behind
 # NATs, in a pass of their own. As root (CI) they must run: AGENTD_REQUIRE_NATLAB=1 makes a lab that
 # cannot be built fail them; otherwise they are skipped, with the reason printed.

@@ -13,10 +13,16 @@ struct DHTUnderReplicatedTests {
     @Test("a record its only replica refused is republished at the next round, without the table growing")
     func underReplicatedIsRetried() async throws {
         let network = DHTTestNetwork()
+        // Long request deadlines: nothing here waits for a timeout, and under load (beside the
+        // fuzzers) B's answers came after the test network's 2 s deadline, so the first register
+        // reached no replica.
+        var configuration = DHTTestNetwork.configuration()
+        configuration.requestTimeout = .seconds(30)
+        configuration.requestHardTimeout = .seconds(60)
         // B's clock can jump 10 days ahead: it then refuses A's records as expired.
         let skew = NIOLockedValueBox<UInt64>(0)
-        let a = try await network.addNode()
-        let b = try await network.addNode(unixClock: { UInt64(Date().timeIntervalSince1970) + skew.withLockedValue { $0 } })
+        let a = try await network.addNode(configuration: configuration)
+        let b = try await network.addNode(configuration: configuration, unixClock: { UInt64(Date().timeIntervalSince1970) + skew.withLockedValue { $0 } })
         await a.dht.bootstrap([b.address])
         let name = try AgentName("under-replicated.agent")
         let first = try await a.dht.register(name)
