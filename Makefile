@@ -16,7 +16,8 @@ run: build
 # The whole test suite: unit, vector, hostile-input, CLI-process and reference-implementation tests,
 # then the NAT lab, then the many-node DHT networks and the identify flood on their own (they load both cores for a
 # minute or two, which would skew the timing-sensitive hostile-peer tests if run alongside), then
-# the memory-budget suite alone (it asserts on the resident size of the whole test process).
+# the memory-budget suite alone (it asserts on the resident size of the whole test process), then a
+# smoke run of the simulator (10,000 virtual nodes, seeded; scripts/sim_smoke.py says what it checks).
 NETWORK_SUITES = DHTNetworkTests|DHTAdversarialTests|PeerStoreTests|MessagingNetworkTests
 ALONE_SUITES = MemoryBudgetTests
 # Hosts over real sockets and daemons as processes run apart from the CPU-bound suites (vectors,
@@ -42,6 +43,7 @@ test: deps
 	AGENTD_REQUIRE_PYTHON=1 AGENTD_REQUIRE_NATLAB=$(NATLAB_REQUIRED) $(SWIFT) test --skip-build --filter '$(NATLAB_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(NETWORK_SUITES)'
 	AGENTD_REQUIRE_PYTHON=1 $(SWIFT) test --skip-build --filter '$(ALONE_SUITES)'
+	python3 scripts/sim_smoke.py "$$($(SWIFT) build --show-bin-path)/agent-sim"
 
 bench: deps
 	$(SWIFT) build -c release --product agent-bench
