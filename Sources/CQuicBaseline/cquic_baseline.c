@@ -348,6 +348,25 @@ static void side_close_conn(side *s) {
 
 // MARK: The download
 
+/// Opens a server and a client side (the client aimed at the server) and starts `server_main(arg)` on
+/// its own thread. On failure both sides are closed, `error` says why, and -1 is returned.
+static int pair_start(side *server, side *client, uint64_t stream_window, uint64_t connection_window,
+                      void *(*server_main)(void *), void *arg, pthread_t *thread, char *error, size_t error_len) {
+    if (side_open(server, 1, stream_window, connection_window, error, error_len) != 0) return -1;
+    if (side_open(client, 0, stream_window, connection_window, error, error_len) != 0) {
+        side_close(server);
+        return -1;
+    }
+    client->remote = server->local;
+    if (pthread_create(thread, NULL, server_main, arg) != 0) {
+        snprintf(error, error_len, "cannot start the server thread");
+        side_close(client);
+        side_close(server);
+        return -1;
+    }
+    return 0;
+}
+
 typedef struct run {
     side server, client;
     uint64_t bytes;
@@ -404,25 +423,13 @@ int cqb_download(uint64_t bytes, uint64_t stream_window, uint64_t connection_win
     }
     memset(payload, 0x5a, sizeof payload);
     r->bytes = bytes;
-    if (side_open(&r->server, 1, stream_window, connection_window, error, error_len) != 0) {
-        free(r);
-        return -1;
-    }
-    if (side_open(&r->client, 0, stream_window, connection_window, error, error_len) != 0) {
-        side_close(&r->server);
+    pthread_t thread;
+    if (pair_start(&r->server, &r->client, stream_window, connection_window, server_main, r, &thread, error,
+                   error_len) != 0) {
         free(r);
         return -1;
     }
     side *c = &r->client;
-    c->remote = r->server.local;
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, server_main, r) != 0) {
-        snprintf(error, error_len, "cannot start the server thread");
-        side_close(&r->client);
-        side_close(&r->server);
-        free(r);
-        return -1;
-    }
     // The client, on this thread.
     double cpu0 = thread_cpu();
     uint64_t deadline = mono_ns() + DEADLINE_NS, started = 0;
@@ -523,25 +530,12 @@ int cqb_handshakes(int count, double *seconds, double *total, char *error, size_
         return -1;
     }
     r->count = count;
-    if (side_open(&r->server, 1, 1 << 20, 2 << 20, error, error_len) != 0) {
-        free(r);
-        return -1;
-    }
-    if (side_open(&r->client, 0, 1 << 20, 2 << 20, error, error_len) != 0) {
-        side_close(&r->server);
+    pthread_t thread;
+    if (pair_start(&r->server, &r->client, 1 << 20, 2 << 20, handshake_server_main, r, &thread, error, error_len) != 0) {
         free(r);
         return -1;
     }
     side *c = &r->client;
-    c->remote = r->server.local;
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, handshake_server_main, r) != 0) {
-        snprintf(error, error_len, "cannot start the server thread");
-        side_close(&r->client);
-        side_close(&r->server);
-        free(r);
-        return -1;
-    }
     int rv = 0;
     uint64_t begin = mono_ns();
     for (int i = 0; i < count && rv == 0; i++) {

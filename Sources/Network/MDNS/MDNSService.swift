@@ -73,8 +73,14 @@ public final class MDNSService: @unchecked Sendable {
     }
 
     /// The IPv4 links mDNS runs on: up, multicast-capable, not loopback.
-    static func currentLinks() -> [Link] {
-        guard let devices = try? System.enumerateDevices() else { return [] }
+    /// - Throws: `NetworkError.invalidConfiguration` when the interfaces cannot be listed.
+    static func currentLinks() throws(NetworkError) -> [Link] {
+        let devices: [NIONetworkDevice]
+        do {
+            devices = try System.enumerateDevices()
+        } catch {
+            throw NetworkError(.invalidConfiguration, "mDNS cannot list the network interfaces: \(error)")
+        }
         return devices.compactMap { device in
             guard let socketAddress = device.address, socketAddress.protocol == .inet,
                 let address = IPAddress(socketAddress), AddressScope.of(address) != .loopback,
@@ -93,7 +99,7 @@ public final class MDNSService: @unchecked Sendable {
         host: Host, configuration: Configuration = Configuration(), logger: Logger,
         onPeerFound: @escaping @Sendable (PeerID, [Multiaddr]) async -> Void = { _, _ in }
     ) async throws -> MDNSService {
-        let links = currentLinks()
+        let links = try currentLinks()
         guard !links.isEmpty else {
             throw NetworkError(.invalidConfiguration, "mDNS needs an IPv4 interface other than loopback; this node has none")
         }
