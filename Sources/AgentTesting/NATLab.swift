@@ -23,8 +23,10 @@ import NIOConcurrencyHelpers
 ///
 /// Nothing outside the namespaces changes: interfaces are created inside them (a veth pair is
 /// made in one namespace with its peer in the other), iptables rules and sysctls are set inside
-/// them, IPv6 is off on the lab's interfaces (loopback keeps `::1`), and no namespace has a route
-/// to the real network.
+/// them, IPv6 is off on the lab's interfaces (loopback keeps `::1`) unless the lab is made with
+/// `ipv6: true` (then the relay's and the public hosts' interfaces on the bridge also have IPv6: a
+/// link-local address and one in fd00:198:18::/64; the routers and hosts stay IPv4), and no
+/// namespace has a route to the real network.
 ///
 /// Lifecycle: `start` first sweeps namespaces of the prefix whose owner process is gone (a crashed
 /// test run): it kills the processes still inside them by PID and deletes them. `shutdown()` stops
@@ -116,6 +118,20 @@ public final class NATLab: Sendable {
         /// Public host `n` (1...9): 198.18.0.(1+n).
         public func publicHost(_ n: Int) -> String { "198.18.0.\(1 + n)" }
 
+        /// The internet's IPv6 prefix in a lab made with `ipv6: true` (a unique-local prefix, RFC
+        /// 4193, that mirrors 198.18: never routed anywhere real).
+        public let internet6CIDR = "fd00:198:18::/64"
+
+        /// The IPv6 address of the relay (`fd00:198:18::1`) or public host n (`fd00:198:18::(1+n)`)
+        /// in a lab made with `ipv6: true`; `nil` for the other nodes (IPv4 only).
+        public func ipv6(of node: Node) -> String? {
+            switch node {
+            case .relay: "fd00:198:18::1"
+            case .publicHost(let n): "fd00:198:18::\(1 + n)"
+            default: nil
+            }
+        }
+
         /// The node's own address as others see it: a router's WAN address, a host's LAN address;
         /// `nil` for the bridge.
         public func of(_ node: Node) -> String? {
@@ -149,6 +165,8 @@ public final class NATLab: Sendable {
     public let natB: NAT
     /// How many extra public hosts (`Node.publicHost(1...)`) the lab has.
     public let publicHosts: Int
+    /// Whether the relay and the public hosts also have IPv6 on the bridge (`Addresses.ipv6(of:)`).
+    public let ipv6: Bool
     /// `agl-<pid>-<run id>`: every namespace of this lab starts with it.
     public let name: String
     /// A temporary directory of the lab's own (agentd data directories, …), removed at shutdown.
@@ -175,10 +193,11 @@ public final class NATLab: Sendable {
         try Self.listNamespaces().filter { $0.hasPrefix(name + "-") }
     }
 
-    private init(natA: NAT, natB: NAT, publicHosts: Int, name: String, directory: String) {
+    private init(natA: NAT, natB: NAT, publicHosts: Int, ipv6: Bool, name: String, directory: String) {
         self.natA = natA
         self.natB = natB
         self.publicHosts = publicHosts
+        self.ipv6 = ipv6
         self.name = name
         self.directory = directory
     }
@@ -223,13 +242,16 @@ public final class NATLab: Sendable {
 
     // MARK: Building and tearing down
 
-    /// Builds a lab whose two routers have the NAT `nat`, with `publicHosts` extra public hosts.
-    public static func start(nat: NAT, publicHosts: Int = 0) async throws -> NATLab {
-        try await start(routerA: nat, routerB: nat, publicHosts: publicHosts)
+    /// Builds a lab whose two routers have the NAT `nat`, with `publicHosts` extra public hosts
+    /// (and IPv6 beside IPv4 on the bridge for the relay and them with `ipv6`).
+    public static func start(nat: NAT, publicHosts: Int = 0, ipv6: Bool = false) async throws -> NATLab {
+        try await start(routerA: nat, routerB: nat, publicHosts: publicHosts, ipv6: ipv6)
     }
 
     /// Builds a lab with router A's NAT `routerA` and router B's `routerB`.
-    public static func start(routerA: NAT, routerB: NAT, publicHosts: Int = 0) async throws -> NATLab {
+    public static func start(
+        routerA: NAT, routerB: NAT, publicHosts: Int = 0, ipv6: Bool = false
+    ) async throws -> NATLab {
         if let reason = unavailableReason { throw NATLabError(reason) }
         guard (0...9).contains(publicHosts) else { throw NATLabError("publicHosts must be 0...9, not \(publicHosts)") }
         sweepStale()
@@ -237,7 +259,8 @@ public final class NATLab: Sendable {
         let name = "\(prefix)\(getpid())-\(run)"
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let lab = NATLab(natA: routerA, natB: routerB, publicHosts: publicHosts, name: name, directory: directory)
+        let lab = NATLab(
+            natA: routerA, natB: routerB, publicHosts: publicHosts, ipv6: ipv6, name: name, directory: directory)
         do {
             try lab.build()
         } catch {
@@ -249,17 +272,17 @@ public final class NATLab: Sendable {
 
     /// Builds a lab, runs `body` with it, and shuts the lab down when `body` returns or throws.
     public static func with<T>(
-        nat: NAT, publicHosts: Int = 0, _ body: (NATLab) async throws -> T
+        nat: NAT, publicHosts: Int = 0, ipv6: Bool = false, _ body: (NATLab) async throws -> T
     ) async throws -> T {
-        try await with(routerA: nat, routerB: nat, publicHosts: publicHosts, body)
+        try await with(routerA: nat, routerB: nat, publicHosts: publicHosts, ipv6: ipv6, body)
     }
 
     /// Builds a lab with a NAT per router, runs `body` with it, and shuts the lab down when `body`
     /// returns or throws.
     public static func with<T>(
-        routerA: NAT, routerB: NAT, publicHosts: Int = 0, _ body: (NATLab) async throws -> T
+        routerA: NAT, routerB: NAT, publicHosts: Int = 0, ipv6: Bool = false, _ body: (NATLab) async throws -> T
     ) async throws -> T {
-        let lab = try await start(routerA: routerA, routerB: routerB, publicHosts: publicHosts)
+        let lab = try await start(routerA: routerA, routerB: routerB, publicHosts: publicHosts, ipv6: ipv6)
         let result: T
         do {
             result = try await body(lab)
@@ -282,7 +305,9 @@ public final class NATLab: Sendable {
             try Tools.run("ip", ["netns", "exec", ns(node), Tools.path("sysctl"), "-qw"] + settings)
         }
         // The bridge, and one veth pair per attached node with its far end in that node's namespace.
-        var bridge = "link set lo up\nlink add br0 type bridge\nlink set br0 up\n"
+        // With IPv6 the bridge does not snoop multicast listeners (MLD): the lab has no querier, and
+        // snooping must not decide where ff02::fb goes; it floods multicast like a plain switch.
+        var bridge = "link set lo up\nlink add br0 type bridge\(ipv6 ? " mcast_snooping 0" : "")\nlink set br0 up\n"
         let attached: [(Node, String)] =
             [(.relay, "eth0"), (.routerA, "wan"), (.routerB, "wan")]
             + (0..<publicHosts).map { (.publicHost($0 + 1), "eth0") }
@@ -293,9 +318,19 @@ public final class NATLab: Sendable {
         try Tools.run("ip", ["-n", ns(.internet), "-batch", "-"], stdin: bridge)
         for node in [Node.relay] + (0..<publicHosts).map({ .publicHost($0 + 1) }) {
             let address = addresses.of(node)!
-            try Tools.run(
-                "ip", ["-n", ns(node), "-batch", "-"],
-                stdin: "link set lo up\naddr add \(address)/24 dev eth0\nlink set eth0 up\n")
+            var commands = "link set lo up\naddr add \(address)/24 dev eth0\n"
+            if ipv6, let address6 = addresses.ipv6(of: node) {
+                // IPv6 on this one interface, without duplicate address detection (its link-local
+                // address would be tentative for a second, and multicast from it refused).
+                try Tools.run(
+                    "ip",
+                    [
+                        "netns", "exec", ns(node), Tools.path("sysctl"), "-qw", "net.ipv6.conf.eth0.accept_dad=0",
+                        "net.ipv6.conf.eth0.disable_ipv6=0",
+                    ])
+                commands += "addr add \(address6)/64 dev eth0 nodad\n"
+            }
+            try Tools.run("ip", ["-n", ns(node), "-batch", "-"], stdin: commands + "link set eth0 up\n")
         }
         for (router, host, nat) in [(Node.routerA, Node.hostA, natA), (.routerB, .hostB, natB)] {
             let lan = router == .routerA ? addresses.routerALAN : addresses.routerBLAN

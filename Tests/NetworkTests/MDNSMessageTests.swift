@@ -1,6 +1,7 @@
 import AgentTesting
 import Identity
 import Multiformats
+import NIOCore
 import Testing
 
 @testable import Network
@@ -136,5 +137,67 @@ struct MDNSMessageTests {
             bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next())
             if let message = try? DNSMessage.parse(bytes) { _ = MDNSDiscovery.peers(in: message) }
         }
+    }
+
+    /// A getifaddrs entry as NIO lists it.
+    static func device(_ name: String, _ index: Int, _ ip: String, _ netmask: String, multicast: Bool = true)
+        throws -> NIONetworkDevice
+    {
+        let address = try SocketAddress(ipAddress: ip, port: 0)
+        return NIONetworkDevice(
+            name: name, address: address, netmask: try SocketAddress(ipAddress: netmask, port: 0),
+            broadcastAddress: nil, pointToPointDestinationAddress: address, multicastSupported: multicast,
+            interfaceIndex: index)
+    }
+
+    @Test("links: one IPv4 link per address, one IPv6 link per interface with its unique-local and global prefixes, never loopback or link-local only")
+    func links() throws {
+        let links = MDNSService.links(of: [
+            try Self.device("lo", 1, "127.0.0.1", "255.0.0.0"),
+            try Self.device("lo", 1, "::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            try Self.device("eth0", 2, "192.168.1.5", "255.255.255.0"),
+            try Self.device("eth0", 2, "fe80::1", "ffff:ffff:ffff:ffff::"),
+            try Self.device("eth0", 2, "fd00:1:2:3::5", "ffff:ffff:ffff:ffff::"),
+            try Self.device("eth0", 2, "2001:db8:1:2::5", "ffff:ffff:ffff:ffff::"),
+            // Link-local IPv6 only: nothing to announce or accept.
+            try Self.device("wlan0", 3, "fe80::2", "ffff:ffff:ffff:ffff::"),
+            // No multicast: no IPv6 link (and its IPv4 address still makes one).
+            try Self.device("tun0", 4, "10.8.0.1", "255.255.255.255", multicast: false),
+            try Self.device("tun0", 4, "fd99::1", "ffff:ffff:ffff:ffff::", multicast: false),
+        ])
+        #expect(links.map(\.name) == ["eth0", "tun0", "eth0 ipv6"])
+        let six = try #require(links.last)
+        #expect(six.family == .v6 && six.device.interfaceIndex == 2)
+        #expect(six.interfaces.map { "\($0.address)/\($0.prefixLength)" } == ["fd00:1:2:3::5/64", "2001:db8:1:2::5/64"])
+    }
+
+    @Test("an IPv6 link accepts addresses inside its prefixes only: not link-local, not other prefixes, not IPv4")
+    func linkContains() throws {
+        let links = MDNSService.links(of: [
+            try Self.device("eth0", 2, "192.168.1.5", "255.255.255.0"),
+            try Self.device("eth0", 2, "fd00:1:2:3::5", "ffff:ffff:ffff:ffff::"),
+        ])
+        let (four, six) = (links[0], links[1])
+        for (address, onSix, onFour) in [
+            ("fd00:1:2:3::9", true, false), ("fd00:1:2:3:ffff:ffff:ffff:ffff", true, false),
+            ("fd00:1:2:4::9", false, false), ("fe80::9", false, false), ("::1", false, false),
+            ("2001:db8::1", false, false), ("192.168.1.77", false, true), ("192.168.2.77", false, false),
+            ("::ffff:192.168.1.77", false, true),
+        ] {
+            let ip = try IPAddress(address)
+            #expect(six.contains(ip) == onSix, "\(address) on the IPv6 link")
+            #expect(four.contains(ip) == onFour, "\(address) on the IPv4 link")
+        }
+    }
+
+    @Test("the IPv6 group is ff02::fb:5353 scoped to the interface's index")
+    func group6() throws {
+        guard case .v6(let group) = MDNSService.group6(interfaceIndex: 7, port: 5353) else {
+            Issue.record("not IPv6")
+            return
+        }
+        #expect(group.address.sin6_scope_id == 7)
+        #expect(UInt16(bigEndian: group.address.sin6_port) == 5353)
+        #expect(IPAddress(MDNSService.group6(interfaceIndex: 7, port: 5353)) == (try IPAddress("ff02::fb")))
     }
 }
