@@ -139,7 +139,7 @@ let package = Package(
             name: "agent-bench",
             dependencies: [
                 "Identity", "Resolution", "Multiformats", "Session", "Network", "Application", "CSodium",
-                "CQuicBaseline",
+                "CQuicBaseline", "ResolutionTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -153,6 +153,17 @@ let package = Package(
             name: "AgentTesting",
             dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Sources/AgentTesting"),
+        // Many DHT nodes over loopback in one process: the one network builder of the many-node
+        // tests and of agent-bench dht (issue #14 item 8).
+        .target(
+            name: "ResolutionTesting",
+            dependencies: [
+                "Resolution", "Network", "Identity", "Multiformats", "AgentTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats", "AgentTesting"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats", "AgentTesting"]),
         .testTarget(
@@ -176,6 +187,7 @@ let package = Package(
             name: "ResolutionTests",
             dependencies: [
                 "Resolution", "Identity", "Multiformats", "Network", "AgentTesting", "Application",
+                "ResolutionTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -6,19 +6,14 @@ import NIOCore
 import NIOPosix
 import Network
 import Resolution
+import ResolutionTesting
 
 /// Many DHT nodes in this process, each a real `Host` on 127.0.0.1 (TCP, Noise, yamux) with an
-/// in-memory record store and a `DHT` in server mode, built as the 100-node test builds its network
-/// (`Tests/ResolutionTests/DHTTestNetwork.swift`, same timeouts): node i bootstraps from node 0 and
-/// one random earlier node, then every node looks itself up once more, 8 at a time.
-///
-/// The network owns its event loop group; `shutdown()` stops every host and the group.
+/// in-memory record store and a `DHT` in server mode: the many-node tests' network
+/// (`DHTLoopbackNetwork`, Sources/ResolutionTesting; same settings, same joins), with what the
+/// benchmark measures of it.
 struct DHTBenchNetwork: Sendable {
-    struct Node: Sendable {
-        let host: Network.Host
-        let dht: DHT
-        let address: Multiaddr
-    }
+    typealias Node = DHTLoopbackNetwork.Node
 
     /// One lookup or resolve of a benchmark.
     struct Sample: Sendable {
@@ -31,7 +26,7 @@ struct DHTBenchNetwork: Sendable {
         var newConnections: Int
     }
 
-    let group: MultiThreadedEventLoopGroup
+    let network: DHTLoopbackNetwork
     let nodes: [Node]
     /// From creating the first host to the end of the refresh round.
     let setupSeconds: Double
@@ -39,74 +34,37 @@ struct DHTBenchNetwork: Sendable {
     let residentBefore: Int?
     let residentAfter: Int?
 
-    /// The test network's settings (DHTTestNetwork.configuration): server mode, 2 s request timeout.
-    static var dhtConfiguration: DHTConfiguration {
-        var configuration = DHTConfiguration()
-        configuration.mode = .server
-        configuration.requestTimeout = .seconds(2)
-        configuration.requestHardTimeout = .seconds(5)
-        return configuration
-    }
+    /// The nodes' DHT settings (server mode, 2 s request timeout).
+    static var dhtConfiguration: DHTConfiguration { DHTLoopbackNetwork.configuration() }
 
-    /// Starts `count` nodes on a new group of `threads` event loops and bootstraps them. On failure
-    /// everything started is shut down again.
+    /// Starts `count` nodes on a new group of `threads` event loops and bootstraps them (identities
+    /// and bootstrap choices seeded from `random`). On failure everything started is shut down again.
     static func build<Random: RandomNumberGenerator>(
         count: Int, threads: Int, random: inout Random, logger: Logger
     ) async throws -> DHTBenchNetwork {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let network = DHTLoopbackNetwork(threads: threads, logger: logger)
         ProcessMemory.returnFreeMemory()
         let residentBefore = ProcessMemory.residentBytes()
         let clock = ContinuousClock()
         let start = clock.now
-        var nodes: [Node] = []
         do {
-            for index in 0..<count {
-                let node = try await startNode(group: group, logger: logger)
-                nodes.append(node)
-                if index > 0 {
-                    var seeds = [nodes[0].address]
-                    if index > 1 { seeds.append(nodes[Int.random(in: 1..<index, using: &random)].address) }
-                    await node.dht.bootstrap(seeds)
-                }
-            }
+            try await network.build(count: count, seed: random.next())
         } catch {
-            for node in nodes { await node.host.shutdown() }
-            try? await group.shutdownGracefully()
+            try? await network.shutdown()
             throw error
-        }
-        // A second self-lookup now that the network is complete.
-        let started = nodes
-        _ = await concurrently(Array(started.indices), width: 8) { index in
-            _ = await started[index].dht.lookupClosestPeers(to: started[index].host.peerID.multihash.bytes)
         }
         return DHTBenchNetwork(
-            group: group, nodes: nodes, setupSeconds: (clock.now - start).seconds, residentBefore: residentBefore,
-            residentAfter: ProcessMemory.residentBytes())
-    }
-
-    private static func startNode(group: EventLoopGroup, logger: Logger) async throws -> Node {
-        var hostConfiguration = Network.Host.Configuration()
-        hostConfiguration.dialTimeout = .seconds(3)
-        // Every node is on 127.0.0.1: one address for the per-IP limits.
-        hostConfiguration.limits = .loopbackTestNetwork
-        let host = Network.Host(
-            identity: Ed25519.PrivateKey(), group: group, configuration: hostConfiguration, logger: logger)
-        do {
-            let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
-            let dht = DHT(
-                host: host, store: try RecordStore(path: nil), configuration: dhtConfiguration, logger: logger)
-            dht.start()
-            return Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
-        } catch {
-            await host.shutdown()
-            throw error
-        }
+            network: network, nodes: network.nodes, setupSeconds: (clock.now - start).seconds,
+            residentBefore: residentBefore, residentAfter: ProcessMemory.residentBytes())
     }
 
     /// Stops every host, then the event loop group.
     func shutdown() async {
-        for node in nodes { await node.host.shutdown() }
-        try? await group.shutdownGracefully()
+        do {
+            try await network.shutdown()
+        } catch {
+            FileHandle.standardError.write(Data("agent-bench: dht: the event loop group did not shut down: \(error)\n".utf8))
+        }
     }
 
     // MARK: Figures
@@ -287,25 +245,5 @@ struct DHTBenchNetwork: Sendable {
                 }
             })
         return RequestBreakdown(samples: count, rows: rows)
-    }
-}
-
-/// Runs `body` for each of `items` with at most `width` running at once; returns each item with
-/// its result, in order of completion.
-func concurrently<Item: Sendable, Result: Sendable>(
-    _ items: [Item], width: Int, _ body: @escaping @Sendable (Item) async -> Result
-) async -> [(Item, Result)] {
-    await withTaskGroup(of: (Item, Result).self) { group in
-        var iterator = items.makeIterator()
-        for _ in 0..<width {
-            guard let item = iterator.next() else { break }
-            group.addTask { (item, await body(item)) }
-        }
-        var results: [(Item, Result)] = []
-        while let result = await group.next() {
-            results.append(result)
-            if let item = iterator.next() { group.addTask { (item, await body(item)) } }
-        }
-        return results
     }
 }

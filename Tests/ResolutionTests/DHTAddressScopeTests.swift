@@ -3,6 +3,7 @@ import Identity
 import Logging
 import Multiformats
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -18,7 +19,7 @@ struct DHTAddressScopeTests {
     static let privateAddress = "/ip4/10.99.0.1/tcp/4001"
 
     /// A server-mode DHT node on 127.0.0.1 only (loopback-only), with `publicNetworks`.
-    static func victim(in network: DHTTestNetwork, publicNetworks: [IPNetwork] = []) async throws -> DHTTestNetwork.Node
+    static func victim(in network: DHTLoopbackNetwork, publicNetworks: [IPNetwork] = []) async throws -> DHTLoopbackNetwork.Node
     {
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.dialTimeout = .seconds(1)
@@ -30,19 +31,19 @@ struct DHTAddressScopeTests {
             identity: Ed25519.PrivateKey(), group: network.group, configuration: hostConfiguration, logger: logger)
         let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         // Patient: nothing here waits for a timeout, and a loaded machine may take seconds to answer.
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .seconds(60)
         configuration.requestHardTimeout = .seconds(60)
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: configuration, logger: logger)
         dht.start()
-        return DHTTestNetwork.Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
+        return DHTLoopbackNetwork.Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
     }
 
     @Test(
         "a loopback-only node refuses to dial an RFC 1918 address a kad answer supplied, and dials it when the user typed it"
     )
     func privateAddressFromKadAnswer() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let victim = try await Self.victim(in: network)
         let honest = try await network.addNode()
         let stranger = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
@@ -101,7 +102,7 @@ struct DHTAddressScopeTests {
 
     @Test("with --public-cidr 10.99.0.0/16 the same kad answer's address is dialled")
     func publicCIDR() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let victim = try await Self.victim(in: network, publicNetworks: [try IPNetwork("10.99.0.0/16")])
         let stranger = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         let told = try Multiaddr(Self.privateAddress)
@@ -118,7 +119,7 @@ struct DHTAddressScopeTests {
 struct AnnouncedAddressTests {
     @Test("an --announce address comes first in identify and in the node's own record")
     func announcedFirst() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let announced = try Multiaddr("/ip4/203.0.113.7/tcp/4001")
         var hostConfiguration = Network.Host.Configuration()
         hostConfiguration.limits = .loopbackTestNetwork
@@ -130,7 +131,7 @@ struct AnnouncedAddressTests {
         let bound = try await host.listen(on: try Multiaddr("/ip4/127.0.0.1/tcp/0"))
         #expect(host.advertisedAddresses == [announced, bound])
 
-        let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTTestNetwork.configuration(), logger: logger)
+        let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTLoopbackNetwork.configuration(), logger: logger)
         dht.start()
         let other = try await network.addNode()
         _ = try await other.host.connect(to: bound.appending(.p2p(host.peerID.multihash)))

@@ -3,6 +3,7 @@ import Identity
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -32,7 +33,7 @@ struct DHTAdversarialTests {
 
     /// Replaces `node`'s kad handler by one that answers like an honest node, then lies per `strategy`.
     static func makeAdversary(
-        _ node: DHTTestNetwork.Node, strategy: Strategy, owners: [AgentName: Ed25519.PublicKey],
+        _ node: DHTLoopbackNetwork.Node, strategy: Strategy, owners: [AgentName: Ed25519.PublicKey],
         stale: NIOLockedValueBox<[AgentName: SignedAgentRecord]>
     ) {
         let dht = node.dht
@@ -94,7 +95,7 @@ struct DHTAdversarialTests {
 
     @Test("forged, rival, stale, oversized, expired and misnamed records and junk peers never win")
     func adversaries() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let honestCount = 24
         try await network.build(count: honestCount)
         let owners = NIOLockedValueBox<[AgentName: Ed25519.PublicKey]>([:])
@@ -115,12 +116,12 @@ struct DHTAdversarialTests {
         }
         // Honest nodes learn the adversaries (refresh), then publish twice: seq 1 is what the stale
         // replayers serve.
-        await network.concurrently(Array(0..<honestCount), width: 8) { index in
+        await concurrently(Array(0..<honestCount), width: 8) { index in
             _ = await network.nodes[index].dht.lookupClosestPeers(to: network.nodes[index].peerID.multihash.bytes)
         }
         let expectedSeq = NIOLockedValueBox<[AgentName: UInt64]>([:])
         let namesCopy = names
-        await network.concurrently(Array(0..<honestCount), width: 8) { index in
+        await concurrently(Array(0..<honestCount), width: 8) { index in
             let name = namesCopy[index]!
             do {
                 let first = try await network.nodes[index].dht.register(name, addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/1000")])
@@ -184,7 +185,7 @@ struct DHTAdversarialTests {
         let resolved = NIOLockedValueBox(0)
         let invalidSeen = NIOLockedValueBox(0)
         let jobs = (0..<honestCount).flatMap { resolver in (0..<honestCount).map { (resolver, $0) } }
-        await network.concurrently(jobs, width: 16) { job in
+        await concurrently(jobs, width: 16) { job in
             let (resolver, index) = job
             let name = namesCopy[index]!
             do {

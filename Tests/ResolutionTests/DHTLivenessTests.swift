@@ -3,6 +3,7 @@ import Identity
 import Logging
 import Multiformats
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -22,7 +23,7 @@ struct DHTLivenessTests {
     }
 
     /// A kad server that answers every FIND_NODE with `closer`, whatever the key (a liar).
-    static func liar(in network: DHTTestNetwork, naming closer: [KadMessage.Peer]) async throws -> (
+    static func liar(in network: DHTLoopbackNetwork, naming closer: [KadMessage.Peer]) async throws -> (
         Network.Host, Multiaddr
     ) {
         var logger = Logger(label: "dht-test")
@@ -56,7 +57,7 @@ struct DHTLivenessTests {
 
     @Test("a lookup every remote refuses (a 4,096-byte key) leaves the routing table as it was")
     func refusedLookupKeepsTable() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 6)
         let node = network.nodes[0]
         // On a loaded machine a request of the building lookups can time out and leave a peer out of
@@ -77,9 +78,9 @@ struct DHTLivenessTests {
 
     @Test("one FIND_NODE answer naming honest H at 127.0.0.1:1 neither redirects H's entry nor evicts H")
     func hearsayAddress() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         // The lookup waits for every answer (a loaded machine may take seconds), so H's counts.
-        var patient = DHTTestNetwork.configuration()
+        var patient = DHTLoopbackNetwork.configuration()
         patient.requestTimeout = patient.requestHardTimeout
         let victim = try await network.addNode(configuration: patient)
         let honest = try await network.addNode()
@@ -130,7 +131,7 @@ struct DHTLivenessTests {
         "a peer that opens kad streams enters only after a dial-back to an address it advertised; one that cannot be dialled back never does"
     )
     func admissionByDialBack() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let server = try await network.addNode()
         let honest = try await network.addNode()
         await honest.dht.bootstrap([server.address])
@@ -148,7 +149,7 @@ struct DHTLivenessTests {
         logger.logLevel = .critical
         let hiddenHost = Network.Host(identity: Ed25519.PrivateKey(), group: network.group, logger: logger)
         let hidden = DHT(
-            host: hiddenHost, store: try RecordStore(path: nil), configuration: DHTTestNetwork.configuration(),
+            host: hiddenHost, store: try RecordStore(path: nil), configuration: DHTLoopbackNetwork.configuration(),
             logger: logger)
         hidden.start()
         await hidden.bootstrap([server.address])

@@ -3,6 +3,7 @@ import Logging
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -17,7 +18,7 @@ struct DHTLookupCancellationTests {
         "a lookup that ends while a silent peer's request is in flight resets that stream at once, not at the hard timeout"
     )
     func silentRequestCancelled() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 4)
 
         // A kad server that reads the request and never answers; counts the streams that ended.
@@ -38,7 +39,7 @@ struct DHTLookupCancellationTests {
         }
 
         // The lookup gives up on the silent peer after 300 ms; its request could run 120 s.
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .milliseconds(300)
         configuration.requestHardTimeout = .seconds(120)
         let asker = try await network.addNode(configuration: configuration)
@@ -57,7 +58,7 @@ struct DHTLookupCancellationTests {
 
     @Test("a lookup whose caller is cancelled while it waits on a silent peer returns what it has")
     func cancelledCaller() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 3)
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
@@ -72,7 +73,7 @@ struct DHTLookupCancellationTests {
             _ = try? await stream.readLengthPrefixed(maximumLength: KadLimits.maximumMessageSize)
         }
         // The lookup waits for the silent peer for 120 s.
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .seconds(120)
         configuration.requestHardTimeout = .seconds(120)
         let asker = try await network.addNode(configuration: configuration)

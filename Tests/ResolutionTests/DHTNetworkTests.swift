@@ -4,6 +4,7 @@ import Identity
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -21,14 +22,14 @@ struct DHTNetworkTests {
 
     /// Every node resolves `perNode` random names of `candidates`; returns one sample per resolve.
     static func resolveRound(
-        _ network: DHTTestNetwork, names: [Int: AgentName], keys: [Int: Ed25519.PublicKey], candidates: [Int],
+        _ network: DHTLoopbackNetwork, names: [Int: AgentName], keys: [Int: Ed25519.PublicKey], candidates: [Int],
         perNode: Int, expectedSeq: [Int: UInt64] = [:], using generator: inout SeededGenerator
     ) async -> [Sample] {
         let samples = NIOLockedValueBox<[Sample]>([])
         let jobs = network.live.flatMap { resolver in
             (0..<perNode).map { _ in (resolver, candidates.randomElement(using: &generator)!) }
         }
-        await network.concurrently(jobs, width: 16) { job in
+        await concurrently(jobs, width: 16) { job in
             let (resolver, target) = job
             let name = names[target]!
             let started = NIODeadline.now()
@@ -72,7 +73,7 @@ struct DHTNetworkTests {
         let seed = ProcessInfo.processInfo.environment["AGENTD_TEST_SEED"].flatMap { UInt64($0) } ?? 0x6468_742d_3130_30
         print("100-node DHT network: seed \(seed)")
         var generator = SeededGenerator(seed: seed ^ 0x5eed)
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let started = NIODeadline.now()
         try await network.build(count: 100, seed: seed)
         let built = NIODeadline.now()
@@ -88,7 +89,7 @@ struct DHTNetworkTests {
         let replicas = NIOLockedValueBox<[Int]>([])
         let shortfalls = NIOLockedValueBox<[String]>([])
         let namesCopy = names
-        await network.concurrently(Array(network.nodes.indices), width: 8) { index in
+        await concurrently(Array(network.nodes.indices), width: 8) { index in
             do {
                 let report = try await network.nodes[index].dht.register(namesCopy[index]!)
                 replicas.withLockedValue { $0.append(report.storedAt.count) }

@@ -2,6 +2,7 @@ import Foundation
 import Identity
 import Multiformats
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -24,7 +25,7 @@ struct DHTProviderTests {
         return condition()
     }
 
-    static func stores(_ node: DHTTestNetwork.Node, _ provider: PeerID, for key: [UInt8] = key) -> Bool {
+    static func stores(_ node: DHTLoopbackNetwork.Node, _ provider: PeerID, for key: [UInt8] = key) -> Bool {
         node.dht.state.withLockedValue { $0.providers.providers(of: key, now: .now(), limit: 20) }.contains {
             $0.peerID == provider
         }
@@ -34,15 +35,15 @@ struct DHTProviderTests {
     /// 2 s request can time out, and the lookup then leaves that peer out (these tests are about
     /// what reaches whom, not about timeouts).
     static func patientConfiguration() -> DHTConfiguration {
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .seconds(10)
         configuration.requestHardTimeout = .seconds(20)
         return configuration
     }
 
     /// `count` patient nodes, each bootstrapped from node 0, then a self-lookup round.
-    static func network(count: Int) async throws -> DHTTestNetwork {
-        let network = DHTTestNetwork()
+    static func network(count: Int) async throws -> DHTLoopbackNetwork {
+        let network = DHTLoopbackNetwork()
         for index in 0..<count {
             let node = try await network.addNode(configuration: patientConfiguration())
             if index > 0 { await node.dht.bootstrap([network.nodes[0].address]) }

@@ -2,6 +2,7 @@ import Foundation
 import Identity
 import Multiformats
 import NIOConcurrencyHelpers
+import ResolutionTesting
 import Testing
 
 @testable import Resolution
@@ -21,7 +22,7 @@ struct DHTPublishReplacementTests {
     /// Long request deadlines: the unreachable peers fail at once (connection refused), and a live
     /// replica that answered late under load would be replaced, changing which peers store.
     static func configuration() -> DHTConfiguration {
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .seconds(30)
         configuration.requestHardTimeout = .seconds(60)
         return configuration
@@ -37,9 +38,9 @@ struct DHTPublishReplacementTests {
 
     @Test("two of the first three candidates unreachable: the record still reaches three peers")
     func unreachableReplaced() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let publisher = try await network.addNode(configuration: Self.configuration())
-        var replicas: [DHTTestNetwork.Node] = []
+        var replicas: [DHTLoopbackNetwork.Node] = []
         for _ in 0..<4 { replicas.append(try await network.addNode(configuration: Self.configuration())) }
         let key = Ed25519.PrivateKey()
         let name = try AgentName("replaced-replica.agent")
@@ -66,7 +67,7 @@ struct DHTPublishReplacementTests {
 
     @Test("a refusal is the replica's verdict: it is not replaced by a peer further from the key")
     func refusalNotReplaced() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let publisher = try await network.addNode(configuration: Self.configuration())
         // The refuser's clock is 10 days ahead: it finds the record expired and refuses it.
         let refuser = try await network.addNode(configuration: Self.configuration(), unixClock: { UInt64(Date().timeIntervalSince1970) + 10 * 24 * 3600 })
@@ -88,7 +89,7 @@ struct DHTPublishReplacementTests {
 
     @Test("fewer reachable candidates than replicas: every candidate is tried once, none twice")
     func candidatesExhausted() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let publisher = try await network.addNode(configuration: Self.configuration())
         let replica = try await network.addNode(configuration: Self.configuration())
         let name = try AgentName("exhausted-replicas.agent")

@@ -4,6 +4,7 @@ import Logging
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -30,7 +31,7 @@ struct DHTReplicationTests {
         let slowKeys: Set<[UInt8]>
         let seen = NIOLockedValueBox(Seen())
 
-        init(in network: DHTTestNetwork, slowKeys: Set<[UInt8]>) async throws {
+        init(in network: DHTLoopbackNetwork, slowKeys: Set<[UInt8]>) async throws {
             var logger = Logger(label: "dht-test")
             logger.logLevel = .critical
             var hostConfiguration = Network.Host.Configuration()
@@ -93,9 +94,9 @@ struct DHTReplicationTests {
 
     @Test("republish runs on time with 10,000 stored records and slow peers")
     func republishOnTime() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let fast = try await network.addNode()
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.replicationFactor = 2
         configuration.maintenanceInterval = .milliseconds(100)
         configuration.replicationInterval = .milliseconds(100)
@@ -158,9 +159,9 @@ struct DHTReplicationTests {
 
     @Test("re-replication holds at most replicationConcurrency records in flight")
     func boundedInFlight() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let fast = try await network.addNode()
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.replicationFactor = 2
         configuration.maintenanceInterval = .milliseconds(100)
         configuration.replicationInterval = .milliseconds(100)

@@ -2,6 +2,7 @@ import Identity
 import Logging
 import NIOCore
 import NIOPosix
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -19,7 +20,7 @@ struct DHTServiceQueueTests {
         var logger = Logger(label: "dht-test")
         logger.logLevel = .critical
         // Not started: nothing takes work from the queue, which fills.
-        let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTTestNetwork.configuration(), logger: logger)
+        let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTLoopbackNetwork.configuration(), logger: logger)
         let filler = NIODeadline.now() + .hours(1)
         var enqueued = 0
         while dht.state.withLockedValue({ $0.droppedServiceWork }) == 0 {

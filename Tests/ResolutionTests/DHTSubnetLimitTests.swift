@@ -2,6 +2,7 @@ import Foundation
 import Identity
 import Multiformats
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -16,11 +17,11 @@ struct DHTSubnetLimitTests {
     static func run(exemption: LoopbackExemption) async throws -> (
         table: [RoutingTableEntry], local: KademliaKey, sybils: Set<PeerID>, honest: PeerID, exempt: Bool
     ) {
-        let network = DHTTestNetwork()
-        var configuration = DHTTestNetwork.configuration()
+        let network = DHTLoopbackNetwork()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.loopbackExemption = exemption
         let victim = try await network.addNode(configuration: configuration)
-        var sybils: [DHTTestNetwork.Node] = []
+        var sybils: [DHTLoopbackNetwork.Node] = []
         for host in 2...25 {
             sybils.append(try await network.addNode(listen: "/ip4/127.0.0.\(host)/tcp/0"))
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Identity
 import NIOConcurrencyHelpers
+import ResolutionTesting
 import Testing
 
 @testable import Resolution
@@ -12,11 +13,11 @@ import Testing
 struct DHTUnderReplicatedTests {
     @Test("a record its only replica refused is republished at the next round, without the table growing")
     func underReplicatedIsRetried() async throws {
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         // Long request deadlines: nothing here waits for a timeout, and under load (beside the
         // fuzzers) B's answers came after the test network's 2 s deadline, so the first register
         // reached no replica.
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.requestTimeout = .seconds(30)
         configuration.requestHardTimeout = .seconds(60)
         // B's clock can jump 10 days ahead: it then refuses A's records as expired.

@@ -4,6 +4,7 @@ import Logging
 import Multiformats
 import NIOCore
 import NIOPosix
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -14,20 +15,20 @@ import Testing
 @Suite("kad server: answers and hostile input", .serialized)
 struct KadServerTests {
     /// Two nodes: `server` (a DHT) and `client` (a DHT too, so it can send raw requests), connected.
-    static func pair() async throws -> (DHTTestNetwork, DHTTestNetwork.Node, DHTTestNetwork.Node) {
-        let network = DHTTestNetwork(threads: 1)
+    static func pair() async throws -> (DHTLoopbackNetwork, DHTLoopbackNetwork.Node, DHTLoopbackNetwork.Node) {
+        let network = DHTLoopbackNetwork(threads: 1)
         let server = try await network.addNode()
         let client = try await network.addNode()
         await client.dht.bootstrap([server.address])
         return (network, server, client)
     }
 
-    static func peer(_ node: DHTTestNetwork.Node) -> KademliaPeer {
+    static func peer(_ node: DHTLoopbackNetwork.Node) -> KademliaPeer {
         KademliaPeer(id: node.peerID, addresses: [node.address])
     }
 
     /// Opens a raw kad stream from `client` to `server`.
-    static func rawStream(_ client: DHTTestNetwork.Node, to server: DHTTestNetwork.Node) async throws -> MuxedStream {
+    static func rawStream(_ client: DHTLoopbackNetwork.Node, to server: DHTLoopbackNetwork.Node) async throws -> MuxedStream {
         let connection = try await client.host.connect(to: server.address)
         return try await client.host.newStream(on: connection, protocols: [DHTConfiguration.agentProtocolID])
     }
@@ -194,13 +195,13 @@ struct KadServerTests {
 
     @Test("a stream over the total limit takes the longest-idle stream's slot; idle streams are closed")
     func limits() async throws {
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.maximumInboundStreams = 4
         // Long enough for the four streams to open on a loaded machine.
         configuration.inboundIdleTimeout = .seconds(5)
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let server = try await network.addNode(configuration: configuration)
-        var clients: [DHTTestNetwork.Node] = []
+        var clients: [DHTLoopbackNetwork.Node] = []
         for _ in 0..<5 { clients.append(try await network.addNode()) }
         var held: [MuxedStream] = []
         for client in clients.prefix(4) {
@@ -220,9 +221,9 @@ struct KadServerTests {
 
     @Test("one peer over its share of inbound streams loses its own longest-idle stream; others are untouched")
     func perPeerLimit() async throws {
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.maximumInboundStreamsPerPeer = 2
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let server = try await network.addNode(configuration: configuration)
         let greedy = try await network.addNode()
         let other = try await network.addNode()
@@ -247,9 +248,9 @@ struct KadServerTests {
     @Test("16 peers holding 16 idle streams each (all 256 slots) do not keep the 17th peer's FIND_NODE out")
     func seventeenthPeer() async throws {
         // All test peers share 127.0.0.1; the attack is as if each held its own address.
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.maximumInboundStreamsPerIP = 256
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let server = try await network.addNode(configuration: configuration)
         var held: [MuxedStream] = []
         for _ in 0..<16 {
@@ -295,7 +296,7 @@ extension Multiaddr {
 struct DHTRegistrationTests {
     @Test("registering a name another key holds fails with name_held and stores nothing; the holder keeps it")
     func heldName() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 8)
         let name = try AgentName("taken.agent")
         let holder = network.nodes[1]
@@ -322,7 +323,7 @@ struct DHTRegistrationTests {
 
     @Test("a refused first claim whose own record cannot be forgotten reports the storage failure")
     func refusedClaimStorageFailure() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 6)
         let name = try AgentName("taken.agent")
         _ = try await network.nodes[1].dht.register(name)
@@ -344,7 +345,7 @@ struct DHTRegistrationTests {
 
     @Test("a replica that cannot update its copy while resolving logs the storage failure")
     func resolveLocalUpdateStorageFailure() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 5)
         let store = FailingRecordStore()
         let log = CapturedLog()
@@ -370,7 +371,7 @@ struct DHTRegistrationTests {
 
     @Test("names registered to persist are published again after a restart; unregistered and run-only ones are not")
     func restoredAfterRestart() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 5)
         let node = network.nodes[2]
         let kept = try AgentName("kept.agent")
@@ -405,7 +406,7 @@ struct DHTRegistrationTests {
 
     @Test("an unregister while the register is still publishing wins: the name is neither kept nor saved")
     func unregisterDuringRegister() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 8)
         let node = network.nodes[3]
         for index in 0..<5 {
@@ -432,7 +433,7 @@ struct DHTRegistrationTests {
 
     @Test("an unregister that comes while saved names are being restored is not undone by the restore")
     func unregisterDuringRestore() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 6)
         let node = network.nodes[2]
         let first = try AgentName("aaa-first.agent")
@@ -471,7 +472,7 @@ struct DHTRegistrationTests {
         let start = UInt64(Date().timeIntervalSince1970)
         do {
             let host = Network.Host(identity: identity, group: group, logger: logger)
-            let dht = DHT(host: host, store: store, configuration: DHTTestNetwork.configuration(), logger: logger, unixClock: { start })
+            let dht = DHT(host: host, store: store, configuration: DHTLoopbackNetwork.configuration(), logger: logger, unixClock: { start })
             _ = try await dht.register(name, ttl: 60, persist: true)
             await host.shutdown()
         }
@@ -481,7 +482,7 @@ struct DHTRegistrationTests {
         let rival = Fixtures.record(Fixtures.bob, name: name, seq: later - 10, timestamp: later - 10)
         try store.put(rival, from: PeerID(publicKey: Fixtures.bob.publicKey), now: later)
         let host = Network.Host(identity: identity, group: group, logger: logger)
-        let dht = DHT(host: host, store: store, configuration: DHTTestNetwork.configuration(), logger: logger, unixClock: { later })
+        let dht = DHT(host: host, store: store, configuration: DHTLoopbackNetwork.configuration(), logger: logger, unixClock: { later })
         let first = await dht.restoreRegistrations()
         #expect(first.count == 1)
         let error = try #require(first.first.flatMap { if case .failure(let error) = $0.result { error } else { nil } })
@@ -497,7 +498,7 @@ struct DHTRegistrationTests {
 
     @Test("a request whose connection closes before its stream opens (trimmed) dials again and is answered")
     func requestAfterTrimmedConnection() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 3)
         let (asker, target) = (network.nodes[1], network.nodes[2])
         let first = try await asker.host.connect(to: target.address)
@@ -520,7 +521,7 @@ struct DHTRegistrationTests {
 
     @Test("a self-certifying name <peer id>.agent resolves through the peer's own record")
     func selfCertifying() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 6)
         let owner = network.nodes[2]
         let name = AgentName(selfCertifying: owner.peerID)
@@ -534,7 +535,7 @@ struct DHTRegistrationTests {
 
     @Test("a self-certifying name of another peer cannot be registered")
     func foreignSelfCertifying() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let node = try await network.addNode()
         let other = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         await #expect(throws: ResolutionError.self) {
@@ -557,12 +558,12 @@ struct DHTRegistrationTests {
 struct DHTRepublishTests {
     @Test("the first node's names reach the replicas as soon as peers join, not a minute later")
     func firstNode() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         let first = try await network.addNode()
         let name = try AgentName("first.agent")
         let alone = try await first.dht.register(name)
         #expect(alone.storedAt.isEmpty)
-        var joined: [DHTTestNetwork.Node] = []
+        var joined: [DHTLoopbackNetwork.Node] = []
         for _ in 0..<3 {
             let node = try await network.addNode()
             await node.dht.bootstrap([first.address])
@@ -581,7 +582,7 @@ struct DHTRepublishTests {
         // table only after our dial-back to an address it advertises (spec/dht.md §4), which
         // completes in the background: wait for it.
         for node in joined { _ = await node.dht.lookupClosestPeers(to: node.peerID.multihash.bytes) }
-        let others = { (node: DHTTestNetwork.Node) in
+        let others = { (node: DHTLoopbackNetwork.Node) in
             Set(joined.map(\.peerID)).subtracting([node.peerID]).isSubset(of: node.dht.routingTableEntries.map(\.peer.id))
         }
         for _ in 0..<200 where !joined.allSatisfy(others) { try await Task.sleep(for: .milliseconds(25)) }
@@ -598,9 +599,9 @@ struct DHTRepublishTests {
 struct DHTClientModeTests {
     @Test("a client-mode node resolves and publishes, but serves nothing and enters no routing table")
     func clientMode() async throws {
-        let network = DHTTestNetwork(threads: 1)
+        let network = DHTLoopbackNetwork(threads: 1)
         try await network.build(count: 6)
-        var configuration = DHTTestNetwork.configuration()
+        var configuration = DHTLoopbackNetwork.configuration()
         configuration.mode = .client
         let client = try await network.addNode(configuration: configuration)
         #expect(client.dht.mode == .client)

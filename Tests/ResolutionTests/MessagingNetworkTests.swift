@@ -6,6 +6,7 @@ import Logging
 import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
+import ResolutionTesting
 import Testing
 
 @testable import Network
@@ -60,7 +61,7 @@ struct MessagingNetworkTests {
     /// Wires the messaging of node `index` on its current host and DHT, subscribes its local agent
     /// (a task that records what it is handed, ending when the messaging stops), and serves.
     static func attach(
-        _ index: Int, network: DHTTestNetwork, peer: Peer, handed: NIOLockedValueBox<[Int: [Handed]]>
+        _ index: Int, network: DHTLoopbackNetwork, peer: Peer, handed: NIOLockedValueBox<[Int: [Handed]]>
     ) -> Task<Void, Never> {
         let node = network.nodes[index]
         var logger = Logger(label: "messaging-test")
@@ -92,7 +93,7 @@ struct MessagingNetworkTests {
     func thousandMessages() async throws {
         let seed: UInt64 = 0x6d65_7373_6167_6573
         var generator = SeededGenerator(seed: seed)
-        let network = DHTTestNetwork()
+        let network = DHTLoopbackNetwork()
         let started = NIODeadline.now()
         try await network.build(count: Self.nodeCount, seed: seed)
         let built = NIODeadline.now()
@@ -109,7 +110,7 @@ struct MessagingNetworkTests {
         let registerFailures = NIOLockedValueBox<[String]>([])
         let unplaced = NIOLockedValueBox(0)
         let allPeers = peers
-        await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+        await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
             do {
                 let report = try await network.nodes[index].dht.register(allPeers[index].name, persist: true)
                 if report.storedAt.isEmpty { unplaced.withLockedValue { $0 += 1 } }
@@ -124,7 +125,7 @@ struct MessagingNetworkTests {
         var rounds = 0
         while rounds < 5 {
             let republished = NIOLockedValueBox(0)
-            await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+            await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
                 let count = await network.nodes[index].dht.republishOwnRecords()
                 republished.withLockedValue { $0 += count }
             }
@@ -165,7 +166,7 @@ struct MessagingNetworkTests {
         let sendStarted = NIODeadline.now()
         let senders = plan.keys.sorted()
         let frozenPlan = plan
-        await network.concurrently(senders, width: 16) { sender in
+        await concurrently(senders, width: 16) { sender in
             let messenger = allPeers[sender].current.messenger
             for planned in frozenPlan[sender]! {
                 let message = AgentMessage(
@@ -199,18 +200,18 @@ struct MessagingNetworkTests {
             try await network.restart(index, samePort: true)
             listeners.append(Self.attach(index, network: network, peer: peers[index], handed: handed))
         }
-        await network.concurrently(offline.sorted(), width: 8) { index in
+        await concurrently(offline.sorted(), width: 8) { index in
             _ = await network.nodes[index].dht.restoreRegistrations()
         }
         let firstDrain = NIOLockedValueBox(0)
-        await network.concurrently(offline.sorted(), width: 8) { index in
+        await concurrently(offline.sorted(), width: 8) { index in
             let taken = await allPeers[index].current.messenger.drain(allPeers[index].name)
             firstDrain.withLockedValue { $0 += taken }
         }
         let drained = NIODeadline.now()
         Self.progress("phase: returned and drained in \(Double((drained - returnStarted).nanoseconds) / 1e9) s, taken \(firstDrain.withLockedValue { $0 })")
         // The senders' outbox job: queued messages are attempted again (direct first).
-        await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+        await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
             await allPeers[index].current.messenger.retryDue()
         }
         Self.progress("phase: retries done at \(Self.seconds(since: started)) s")
@@ -219,20 +220,20 @@ struct MessagingNetworkTests {
         // the returns reaches the recipients now; nothing may be handed over twice.
         let now = UInt64(Date().timeIntervalSince1970)
         let copied = NIOLockedValueBox(0)
-        await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+        await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
             let count = await allPeers[index].current.mailboxClient.replicate(from: allPeers[index].mailboxStore, now: now)
             copied.withLockedValue { $0 += count }
         }
         let secondDrain = NIOLockedValueBox(0)
         Self.progress("phase: re-replication copied \(copied.withLockedValue { $0 }) at \(Self.seconds(since: started)) s")
-        await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+        await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
             let taken = await allPeers[index].current.messenger.drain(allPeers[index].name)
             secondDrain.withLockedValue { $0 += taken }
         }
         // A third drain after everything settled takes nothing new.
         let thirdDrain = NIOLockedValueBox(0)
         Self.progress("phase: second drain took \(secondDrain.withLockedValue { $0 }) at \(Self.seconds(since: started)) s")
-        await network.concurrently(Array(0..<Self.nodeCount), width: 8) { index in
+        await concurrently(Array(0..<Self.nodeCount), width: 8) { index in
             let taken = await allPeers[index].current.messenger.drain(allPeers[index].name)
             thirdDrain.withLockedValue { $0 += taken }
         }
@@ -244,7 +245,7 @@ struct MessagingNetworkTests {
         let capability = "translate-\(seed)"
         let key = CapabilityCard.providerKey(capability: capability)
         let providers = Array((0..<Self.nodeCount).shuffled(using: &generator).prefix(12))
-        await network.concurrently(providers, width: 6) { index in _ = await network.nodes[index].dht.provide(key) }
+        await concurrently(providers, width: 6) { index in _ = await network.nodes[index].dht.provide(key) }
         let askers = (0..<Self.nodeCount).filter { !providers.contains($0) }.shuffled(using: &generator).prefix(5)
         let expectedProviders = Set(providers.map { network.nodes[$0].host.peerID })
         for asker in askers {
