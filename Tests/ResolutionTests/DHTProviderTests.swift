@@ -27,7 +27,7 @@ struct DHTProviderTests {
 
     static func stores(_ node: DHTLoopbackNetwork.Node, _ provider: PeerID, for key: [UInt8] = key) -> Bool {
         node.dht.state.withLockedValue { $0.providers.providers(of: key, now: .now(), limit: 20) }.contains {
-            $0.peerID == provider
+            $0.id == provider
         }
     }
 

@@ -160,7 +160,7 @@ struct KademliaBehaviourTests {
         for (rank, replica) in replicas.enumerated() {
             let value = rank == 0 ? forged : record.bytes
             var actions: [KademliaAction] = []
-            let put = KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: value))
+            let put = KademliaRequest<KademliaPeer>.putValue(try SignedAgentRecord(bytes: value))
             network.nodes[network.index[replica]!].handle(
                 .request(KademliaRequestID(raw: 1), from: network.ids[0], put), now: Self.t0, unixNow: Fixtures.now,
                 into: &actions)
@@ -232,12 +232,12 @@ struct KademliaBehaviourTests {
         let holders = network.closest(to: KademliaKey(hashing: key), count: 3)
         for holder in holders {
             var actions: [KademliaAction] = []
-            let add = KadMessage(
-                type: .addProvider, key: key,
-                providerPeers: [
-                    KadMessage.Peer(peerID: provider, addresses: [KadFixtures.address(20)]),
+            let add = KademliaRequest<KademliaPeer>.addProvider(
+                key: key,
+                providers: [
+                    KademliaPeer(id: provider, addresses: [KadFixtures.address(20)]),
                     // Not the sender: ignored.
-                    KadMessage.Peer(peerID: network.ids[21], addresses: [KadFixtures.address(21)]),
+                    KademliaPeer(id: network.ids[21], addresses: [KadFixtures.address(21)]),
                 ])
             network.nodes[network.index[holder]!].handle(
                 .request(KademliaRequestID(raw: 1), from: provider, add), now: Self.t0, unixNow: Fixtures.now,
@@ -283,8 +283,7 @@ struct KademliaBehaviourTests {
         var actions: [KademliaAction] = []
         behaviour.handle(
             .request(
-                KademliaRequestID(raw: 1), from: asker,
-                KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: record.bytes))),
+                KademliaRequestID(raw: 1), from: asker, .putValue(record)),
             now: Self.t0, unixNow: Fixtures.now, into: &actions)
         #expect(actions.count == 2)
         #expect(
@@ -295,31 +294,30 @@ struct KademliaBehaviourTests {
 
         actions.removeAll()
         behaviour.handle(
-            .request(KademliaRequestID(raw: 2), from: asker, KadMessage(type: .getValue, key: key)), now: Self.t0,
+            .request(KademliaRequestID(raw: 2), from: asker, .getValue(key: key)), now: Self.t0,
             unixNow: Fixtures.now, into: &actions)
         #expect(actions.contains { if case .storageFailed = $0 { true } else { false } })
-        guard case .respond(_, .answer(let answer)) = actions.last else {
+        guard case .respond(_, .answer(.value(_, let answered))) = actions.last else {
             Issue.record("GET_VALUE not answered: \(actions)")
             return
         }
-        #expect(answer.record == nil)
+        #expect(answered == nil)
 
         // Once the store works again, the record is kept and served.
         store.fail([])
         actions.removeAll()
         behaviour.handle(
             .request(
-                KademliaRequestID(raw: 3), from: asker,
-                KadMessage(type: .putValue, key: key, record: KadMessage.Record(key: key, value: record.bytes))),
+                KademliaRequestID(raw: 3), from: asker, .putValue(record)),
             now: Self.t0, unixNow: Fixtures.now, into: &actions)
         behaviour.handle(
-            .request(KademliaRequestID(raw: 4), from: asker, KadMessage(type: .getValue, key: key)), now: Self.t0,
+            .request(KademliaRequestID(raw: 4), from: asker, .getValue(key: key)), now: Self.t0,
             unixNow: Fixtures.now, into: &actions)
-        guard case .respond(_, .answer(let served)) = actions.last else {
+        guard case .respond(_, .answer(.value(_, let served))) = actions.last else {
             Issue.record("GET_VALUE not answered: \(actions)")
             return
         }
-        #expect(served.record?.value == record.bytes)
+        #expect(served == .success(record))
         #expect(!actions.contains { if case .storageFailed = $0 { true } else { false } })
     }
 

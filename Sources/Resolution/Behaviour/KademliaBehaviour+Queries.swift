@@ -12,7 +12,7 @@ extension KademliaBehaviour {
 
         var lookup: ClosestPeersLookup
         var kind: Kind
-        let request: KadMessage
+        let request: KademliaRequest<KademliaPeer>
         /// Peers whose addresses the caller supplied (dialled as given, not as hearsay).
         let trusted: Set<PeerID>
         /// Requests sent and not yet reported.
@@ -27,14 +27,14 @@ extension KademliaBehaviour {
     ) {
         precondition(queries[id] == nil, "query \(id) started twice")
         let target: KademliaKey
-        let request: KadMessage
+        let request: KademliaRequest<KademliaPeer>
         let lookupConfiguration: ClosestPeersLookup.Configuration
         var extraSeeds: [KademliaPeer] = []
         let kind: RunningQuery.Kind
         switch query {
         case .closestPeers(let key, let seeds):
             target = KademliaKey(hashing: key)
-            request = KadMessage(type: .findNode, key: key)
+            request = .findNode(key: key)
             lookupConfiguration = configuration.closestPeersLookup
             extraSeeds = seeds
             kind = .closestPeers
@@ -42,12 +42,12 @@ extension KademliaBehaviour {
             let value = ValueLookup(
                 name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor)
             target = value.target
-            request = KadMessage(type: .getValue, key: name.recordKey)
+            request = .getValue(key: name.recordKey)
             lookupConfiguration = configuration.valueLookup
             kind = .value(value, key: name.recordKey, unixNow: unixNow)
         case .providers(let key, let limit):
             target = KademliaKey(hashing: key)
-            request = KadMessage(type: .getProviders, key: key)
+            request = .getProviders(key: key)
             lookupConfiguration = configuration.closestPeersLookup
             var found: [KademliaPeer] = []
             Self.addProviders(providers.providers(of: key, now: now, limit: limit), to: &found, limit: limit)
@@ -107,54 +107,52 @@ extension KademliaBehaviour {
     }
 
     mutating func received(
-        _ message: KadMessage, for id: KademliaQueryID, from peer: PeerID, now: NIODeadline, unixNow: UInt64,
-        into actions: inout [KademliaAction]
+        _ response: KademliaResponse<KademliaPeer>, for id: KademliaQueryID, from peer: PeerID, now: NIODeadline,
+        unixNow: UInt64, into actions: inout [KademliaAction]
     ) {
         guard var query = queries[id] else { return }
         query.outstanding -= 1
-        guard message.type == query.request.type else {
+        guard response.kind == query.request.kind else {
             queries[id] = query
             requestFailed(
                 id, peer: peer,
-                failure: KadRequestFailure(.badAnswer, "\(peer) answered \(query.request.type) with \(message.type)"),
+                failure: KadRequestFailure(
+                    .badAnswer, "\(peer) answered \(query.request.kind.rawValue) with \(response.kind.rawValue)"),
                 now: now, countOutstanding: false, into: &actions)
             return
         }
         var foundValue = false
         var mayStop = false
-        switch query.kind {
-        case .closestPeers:
-            break
-        case .value(var value, let key, let queryUnixNow):
-            if let record = message.record {
-                if record.key != key {
-                    value.receiveInvalid(from: peer, .malformed)
-                } else {
-                    do throws(ResolutionError) {
-                        let signed = try SignedAgentRecord(bytes: record.value)
-                        let verify = self.verify
-                        let verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
-                            record throws(ResolutionError) in try verify(record, queryUnixNow)
-                        }
-                        foundValue = verdict == .valid
-                    } catch {
-                        value.receiveInvalid(from: peer, error.kind)
-                    }
+        switch (query.kind, response) {
+        case (.value(var value, let key, let queryUnixNow), .value(_, let answered?)):
+            switch answered {
+            case .success(let signed):
+                let verify = self.verify
+                let verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
+                    record throws(ResolutionError) in try verify(record, queryUnixNow)
                 }
+                foundValue = verdict == .valid
+            case .failure(let error):
+                value.receiveInvalid(from: peer, error.kind)
             }
             mayStop = value.mayStop
             query.kind = .value(value, key: key, unixNow: queryUnixNow)
-        case .providers(var found, let limit):
-            if !message.providerPeers.isEmpty {
+        case (.value(let value, _, _), _):
+            mayStop = value.mayStop
+        case (.providers(var found, let limit), .providers(_, let providers)):
+            if !providers.isEmpty {
                 foundValue = true
-                Self.addProviders(message.providerPeers, to: &found, limit: limit)
+                Self.addProviders(providers, to: &found, limit: limit)
             }
             mayStop = found.count >= limit
             query.kind = .providers(found: found, limit: limit)
+        case (.providers(let found, let limit), _):
+            mayStop = found.count >= limit
+        case (.closestPeers, _):
+            break
         }
-        let closer = message.closerPeers.map { KademliaPeer(id: $0.peerID, addresses: $0.addresses) }
         // A late answer (after the lookup's timeout) still counts.
-        query.lookup.received(from: peer, closerPeers: closer, foundValue: foundValue, now: now)
+        query.lookup.received(from: peer, closerPeers: response.closerPeers, foundValue: foundValue, now: now)
         if foundValue, mayStop {
             queries[id] = nil
             actions.append(.finished(id, Self.outcome(of: query, query.lookup.stop(now: now))))
@@ -184,14 +182,14 @@ extension KademliaBehaviour {
 
     /// Providers named by a peer (or our store), deduplicated, at most `limit`; a provider first
     /// named without addresses takes the addresses of a later mention.
-    static func addProviders(_ providers: [KadMessage.Peer], to found: inout [KademliaPeer], limit: Int) {
-        for provider in providers where found.count < limit || found.contains(where: { $0.id == provider.peerID }) {
-            if let index = found.firstIndex(where: { $0.id == provider.peerID }) {
+    static func addProviders(_ providers: [KademliaPeer], to found: inout [KademliaPeer], limit: Int) {
+        for provider in providers where found.count < limit || found.contains(where: { $0.key == provider.key }) {
+            if let index = found.firstIndex(where: { $0.key == provider.key }) {
                 if found[index].addresses.isEmpty {
-                    found[index] = KademliaPeer(id: provider.peerID, addresses: provider.addresses)
+                    found[index] = found[index].withAddresses(provider.addresses)
                 }
             } else {
-                found.append(KademliaPeer(id: provider.peerID, addresses: provider.addresses))
+                found.append(provider)
             }
         }
     }

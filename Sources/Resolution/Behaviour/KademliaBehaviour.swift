@@ -179,8 +179,8 @@ enum KademliaJobKind: Hashable, Sendable {
 }
 
 /// What to do with one inbound request.
-enum KademliaReply: Sendable, Equatable {
-    case answer(KadMessage)
+enum KademliaReply: Sendable {
+    case answer(KademliaResponse<KademliaPeer>)
     case none
     /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
     case refuse(String)
@@ -191,7 +191,7 @@ enum KademliaEvent: Sendable {
     /// An API call starts a query (`makeQueryID` gives the id).
     case startQuery(KademliaQueryID, KademliaQuery)
     /// A peer answered a request of the query (its addresses already filtered by the scope rule).
-    case response(KademliaQueryID, from: PeerID, KadMessage, PeerContact)
+    case response(KademliaQueryID, from: PeerID, KademliaResponse<KademliaPeer>, PeerContact)
     /// A request of the query failed.
     case requestFailed(KademliaQueryID, peer: PeerID, KadRequestFailure)
     /// The time of an `.armQueryTimer` came.
@@ -199,7 +199,7 @@ enum KademliaEvent: Sendable {
     /// The caller gave up on the query (its task was cancelled): it ends with what it has.
     case cancelQuery(KademliaQueryID)
     /// A request arrived on an inbound kad stream.
-    case request(KademliaRequestID, from: PeerID, KadMessage)
+    case request(KademliaRequestID, from: PeerID, KademliaRequest<KademliaPeer>)
     /// A peer opened a kad stream to us and identify said whether it serves the DHT.
     case inboundStream(PeerID, KademliaMode, PeerContact)
     /// The outcome of a `.checkLiveness`.
@@ -216,14 +216,14 @@ enum KademliaEvent: Sendable {
 
 /// Outputs of `KademliaBehaviour.handle`.
 enum KademliaAction: Sendable {
-    /// Send `message` to `peer` for the query, and report `.response` or `.requestFailed`.
+    /// Send `request` to `peer` for the query, and report `.response` or `.requestFailed`.
     /// `hearsay`: the peer's addresses were named by a third party (spec/dht.md §6.4).
-    case send(KademliaQueryID, KademliaPeer, KadMessage, hearsay: Bool)
+    case send(KademliaQueryID, KademliaPeer, KademliaRequest<KademliaPeer>, hearsay: Bool)
     /// Send `.queryTimer` for the query at this time (replaces an earlier one).
     case armQueryTimer(KademliaQueryID, NIODeadline)
     /// The query is over.
     case finished(KademliaQueryID, KademliaQueryOutcome)
-    /// Answer the inbound request. Closer peers carry `.notConnected`; the driver knows better.
+    /// Answer the inbound request (the driver knows which closer peers are connected).
     case respond(KademliaRequestID, KademliaReply)
     /// Check whether this peer (the least recently seen of a full bucket) is alive, and report
     /// `.livenessChecked` (spec/dht.md §4: libp2p ping, not kad PING).

@@ -11,7 +11,7 @@ import Network
 extension DHT {
     /// An action of a query, for the task that runs it.
     enum QueryInput: Sendable {
-        case send(KademliaPeer, KadMessage, hearsay: Bool)
+        case send(KademliaPeer, KademliaRequest<KademliaPeer>, hearsay: Bool)
         case timer(NIODeadline)
         /// The outcome waits in `State.finishedQueries`.
         case finished
@@ -58,8 +58,8 @@ extension DHT {
         var unperformed: [KademliaAction] = []
         for action in actions {
             switch action {
-            case .send(let id, let peer, let message, let hearsay):
-                owners[id]?.yield(.send(peer, message, hearsay: hearsay))
+            case .send(let id, let peer, let request, let hearsay):
+                owners[id]?.yield(.send(peer, request, hearsay: hearsay))
             case .armQueryTimer(let id, let deadline):
                 owners[id]?.yield(.timer(deadline))
             case .finished(let id, _):
@@ -133,22 +133,36 @@ extension DHT {
         return next
     }
 
-    /// Answers an inbound request through the behaviour, with the connection state of the closer
-    /// peers filled in.
-    func handle(_ request: KadMessage, from peer: PeerID) -> KademliaReply {
+    /// What to do with one inbound request, on the wire.
+    enum Reply: Sendable {
+        case answer(KadMessage)
+        case none
+        /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
+        case refuse(String)
+    }
+
+    /// Answers an inbound request through the behaviour (decoded at this edge: a malformed one is
+    /// refused here), with the connection state of the closer peers filled in.
+    func handle(_ message: KadMessage, from peer: PeerID) -> Reply {
+        let request: KademliaRequest<KademliaPeer>
+        switch KademliaRequest.decoding(message) {
+        case .success(let decoded): request = decoded
+        case .failure(let refusal): return .refuse(refusal.reason)
+        }
         let id = state.withLockedValue { state -> KademliaRequestID in
             state.nextRequestID &+= 1
             return KademliaRequestID(raw: state.nextRequestID)
         }
-        for case .respond(id, var reply) in feed(.request(id, from: peer, request)) {
-            if case .answer(var answer) = reply, !answer.closerPeers.isEmpty {
-                for index in answer.closerPeers.indices
-                where host.connection(to: answer.closerPeers[index].peerID) != nil {
-                    answer.closerPeers[index].connection = .connected
-                }
-                reply = .answer(answer)
+        for case .respond(id, let reply) in feed(.request(id, from: peer, request)) {
+            switch reply {
+            case .answer(let response):
+                return .answer(
+                    KadMessage(response, answering: message, unixNow: unixClock()) { host.connection(to: $0) != nil })
+            case .none:
+                return .none
+            case .refuse(let reason):
+                return .refuse(reason)
             }
-            return reply
         }
         preconditionFailure("KademliaBehaviour did not answer request \(id)")
     }
@@ -173,10 +187,10 @@ extension DHT {
         await withTaskGroup(of: Void.self) { group in
             for await input in inputs {
                 switch input {
-                case .send(let peer, let message, let hearsay):
+                case .send(let peer, let request, let hearsay):
                     group.addTask { [self] in
                         do throws(KadRequestFailure) {
-                            let exchange = try await exchange(message, with: peer, hearsay: hearsay)
+                            let exchange = try await exchange(KadMessage(request), with: peer, hearsay: hearsay)
                             guard var answer = exchange.answer else {
                                 feed(.requestFailed(id, peer: peer.id, KadRequestFailure(.badAnswer, "no answer")))
                                 return
@@ -193,7 +207,8 @@ extension DHT {
                                 answer.providerPeers[index].addresses = rule.dialable(
                                     answer.providerPeers[index].addresses, from: .thirdParty)
                             }
-                            feed(.response(id, from: peer.id, answer, contact(for: peer.id, via: exchange.connection)))
+                            let response = try KademliaResponse.decoding(answer, for: request).get()
+                            feed(.response(id, from: peer.id, response, contact(for: peer.id, via: exchange.connection)))
                         } catch {
                             // A request cancelled because its query ended says nothing of the peer.
                             guard !Task.isCancelled else { return }

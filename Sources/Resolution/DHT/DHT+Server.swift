@@ -6,9 +6,6 @@ import NIOCore
 import Network
 
 extension DHT {
-    /// What to do with one inbound request.
-    typealias Reply = KademliaReply
-
     /// Serves one inbound kad stream: up to `maximumRequestsPerStream` requests, each a varint-framed
     /// message answered in order. Malformed input, a refused PUT or an idle stream resets it.
     func serve(_ stream: MuxedStream) async {

@@ -59,10 +59,10 @@ struct ProviderStore: Sendable {
     }
 
     /// The live providers of `key`, at most `limit`.
-    func providers(of key: [UInt8], now: NIODeadline, limit: Int) -> [KadMessage.Peer] {
+    func providers(of key: [UInt8], now: NIODeadline, limit: Int) -> [KademliaPeer] {
         guard let providers = byKey[key] else { return [] }
         return providers.lazy.filter { $0.value.expires > now }.prefix(limit).map {
-            KadMessage.Peer(peerID: $0.key, addresses: $0.value.addresses)
+            KademliaPeer(id: $0.key, addresses: $0.value.addresses)
         }
     }
 
