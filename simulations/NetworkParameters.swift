@@ -38,8 +38,8 @@ struct NetworkParameters: Sendable {
     var bucketSize: Int { routingTable.bucketSize }
 
     /// Settings of FIND_NODE lookups, as `DHTConfiguration.closestPeersLookup` makes them.
-    var closestPeersLookup: ClosestPeersLookup.Configuration {
-        var configuration = ClosestPeersLookup.Configuration()
+    var closestPeersLookup: LookupConfiguration {
+        var configuration = LookupConfiguration()
         configuration.resultCount = routingTable.bucketSize
         configuration.requestTimeout = requestTimeout
         configuration.parallelism = parallelism
@@ -48,7 +48,7 @@ struct NetworkParameters: Sendable {
 
     /// Settings of GET_VALUE lookups, as `DHTConfiguration.valueLookup` makes them: the quorum is
     /// judged by the resolver (agreeing replicas), not counted by the state machine.
-    var valueLookup: ClosestPeersLookup.Configuration {
+    var valueLookup: LookupConfiguration {
         var configuration = closestPeersLookup
         configuration.disjointPaths = disjointPaths
         return configuration

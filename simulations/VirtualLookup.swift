@@ -14,9 +14,9 @@ final class VirtualLookup {
     let origin: Int
     let target: KademliaKey
     let request: Request
-    var lookup: ClosestPeersLookup
+    var lookup: ClosestPeersLookup<KademliaPeer>
     /// The value side of a GET_VALUE lookup; nil for FIND_NODE.
-    var value: ValueLookup?
+    var value: ValueLookup<KademliaPeer>?
     var isDone = false
     /// The time of the earliest timer armed for `lookup.nextTimeout`, if any.
     var armedTimer: UInt64?
@@ -25,13 +25,13 @@ final class VirtualLookup {
     /// What a finished lookup hands its caller.
     struct Outcome {
         let origin: Int
-        let result: LookupResult
+        let result: LookupResult<KademliaPeer>
         /// The value lookup's collected answers, for a GET_VALUE lookup.
-        let value: ValueLookup?
+        let value: ValueLookup<KademliaPeer>?
     }
 
     init(
-        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup, value: ValueLookup?,
+        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup<KademliaPeer>, value: ValueLookup<KademliaPeer>?,
         completion: @escaping (Simulation, Outcome) -> Void
     ) {
         self.origin = origin
@@ -51,8 +51,8 @@ extension Simulation {
         from origin: Int, target: KademliaKey, request: VirtualLookup.Request, extraSeeds: [KademliaPeer] = [],
         completion: @escaping (Simulation, VirtualLookup.Outcome) -> Void
     ) {
-        let configuration: ClosestPeersLookup.Configuration
-        let value: ValueLookup?
+        let configuration: LookupConfiguration
+        let value: ValueLookup<KademliaPeer>?
         switch request {
         case .findNode:
             configuration = parameters.closestPeersLookup
@@ -100,7 +100,7 @@ extension Simulation {
         }
     }
 
-    private func finish(_ task: VirtualLookup, _ result: LookupResult) {
+    private func finish(_ task: VirtualLookup, _ result: LookupResult<KademliaPeer>) {
         task.isDone = true
         task.completion(
             self,
@@ -167,7 +167,7 @@ extension Simulation {
         var quorumReached = false
         if let record, task.value != nil {
             // Signatures are verified once per run (`isValid` remembers them), expiry every time.
-            let verdict = task.value!.receive(record, from: peer.id, key: peer.key) { record throws(ResolutionError) in
+            let verdict = task.value!.receive(record, from: peer, key: peer.key) { record throws(ResolutionError) in
                 guard isValid(record) else { throw ResolutionError(.badSignature, "invalid record") }
             }
             foundValue = verdict == .valid

@@ -35,10 +35,10 @@ struct DHTServiceQueueTests {
 
         let peer = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         dht.state.withLockedValue {
-            _ = $0.behaviour.dialBacks.insert(peer)
+            _ = $0.behaviour.dialBacks.insert(KademliaKey(peer: peer))
             $0.behaviour.jobs.replicationRunning = true
         }
-        dht.enqueue(.dialBack(peer, .answeredRequest, candidates: []))
+        dht.enqueue(.dialBack(KademliaPeer(id: peer), .answeredRequest, candidates: []))
         dht.enqueue(.job(.replication))
         #expect(dht.state.withLockedValue { $0.behaviour.dialBacks.isEmpty }, "the dropped dial-back still holds its slot")
         #expect(dht.state.withLockedValue { $0.behaviour.jobs.replicationRunning } == false, "the dropped round never ends")

@@ -23,7 +23,7 @@ struct KademliaBehaviourTests {
     /// Behaviours that answer each other in memory: a request is answered at once by the target's
     /// behaviour and its answer fed back to the asker, one hop later on the virtual clock.
     struct Network {
-        var nodes: [KademliaBehaviour]
+        var nodes: [KademliaBehaviour<KademliaPeer>]
         let ids: [PeerID]
         var index: [PeerID: Int] = [:]
         /// Nodes that never answer (their requests are left in flight).
@@ -59,17 +59,17 @@ struct KademliaBehaviourTests {
         /// Runs `query` from `origin` to its end; returns its outcome and the actions that were
         /// not sends, timers or the end.
         mutating func run(
-            _ query: KademliaQuery, from origin: Int, now start: NIODeadline = KademliaBehaviourTests.t0
-        ) -> (outcome: KademliaQueryOutcome, other: [KademliaAction]) {
+            _ query: KademliaQuery<KademliaPeer>, from origin: Int, now start: NIODeadline = KademliaBehaviourTests.t0
+        ) -> (outcome: KademliaQueryOutcome<KademliaPeer>, other: [KademliaAction<KademliaPeer>]) {
             var now = start
-            var actions: [KademliaAction] = []
-            var other: [KademliaAction] = []
+            var actions: [KademliaAction<KademliaPeer>] = []
+            var other: [KademliaAction<KademliaPeer>] = []
             let id = nodes[origin].makeQueryID()
             nodes[origin].handle(.startQuery(id, query), now: now, unixNow: Fixtures.now, into: &actions)
             var timers: [NIODeadline] = []
             var requestID: UInt64 = 0
             while true {
-                var next: [KademliaAction] = []
+                var next: [KademliaAction<KademliaPeer>] = []
                 for action in actions {
                     switch action {
                     case .send(let query, let peer, let message, _):
@@ -77,19 +77,19 @@ struct KademliaBehaviourTests {
                         messages += 1
                         guard !silent.contains(target) else { continue }
                         requestID += 1
-                        var answers: [KademliaAction] = []
+                        var answers: [KademliaAction<KademliaPeer>] = []
                         nodes[target].handle(
-                            .request(KademliaRequestID(raw: requestID), from: ids[origin], message), now: now,
+                            .request(KademliaRequestID(raw: requestID), from: KademliaPeer(id: ids[origin]), message), now: now,
                             unixNow: Fixtures.now, into: &answers)
                         guard case .respond(_, .answer(let answer)) = answers.last else {
                             nodes[origin].handle(
-                                .requestFailed(query, peer: peer.id, KadRequestFailure(.refused, "refused")), now: now,
+                                .requestFailed(query, peer: peer, KadRequestFailure(.refused, "refused")), now: now,
                                 unixNow: Fixtures.now, into: &next)
                             continue
                         }
                         nodes[origin].handle(
                             .response(
-                                query, from: peer.id, answer, PeerContact(verified: [KadFixtures.address(target)])),
+                                query, from: peer, answer, PeerContact(verified: [KadFixtures.address(target)])),
                             now: now, unixNow: Fixtures.now, into: &next)
                     case .armQueryTimer(_, let deadline):
                         timers.append(deadline)
@@ -159,10 +159,10 @@ struct KademliaBehaviourTests {
         forged[forged.count - 1] ^= 0xff
         for (rank, replica) in replicas.enumerated() {
             let value = rank == 0 ? forged : record.bytes
-            var actions: [KademliaAction] = []
+            var actions: [KademliaAction<KademliaPeer>] = []
             let put = KademliaRequest<KademliaPeer>.putValue(try SignedAgentRecord(bytes: value))
             network.nodes[network.index[replica]!].handle(
-                .request(KademliaRequestID(raw: 1), from: network.ids[0], put), now: Self.t0, unixNow: Fixtures.now,
+                .request(KademliaRequestID(raw: 1), from: KademliaPeer(id: network.ids[0]), put), now: Self.t0, unixNow: Fixtures.now,
                 into: &actions)
             if rank == 0 {
                 // The server refuses what it cannot verify; store the forgery behind its back.
@@ -208,7 +208,7 @@ struct KademliaBehaviourTests {
     @Test("a cancelled query ends at once with what it has")
     func cancelledQuery() {
         var network = Network(count: 50, seed: 11)
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         let id = network.nodes[0].makeQueryID()
         network.nodes[0].handle(
             .startQuery(id, .closestPeers(key: [1, 2, 3], extraSeeds: [])), now: Self.t0, unixNow: Fixtures.now,
@@ -231,7 +231,7 @@ struct KademliaBehaviourTests {
         let provider = network.ids[20]
         let holders = network.closest(to: KademliaKey(hashing: key), count: 3)
         for holder in holders {
-            var actions: [KademliaAction] = []
+            var actions: [KademliaAction<KademliaPeer>] = []
             let add = KademliaRequest<KademliaPeer>.addProvider(
                 key: key,
                 providers: [
@@ -240,7 +240,7 @@ struct KademliaBehaviourTests {
                     KademliaPeer(id: network.ids[21], addresses: [KadFixtures.address(21)]),
                 ])
             network.nodes[network.index[holder]!].handle(
-                .request(KademliaRequestID(raw: 1), from: provider, add), now: Self.t0, unixNow: Fixtures.now,
+                .request(KademliaRequestID(raw: 1), from: KademliaPeer(id: provider), add), now: Self.t0, unixNow: Fixtures.now,
                 into: &actions)
             guard case .respond(_, .none) = actions.last else {
                 Issue.record("ADD_PROVIDER answered: \(actions)")
@@ -280,10 +280,10 @@ struct KademliaBehaviourTests {
         let record = Fixtures.record()
         let key = record.record.name.recordKey
         store.fail([.put, .get])
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         behaviour.handle(
             .request(
-                KademliaRequestID(raw: 1), from: asker, .putValue(record)),
+                KademliaRequestID(raw: 1), from: KademliaPeer(id: asker), .putValue(record)),
             now: Self.t0, unixNow: Fixtures.now, into: &actions)
         #expect(actions.count == 2)
         #expect(
@@ -294,7 +294,7 @@ struct KademliaBehaviourTests {
 
         actions.removeAll()
         behaviour.handle(
-            .request(KademliaRequestID(raw: 2), from: asker, .getValue(key: key)), now: Self.t0,
+            .request(KademliaRequestID(raw: 2), from: KademliaPeer(id: asker), .getValue(key: key)), now: Self.t0,
             unixNow: Fixtures.now, into: &actions)
         #expect(actions.contains { if case .storageFailed = $0 { true } else { false } })
         guard case .respond(_, .answer(.value(_, let answered))) = actions.last else {
@@ -308,10 +308,10 @@ struct KademliaBehaviourTests {
         actions.removeAll()
         behaviour.handle(
             .request(
-                KademliaRequestID(raw: 3), from: asker, .putValue(record)),
+                KademliaRequestID(raw: 3), from: KademliaPeer(id: asker), .putValue(record)),
             now: Self.t0, unixNow: Fixtures.now, into: &actions)
         behaviour.handle(
-            .request(KademliaRequestID(raw: 4), from: asker, .getValue(key: key)), now: Self.t0,
+            .request(KademliaRequestID(raw: 4), from: KademliaPeer(id: asker), .getValue(key: key)), now: Self.t0,
             unixNow: Fixtures.now, into: &actions)
         guard case .respond(_, .answer(.value(_, let served))) = actions.last else {
             Issue.record("GET_VALUE not answered: \(actions)")
@@ -328,16 +328,16 @@ struct KademliaBehaviourTests {
         var network = Network(count: 30, seed: 2, tableFill: 0)
         let peer = KademliaPeer(id: network.ids[1], addresses: [KadFixtures.address(1)])
         _ = network.nodes[0].table.add(peer, evidence: .answeredRequest, now: Self.t0)
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         let id = network.nodes[0].makeQueryID()
         for kind in [KadRequestFailure.Kind.refused, .unreachableByHearsay, .badAnswer] {
             network.nodes[0].handle(
-                .requestFailed(id, peer: peer.id, KadRequestFailure(kind, "test")), now: Self.t0, unixNow: Fixtures.now,
+                .requestFailed(id, peer: peer, KadRequestFailure(kind, "test")), now: Self.t0, unixNow: Fixtures.now,
                 into: &actions)
             #expect(network.nodes[0].table.contains(peer.id), "\(kind) evicted the peer")
         }
         network.nodes[0].handle(
-            .requestFailed(id, peer: peer.id, KadRequestFailure(.timedOut, "test")), now: Self.t0,
+            .requestFailed(id, peer: peer, KadRequestFailure(.timedOut, "test")), now: Self.t0,
             unixNow: Fixtures.now,
             into: &actions)
         #expect(!network.nodes[0].table.contains(peer.id))
@@ -347,9 +347,10 @@ struct KademliaBehaviourTests {
     @Test("a peer that dialled us is dialled back once, enters with the proven address, and a failure waits")
     func dialBack() {
         var network = Network(count: 4, seed: 8, tableFill: 0)
-        let peer = network.ids[1]
+        let peerID = network.ids[1]
+        let peer = KademliaPeer(id: peerID)
         let contact = PeerContact(dialBackCandidates: [KadFixtures.address(1)])
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         network.nodes[0].handle(
             .inboundStream(peer, .server, contact), now: Self.t0, unixNow: Fixtures.now, into: &actions)
         guard case .dialBack(peer, .inboundStream(.server), let candidates) = actions.first else {
@@ -357,7 +358,7 @@ struct KademliaBehaviourTests {
             return
         }
         #expect(candidates == [KadFixtures.address(1)])
-        #expect(!network.nodes[0].table.contains(peer))
+        #expect(!network.nodes[0].table.contains(peerID))
         // A second stream while the dial-back runs starts no other.
         actions.removeAll()
         network.nodes[0].handle(
@@ -378,11 +379,11 @@ struct KademliaBehaviourTests {
         network.nodes[0].handle(
             .dialBackFinished(peer, .inboundStream(.server), proven: KadFixtures.address(1)), now: Self.t0 + retry,
             unixNow: Fixtures.now, into: &actions)
-        #expect(network.nodes[0].table.entry(for: peer)?.peer.addresses == [KadFixtures.address(1)])
+        #expect(network.nodes[0].table.entry(for: peerID)?.peer.addresses == [KadFixtures.address(1)])
         // A client-mode peer needs no address: it enters the table's bookkeeping as a client.
         actions.removeAll()
         network.nodes[0].handle(
-            .inboundStream(network.ids[2], .client, PeerContact()), now: Self.t0, unixNow: Fixtures.now, into: &actions)
+            .inboundStream(KademliaPeer(id: network.ids[2]), .client, PeerContact()), now: Self.t0, unixNow: Fixtures.now, into: &actions)
         #expect(actions.isEmpty)
     }
 
@@ -399,15 +400,15 @@ struct KademliaBehaviourTests {
             peer.addresses = [KadFixtures.address(index)]
             bucket.append(peer)
         }
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         for (index, peer) in bucket.prefix(20).enumerated() {
             behaviour.handle(
-                .inboundStream(peer.id, .server, PeerContact(verified: peer.addresses)),
+                .inboundStream(peer, .server, PeerContact(verified: peer.addresses)),
                 now: Self.t0 + .seconds(Int64(index)), unixNow: Fixtures.now, into: &actions)
         }
         #expect(actions.isEmpty)
         behaviour.handle(
-            .inboundStream(bucket[20].id, .server, PeerContact(verified: bucket[20].addresses)),
+            .inboundStream(bucket[20], .server, PeerContact(verified: bucket[20].addresses)),
             now: Self.t0 + .seconds(90),
             unixNow: Fixtures.now, into: &actions)
         guard case .checkLiveness(let oldest) = actions.first else {
@@ -417,7 +418,7 @@ struct KademliaBehaviourTests {
         #expect(oldest.id == bucket[0].id)
         actions.removeAll()
         behaviour.handle(
-            .livenessChecked(oldest.id, alive: false), now: Self.t0 + .seconds(91), unixNow: Fixtures.now,
+            .livenessChecked(oldest, alive: false), now: Self.t0 + .seconds(91), unixNow: Fixtures.now,
             into: &actions)
         #expect(!behaviour.table.contains(bucket[0].id))
         #expect(behaviour.table.contains(bucket[20].id))
@@ -429,7 +430,7 @@ struct KademliaBehaviourTests {
     func jobSchedule() {
         var network = Network(count: 40, seed: 4)
         let configuration = Self.configuration()
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         #expect(network.nodes[0].nextDeadline == nil)
         network.nodes[0].handle(.maintenance(enabled: true), now: Self.t0, unixNow: Fixtures.now, into: &actions)
         #expect(network.nodes[0].nextDeadline == Self.t0 + configuration.maintenanceInterval)
@@ -488,10 +489,10 @@ struct KademliaBehaviourTests {
         let kept = network.nodes[0].ownNames.finishRegister(
             ticket, entry: OwnNames.Entry(addresses: nil, protocols: nil, ttl: 3600))
         #expect(kept)
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         for peer in 1...3 {
             network.nodes[0].handle(
-                .inboundStream(network.ids[peer], .server, PeerContact(verified: [KadFixtures.address(peer)])),
+                .inboundStream(KademliaPeer(id: network.ids[peer]), .server, PeerContact(verified: [KadFixtures.address(peer)])),
                 now: Self.t0 + .milliseconds(Int64(peer * 100)), unixNow: Fixtures.now, into: &actions)
         }
         // One pending republish, from the first insertion.
@@ -509,7 +510,7 @@ struct KademliaBehaviourTests {
         // The next growth schedules another.
         actions.removeAll()
         network.nodes[0].handle(
-            .inboundStream(network.ids[4], .server, PeerContact(verified: [KadFixtures.address(4)])), now: due,
+            .inboundStream(KademliaPeer(id: network.ids[4]), .server, PeerContact(verified: [KadFixtures.address(4)])), now: due,
             unixNow: Fixtures.now, into: &actions)
         #expect(network.nodes[0].nextDeadline == due + JobSchedule.growthRepublishDelay)
     }
@@ -519,7 +520,7 @@ struct KademliaBehaviourTests {
         func targets(seed: UInt64) -> [RoutingTable.RefreshTarget] {
             var network = Network(count: 40, seed: 4)
             network.nodes[0].random = SplitMix64(seed: seed)
-            var actions: [KademliaAction] = []
+            var actions: [KademliaAction<KademliaPeer>] = []
             network.nodes[0].handle(.maintenance(enabled: true), now: Self.t0, unixNow: Fixtures.now, into: &actions)
             network.nodes[0].handle(.timer, now: Self.t0 + .seconds(60), unixNow: Fixtures.now, into: &actions)
             guard case .runJob(.upkeep(let targets)) = actions.first else { return [] }

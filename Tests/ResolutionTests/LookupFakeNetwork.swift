@@ -91,7 +91,7 @@ struct LookupDriver {
     }
 
     struct Run {
-        let result: LookupResult
+        let result: LookupResult<KademliaPeer>
         /// Nodes asked, in order; `nil` for made-up peers.
         let asked: [Int?]
         /// Most requests holding a slot at once.
@@ -125,7 +125,7 @@ struct LookupDriver {
     }
 
     func run(
-        from initiator: Int, target: KademliaKey, configuration: ClosestPeersLookup.Configuration = .init(),
+        from initiator: Int, target: KademliaKey, configuration: LookupConfiguration = .init(),
         using generator: inout SeededGenerator
     ) -> Run? {
         let local = network.nodes[initiator]

@@ -68,7 +68,7 @@ struct LookupNetworkTests {
         }
     }
 
-    func nodes(_ result: LookupResult) -> [Int?] {
+    func nodes(_ result: LookupResult<KademliaPeer>) -> [Int?] {
         result.closest.map { network.indexByKey[$0.key] }
     }
 
@@ -94,7 +94,7 @@ struct LookupNetworkTests {
     func parallelism(alpha: Int) throws {
         var generator = SeededGenerator(seed: 0x616c_7068 &+ UInt64(alpha))
         let driver = LookupDriver(network: network)
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.parallelism = alpha
         var summary = LookupSummary("α = \(alpha)")
         for (initiator, target) in plan(30, using: &generator) {
@@ -183,7 +183,7 @@ struct LookupNetworkTests {
         var driver = LookupDriver(network: network) { liars.contains($0) ? .junk : .honest }
         driver.madeUpPeers = junk.madeUpPeers
         driver.junkPool = (0..<20_000).map { _ in KadFixtures.peer(using: &generator) }
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.maximumCloserPeersPerResponse = junk.peersRead
         var summary = LookupSummary("\(junk)")
         var madeUpAsked = 0
@@ -234,7 +234,7 @@ struct LookupNetworkTests {
     func disjointPaths() throws {
         var generator = SeededGenerator(seed: 0x6469_736a)
         let driver = LookupDriver(network: network)
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.disjointPaths = 3
         var summary = LookupSummary("d = 3 disjoint paths")
         for (initiator, target) in plan(40, using: &generator) {
@@ -266,7 +266,7 @@ struct LookupNetworkTests {
                 quorum.result.peersWithValue.allSatisfy { driver.valueHolders.contains(network.indexByKey[$0.key]!) })
             summary.add(quorum)
 
-            var full = ClosestPeersLookup.Configuration()
+            var full = LookupConfiguration()
             full.disjointPaths = paths
             let run = try #require(driver.run(from: initiator, target: target, configuration: full, using: &generator))
             #expect(run.result.termination == .converged)

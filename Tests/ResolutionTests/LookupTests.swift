@@ -23,11 +23,11 @@ struct LookupScenario {
     }
 
     func lookup(
-        seeds: [Int], k: Int = 3, alpha: Int = 3, configure: (inout ClosestPeersLookup.Configuration) -> Void = { _ in }
+        seeds: [Int], k: Int = 3, alpha: Int = 3, configure: (inout LookupConfiguration) -> Void = { _ in }
     )
-        -> ClosestPeersLookup
+        -> ClosestPeersLookup<KademliaPeer>
     {
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.resultCount = k
         configuration.parallelism = alpha
         configure(&configuration)
@@ -36,7 +36,7 @@ struct LookupScenario {
     }
 
     /// The ranks of the peers `next` asks for until it stops asking, and the action it stopped with.
-    func drain(_ lookup: inout ClosestPeersLookup, now: NIODeadline) -> (queried: [Int], then: LookupAction) {
+    func drain(_ lookup: inout ClosestPeersLookup<KademliaPeer>, now: NIODeadline) -> (queried: [Int], then: LookupAction<KademliaPeer>) {
         var queried: [Int] = []
         while true {
             let action = lookup.next(now: now)
@@ -49,17 +49,17 @@ struct LookupScenario {
         peers.firstIndex { $0.id == peer.id } ?? -1
     }
 
-    func ranks(_ result: LookupResult) -> [Int] {
+    func ranks(_ result: LookupResult<KademliaPeer>) -> [Int] {
         result.closest.map(rank)
     }
 
-    func answer(_ lookup: inout ClosestPeersLookup, from rank: Int, naming: [Int] = [], at now: NIODeadline) -> Bool {
+    func answer(_ lookup: inout ClosestPeersLookup<KademliaPeer>, from rank: Int, naming: [Int] = [], at now: NIODeadline) -> Bool {
         lookup.received(from: peers[rank].id, closerPeers: naming.map { peers[$0] }, now: now)
     }
 }
 
-extension LookupAction {
-    var result: LookupResult? {
+extension LookupAction where Peer == KademliaPeer {
+    var result: LookupResult<KademliaPeer>? {
         if case .finished(let result) = self { return result }
         return nil
     }
@@ -341,7 +341,7 @@ struct LookupTests {
 
     @Test("addresses are kept, bounded")
     func addresses() {
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.maximumAddressesPerPeer = 2
         var seed = scenario.peers[9]
         seed.addresses = (0..<50).map(KadFixtures.address)

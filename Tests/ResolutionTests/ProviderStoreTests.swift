@@ -12,7 +12,7 @@ struct ProviderStoreTests {
 
     @Test("one peer cannot take more than its share; others still add theirs")
     func perPeerCap() {
-        var store = ProviderStore(capacity: 1000, perPeerCapacity: 256, ttl: .hours(48))
+        var store = ProviderStore<KademliaPeer>(capacity: 1000, perPeerCapacity: 256, ttl: .hours(48))
         let greedy = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         let other = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         var added = 0
@@ -20,7 +20,7 @@ struct ProviderStoreTests {
             added += 1
         }
         #expect(added == 256)
-        #expect(store.countByPeer[greedy] == 256)
+        #expect(store.countByPeer[KademliaKey(peer: greedy)] == 256)
         // Refreshing one it holds still works at the cap.
         let added24 = store.add(key: Array("k0".utf8), peer: greedy, addresses: [], now: start + .seconds(1))
         #expect(added24)
@@ -31,7 +31,7 @@ struct ProviderStoreTests {
 
     @Test("expired pairs leave oldest first, a refreshed pair stays, and their room is reused")
     func expiryOrder() {
-        var store = ProviderStore(capacity: 3, perPeerCapacity: 3, ttl: .seconds(10))
+        var store = ProviderStore<KademliaPeer>(capacity: 3, perPeerCapacity: 3, ttl: .seconds(10))
         let peer = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         let late = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
         let added36 = store.add(key: [1], peer: peer, addresses: [], now: start)

@@ -8,13 +8,13 @@ import Testing
 struct ReplicaSelectionTests {
     static let replicas = (0..<8).map { _ in PeerID(publicKey: Ed25519.PrivateKey().publicKey) }
 
-    static func answers(_ records: [SignedAgentRecord]) -> [ReplicaSelection.Answer] {
+    static func answers(_ records: [SignedAgentRecord]) -> [ReplicaSelection.Answer<PeerID>] {
         records.enumerated().map { ReplicaSelection.Answer(replica: replicas[$0.offset], record: $0.element, rank: $0.offset) }
     }
 
     @Test("nothing to choose from gives nil")
     func empty() {
-        #expect(ReplicaSelection.choose([], local: nil) == nil)
+        #expect(ReplicaSelection.choose([ReplicaSelection.Answer<PeerID>](), local: nil) == nil)
     }
 
     @Test("the highest seq of one key wins, whatever the order; up-to-date replicas are the ones holding it")
@@ -75,7 +75,7 @@ struct ReplicaSelectionTests {
     @Test("only the local record: chosen, with no replica support")
     func localOnly() throws {
         let record = Fixtures.record()
-        let choice = try #require(ReplicaSelection.choose([], local: record))
+        let choice = try #require(ReplicaSelection.choose([ReplicaSelection.Answer<PeerID>](), local: record))
         #expect(choice.record == record)
         #expect(choice.supporters == 0)
         #expect(choice.upToDate.isEmpty)
@@ -137,7 +137,7 @@ struct ReplicaSelectionCollusionTests {
     func colluders() throws {
         let holder = Fixtures.record(Fixtures.alice, seq: 3)
         let rival = Fixtures.record(Fixtures.bob, seq: 1000)
-        var answers: [ReplicaSelection.Answer] = []
+        var answers: [ReplicaSelection.Answer<PeerID>] = []
         let peers = (0..<16).map { _ in PeerID(publicKey: Ed25519.PrivateKey().publicKey) }
         // The three closest replicas hold the real record; ranks 3-15 are colluders.
         for rank in 0..<16 {

@@ -22,7 +22,7 @@ struct ValueLookupTests {
 
     static func verify(_ record: SignedAgentRecord) throws(ResolutionError) { try record.validate(now: now) }
 
-    static func lookup(quorum: Int = 3, replicationFactor: Int = 5) -> ValueLookup {
+    static func lookup(quorum: Int = 3, replicationFactor: Int = 5) -> ValueLookup<KademliaPeer> {
         ValueLookup(name: Fixtures.name, quorum: quorum, replicationFactor: replicationFactor)
     }
 
@@ -30,16 +30,16 @@ struct ValueLookupTests {
     func verdicts() {
         var value = Self.lookup()
         let peer = Self.replicas[0]
-        #expect(value.receive(Fixtures.record(), from: peer.id, key: peer.key, verify: Self.verify) == .valid)
+        #expect(value.receive(Fixtures.record(), from: peer, key: peer.key, verify: Self.verify) == .valid)
         let other = Fixtures.record(name: try! AgentName("bob.agent"))
         #expect(
-            value.receive(other, from: Self.replicas[1].id, key: Self.replicas[1].key, verify: Self.verify)
+            value.receive(other, from: Self.replicas[1], key: Self.replicas[1].key, verify: Self.verify)
                 == .invalid(.malformed))
         let expired = Fixtures.record(timestamp: Self.now - 7200, ttl: 3600)
         #expect(
-            value.receive(expired, from: Self.replicas[2].id, key: Self.replicas[2].key, verify: Self.verify)
+            value.receive(expired, from: Self.replicas[2], key: Self.replicas[2].key, verify: Self.verify)
                 == .invalid(.expired))
-        #expect(value.receiveInvalid(from: Self.replicas[3].id, .malformed) == .invalid(.malformed))
+        #expect(value.receiveInvalid(from: Self.replicas[3], .malformed) == .invalid(.malformed))
         #expect(value.validAnswers == 1)
         #expect(value.invalidAnswers.map(\.kind) == [.malformed, .expired, .malformed])
     }
@@ -49,20 +49,20 @@ struct ValueLookupTests {
         var value = Self.lookup(quorum: 3)
         for index in 0..<2 {
             value.receive(
-                Fixtures.record(seq: 1), from: Self.replicas[index].id, key: Self.replicas[index].key,
+                Fixtures.record(seq: 1), from: Self.replicas[index], key: Self.replicas[index].key,
                 verify: Self.verify)
             #expect(!value.mayStop)
         }
         value.receive(
-            Fixtures.record(seq: 2), from: Self.replicas[2].id, key: Self.replicas[2].key, verify: Self.verify)
+            Fixtures.record(seq: 2), from: Self.replicas[2], key: Self.replicas[2].key, verify: Self.verify)
         #expect(value.mayStop)
         value.receive(
-            Fixtures.record(Fixtures.bob, seq: 9), from: Self.replicas[3].id, key: Self.replicas[3].key,
+            Fixtures.record(Fixtures.bob, seq: 9), from: Self.replicas[3], key: Self.replicas[3].key,
             verify: Self.verify)
         #expect(!value.mayStop)
         for index in 4..<10 {
             value.receive(
-                Fixtures.record(seq: 2), from: Self.replicas[index].id, key: Self.replicas[index].key,
+                Fixtures.record(seq: 2), from: Self.replicas[index], key: Self.replicas[index].key,
                 verify: Self.verify)
         }
         #expect(!value.mayStop)
@@ -77,7 +77,7 @@ struct ValueLookupTests {
         // Far replicas (rank ≥ 3) claim a rival key in numbers: they do not vote.
         let answers: [(Int, SignedAgentRecord)] = [(0, new), (1, old), (3, rival), (4, rival), (5, rival), (6, rival)]
         for (index, record) in answers {
-            value.receive(record, from: Self.replicas[index].id, key: Self.replicas[index].key, verify: Self.verify)
+            value.receive(record, from: Self.replicas[index], key: Self.replicas[index].key, verify: Self.verify)
         }
         // Replica 2 answered without a record.
         let closest = Array(Self.replicas.prefix(8))

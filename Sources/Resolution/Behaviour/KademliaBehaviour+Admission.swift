@@ -16,59 +16,55 @@ extension KademliaBehaviour {
     ///   advertised through identify; only when that handshake authenticates the peer does it
     ///   enter, with that address.
     mutating func admit(
-        _ peer: PeerID, evidence: RoutingTable.Evidence, contact: PeerContact, now: NIODeadline,
-        into actions: inout [KademliaAction]
+        _ peer: Peer, evidence: RoutingTableEvidence, contact: PeerContact, now: NIODeadline,
+        into actions: inout [Action]
     ) {
         if case .inboundStream(.client) = evidence {
-            tableUpdated(table.add(KademliaPeer(id: peer), evidence: evidence, now: now), now: now, into: &actions)
+            tableUpdated(table.add(peer.withAddresses([]), evidence: evidence, now: now), now: now, into: &actions)
             return
         }
-        if table.contains(peer) || !contact.verified.isEmpty {
-            let update = table.add(KademliaPeer(id: peer, addresses: contact.verified), evidence: evidence, now: now)
+        let peerKey = key(of: peer)
+        if table.entry(forKey: peerKey) != nil || contact.isVerified {
+            let update = table.add(peer.withAddresses(contact.verified), evidence: evidence, now: now)
             tableUpdated(update, now: now, into: &actions)
             return
         }
         // Addresses in a subnet that has its share of the table are not worth proving.
-        var probe = KademliaPeer(id: peer)
-        let candidates = contact.dialBackCandidates.filter {
-            probe.addresses = [$0]
-            return table.admitsSubnet(of: probe)
-        }
+        let candidates = contact.dialBackCandidates.filter { table.admitsSubnet(of: peer.withAddresses([$0])) }
         guard !candidates.isEmpty else { return }
-        if let failed = dialBackFailures[peer], now - failed < configuration.dialBackRetryInterval { return }
-        guard dialBacks.count < configuration.maximumConcurrentDialBacks, dialBacks.insert(peer).inserted else {
+        if let failed = dialBackFailures[peerKey], now - failed < configuration.dialBackRetryInterval { return }
+        guard dialBacks.count < configuration.maximumConcurrentDialBacks, dialBacks.insert(peerKey).inserted else {
             return
         }
         actions.append(.dialBack(peer, evidence, candidates: candidates))
     }
 
     mutating func dialBackFinished(
-        _ peer: PeerID, evidence: RoutingTable.Evidence, proven: Multiaddr?, now: NIODeadline,
-        into actions: inout [KademliaAction]
+        _ peer: Peer, evidence: RoutingTableEvidence, proven: Multiaddr?, now: NIODeadline,
+        into actions: inout [Action]
     ) {
-        dialBacks.remove(peer)
+        let peerKey = key(of: peer)
+        dialBacks.remove(peerKey)
         guard let proven else {
-            noteDialBackFailure(peer, at: now, capacity: configuration.maximumConcurrentDialBacks * 64)
+            noteDialBackFailure(peerKey, at: now, capacity: configuration.maximumConcurrentDialBacks * 64)
             return
         }
-        dialBackFailures[peer] = nil
-        tableUpdated(
-            table.add(KademliaPeer(id: peer, addresses: [proven]), evidence: evidence, now: now), now: now,
-            into: &actions)
+        dialBackFailures[peerKey] = nil
+        tableUpdated(table.add(peer.withAddresses([proven]), evidence: evidence, now: now), now: now, into: &actions)
     }
 
     /// Remembers a failed dial-back; the oldest memory goes first beyond `capacity`.
-    private mutating func noteDialBackFailure(_ peer: PeerID, at now: NIODeadline, capacity: Int) {
+    private mutating func noteDialBackFailure(_ peer: KademliaKey, at now: NIODeadline, capacity: Int) {
         if dialBackFailures.count >= capacity, let oldest = dialBackFailures.min(by: { $0.value < $1.value }) {
             dialBackFailures[oldest.key] = nil
         }
         dialBackFailures[peer] = now
     }
 
-    mutating func livenessChecked(_ peer: PeerID, alive: Bool, now: NIODeadline, into actions: inout [KademliaAction]) {
+    mutating func livenessChecked(_ peer: Peer, alive: Bool, now: NIODeadline, into actions: inout [Action]) {
         if alive {
-            table.livenessCheckSucceeded(peer, now: now)
-        } else if let eviction = table.livenessCheckFailed(peer, now: now) {
+            table.livenessCheckSucceeded(key: key(of: peer), now: now)
+        } else if let eviction = table.livenessCheckFailed(key: key(of: peer), now: now) {
             actions.append(.removed(eviction, reason: "failed liveness check"))
         }
     }
@@ -76,7 +72,7 @@ extension KademliaBehaviour {
     /// Acts on what `RoutingTable.add` asked for: a liveness check of a full bucket's least recently
     /// seen entry; a republish soon when the table grew while own names lack replicas.
     private mutating func tableUpdated(
-        _ update: RoutingTable.Update, now: NIODeadline, into actions: inout [KademliaAction]
+        _ update: Table.Update, now: NIODeadline, into actions: inout [Action]
     ) {
         switch update {
         case .inserted:

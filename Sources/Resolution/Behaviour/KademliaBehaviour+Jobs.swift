@@ -56,7 +56,7 @@ extension KademliaBehaviour {
         }
     }
 
-    mutating func runDueJobs(now: NIODeadline, into actions: inout [KademliaAction]) {
+    mutating func runDueJobs(now: NIODeadline, into actions: inout [Action]) {
         if let at = jobs.growthRepublishAt, at <= now {
             jobs.growthRepublishAt = nil
             ownNames.growthRepublishStarted()

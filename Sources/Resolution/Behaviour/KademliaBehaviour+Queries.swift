@@ -6,15 +6,15 @@ extension KademliaBehaviour {
     struct RunningQuery {
         enum Kind {
             case closestPeers
-            case value(ValueLookup, key: [UInt8], unixNow: UInt64)
-            case providers(found: [KademliaPeer], limit: Int)
+            case value(ValueLookup<Peer>, key: [UInt8], unixNow: UInt64)
+            case providers(found: [Peer], limit: Int)
         }
 
-        var lookup: ClosestPeersLookup
+        var lookup: ClosestPeersLookup<Peer>
         var kind: Kind
-        let request: KademliaRequest<KademliaPeer>
-        /// Peers whose addresses the caller supplied (dialled as given, not as hearsay).
-        let trusted: Set<PeerID>
+        let request: KademliaRequest<Peer>
+        /// Keys of the peers whose addresses the caller supplied (dialled as given, not as hearsay).
+        let trusted: Set<KademliaKey>
         /// Requests sent and not yet reported.
         var outstanding = 0
         /// The timer last asked for.
@@ -22,14 +22,14 @@ extension KademliaBehaviour {
     }
 
     mutating func startQuery(
-        _ id: KademliaQueryID, _ query: KademliaQuery, now: NIODeadline, unixNow: UInt64,
-        into actions: inout [KademliaAction]
+        _ id: KademliaQueryID, _ query: KademliaQuery<Peer>, now: NIODeadline, unixNow: UInt64,
+        into actions: inout [Action]
     ) {
         precondition(queries[id] == nil, "query \(id) started twice")
         let target: KademliaKey
-        let request: KademliaRequest<KademliaPeer>
-        let lookupConfiguration: ClosestPeersLookup.Configuration
-        var extraSeeds: [KademliaPeer] = []
+        let request: KademliaRequest<Peer>
+        let lookupConfiguration: LookupConfiguration
+        var extraSeeds: [Peer] = []
         let kind: RunningQuery.Kind
         switch query {
         case .closestPeers(let key, let seeds):
@@ -39,8 +39,9 @@ extension KademliaBehaviour {
             extraSeeds = seeds
             kind = .closestPeers
         case .value(let name):
-            let value = ValueLookup(
-                name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor)
+            let value = ValueLookup<Peer>(
+                name: name, quorum: configuration.valueQuorum, replicationFactor: configuration.replicationFactor,
+                keySpace: table.keySpace)
             target = value.target
             request = .getValue(key: name.recordKey)
             lookupConfiguration = configuration.valueLookup
@@ -49,8 +50,8 @@ extension KademliaBehaviour {
             target = KademliaKey(hashing: key)
             request = .getProviders(key: key)
             lookupConfiguration = configuration.closestPeersLookup
-            var found: [KademliaPeer] = []
-            Self.addProviders(providers.providers(of: key, now: now, limit: limit), to: &found, limit: limit)
+            var found: [Peer] = []
+            addProviders(providers.providers(of: key, now: now, limit: limit), to: &found, limit: limit)
             // Enough in our own store: no lookup.
             guard found.count < limit else {
                 actions.append(.finished(id, .providers(found)))
@@ -60,17 +61,18 @@ extension KademliaBehaviour {
         }
         table.recordLookup(of: target, now: now)
         let seeds = table.closestPeers(to: target, count: lookupConfiguration.resultCount).map(\.peer)
-        var seen = Set(seeds.map(\.id))
-        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.id).inserted }
+        var seen = Set(seeds.map { key(of: $0) })
+        let allSeeds = seeds + extraSeeds.filter { seen.insert(key(of: $0)).inserted }
         queries[id] = RunningQuery(
             lookup: ClosestPeersLookup(
-                target: target, seeds: allSeeds, localKey: table.localKey, configuration: lookupConfiguration),
-            kind: kind, request: request, trusted: Set(extraSeeds.map(\.id)))
+                target: target, seeds: allSeeds, localKey: table.localKey, keySpace: table.keySpace,
+                configuration: lookupConfiguration),
+            kind: kind, request: request, trusted: Set(extraSeeds.map { key(of: $0) }))
         poll(id, now: now, into: &actions)
     }
 
     /// Asks the query's lookup what to do next: requests to send, a timer, or the end.
-    mutating func poll(_ id: KademliaQueryID, now: NIODeadline, into actions: inout [KademliaAction]) {
+    mutating func poll(_ id: KademliaQueryID, now: NIODeadline, into actions: inout [Action]) {
         guard var query = queries[id] else { return }
         while true {
             var step = query.lookup.next(now: now)
@@ -82,7 +84,7 @@ extension KademliaBehaviour {
             switch step {
             case .query(let peer):
                 query.outstanding += 1
-                actions.append(.send(id, peer, query.request, hearsay: !query.trusted.contains(peer.id)))
+                actions.append(.send(id, peer, query.request, hearsay: !query.trusted.contains(key(of: peer))))
             case .waiting:
                 if let deadline = query.lookup.nextTimeout, deadline != query.armedTimer {
                     query.armedTimer = deadline
@@ -98,7 +100,7 @@ extension KademliaBehaviour {
         }
     }
 
-    static func outcome(of query: RunningQuery, _ result: LookupResult) -> KademliaQueryOutcome {
+    static func outcome(of query: RunningQuery, _ result: LookupResult<Peer>) -> KademliaQueryOutcome<Peer> {
         switch query.kind {
         case .closestPeers: .closestPeers(result)
         case .value(let value, _, _): .value(result, value)
@@ -107,8 +109,8 @@ extension KademliaBehaviour {
     }
 
     mutating func received(
-        _ response: KademliaResponse<KademliaPeer>, for id: KademliaQueryID, from peer: PeerID, now: NIODeadline,
-        unixNow: UInt64, into actions: inout [KademliaAction]
+        _ response: KademliaResponse<Peer>, for id: KademliaQueryID, from peer: Peer, now: NIODeadline,
+        unixNow: UInt64, into actions: inout [Action]
     ) {
         guard var query = queries[id] else { return }
         query.outstanding -= 1
@@ -124,11 +126,11 @@ extension KademliaBehaviour {
         var foundValue = false
         var mayStop = false
         switch (query.kind, response) {
-        case (.value(var value, let key, let queryUnixNow), .value(_, let answered?)):
+        case (.value(var value, let recordKey, let queryUnixNow), .value(_, let answered?)):
             switch answered {
             case .success(let signed):
                 let verify = self.verify
-                let verdict = value.receive(signed, from: peer, key: KademliaKey(peer: peer)) {
+                let verdict = value.receive(signed, from: peer, key: key(of: peer)) {
                     record throws(ResolutionError) in try verify(record, queryUnixNow)
                 }
                 foundValue = verdict == .valid
@@ -136,13 +138,13 @@ extension KademliaBehaviour {
                 value.receiveInvalid(from: peer, error.kind)
             }
             mayStop = value.mayStop
-            query.kind = .value(value, key: key, unixNow: queryUnixNow)
+            query.kind = .value(value, key: recordKey, unixNow: queryUnixNow)
         case (.value(let value, _, _), _):
             mayStop = value.mayStop
         case (.providers(var found, let limit), .providers(_, let providers)):
             if !providers.isEmpty {
                 foundValue = true
-                Self.addProviders(providers, to: &found, limit: limit)
+                addProviders(providers, to: &found, limit: limit)
             }
             mayStop = found.count >= limit
             query.kind = .providers(found: found, limit: limit)
@@ -163,8 +165,8 @@ extension KademliaBehaviour {
     }
 
     mutating func requestFailed(
-        _ id: KademliaQueryID, peer: PeerID, failure: KadRequestFailure, now: NIODeadline,
-        countOutstanding: Bool = true, into actions: inout [KademliaAction]
+        _ id: KademliaQueryID, peer: Peer, failure: KadRequestFailure, now: NIODeadline,
+        countOutstanding: Bool = true, into actions: inout [Action]
     ) {
         if var query = queries[id] {
             if countOutstanding { query.outstanding -= 1 }
@@ -175,16 +177,19 @@ extension KademliaBehaviour {
         // Liveness (spec/dht.md §4): only evidence that the peer is gone, or that it no longer
         // serves the DHT, takes it out of the table.
         guard failure.countsAgainstLiveness || failure.kind == .notServing else { return }
-        if let eviction = table.remove(peer) {
+        if let eviction = table.remove(key: key(of: peer)) {
             actions.append(.removed(eviction, reason: "\(failure.kind)"))
         }
     }
 
     /// Providers named by a peer (or our store), deduplicated, at most `limit`; a provider first
     /// named without addresses takes the addresses of a later mention.
-    static func addProviders(_ providers: [KademliaPeer], to found: inout [KademliaPeer], limit: Int) {
-        for provider in providers where found.count < limit || found.contains(where: { $0.key == provider.key }) {
-            if let index = found.firstIndex(where: { $0.key == provider.key }) {
+    func addProviders(_ providers: [Peer], to found: inout [Peer], limit: Int) {
+        for provider in providers {
+            let providerKey = key(of: provider)
+            let index = found.firstIndex { key(of: $0) == providerKey }
+            guard found.count < limit || index != nil else { continue }
+            if let index {
                 if found[index].addresses.isEmpty {
                     found[index] = found[index].withAddresses(provider.addresses)
                 }

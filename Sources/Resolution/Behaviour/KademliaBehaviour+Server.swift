@@ -10,15 +10,16 @@ extension KademliaBehaviour {
     /// Answers one request from `peer`. The decoder refused malformed ones already (a PUT_VALUE
     /// whose value is not an `.agent` record, or whose keys are not its name's).
     mutating func answer(
-        _ request: KademliaRequest<KademliaPeer>, from peer: PeerID, now: NIODeadline, unixNow: UInt64,
-        into actions: inout [KademliaAction]
-    ) -> KademliaReply {
+        _ request: KademliaRequest<Peer>, from peer: Peer, now: NIODeadline, unixNow: UInt64,
+        into actions: inout [Action]
+    ) -> KademliaReply<Peer> {
+        let peerKey = key(of: peer)
         switch request {
         case .ping:
             return .answer(.pong)
 
         case .findNode(let key):
-            return .answer(.closerPeers(closerPeers(to: key, excluding: peer)))
+            return .answer(.closerPeers(closerPeers(to: key, excluding: peerKey)))
 
         case .getValue(let key):
             var record: SignedAgentRecord?
@@ -29,11 +30,12 @@ extension KademliaBehaviour {
                 // must see that our medium fails.
                 actions.append(.storageFailed("kad: cannot read a record to answer GET_VALUE", error, name: nil))
             }
-            return .answer(.value(closerPeers: closerPeers(to: key, excluding: peer), record: record.map { .success($0) }))
+            return .answer(
+                .value(closerPeers: closerPeers(to: key, excluding: peerKey), record: record.map { .success($0) }))
 
         case .putValue(let signed):
             do {
-                _ = try store.put(signed, from: peer, now: unixNow)
+                _ = try store.put(signed, from: peer.peerID(in: table.keySpace), now: unixNow)
             } catch {
                 if error.kind == .storage {
                     // Our medium failed, not the peer's record.
@@ -49,23 +51,23 @@ extension KademliaBehaviour {
         case .getProviders(let key):
             return .answer(
                 .providers(
-                    closerPeers: closerPeers(to: key, excluding: peer),
+                    closerPeers: closerPeers(to: key, excluding: peerKey),
                     providers: providers.providers(of: key, now: now, limit: bucketSize)))
 
         case .addProvider(let key, let announced):
             // Only the sender may announce itself (kad-dht spec: "the provider peer info must match
             // the sender"); other entries are ignored. A full store drops the announcement.
-            for provider in announced where provider.id == peer {
-                _ = providers.add(key: key, peer: peer, addresses: provider.addresses, now: now)
+            for provider in announced where self.key(of: provider) == peerKey {
+                _ = providers.add(key: key, provider: provider, peer: peerKey, now: now)
             }
             return .none
         }
     }
 
     /// The k closest routing-table entries to `key` (hashed), without `excluded` (the requester).
-    func closerPeers(to key: [UInt8], excluding excluded: PeerID) -> [KademliaPeer] {
+    func closerPeers(to key: [UInt8], excluding excluded: KademliaKey) -> [Peer] {
         table.closestPeers(to: KademliaKey(hashing: key), count: bucketSize + 1)
-            .lazy.filter { $0.peer.id != excluded }
+            .lazy.filter { table.key(of: $0.peer) != excluded }
             .prefix(bucketSize)
             .map(\.peer)
     }

@@ -9,7 +9,7 @@ import NIOCore
 /// `jobs.rs`: events in, actions out, time passed in.
 ///
 /// ```swift
-/// var actions: [KademliaAction] = []
+/// var actions: [KademliaAction<KademliaPeer>] = []
 /// behaviour.handle(.startQuery(id, .closestPeers(key: key, extraSeeds: [])), now: now, unixNow: unix, into: &actions)
 /// for action in actions { perform(action) }   // send, respond, check liveness, run a job …
 /// ```
@@ -18,43 +18,55 @@ import NIOCore
 /// The record store is the only outside state it touches (synchronously, through `RecordStoring`);
 /// its failures come out as `.storageFailed` actions, never dropped.
 ///
-/// Drivers: `DHT` (agentd: the kad protocol on the host) and the unit tests (`KademliaBehaviourTests`,
-/// virtual time, no sockets).
-struct KademliaBehaviour {
-    let localPeer: PeerID
+/// Generic over the peer handle (as rust-libp2p's kad is over its `TVal`), so that the routing
+/// table, the lookups and the answers hold whatever a driver knows peers by: agentd's `DHT` drives
+/// `KademliaBehaviour<KademliaPeer>` (peer ids and addresses, spoken on the wire through
+/// `KadMessage`), the simulator `KademliaBehaviour<VirtualPeer>` (a 4-byte node number into one
+/// shared key array, requests handed over as they are). Peers are told apart by their keys.
+///
+/// Drivers: `DHT` (agentd: the kad protocol on the host), agent-sim (virtual nodes on a virtual
+/// clock) and the unit tests (`KademliaBehaviourTests`, virtual time, no sockets).
+struct KademliaBehaviour<Peer: KademliaPeerHandle> {
+    typealias Table = KBucketsTable<Peer>
+    typealias Event = KademliaEvent<Peer>
+    typealias Action = KademliaAction<Peer>
+
+    /// This node as its own table knows it.
+    let local: Peer
     let configuration: DHTConfiguration
     let store: any RecordStoring
     /// Checks a record a replica sent, at a Unix time (`SignedAgentRecord.validate(now:)`; a driver
     /// that sees one record many times may remember the verdicts).
     let verify: @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void
 
-    var table: RoutingTable
+    var table: Table
     var cache: ResolutionCache
-    var providers: ProviderStore
+    var providers: ProviderStore<Peer>
     /// The names this node publishes and the races on them.
     var ownNames: OwnNames
     var random: SplitMix64
 
     var queries: [KademliaQueryID: RunningQuery] = [:]
     var nextQueryID: UInt64 = 0
-    /// Peers being dialled back before they may enter the routing table (spec/dht.md §4).
-    var dialBacks: Set<PeerID> = []
-    /// When a peer's last dial-back failed; bounded (the oldest is forgotten first).
-    var dialBackFailures: [PeerID: NIODeadline] = [:]
+    /// Peers being dialled back before they may enter the routing table (spec/dht.md §4), by key.
+    var dialBacks: Set<KademliaKey> = []
+    /// When a peer's last dial-back failed, by key; bounded (the oldest is forgotten first).
+    var dialBackFailures: [KademliaKey: NIODeadline] = [:]
     var jobs = JobSchedule()
 
+    /// A behaviour for `local`, whose peers' keys are found in `keySpace`.
     init(
-        localPeer: PeerID, configuration: DHTConfiguration, store: any RecordStoring, seed: UInt64,
+        local: Peer, keySpace: Peer.KeySpace, configuration: DHTConfiguration, store: any RecordStoring, seed: UInt64,
         verify: @escaping @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void = {
             record, now throws(ResolutionError) in
             try record.validate(now: now)
         }
     ) {
-        self.localPeer = localPeer
+        self.local = local
         self.configuration = configuration
         self.store = store
         self.verify = verify
-        self.table = RoutingTable(localPeer: localPeer, configuration: configuration.routingTable)
+        self.table = Table(local: local, keySpace: keySpace, configuration: configuration.routingTable)
         self.cache = ResolutionCache(configuration: configuration.cache)
         self.providers = ProviderStore(
             capacity: configuration.maximumProviderRecords,
@@ -74,9 +86,7 @@ struct KademliaBehaviour {
     /// Feeds one event at `now` (monotonic) and `unixNow` (seconds since the epoch, for record
     /// validity); appends what the caller must do to `actions` (not cleared: one buffer serves many
     /// events).
-    mutating func handle(
-        _ event: KademliaEvent, now: NIODeadline, unixNow: UInt64, into actions: inout [KademliaAction]
-    ) {
+    mutating func handle(_ event: Event, now: NIODeadline, unixNow: UInt64, into actions: inout [Action]) {
         switch event {
         case .startQuery(let id, let query):
             startQuery(id, query, now: now, unixNow: unixNow, into: &actions)
@@ -112,6 +122,37 @@ struct KademliaBehaviour {
     /// The earliest time the caller must send `.timer` (the jobs' schedule); `nil` for none.
     /// Query timeouts come as `.armQueryTimer` actions instead, to the query's owner.
     var nextDeadline: NIODeadline? { jobs.nextDeadline }
+
+    /// The key of `peer`.
+    func key(of peer: Peer) -> KademliaKey { table.key(of: peer) }
+}
+
+extension KademliaBehaviour where Peer == KademliaPeer {
+    /// agentd's behaviour: peers are `KademliaPeer`s, which carry their keys.
+    init(
+        localPeer: PeerID, configuration: DHTConfiguration, store: any RecordStoring, seed: UInt64,
+        verify: @escaping @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void = {
+            record, now throws(ResolutionError) in
+            try record.validate(now: now)
+        }
+    ) {
+        self.init(
+            local: KademliaPeer(id: localPeer), keySpace: IntrinsicKeySpace(), configuration: configuration,
+            store: store, seed: seed, verify: verify)
+    }
+
+    var localPeer: PeerID { local.id }
+}
+
+/// What `KademliaBehaviour` needs of a peer handle beyond what the routing table does.
+protocol KademliaPeerHandle: RoutingTablePeer {
+    /// The peer id the record store counts a PUT_VALUE's sender under (its per-sender quota,
+    /// `RecordStoring.put(_:from:now:)`); nil where the driver knows none.
+    func peerID(in keySpace: KeySpace) -> PeerID?
+}
+
+extension KademliaPeer: KademliaPeerHandle {
+    func peerID(in keySpace: IntrinsicKeySpace) -> PeerID? { id }
 }
 
 /// Identifies a query of one `KademliaBehaviour`.
@@ -126,10 +167,10 @@ struct KademliaRequestID: Hashable, Sendable {
 }
 
 /// What a query looks for.
-enum KademliaQuery: Sendable {
+enum KademliaQuery<Peer: Sendable>: Sendable {
     /// The k peers closest to `key` (FIND_NODE). `extraSeeds` are peers the caller supplied
     /// (bootstrap addresses): their addresses are dialled as given, not as hearsay.
-    case closestPeers(key: [UInt8], extraSeeds: [KademliaPeer])
+    case closestPeers(key: [UInt8], extraSeeds: [Peer])
     /// The records of `name` (GET_VALUE), judged by `ValueLookup`.
     case value(AgentName)
     /// Up to `limit` providers of `key` (GET_PROVIDERS): the local provider store's first.
@@ -137,12 +178,12 @@ enum KademliaQuery: Sendable {
 }
 
 /// How a query ended.
-enum KademliaQueryOutcome: Sendable {
-    case closestPeers(LookupResult)
+enum KademliaQueryOutcome<Peer: RoutingTablePeer>: Sendable {
+    case closestPeers(LookupResult<Peer>)
     /// The lookup, and the value side that collected the replicas' answers (`decide` it).
-    case value(LookupResult, ValueLookup)
+    case value(LookupResult<Peer>, ValueLookup<Peer>)
     /// The providers found, local ones first, in order of discovery.
-    case providers([KademliaPeer])
+    case providers([Peer])
 }
 
 /// What the driver knows of how it reached a peer, for routing-table admission (spec/dht.md §4).
@@ -152,6 +193,15 @@ struct PeerContact: Hashable, Sendable {
     /// Where a peer that dialled us could be dialled back: its identify listen addresses the scope
     /// rule allows (an unspecified IP replaced by the one its connection comes from).
     var dialBackCandidates: [Multiaddr] = []
+    /// The driver vouches for the peer without addresses: its network has none to prove (the
+    /// simulator's virtual nodes, reached by number). agentd never sets it.
+    var reachedWithoutAddresses = false
+
+    /// A contact the driver vouches for without addresses (`reachedWithoutAddresses`).
+    static let addressless = PeerContact(reachedWithoutAddresses: true)
+
+    /// Whether the contact proves the peer reachable: a verified address, or the driver's word.
+    var isVerified: Bool { !verified.isEmpty || reachedWithoutAddresses }
 }
 
 /// The periodic jobs a `.runJob` action starts.
@@ -179,33 +229,33 @@ enum KademliaJobKind: Hashable, Sendable {
 }
 
 /// What to do with one inbound request.
-enum KademliaReply: Sendable {
-    case answer(KademliaResponse<KademliaPeer>)
+enum KademliaReply<Peer: Sendable>: Sendable {
+    case answer(KademliaResponse<Peer>)
     case none
     /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
     case refuse(String)
 }
 
 /// Inputs of `KademliaBehaviour.handle`.
-enum KademliaEvent: Sendable {
+enum KademliaEvent<Peer: Sendable>: Sendable {
     /// An API call starts a query (`makeQueryID` gives the id).
-    case startQuery(KademliaQueryID, KademliaQuery)
+    case startQuery(KademliaQueryID, KademliaQuery<Peer>)
     /// A peer answered a request of the query (its addresses already filtered by the scope rule).
-    case response(KademliaQueryID, from: PeerID, KademliaResponse<KademliaPeer>, PeerContact)
+    case response(KademliaQueryID, from: Peer, KademliaResponse<Peer>, PeerContact)
     /// A request of the query failed.
-    case requestFailed(KademliaQueryID, peer: PeerID, KadRequestFailure)
+    case requestFailed(KademliaQueryID, peer: Peer, KadRequestFailure)
     /// The time of an `.armQueryTimer` came.
     case queryTimer(KademliaQueryID)
     /// The caller gave up on the query (its task was cancelled): it ends with what it has.
     case cancelQuery(KademliaQueryID)
     /// A request arrived on an inbound kad stream.
-    case request(KademliaRequestID, from: PeerID, KademliaRequest<KademliaPeer>)
+    case request(KademliaRequestID, from: Peer, KademliaRequest<Peer>)
     /// A peer opened a kad stream to us and identify said whether it serves the DHT.
-    case inboundStream(PeerID, KademliaMode, PeerContact)
+    case inboundStream(Peer, KademliaMode, PeerContact)
     /// The outcome of a `.checkLiveness`.
-    case livenessChecked(PeerID, alive: Bool)
+    case livenessChecked(Peer, alive: Bool)
     /// The outcome of a `.dialBack`: the address that proved the peer, or nil.
-    case dialBackFinished(PeerID, RoutingTable.Evidence, proven: Multiaddr?)
+    case dialBackFinished(Peer, RoutingTableEvidence, proven: Multiaddr?)
     /// The periodic jobs start (true) or stop (false).
     case maintenance(enabled: Bool)
     /// A job round of `.runJob` ended.
@@ -215,25 +265,25 @@ enum KademliaEvent: Sendable {
 }
 
 /// Outputs of `KademliaBehaviour.handle`.
-enum KademliaAction: Sendable {
+enum KademliaAction<Peer: RoutingTablePeer>: Sendable {
     /// Send `request` to `peer` for the query, and report `.response` or `.requestFailed`.
     /// `hearsay`: the peer's addresses were named by a third party (spec/dht.md §6.4).
-    case send(KademliaQueryID, KademliaPeer, KademliaRequest<KademliaPeer>, hearsay: Bool)
+    case send(KademliaQueryID, Peer, KademliaRequest<Peer>, hearsay: Bool)
     /// Send `.queryTimer` for the query at this time (replaces an earlier one).
     case armQueryTimer(KademliaQueryID, NIODeadline)
     /// The query is over.
-    case finished(KademliaQueryID, KademliaQueryOutcome)
+    case finished(KademliaQueryID, KademliaQueryOutcome<Peer>)
     /// Answer the inbound request (the driver knows which closer peers are connected).
-    case respond(KademliaRequestID, KademliaReply)
+    case respond(KademliaRequestID, KademliaReply<Peer>)
     /// Check whether this peer (the least recently seen of a full bucket) is alive, and report
     /// `.livenessChecked` (spec/dht.md §4: libp2p ping, not kad PING).
-    case checkLiveness(KademliaPeer)
+    case checkLiveness(Peer)
     /// Dial the peer back at one of `candidates` (a fresh connection), and report `.dialBackFinished`.
-    case dialBack(PeerID, RoutingTable.Evidence, candidates: [Multiaddr])
+    case dialBack(Peer, RoutingTableEvidence, candidates: [Multiaddr])
     /// Run a job round, and report `.jobFinished` when it is over.
     case runJob(KademliaJob)
     /// A peer left the routing table (for the log).
-    case removed(RoutingTable.Eviction, reason: String)
+    case removed(KBucketsTable<Peer>.Eviction, reason: String)
     /// The record store failed (about `name`, if one); log it where an operator sees it (the
     /// behaviour went on without).
     case storageFailed(String, ResolutionError, name: AgentName?)

@@ -41,18 +41,18 @@ extension DHT {
 
     /// Dials `peer` back at `candidates` in turn (a fresh connection each, closed once the
     /// handshake authenticated the peer) and reports the first address that proved it.
-    func dialBack(_ peer: PeerID, evidence: RoutingTable.Evidence, candidates: [Multiaddr]) async {
+    func dialBack(_ peer: KademliaPeer, evidence: RoutingTable.Evidence, candidates: [Multiaddr]) async {
         var proven: Multiaddr?
         for address in candidates {
             do {
                 try await withDeadline(configuration.requestHardTimeout) { [host] in
-                    try await host.probe(Self.withPeer(address, peer))
+                    try await host.probe(Self.withPeer(address, peer.id))
                 }
                 proven = address
                 break
             } catch {
                 logger.trace(
-                    "dial-back failed", metadata: ["peer": "\(peer)", "address": "\(address)", "reason": "\(error)"])
+                    "dial-back failed", metadata: ["peer": "\(peer.id)", "address": "\(address)", "reason": "\(error)"])
             }
         }
         feed(.dialBackFinished(peer, evidence, proven: proven))
@@ -83,6 +83,6 @@ extension DHT {
         }
         // Shut down meanwhile: no verdict.
         guard !Task.isCancelled else { return }
-        feed(.livenessChecked(oldest.id, alive: alive))
+        feed(.livenessChecked(oldest, alive: alive))
     }
 }

@@ -20,7 +20,7 @@ extension DHT {
     /// Work for the service task.
     enum ServiceWork: Sendable {
         case checkLiveness(KademliaPeer)
-        case dialBack(PeerID, RoutingTable.Evidence, candidates: [Multiaddr])
+        case dialBack(KademliaPeer, RoutingTable.Evidence, candidates: [Multiaddr])
         case job(KademliaJob)
         /// PUT a resolved record to the closest replicas that answered without it (spec/dht.md §8.4).
         case correctReplicas(SignedAgentRecord, [KademliaPeer])
@@ -34,10 +34,10 @@ extension DHT {
     /// Feeds `event` now and performs the actions, except `.respond` and `.finished` of
     /// `collecting`, which are returned.
     @discardableResult
-    func feed(_ event: KademliaEvent) -> [KademliaAction] {
+    func feed(_ event: KademliaEvent<KademliaPeer>) -> [KademliaAction<KademliaPeer>] {
         let now = NIODeadline.now()
         let unixNow = unixClock()
-        var actions: [KademliaAction] = []
+        var actions: [KademliaAction<KademliaPeer>] = []
         let (owners, arm) = state.withLockedValue { state in
             state.behaviour.handle(event, now: now, unixNow: unixNow, into: &actions)
             var owners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
@@ -55,7 +55,7 @@ extension DHT {
             return (owners, Self.rearm(&state))
         }
         if let arm { enqueue(.arm(arm)) }
-        var unperformed: [KademliaAction] = []
+        var unperformed: [KademliaAction<KademliaPeer>] = []
         for action in actions {
             switch action {
             case .send(let id, let peer, let request, let hearsay):
@@ -119,7 +119,7 @@ extension DHT {
                 metadata: ["dropped": "\(dropped)", "work": "\(work)"])
         }
         switch work {
-        case .checkLiveness(let peer): feed(.livenessChecked(peer.id, alive: true))
+        case .checkLiveness(let peer): feed(.livenessChecked(peer, alive: true))
         case .dialBack(let peer, let evidence, _): feed(.dialBackFinished(peer, evidence, proven: nil))
         case .job(let job): feed(.jobFinished(job.kind))
         case .correctReplicas, .arm, .timerFired: break
@@ -153,7 +153,7 @@ extension DHT {
             state.nextRequestID &+= 1
             return KademliaRequestID(raw: state.nextRequestID)
         }
-        for case .respond(id, let reply) in feed(.request(id, from: peer, request)) {
+        for case .respond(id, let reply) in feed(.request(id, from: KademliaPeer(id: peer), request)) {
             switch reply {
             case .answer(let response):
                 return .answer(
@@ -173,8 +173,8 @@ extension DHT {
     /// reset, when the query ends early), its timer as another. `observe` sees every answer first.
     /// Cancelling the caller stops the query with what it has.
     func run(
-        _ query: KademliaQuery, observe: (@Sendable (PeerID, KadMessage) -> Void)? = nil
-    ) async -> KademliaQueryOutcome {
+        _ query: KademliaQuery<KademliaPeer>, observe: (@Sendable (PeerID, KadMessage) -> Void)? = nil
+    ) async -> KademliaQueryOutcome<KademliaPeer> {
         let (inputs, continuation) = AsyncStream.makeStream(of: QueryInput.self)
         let id = state.withLockedValue { state -> KademliaQueryID in
             let id = state.behaviour.makeQueryID()
@@ -192,7 +192,7 @@ extension DHT {
                         do throws(KadRequestFailure) {
                             let exchange = try await exchange(KadMessage(request), with: peer, hearsay: hearsay)
                             guard var answer = exchange.answer else {
-                                feed(.requestFailed(id, peer: peer.id, KadRequestFailure(.badAnswer, "no answer")))
+                                feed(.requestFailed(id, peer: peer, KadRequestFailure(.badAnswer, "no answer")))
                                 return
                             }
                             observe?(peer.id, answer)
@@ -208,12 +208,12 @@ extension DHT {
                                     answer.providerPeers[index].addresses, from: .thirdParty)
                             }
                             let response = try KademliaResponse.decoding(answer, for: request).get()
-                            feed(.response(id, from: peer.id, response, contact(for: peer.id, via: exchange.connection)))
+                            feed(.response(id, from: peer, response, contact(for: peer.id, via: exchange.connection)))
                         } catch {
                             // A request cancelled because its query ended says nothing of the peer.
                             guard !Task.isCancelled else { return }
                             logger.trace("kad request failed", metadata: ["peer": "\(peer.id)", "reason": "\(error)"])
-                            feed(.requestFailed(id, peer: peer.id, error))
+                            feed(.requestFailed(id, peer: peer, error))
                         }
                     }
                 case .timer(let deadline):
@@ -233,7 +233,7 @@ extension DHT {
             // The caller was cancelled (the stream ends then).
             group.cancelAll()
         }
-        let finished = state.withLockedValue { state -> KademliaQueryOutcome? in
+        let finished = state.withLockedValue { state -> KademliaQueryOutcome<KademliaPeer>? in
             state.queryOwners[id] = nil
             return state.finishedQueries.removeValue(forKey: id)
         }
@@ -245,7 +245,7 @@ extension DHT {
 
     /// The k peers closest to `key` (arbitrary bytes; the point in the keyspace is their SHA-256),
     /// found by an iterative FIND_NODE lookup.
-    public func lookupClosestPeers(to key: [UInt8], extraSeeds: [KademliaPeer] = []) async -> LookupResult {
+    public func lookupClosestPeers(to key: [UInt8], extraSeeds: [KademliaPeer] = []) async -> LookupResult<KademliaPeer> {
         guard case .closestPeers(let result) = await run(.closestPeers(key: key, extraSeeds: extraSeeds)) else {
             preconditionFailure("a closest-peers query ended with another outcome")
         }

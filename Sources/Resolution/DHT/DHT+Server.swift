@@ -95,7 +95,7 @@ extension DHT {
             return
         }
         let isServer = info.protocols.contains(configuration.protocolID)
-        feed(.inboundStream(peer, isServer ? .server : .client, contact(for: peer, via: connection)))
+        feed(.inboundStream(KademliaPeer(id: peer), isServer ? .server : .client, contact(for: peer, via: connection)))
     }
 
     /// Decides on peers that were waiting for identify (`noteInbound`) as host events arrive, until

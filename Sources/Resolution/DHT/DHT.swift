@@ -28,7 +28,7 @@ public final class DHT: Sendable {
     struct State {
         var mode: DHTMode
         /// The DHT's decisions: routing table, lookups, server answers, job schedule, own names.
-        var behaviour: KademliaBehaviour
+        var behaviour: KademliaBehaviour<KademliaPeer>
         var inboundStreams: InboundStreamSlots<MuxedStream>
         /// Peers whose kad stream arrived before identify completed, with the connection it came
         /// on: decided on their `identified` host event (`watchIdentify`), dropped on disconnect.
@@ -38,7 +38,7 @@ public final class DHT: Sendable {
         var queryOwners: [KademliaQueryID: AsyncStream<QueryInput>.Continuation] = [:]
         /// The outcome of each owned query that finished, until its owner takes it (an owner
         /// cancelled meanwhile no longer reads its stream).
-        var finishedQueries: [KademliaQueryID: KademliaQueryOutcome] = [:]
+        var finishedQueries: [KademliaQueryID: KademliaQueryOutcome<KademliaPeer>] = [:]
         var nextRequestID: UInt64 = 0
         /// The job deadline the service's timer sleeps until (nil: none armed).
         var armedDeadline: NIODeadline?
@@ -53,7 +53,7 @@ public final class DHT: Sendable {
             get { behaviour.cache }
             set { behaviour.cache = newValue }
         }
-        var providers: ProviderStore {
+        var providers: ProviderStore<KademliaPeer> {
             get { behaviour.providers }
             set { behaviour.providers = newValue }
         }

@@ -91,17 +91,17 @@ public struct DHTConfiguration: Sendable {
     public init() {}
 
     /// The lookup settings for closest-peer (FIND_NODE) lookups.
-    var closestPeersLookup: ClosestPeersLookup.Configuration {
-        var configuration = ClosestPeersLookup.Configuration()
+    var closestPeersLookup: LookupConfiguration {
+        var configuration = LookupConfiguration()
         configuration.resultCount = routingTable.bucketSize
         configuration.requestTimeout = requestTimeout
         return configuration
     }
 
     /// The lookup settings for value (GET_VALUE) lookups.
-    var valueLookup: ClosestPeersLookup.Configuration {
+    var valueLookup: LookupConfiguration {
         // The quorum is judged by the DHT (agreeing replicas), not counted by the state machine.
-        var configuration = ClosestPeersLookup.Configuration()
+        var configuration = LookupConfiguration()
         configuration.disjointPaths = disjointPaths
         configuration.resultCount = routingTable.bucketSize
         configuration.requestTimeout = requestTimeout

@@ -9,9 +9,12 @@ import NIOCore
 /// Issue #10, finding 8: one peer id filled all slots for 48 h, and once full every ADD_PROVIDER
 /// scanned every entry under the DHT's lock. Now each peer has its own cap, and expired entries
 /// leave in expiry order from the front of a queue: an ADD_PROVIDER costs O(1) amortized.
-struct ProviderStore: Sendable {
+///
+/// Generic over the peer handle (as `KBucketsTable`); providers are told apart by their keys.
+struct ProviderStore<Peer: RoutingTablePeer>: Sendable {
     struct Provider: Sendable {
-        var addresses: [Multiaddr]
+        /// The provider with the addresses it announced.
+        var peer: Peer
         var expires: NIODeadline
     }
 
@@ -21,15 +24,15 @@ struct ProviderStore: Sendable {
     private struct Expiry: Sendable {
         let expires: NIODeadline
         let key: [UInt8]
-        let peer: PeerID
+        let peer: KademliaKey
     }
 
     let capacity: Int
     let perPeerCapacity: Int
     let ttl: TimeAmount
     private(set) var count = 0
-    private(set) var countByPeer: [PeerID: Int] = [:]
-    private var byKey: [[UInt8]: [PeerID: Provider]] = [:]
+    private(set) var countByPeer: [KademliaKey: Int] = [:]
+    private var byKey: [[UInt8]: [KademliaKey: Provider]] = [:]
     private var queue: [Expiry] = []
     /// Items before it are consumed.
     private var head = 0
@@ -40,11 +43,16 @@ struct ProviderStore: Sendable {
         self.ttl = ttl
     }
 
-    /// Adds or refreshes `peer` as a provider of `key`. Returns false when the store, or the peer's
-    /// share of it, is full (the pair is dropped).
-    mutating func add(key: [UInt8], peer: PeerID, addresses: [Multiaddr], now: NIODeadline) -> Bool {
+    /// Adds or refreshes `provider` (whose key is `peer`) as a provider of `key`, with the
+    /// addresses it carries. Returns false when the store, or the peer's share of it, is full (the
+    /// pair is dropped).
+    mutating func add(key: [UInt8], provider: Peer, peer: KademliaKey, now: NIODeadline) -> Bool {
         removeExpired(now: now)
-        let provider = Provider(addresses: Array(addresses.prefix(KadLimits.maximumAddressesPerPeer)), expires: now + ttl)
+        let addresses = provider.addresses
+        let trimmed =
+            addresses.count > KadLimits.maximumAddressesPerPeer
+            ? provider.withAddresses(Array(addresses.prefix(KadLimits.maximumAddressesPerPeer))) : provider
+        let provider = Provider(peer: trimmed, expires: now + ttl)
         if byKey[key]?[peer] != nil {
             byKey[key]![peer] = provider
             enqueue(Expiry(expires: provider.expires, key: key, peer: peer))
@@ -59,11 +67,9 @@ struct ProviderStore: Sendable {
     }
 
     /// The live providers of `key`, at most `limit`.
-    func providers(of key: [UInt8], now: NIODeadline, limit: Int) -> [KademliaPeer] {
+    func providers(of key: [UInt8], now: NIODeadline, limit: Int) -> [Peer] {
         guard let providers = byKey[key] else { return [] }
-        return providers.lazy.filter { $0.value.expires > now }.prefix(limit).map {
-            KademliaPeer(id: $0.key, addresses: $0.value.addresses)
-        }
+        return providers.lazy.filter { $0.value.expires > now }.prefix(limit).map(\.value.peer)
     }
 
     /// Removes the expired pairs, oldest first; touches nothing else.
@@ -91,5 +97,13 @@ struct ProviderStore: Sendable {
         guard queue.count - head > 2 * count + 64 else { return }
         queue = queue[head...].filter { byKey[$0.key]?[$0.peer]?.expires == $0.expires }
         head = 0
+    }
+}
+
+extension ProviderStore where Peer == KademliaPeer {
+    /// Adds or refreshes `peer` at `addresses` as a provider of `key` (see `add(key:provider:peer:now:)`).
+    mutating func add(key: [UInt8], peer: PeerID, addresses: [Multiaddr], now: NIODeadline) -> Bool {
+        let provider = KademliaPeer(id: peer, addresses: addresses)
+        return add(key: key, provider: provider, peer: provider.key, now: now)
     }
 }

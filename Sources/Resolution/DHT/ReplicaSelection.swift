@@ -13,14 +13,22 @@ import Identity
 ///
 /// This is a pure function of the answers, so it is tested without a network.
 public enum ReplicaSelection {
-    /// One replica's valid answer.
-    public struct Answer: Sendable {
-        public let replica: PeerID
+    /// One claim's count in `choose`.
+    private struct Tally {
+        var votes = 0
+        var replicaVotes = 0
+        var rank = Int.max
+        var heldLocally = false
+    }
+
+    /// One replica's valid answer; `Replica` identifies the replica (a peer id, a key).
+    public struct Answer<Replica: Hashable & Sendable>: Sendable {
+        public let replica: Replica
         public let record: SignedAgentRecord
         /// The replica's rank by distance to the key among those that answered (0 = closest).
         public let rank: Int
 
-        public init(replica: PeerID, record: SignedAgentRecord, rank: Int) {
+        public init(replica: Replica, record: SignedAgentRecord, rank: Int) {
             self.replica = replica
             self.record = record
             self.rank = rank
@@ -28,12 +36,12 @@ public enum ReplicaSelection {
     }
 
     /// The chosen record, with how many replicas support its claim.
-    public struct Choice: Sendable {
+    public struct Choice<Replica: Hashable & Sendable>: Sendable {
         public let record: SignedAgentRecord
         /// Replicas whose answer is this claim (any seq of the same key, or of a key it rotated from).
         public let supporters: Int
         /// Replicas whose answer is exactly `record`; the others are stale or hold a rival claim.
-        public let upToDate: Set<PeerID>
+        public let upToDate: Set<Replica>
         /// Number of different keys that claimed the name.
         public let rivalClaims: Int
     }
@@ -48,7 +56,9 @@ public enum ReplicaSelection {
     ///     not outvote the replicas). Every valid answer still counts for the highest seq of the
     ///     winning key: a seq update is authenticated by that key, wherever it comes from. When no
     ///     answer is within `voters` (only the local record), all vote.
-    public static func choose(_ answers: [Answer], local: SignedAgentRecord?, voters: Int = .max) -> Choice? {
+    public static func choose<Replica>(
+        _ answers: [Answer<Replica>], local: SignedAgentRecord?, voters: Int = .max
+    ) -> Choice<Replica>? {
         // (record, rank, is local): the replicas' answers plus our own store's.
         var all = answers.map { (record: $0.record, rank: $0.rank, local: false) }
         if let local { all.append((local, Int.max, true)) }
@@ -87,12 +97,6 @@ public enum ReplicaSelection {
             return current
         }
 
-        struct Tally {
-            var votes = 0
-            var replicaVotes = 0
-            var rank = Int.max
-            var heldLocally = false
-        }
         var tallies: [Ed25519.PublicKey: Tally] = [:]
         var heads: [Ed25519.PublicKey] = []
         let anyVoter = all.contains { !$0.local && $0.rank < voters }

@@ -33,28 +33,36 @@ import NIOCore
 ///   displaced to make room, never more than the requests made).
 /// - The lookup ends when the k closest peers it has seen all answered or failed (or timed out),
 ///   when it runs out of peers, or for value lookups when the quorum is reached.
-public struct ClosestPeersLookup: Sendable {
+///
+/// Generic over the peer handle (as `KBucketsTable`): agentd's lookups track `KademliaPeer`s, the
+/// simulator's track 4-byte handles whose keys are found in `keySpace`.
+public struct ClosestPeersLookup<Peer: RoutingTablePeer>: Sendable {
+    public typealias Configuration = LookupConfiguration
+
     /// The key looked up.
     public let target: KademliaKey
     public let configuration: Configuration
+    /// Where the peers' keys are found.
+    public let keySpace: Peer.KeySpace
     /// Counters so far; the final ones are in `LookupResult.statistics`.
     public private(set) var statistics = LookupStatistics()
 
     private let localKey: KademliaKey
-    private var paths: [LookupPath]
+    private var paths: [LookupPath<Peer>]
     /// Which path queried each peer; kept only with disjoint paths.
     private var claims: [KademliaKey: Int] = [:]
     /// The path asked first on the next `next`, so paths take turns.
     private var nextPath = 0
-    private var peersWithValue: [KademliaPeer] = []
+    private var peersWithValue: [Peer] = []
     private var startedAt: NIODeadline?
-    private var result: LookupResult?
+    private var result: LookupResult<Peer>?
 
     /// A lookup of `target` starting from `seeds` (normally the k closest peers of the routing
     /// table). `localKey` is ours: we never query ourselves. With disjoint paths the seeds, sorted
     /// by distance, are dealt out to the paths in turn (S/Kademlia §4.4).
-    public init<Seeds: Sequence<KademliaPeer>>(
-        target: KademliaKey, seeds: Seeds, localKey: KademliaKey, configuration: Configuration = Configuration()
+    public init<Seeds: Sequence<Peer>>(
+        target: KademliaKey, seeds: Seeds, localKey: KademliaKey, keySpace: Peer.KeySpace,
+        configuration: Configuration = Configuration()
     ) {
         precondition(configuration.parallelism > 0, "α must be positive")
         precondition(configuration.resultCount > 0, "k must be positive")
@@ -64,16 +72,21 @@ public struct ClosestPeersLookup: Sendable {
         self.target = target
         self.configuration = configuration
         self.localKey = localKey
+        self.keySpace = keySpace
         self.paths = Array(repeating: LookupPath(), count: configuration.disjointPaths)
 
-        var sorted = seeds.filter { $0.key != localKey }.map { (peer: $0, distance: target.distance(to: $0.key)) }
+        var sorted: [(peer: Peer, key: KademliaKey, distance: KademliaDistance)] = []
+        for peer in seeds {
+            let key = peer.key(in: keySpace)
+            if key != localKey { sorted.append((peer, key, target.distance(to: key))) }
+        }
         sorted.sort { $0.distance < $1.distance }
         var path = 0
         var previous: KademliaDistance?
-        for (peer, distance) in sorted where distance != previous {
+        for (peer, key, distance) in sorted where distance != previous {
             previous = distance
             _ = paths[path].offer(
-                trimmed(peer), distance: distance, depth: 0, capacity: configuration.maximumTrackedPeers)
+                trimmed(peer), key: key, distance: distance, depth: 0, capacity: configuration.maximumTrackedPeers)
             path = (path + 1) % paths.count
         }
     }
@@ -97,7 +110,7 @@ public struct ClosestPeersLookup: Sendable {
     /// Advances the lookup at `now`: times out overdue requests, then returns the next request to
     /// send, or that the lookup waits, or its result. Call it repeatedly until it stops returning
     /// `.query`.
-    public mutating func next(now: NIODeadline) -> LookupAction {
+    public mutating func next(now: NIODeadline) -> LookupAction<Peer> {
         if let result { return .finished(result) }
         if startedAt == nil { startedAt = now }
         for path in paths.indices {
@@ -129,11 +142,18 @@ public struct ClosestPeersLookup: Sendable {
     /// request to `peer` is open: never sent, already answered or failed, or the lookup is over.
     /// An answer after the request timed out is still used.
     @discardableResult
-    public mutating func received<Peers: Sequence<KademliaPeer>>(
-        from peer: PeerID, closerPeers: Peers, foundValue: Bool = false, now: NIODeadline
+    public mutating func received<Peers: Sequence<Peer>>(
+        from peer: Peer, closerPeers: Peers, foundValue: Bool = false, now: NIODeadline
+    ) -> Bool {
+        received(fromKey: peer.key(in: keySpace), closerPeers: closerPeers, foundValue: foundValue, now: now)
+    }
+
+    /// `received(from:…)` for the peer whose key is `key`.
+    @discardableResult
+    public mutating func received<Peers: Sequence<Peer>>(
+        fromKey key: KademliaKey, closerPeers: Peers, foundValue: Bool = false, now: NIODeadline
     ) -> Bool {
         guard result == nil else { return false }
-        let key = KademliaKey(peer: peer)
         guard let path = path(of: key),
             let answer = paths[path].succeed(
                 key: key, distance: target.distance(to: key), resultCount: configuration.resultCount)
@@ -148,12 +168,13 @@ public struct ClosestPeersLookup: Sendable {
                 break
             }
             read += 1
-            guard closer.key != localKey else {
+            let closerKey = closer.key(in: keySpace)
+            guard closerKey != localKey else {
                 statistics.discardedPeers += 1
                 continue
             }
             let offer = paths[path].offer(
-                trimmed(closer), distance: target.distance(to: closer.key), depth: answer.depth + 1,
+                trimmed(closer), key: closerKey, distance: target.distance(to: closerKey), depth: answer.depth + 1,
                 capacity: configuration.maximumTrackedPeers)
             switch offer {
             case .added: statistics.discoveredPeers += 1
@@ -174,9 +195,14 @@ public struct ClosestPeersLookup: Sendable {
     /// Reports that the request to `peer` failed (dial error, reset, malformed answer). Returns
     /// false if no request to `peer` is open. A peer that timed out may still be reported failed.
     @discardableResult
-    public mutating func failed(_ peer: PeerID, now: NIODeadline) -> Bool {
+    public mutating func failed(_ peer: Peer, now: NIODeadline) -> Bool {
+        failed(key: peer.key(in: keySpace), now: now)
+    }
+
+    /// `failed(_:now:)` for the peer whose key is `key`.
+    @discardableResult
+    public mutating func failed(key: KademliaKey, now: NIODeadline) -> Bool {
         guard result == nil else { return false }
-        let key = KademliaKey(peer: peer)
         guard let path = path(of: key), paths[path].fail(key: key, distance: target.distance(to: key)) else {
             return false
         }
@@ -188,7 +214,7 @@ public struct ClosestPeersLookup: Sendable {
     /// records, judged by rules the state machine does not know). The termination is
     /// `quorumReached`; every later call returns the same result.
     @discardableResult
-    public mutating func stop(now: NIODeadline) -> LookupResult {
+    public mutating func stop(now: NIODeadline) -> LookupResult<Peer> {
         if let result { return result }
         return finish(.quorumReached, now: now)
     }
@@ -197,14 +223,12 @@ public struct ClosestPeersLookup: Sendable {
         paths.count == 1 ? 0 : claims[key]
     }
 
-    private func trimmed(_ peer: KademliaPeer) -> KademliaPeer {
+    private func trimmed(_ peer: Peer) -> Peer {
         guard peer.addresses.count > configuration.maximumAddressesPerPeer else { return peer }
-        var peer = peer
-        peer.addresses.removeLast(peer.addresses.count - configuration.maximumAddressesPerPeer)
-        return peer
+        return peer.withAddresses(Array(peer.addresses.prefix(configuration.maximumAddressesPerPeer)))
     }
 
-    private mutating func finish(_ termination: LookupTermination, now: NIODeadline) -> LookupResult {
+    private mutating func finish(_ termination: LookupTermination, now: NIODeadline) -> LookupResult<Peer> {
         for path in paths.indices { paths[path].finish() }
         var answered = paths.flatMap { $0.answered(limit: configuration.resultCount) }
         answered.sort { $0.distance < $1.distance }
@@ -215,10 +239,34 @@ public struct ClosestPeersLookup: Sendable {
         if termination == .converged && answered.count < configuration.resultCount { termination = .exhausted }
         statistics.hops = answered.map { $0.depth + 1 }.max() ?? 0
         statistics.duration = now - (startedAt ?? now)
-        let result = LookupResult(
+        let result = LookupResult<Peer>(
             closest: answered.map(\.peer), peersWithValue: peersWithValue, termination: termination,
             statistics: statistics)
         self.result = result
         return result
+    }
+}
+
+extension ClosestPeersLookup where Peer == KademliaPeer {
+    /// A lookup over `KademliaPeer`s, which carry their keys.
+    public init<Seeds: Sequence<KademliaPeer>>(
+        target: KademliaKey, seeds: Seeds, localKey: KademliaKey, configuration: Configuration = Configuration()
+    ) {
+        self.init(
+            target: target, seeds: seeds, localKey: localKey, keySpace: IntrinsicKeySpace(), configuration: configuration)
+    }
+
+    /// `received(from:…)` by peer id.
+    @discardableResult
+    public mutating func received<Peers: Sequence<KademliaPeer>>(
+        from peer: PeerID, closerPeers: Peers, foundValue: Bool = false, now: NIODeadline
+    ) -> Bool {
+        received(fromKey: KademliaKey(peer: peer), closerPeers: closerPeers, foundValue: foundValue, now: now)
+    }
+
+    /// `failed(_:now:)` by peer id.
+    @discardableResult
+    public mutating func failed(_ peer: PeerID, now: NIODeadline) -> Bool {
+        failed(key: KademliaKey(peer: peer), now: now)
     }
 }

@@ -1,14 +1,14 @@
 import NIOCore
 
 /// What a lookup asks its driver to do next (`ClosestPeersLookup.next(now:)`).
-public enum LookupAction: Hashable, Sendable {
+public enum LookupAction<Peer: Hashable & Sendable>: Hashable, Sendable {
     /// Send the request (FIND_NODE or GET_VALUE for the target) to this peer and report the outcome
     /// with `received` or `failed`. Call `next` again: more requests may be due.
-    case query(KademliaPeer)
+    case query(Peer)
     /// Nothing to send now. Call `next` again after a response, a failure, or at `nextTimeout`.
     case waiting
     /// The lookup is over; every later call returns the same result.
-    case finished(LookupResult)
+    case finished(LookupResult<Peer>)
 }
 
 /// Why a lookup ended.
@@ -23,13 +23,13 @@ public enum LookupTermination: String, Hashable, Sendable {
 }
 
 /// The outcome of a lookup.
-public struct LookupResult: Hashable, Sendable {
+public struct LookupResult<Peer: Hashable & Sendable>: Hashable, Sendable {
     /// Up to k peers that answered, closest to the target first. With disjoint paths: the merge of
     /// all paths.
-    public let closest: [KademliaPeer]
+    public let closest: [Peer]
     /// Peers that reported a record (`received(…, foundValue: true, …)`), in order of arrival. The
     /// caller corrects those among `closest` that did not (libp2p kad-dht spec, "Entry correction").
-    public let peersWithValue: [KademliaPeer]
+    public let peersWithValue: [Peer]
     public let termination: LookupTermination
     public let statistics: LookupStatistics
 }

@@ -7,7 +7,7 @@ import NIOCore
 /// This is the iterative algorithm of the libp2p kad-dht spec, "Peer routing": query the closest
 /// not-yet-queried peers, at most α at a time, add the peers each answer names, and stop once the k
 /// closest peers seen have answered.
-struct LookupPath: Sendable {
+struct LookupPath<Peer: RoutingTablePeer>: Sendable {
     enum PeerState: Hashable, Sendable {
         case notContacted
         /// A request is out; it holds a slot until `until`.
@@ -22,7 +22,8 @@ struct LookupPath: Sendable {
     }
 
     struct Candidate: Sendable {
-        var peer: KademliaPeer
+        var peer: Peer
+        let key: KademliaKey
         let distance: KademliaDistance
         var state: PeerState
         /// 0 for a seed; one more than the peer whose answer named it.
@@ -30,7 +31,7 @@ struct LookupPath: Sendable {
     }
 
     enum Step {
-        case query(KademliaPeer)
+        case query(Peer)
         case waiting
         case finished
     }
@@ -70,14 +71,18 @@ struct LookupPath: Sendable {
     }
 
     /// Starts tracking `peer` unless it is known, cannot matter, or does not fit.
-    mutating func offer(_ peer: KademliaPeer, distance: KademliaDistance, depth: Int, capacity: Int) -> Offer {
+    mutating func offer(
+        _ peer: Peer, key: KademliaKey, distance: KademliaDistance, depth: Int, capacity: Int
+    ) -> Offer {
         if let resultBound, !(distance < resultBound) { return .discarded }
-        if forgotten.contains(peer.key) { return .known }
+        if forgotten.contains(key) { return .known }
         var (index, found) = position(of: distance)
         if found {
             if candidates[index].state == .notContacted {
                 candidates[index].depth = Swift.min(candidates[index].depth, depth)
-                if candidates[index].peer.addresses.isEmpty { candidates[index].peer.addresses = peer.addresses }
+                if candidates[index].peer.addresses.isEmpty, !peer.addresses.isEmpty {
+                    candidates[index].peer = candidates[index].peer.withAddresses(peer.addresses)
+                }
             }
             return .known
         }
@@ -89,14 +94,15 @@ struct LookupPath: Sendable {
             if let victim = candidates[index...].lastIndex(where: { $0.state == .notContacted }) {
                 candidates.remove(at: victim)
             } else if let victim = candidates.lastIndex(where: { $0.state == .failed || $0.state == .unresponsive }) {
-                forgotten.insert(candidates[victim].peer.key)
+                forgotten.insert(candidates[victim].key)
                 candidates.remove(at: victim)
                 if victim < index { index -= 1 }
             } else {
                 return .discarded
             }
         }
-        candidates.insert(Candidate(peer: peer, distance: distance, state: .notContacted, depth: depth), at: index)
+        candidates.insert(
+            Candidate(peer: peer, key: key, distance: distance, state: .notContacted, depth: depth), at: index)
         return .added
     }
 
@@ -120,7 +126,7 @@ struct LookupPath: Sendable {
     /// `claims` maps each queried peer to the path that queried it; it is consulted and updated
     /// only when `exclusive` (disjoint paths).
     mutating func next(
-        now: NIODeadline, configuration: ClosestPeersLookup.Configuration, path: Int,
+        now: NIODeadline, configuration: LookupConfiguration, path: Int,
         claims: inout [KademliaKey: Int], exclusive: Bool
     ) -> Step {
         guard !isFinished else { return .finished }
@@ -140,7 +146,7 @@ struct LookupPath: Sendable {
                 pending = true
             case .notContacted:
                 guard inFlight < configuration.parallelism else { return .waiting }
-                let key = candidates[index].peer.key
+                let key = candidates[index].key
                 if exclusive {
                     if let owner = claims[key], owner != path {
                         candidates[index].state = .claimedElsewhere
@@ -163,10 +169,10 @@ struct LookupPath: Sendable {
     /// answered or failed, or the path is done).
     mutating func succeed(
         key: KademliaKey, distance: KademliaDistance, resultCount: Int
-    ) -> (peer: KademliaPeer, depth: Int, late: Bool)? {
+    ) -> (peer: Peer, depth: Int, late: Bool)? {
         guard !isFinished else { return nil }
         let (index, found) = position(of: distance)
-        guard found, candidates[index].peer.key == key else { return nil }
+        guard found, candidates[index].key == key else { return nil }
         let late: Bool
         switch candidates[index].state {
         case .waiting:
@@ -187,7 +193,7 @@ struct LookupPath: Sendable {
     mutating func fail(key: KademliaKey, distance: KademliaDistance) -> Bool {
         guard !isFinished else { return false }
         let (index, found) = position(of: distance)
-        guard found, candidates[index].peer.key == key else { return false }
+        guard found, candidates[index].key == key else { return false }
         switch candidates[index].state {
         case .waiting:
             inFlight -= 1

@@ -5,7 +5,9 @@ import Identity
 /// decides the outcome (the record to believe, the replicas to correct, whether the local copy is
 /// updated). A pure value type with time passed in; `DHT.resolve` and the simulator both drive it,
 /// so the simulator's figures describe the node's rules (issue #14).
-public struct ValueLookup: Sendable {
+///
+/// Generic over the peer handle (as `ClosestPeersLookup`); replicas are told apart by their keys.
+public struct ValueLookup<Peer: RoutingTablePeer>: Sendable {
     /// How one answer counted.
     public enum Verdict: Equatable, Sendable {
         /// A valid record of the name.
@@ -17,15 +19,15 @@ public struct ValueLookup: Sendable {
     /// What to do once the lookup has finished.
     public struct Decision: Sendable {
         /// The record to believe, with its support.
-        public let choice: ReplicaSelection.Choice
+        public let choice: ReplicaSelection.Choice<KademliaKey>
         /// The closest replicas that did not answer with `choice.record`: send it to them (§8.4).
-        public let staleReplicas: [KademliaPeer]
+        public let staleReplicas: [Peer]
         /// Offer `choice.record` to the local store: it holds an older or rival record (§8.4).
         public let updatesLocalCopy: Bool
     }
 
     private struct Collected: Sendable {
-        let key: KademliaKey
+        let peer: Peer
         let record: SignedAgentRecord
     }
 
@@ -37,14 +39,18 @@ public struct ValueLookup: Sendable {
     /// r: the replicas closest to the key that vote on the claim (`ReplicaSelection.choose`), and
     /// that get the record when stale.
     public let replicationFactor: Int
+    /// Where the peers' keys are found.
+    public let keySpace: Peer.KeySpace
 
-    private var answers: [PeerID: Collected] = [:]
+    /// Valid answers by the replica's key.
+    private var answers: [KademliaKey: Collected] = [:]
     private var firstKey: Ed25519.PublicKey?
     private var keysDiffer = false
     /// Answers that carried an invalid record, with the kind of each.
-    public private(set) var invalidAnswers: [(peer: PeerID, kind: ResolutionError.Kind)] = []
+    public private(set) var invalidAnswers: [(peer: Peer, kind: ResolutionError.Kind)] = []
 
-    public init(name: AgentName, quorum: Int, replicationFactor: Int) {
+    public init(name: AgentName, quorum: Int, replicationFactor: Int, keySpace: Peer.KeySpace) {
+        self.keySpace = keySpace
         self.name = name
         self.target = KademliaKey(hashing: name.recordKey)
         self.quorum = quorum
@@ -59,7 +65,7 @@ public struct ValueLookup: Sendable {
     /// signatures it has checked).
     @discardableResult
     public mutating func receive(
-        _ record: SignedAgentRecord, from peer: PeerID, key: KademliaKey,
+        _ record: SignedAgentRecord, from peer: Peer, key: KademliaKey,
         verify: (SignedAgentRecord) throws(ResolutionError) -> Void
     ) -> Verdict {
         do throws(ResolutionError) {
@@ -70,7 +76,7 @@ public struct ValueLookup: Sendable {
         } catch {
             return receiveInvalid(from: peer, error.kind)
         }
-        answers[peer] = Collected(key: key, record: record)
+        answers[key] = Collected(peer: peer, record: record)
         let signer = record.record.publicKey
         if let firstKey {
             if firstKey != signer { keysDiffer = true }
@@ -82,7 +88,7 @@ public struct ValueLookup: Sendable {
 
     /// A replica answered with a record that could not even be decoded (or sat under another key).
     @discardableResult
-    public mutating func receiveInvalid(from peer: PeerID, _ kind: ResolutionError.Kind) -> Verdict {
+    public mutating func receiveInvalid(from peer: Peer, _ kind: ResolutionError.Kind) -> Verdict {
         invalidAnswers.append((peer, kind))
         return .invalid(kind)
     }
@@ -94,17 +100,24 @@ public struct ValueLookup: Sendable {
 
     /// The outcome once the lookup finished with `closest` (the peers that answered, closest
     /// first), given the record our own store holds (`local`); nil when no valid record exists.
-    public func decide(closest: [KademliaPeer], local: SignedAgentRecord?) -> Decision? {
-        let ordered = answers.sorted { target.distance(to: $0.value.key) < target.distance(to: $1.value.key) }
+    public func decide(closest: [Peer], local: SignedAgentRecord?) -> Decision? {
+        let ordered = answers.sorted { target.distance(to: $0.key) < target.distance(to: $1.key) }
         let ranked = ordered.enumerated().map { rank, answer in
             ReplicaSelection.Answer(replica: answer.key, record: answer.value.record, rank: rank)
         }
         guard let choice = ReplicaSelection.choose(ranked, local: local, voters: replicationFactor) else { return nil }
-        let stale = closest.prefix(replicationFactor).filter { !choice.upToDate.contains($0.id) }
+        let stale = closest.prefix(replicationFactor).filter { !choice.upToDate.contains($0.key(in: keySpace)) }
         let updatesLocal =
             local.map {
                 $0.record.seq < choice.record.record.seq || $0.record.publicKey != choice.record.record.publicKey
             } ?? false
         return Decision(choice: choice, staleReplicas: Array(stale), updatesLocalCopy: updatesLocal)
+    }
+}
+
+extension ValueLookup where Peer == KademliaPeer {
+    /// A value lookup over `KademliaPeer`s, which carry their keys.
+    public init(name: AgentName, quorum: Int, replicationFactor: Int) {
+        self.init(name: name, quorum: quorum, replicationFactor: replicationFactor, keySpace: IntrinsicKeySpace())
     }
 }
