@@ -173,6 +173,56 @@ struct QUICHostTests {
         try await group.shutdownGracefully()
     }
 
+    /// Completes `arrived` at the first datagram the socket receives.
+    final class FirstDatagram: ChannelInboundHandler, Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let arrived: EventLoopPromise<Void>
+
+        init(_ arrived: EventLoopPromise<Void>) { self.arrived = arrived }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { arrived.succeed(()) }
+    }
+
+    @Test("a shutdown fails QUIC dials in flight to silent addresses at once, not at the handshake timeout")
+    func shutdownAbortsHandshakes() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let a = Host(identity: Ed25519.PrivateKey(), group: group)
+        var silent: [Channel] = []
+        var arrivals: [EventLoopFuture<Void>] = []
+        for _ in 0..<2 {
+            let arrived = group.next().makePromise(of: Void.self)
+            silent.append(
+                try await DatagramBootstrap(group: group)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(FirstDatagram(arrived))
+                        }
+                    }
+                    .bind(host: "127.0.0.1", port: 0).get())
+            arrivals.append(arrived.futureResult)
+        }
+        let nobody = PeerID(publicKey: Ed25519.PrivateKey().publicKey)
+        let dead = try silent.map { try Multiaddr("/ip4/127.0.0.1/udp/\(try #require($0.localAddress?.port))/quic-v1") }
+        // Two addresses: the dial policy races them as host tasks, which a shutdown cancels and
+        // waits for (agentd dials a peer's addresses so).
+        let dial = Task { try await a.connect(to: nobody, addresses: dead) }
+        // Both Initials reached their silent sockets: both dials wait for handshakes that never come.
+        for arrival in arrivals { try await arrival.get() }
+        await a.shutdown()
+        do {
+            _ = try await dial.value
+            Issue.record("a dial to a silent address succeeded")
+        } catch let error as NetworkError {
+            // Without the abort, the shutdown waited for both dial tasks until the 10 s handshake
+            // timeout failed them (agentd's shutdown took that long whenever a dial to a silent
+            // QUIC address was under way).
+            #expect(error.message.contains("the host is shut down"), "\(error)")
+            #expect(!error.message.contains("timed out") && !error.message.contains("timeout"), "\(error)")
+        }
+        for channel in silent { try await channel.close() }
+        try await group.shutdownGracefully()
+    }
+
     @Test("a probe of a QUIC address authenticates the peer without leaving a connection on either side")
     func probe() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)

@@ -826,6 +826,9 @@ final class HostCore: @unchecked Sendable {
                 }
             }
         }
+        // Dials waiting for a QUIC handshake (a peer's silent QUIC address) fail now, not at the
+        // handshake timeout that the tasks below would otherwise wait for.
+        await quic.abortHandshakes()
         // Handlers see their streams fail and return; wait for them (and for identify), but not
         // forever: a handler that ignores its failed stream is reported, not waited for.
         let deadline = NIODeadline.now() + .seconds(10)

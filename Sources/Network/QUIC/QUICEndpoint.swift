@@ -429,6 +429,16 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Ends every connection whose handshake has not completed with `error` (its dial fails with
+    /// it at once instead of at the handshake timeout); established connections are untouched.
+    func abortHandshakes(_ error: NetworkError) -> EventLoopFuture<Void> {
+        eventLoop.submit { [self] in
+            for connection in Array(connections.values) where !connection.isHandshakeComplete {
+                connection.close(error: error)
+            }
+        }
+    }
+
     /// Connections on this socket (tests).
     var connectionCount: Int {
         eventLoop.assertInEventLoop()

@@ -218,6 +218,26 @@ final class QUICSockets: @unchecked Sendable {
     /// The listening endpoints (tests, status).
     var listenerEndpoints: [QUICEndpoint] { lock.withLock { listeners.map(\.endpoint) } }
 
+    /// Fails every QUIC handshake in flight, on every socket, with "the host is shut down": the
+    /// host's shutdown then does not wait for a dial to a silent address until its handshake
+    /// timeout (10 s). Connections already established are closed later, with the sockets.
+    func abortHandshakes() async {
+        let sockets = lock.withLock {
+            () -> ([QUICEndpoint], [EventLoopFuture<(Channel, QUICEndpoint)>]) in
+            (listeners.map(\.endpoint), Array(dialers.values))
+        }
+        var endpoints = sockets.0
+        for dialer in sockets.1 {
+            // A dial-only socket that failed to bind has no handshakes to fail.
+            if let (_, endpoint) = try? await dialer.get() { endpoints.append(endpoint) }
+        }
+        let error = NetworkError(.shutdown, "the host is shut down")
+        for endpoint in endpoints {
+            // Fails only when the socket's event loop is gone, and then nothing is left to fail.
+            try? await endpoint.abortHandshakes(error).get()
+        }
+    }
+
     /// Closes every socket (their connections end with them).
     func close() async {
         let (listeners, dialers) = lock.withLock {
