@@ -19,10 +19,10 @@ extension KBucketsTable {
 
         // Appends one bucket sorted by distance; true once `count` entries are gathered.
         func take(_ bucket: Int) -> Bool {
-            let entries = storage[Self.bucketCount - 1 - bucket].entries
+            let entries = location(atDepth: Self.bucketCount - 1 - bucket).entries
             guard !entries.isEmpty else { return false }
             let start = result.count
-            result.append(contentsOf: entries)
+            result.append(contentsOf: slots[entries])
             // Insertion sort: a bucket holds at most k entries, and this never allocates.
             for i in (start + 1)..<result.count {
                 var j = i

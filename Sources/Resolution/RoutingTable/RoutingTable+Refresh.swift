@@ -24,13 +24,13 @@ public struct RoutingTableBucketSummary: Hashable, Sendable {
 /// What a routing table holds on the heap for its buckets (`KBucketsTable.footprint`): the memory a
 /// simulated node's table costs, and the check that empty buckets and spare slots cost nothing.
 public struct RoutingTableFootprint: Hashable, Sendable {
-    /// Buckets stored: those up to the deepest one ever written (the others are not held at all).
+    /// Bucket records stored: those up to the deepest one ever written (the others are not held at all).
     public let storedBuckets: Int
-    /// Entry slots allocated across buckets (at least the entries).
+    /// Slots allocated for entries: the entries, and the slot array's spare capacity.
     public let entrySlots: Int
-    /// Replacement-cache slots allocated across buckets.
+    /// Slots holding replacement candidates.
     public let replacementSlots: Int
-    /// Heap bytes of the bucket records and slots, with 32 bytes of header per allocated array
+    /// Heap bytes of the bucket records and the slots, with 32 bytes of header per allocated array
     /// (the peers' own storage, shared or not, is not counted).
     public let bytes: Int
 }
@@ -42,29 +42,25 @@ extension KBucketsTable {
     /// What the buckets hold on the heap now.
     public var footprint: RoutingTableFootprint {
         let header = 32
-        var entrySlots = 0
         var replacementSlots = 0
-        var arrays = storage.capacity > 0 ? 1 : 0
-        for bucket in storage {
-            entrySlots += bucket.entries.capacity
-            replacementSlots += bucket.replacements.capacity
-            if bucket.entries.capacity > 0 { arrays += 1 }
-            if bucket.replacements.capacity > 0 { arrays += 1 }
-        }
+        for bucket in storage { replacementSlots += Int(bucket.replacementCount) }
+        let arrays = (storage.capacity > 0 ? 1 : 0) + (slots.capacity > 0 ? 1 : 0)
         let bytes =
-            storage.capacity * MemoryLayout<KBucket<Peer>>.stride + (entrySlots + replacementSlots)
-            * MemoryLayout<Entry>.stride + arrays * header
+            storage.capacity * MemoryLayout<KBucket<Peer>>.stride + slots.capacity * MemoryLayout<Entry>.stride
+            + arrays * header
         return RoutingTableFootprint(
-            storedBuckets: storage.count, entrySlots: entrySlots, replacementSlots: replacementSlots, bytes: bytes)
+            storedBuckets: storage.count, entrySlots: slots.capacity - replacementSlots,
+            replacementSlots: replacementSlots, bytes: bytes)
     }
 
     /// Summaries of the buckets that hold entries or replacements, closest first.
     public var bucketSummaries: [BucketSummary] {
-        buckets.stored.compactMap { index, bucket in
-            guard !bucket.entries.isEmpty || !bucket.replacements.isEmpty else { return nil }
+        storage.indices.reversed().compactMap { depth in
+            let bucket = storage[depth]
+            guard bucket.slotCount > 0 else { return nil }
             return BucketSummary(
-                index: index, entries: bucket.entries.count, replacements: bucket.replacements.count,
-                lastRefreshed: bucket.lastRefreshed)
+                index: Self.bucketCount - 1 - depth, entries: Int(bucket.entryCount),
+                replacements: Int(bucket.replacementCount), lastRefreshed: bucket.lastRefreshed)
         }
     }
 
@@ -72,7 +68,7 @@ extension KBucketsTable {
     /// reports every lookup it starts (Kademlia paper §2.3: ordinary lookups refresh buckets too).
     public mutating func recordLookup(of target: KademliaKey, now: NIODeadline) {
         guard let bucket = bucketIndex(for: target) else { return }
-        buckets[bucket].lastRefreshed = now
+        storage[storedLocation(ofBucket: bucket).depth].lastRefreshed = now
     }
 
     /// The buckets no lookup has touched for `refreshInterval` (or ever), each with a random target
@@ -83,15 +79,15 @@ extension KBucketsTable {
     public mutating func refreshTargets<G: RandomNumberGenerator>(
         now: NIODeadline, using generator: inout G
     ) -> [RefreshTarget] {
-        let deepestIndex = buckets.deepestOccupied ?? (Self.bucketCount - 1)
+        let deepestIndex = deepestOccupied ?? (Self.bucketCount - 1)
         let deepest = Swift.min(Self.bucketCount - 1 - deepestIndex, configuration.maximumRefreshCommonPrefixLength)
         var targets: [RefreshTarget] = []
         for commonPrefixLength in 0...deepest {
             let bucket = Self.bucketCount - 1 - commonPrefixLength
-            if let last = buckets[bucket].lastRefreshed, now - last < configuration.refreshInterval { continue }
+            if let last = self.bucket(bucket).lastRefreshed, now - last < configuration.refreshInterval { continue }
             let key = KademliaKey.random(inBucket: bucket, from: localKey, using: &generator)
             targets.append(RefreshTarget(bucket: bucket, key: key))
-            buckets[bucket].lastRefreshed = now
+            storage[storedLocation(ofBucket: bucket).depth].lastRefreshed = now
         }
         return targets
     }

@@ -33,8 +33,9 @@ import Network
 ///
 /// Generic over the peer handle (as rust-libp2p's `KBucketsTable<TKey, TVal>`): agentd's table is
 /// `RoutingTable`, holding `KademliaPeer`s; the simulator holds small handles with one shared key
-/// per virtual node. Buckets are stored by common prefix length and only up to the deepest one
-/// touched, so the ~240 buckets that stay empty in any real network take no memory.
+/// per virtual node. Bucket records are stored by common prefix length and only up to the deepest
+/// one touched, so the ~240 buckets that stay empty in any real network take no memory; every
+/// bucket's entries and candidates share one array (`slots`).
 public struct KBucketsTable<Peer: RoutingTablePeer>: Sendable {
     /// Number of buckets: one per possible `floor(log2(distance))`.
     public static var bucketCount: Int { KademliaKey.bitCount }
@@ -91,56 +92,21 @@ public struct KBucketsTable<Peer: RoutingTablePeer>: Sendable {
     /// `exemptLoopback(_:)`); initially not.
     public private(set) var exemptsLoopback = false
 
-    /// The buckets by common prefix length with the local key: `storage[c]` is bucket `255 - c`.
-    /// Holds buckets only up to the deepest one ever written; read through `buckets[index]`.
-    private(set) var storage: [KBucket<Peer>] = []
+    /// The bucket records by common prefix length with the local key: `storage[c]` is bucket
+    /// `255 - c`. Holds records only up to the deepest bucket ever written (`storedLocation`).
+    var storage: [KBucket<Peer>] = []
+    /// Every stored bucket's entries then its replacement candidates, in `storage` order
+    /// (`location(ofBucket:)` finds a bucket's part).
+    var slots: [Entry] = []
     /// Entries per subnet in the whole table (uncounted entries left out).
     private var subnetCounts: [SubnetKey: Int] = [:]
-
-    /// The buckets by index (`KademliaDistance.bucketIndex`); one not stored reads as empty, and
-    /// is stored (with those between) when written.
-    var buckets: Buckets {
-        get { Buckets(storage: storage) }
-        _modify {
-            var view = Buckets(storage: storage)
-            storage = []
-            defer { storage = view.storage }
-            yield &view
-        }
-    }
-
-    /// Bucket access by index over the sparse storage.
-    struct Buckets: Sendable {
-        var storage: [KBucket<Peer>]
-
-        subscript(index: Int) -> KBucket<Peer> {
-            get {
-                let depth = KademliaKey.bitCount - 1 - index
-                return depth < storage.count ? storage[depth] : KBucket()
-            }
-            _modify {
-                let depth = KademliaKey.bitCount - 1 - index
-                if depth >= storage.count {
-                    storage.append(contentsOf: repeatElement(KBucket(), count: depth + 1 - storage.count))
-                }
-                yield &storage[depth]
-            }
-        }
-
-        /// The index of the deepest bucket holding entries (the smallest index); nil if none does.
-        var deepestOccupied: Int? {
-            storage.lastIndex { !$0.entries.isEmpty }.map { KademliaKey.bitCount - 1 - $0 }
-        }
-
-        /// The stored buckets with their indices, closest to us (smallest index) first.
-        var stored: [(index: Int, bucket: KBucket<Peer>)] {
-            storage.indices.reversed().map { (KademliaKey.bitCount - 1 - $0, storage[$0]) }
-        }
-    }
 
     /// An empty table for `local`, whose peers' keys are found in `keySpace`.
     public init(local: Peer, keySpace: Peer.KeySpace, configuration: Configuration = Configuration()) {
         precondition(configuration.bucketSize > 0, "bucket size must be positive")
+        precondition(
+            configuration.bucketSize <= Self.largestBucket && configuration.replacementCacheSize < Self.largestBucket,
+            "bucket size and replacement cache size must be below \(Self.largestBucket)")
         self.local = local
         self.keySpace = keySpace
         self.localKey = local.key(in: keySpace)
@@ -241,10 +207,8 @@ extension KBucketsTable {
     public mutating func exemptLoopback(_ exempt: Bool) {
         exemptsLoopback = exempt
         subnetCounts = [:]
-        for bucket in storage {
-            for entry in bucket.entries {
-                if let key = subnetKey(of: entry.peer) { subnetCounts[key, default: 0] += 1 }
-            }
+        forEachEntry { entry in
+            if let key = subnetKey(of: entry.peer) { subnetCounts[key, default: 0] += 1 }
         }
     }
 
@@ -265,7 +229,7 @@ extension KBucketsTable {
     /// Lets the caller skip proving an address the table would refuse anyway.
     public func admitsSubnet(of peer: Peer) -> Bool {
         let peerKey = key(of: peer)
-        guard let bucket = bucketIndex(for: peerKey), buckets[bucket].index(of: peerKey, in: keySpace) == nil else {
+        guard let bucket = bucketIndex(for: peerKey), entrySlot(of: peerKey, in: location(ofBucket: bucket)) == nil else {
             return true
         }
         return admits(subnetKey(of: peer), inBucket: bucket)
@@ -276,7 +240,9 @@ extension KBucketsTable {
         guard let key else { return true }
         guard subnetCounts[key, default: 0] < configuration.maximumEntriesPerSubnet else { return false }
         var inBucket = 0
-        for entry in buckets[bucket].entries where subnetKey(of: entry.peer) == key { inBucket += 1 }
+        for slot in location(ofBucket: bucket)?.entries ?? 0..<0 where subnetKey(of: slots[slot].peer) == key {
+            inBucket += 1
+        }
         return inBucket < configuration.maximumEntriesPerSubnetPerBucket
     }
 
@@ -294,32 +260,47 @@ extension KBucketsTable {
 
     /// The entry at `key`, if it is in the table (replacement caches not included).
     public func entry(forKey key: KademliaKey) -> Entry? {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else {
+        guard let bucket = bucketIndex(for: key), let slot = entrySlot(of: key, in: location(ofBucket: bucket)) else {
             return nil
         }
-        return buckets[bucket].entries[index]
+        return slots[slot]
     }
 
     /// The entries of bucket `index`, least recently seen first.
     public func entries(inBucket index: Int) -> [Entry] {
-        buckets[index].entries
+        guard let location = self.location(ofBucket: index) else { return [] }
+        return Array(slots[location.entries])
     }
 
     /// The replacement candidates of bucket `index`, least recently seen first.
     public func replacements(inBucket index: Int) -> [Entry] {
-        buckets[index].replacements
+        guard let location = self.location(ofBucket: index) else { return [] }
+        return Array(slots[location.replacements])
     }
 
     /// Every entry, bucket 0 (closest to us) first.
     public var entries: [Entry] {
-        storage.reversed().flatMap(\.entries)
+        var entries: [Entry] = []
+        entries.reserveCapacity(count)
+        forEachEntry { entries.append($0) }
+        return entries
     }
 
     /// Calls `body` with every entry, bucket 0 (closest to us) first, without copying them out.
     public func forEachEntry(_ body: (Entry) throws -> Void) rethrows {
+        // Bucket records are stored closest-last: walk them from the far end of the slots.
+        var end = slots.count
         for bucket in storage.reversed() {
-            for entry in bucket.entries { try body(entry) }
+            let start = end - bucket.slotCount
+            for slot in start..<(start + Int(bucket.entryCount)) { try body(slots[slot]) }
+            end = start
         }
+    }
+
+    /// Makes room for `count` entries and candidates in all, so that a table filled at once (a
+    /// simulated network built directly) holds no spare slots.
+    public mutating func reserveCapacity(_ count: Int) {
+        slots.reserveCapacity(count)
     }
 
     /// Records that `peer` proved it serves the DHT (see `Evidence`) at `now`, with the addresses it
@@ -338,9 +319,9 @@ extension KBucketsTable {
         if peer.addresses.count > configuration.maximumAddressesPerPeer {
             peer = peer.withAddresses(Array(peer.addresses.prefix(configuration.maximumAddressesPerPeer)))
         }
-        if let index = buckets[bucket].index(of: peerKey, in: keySpace) {
+        if let slot = entrySlot(of: peerKey, in: location(ofBucket: bucket)) {
             var addresses: [Multiaddr]? = peer.addresses
-            let current = buckets[bucket].entries[index].peer
+            let current = slots[slot].peer
             if !peer.addresses.isEmpty, peer.addresses != current.addresses {
                 let (old, new) = (subnetKey(of: current), subnetKey(of: peer))
                 if old != new {
@@ -355,32 +336,34 @@ extension KBucketsTable {
                     }
                 }
             }
-            buckets[bucket].touch(at: index, addresses: addresses, evidence: evidence, now: now, keys: keySpace)
+            touchEntry(slot, in: location(ofBucket: bucket)!, addresses: addresses, evidence: evidence, now: now)
             return .updated
         }
         let subnet = subnetKey(of: peer)
         guard admits(subnet, inBucket: bucket) else { return .rejected(.subnetFull) }
         let entry = Entry(peer: peer, lastSeen: now, firstSeen: now, isConnected: true, evidence: evidence)
-        if buckets[bucket].entries.count < configuration.bucketSize {
+        if Int(self.bucket(bucket).entryCount) < configuration.bucketSize {
             guard count < configuration.maximumEntries else { return .rejected(.tableFull) }
-            buckets[bucket].append(entry, capacity: configuration.bucketSize, keys: keySpace)
+            appendEntry(entry, in: storedLocation(ofBucket: bucket))
             count += 1
             countSubnet(subnet, 1)
             return .inserted
         }
         let exempting = exemptsLoopback
-        buckets[bucket].cacheReplacement(
-            entry, capacity: configuration.replacementCacheSize,
-            perSubnet: configuration.maximumEntriesPerSubnetPerBucket, keys: keySpace,
+        let location = self.location(ofBucket: bucket)!
+        cacheReplacement(
+            entry, in: location, capacity: configuration.replacementCacheSize,
+            perSubnet: configuration.maximumEntriesPerSubnetPerBucket,
             sameSubnet: { subnet != nil && Self.subnetKey(of: $0.peer, exemptingLoopback: exempting) == subnet })
-        if let check = buckets[bucket].livenessCheck, now - check.started < configuration.livenessCheckTimeout {
+        if let check = storage[location.depth].livenessCheck, now - check.started < configuration.livenessCheckTimeout {
             return .cached
         }
-        let leastRecentlySeen = buckets[bucket].entries[0]
+        // The cache sits after the entries: the first entry's slot did not move.
+        let leastRecentlySeen = slots[location.entries.lowerBound]
         if now - leastRecentlySeen.lastSeen < configuration.livenessCheckInterval {
             return .cached
         }
-        buckets[bucket].livenessCheck = KBucket<Peer>.LivenessCheck(peer: leastRecentlySeen.peer, started: now)
+        storage[location.depth].livenessCheck = KBucket<Peer>.LivenessCheck(peer: leastRecentlySeen.peer, started: now)
         return .pendingLivenessCheck(leastRecentlySeen.peer)
     }
 
@@ -388,8 +371,10 @@ extension KBucketsTable {
     /// at `now`: the entry stays and becomes its bucket's most recently seen. The newcomer stays in
     /// the replacement cache for the next vacancy.
     public mutating func livenessCheckSucceeded(key: KademliaKey, now: NIODeadline) {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else { return }
-        buckets[bucket].touch(at: index, addresses: nil, evidence: nil, now: now, keys: keySpace)
+        guard let bucket = bucketIndex(for: key), let location = self.location(ofBucket: bucket),
+            let slot = entrySlot(of: key, in: location)
+        else { return }
+        touchEntry(slot, in: location, addresses: nil, evidence: nil, now: now)
     }
 
     /// The caller's ping of the entry at `key` failed: the entry is evicted and the most recently
@@ -409,24 +394,27 @@ extension KBucketsTable {
     /// Notes whether the caller holds a connection to the entry at `key` (informational; see
     /// `KBucketEntry.isConnected`).
     public mutating func setConnected(key: KademliaKey, _ connected: Bool) {
-        guard let bucket = bucketIndex(for: key), let index = buckets[bucket].index(of: key, in: keySpace) else { return }
-        buckets[bucket].setConnected(at: index, connected)
+        guard let bucket = bucketIndex(for: key), let slot = entrySlot(of: key, in: location(ofBucket: bucket)) else {
+            return
+        }
+        slots[slot].isConnected = connected
     }
 
     private mutating func remove(key: KademliaKey, bucket: Int) -> Eviction? {
-        if let index = buckets[bucket].index(of: key, in: keySpace) {
-            let removed = buckets[bucket].remove(at: index, keys: keySpace)
+        guard let location = self.location(ofBucket: bucket) else { return nil }
+        if let slot = entrySlot(of: key, in: location) {
+            let removed = removeEntry(slot, in: location)
             countSubnet(subnetKey(of: removed.peer), -1)
             // The most recently seen candidate that keeps the subnet limits moves up; candidates
             // of a subnet that has its share stay cached.
             let exempting = exemptsLoopback
             let tableCounts = subnetCounts
             var bucketCounts: [SubnetKey: Int] = [:]
-            for entry in buckets[bucket].entries {
-                if let key = subnetKey(of: entry.peer) { bucketCounts[key, default: 0] += 1 }
+            for slot in location.entries.lowerBound..<(location.entries.upperBound - 1) {
+                if let key = subnetKey(of: slots[slot].peer) { bucketCounts[key, default: 0] += 1 }
             }
             let (perBucket, perTable) = (configuration.maximumEntriesPerSubnetPerBucket, configuration.maximumEntriesPerSubnet)
-            let promoted = buckets[bucket].promoteReplacement { candidate in
+            let promoted = promoteReplacement(inBucket: bucket) { candidate in
                 guard let key = Self.subnetKey(of: candidate.peer, exemptingLoopback: exempting) else { return true }
                 return bucketCounts[key, default: 0] < perBucket && tableCounts[key, default: 0] < perTable
             }
@@ -437,8 +425,8 @@ extension KBucketsTable {
             }
             return Eviction(evicted: removed, promoted: promoted)
         }
-        if let index = buckets[bucket].replacementIndex(of: key, in: keySpace) {
-            buckets[bucket].removeReplacement(at: index)
+        if let slot = replacementSlot(of: key, in: location) {
+            removeReplacement(slot, in: location)
         }
         return nil
     }
