@@ -146,7 +146,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "agent-sim", dependencies: ["Resolution", "Identity", "Multiformats", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "NIOCore", package: "swift-nio")], path: "simulations", exclude: ["README.md"]),
+        .executableTarget(name: "agent-sim", dependencies: ["Resolution", "Identity", "Multiformats", "CAgentSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "NIOCore", package: "swift-nio")], path: "simulations", exclude: ["README.md"]),
         // Test support shared by the test targets: vectors, hex, seeded randomness; later the
         // in-process network and the py-libp2p launcher.
         .target(
@@ -165,6 +165,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "MultiformatsTests", dependencies: ["Multiformats", "AgentTesting"]),
+        // The simulator's pure pieces (SortedKeys, the --json results contract, CSV, the SVG
+        // charts) and small seeded runs of each experiment; imports agent-sim with @testable.
+        .testTarget(name: "SimulatorTests", dependencies: ["agent-sim", "Resolution"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "Multiformats", "AgentTesting"]),
         .testTarget(
             name: "SessionTests",

@@ -29,6 +29,17 @@ struct AdversaryExperiment: Sendable {
         let summary: ResolveSummary
         /// Share of names whose r replicas (as published) include adversaries, on average.
         let adversaryReplicas: Double
+
+        /// The figures `--json` and `--out` write; a success is a resolve that returned the true
+        /// holder's record.
+        func record(nodes: Int) -> ResultRecord {
+            var record = summary.record(nodes: nodes)
+            record["adversary_fraction"] = .number(Double(fraction) / 100)
+            record["paths"] = .integer(paths)
+            record["rival_keys"] = .text(sharedKey ? "shared" : "own")
+            record["adversarial_replica_fraction"] = .number(adversaryReplicas)
+            return record
+        }
     }
 
     func run() async -> Report {
@@ -66,6 +77,8 @@ struct AdversaryExperiment: Sendable {
                 configuration, base: base, owners: owners, nearJunk: nearJunk, paths: paths, parameters: settings,
                 seed: seed)
         }.flatMap { $0 }
+        report.results = results.map { $0.record(nodes: count) }
+        report.charts = [Self.chart(results, nodes: count)]
 
         var table = ReportTable(
             title:
@@ -93,6 +106,25 @@ struct AdversaryExperiment: Sendable {
         report.tables.append(table)
         report.finish(stopwatch)
         return report
+    }
+
+    /// Success against the adversary fraction: a colour per path count d, solid for adversaries
+    /// that each sign with their own key, dashed for one shared key.
+    static func chart(_ results: [Result], nodes: Int) -> LineChart {
+        var chart = LineChart(
+            name: "adversaries", title: "Resolves among \(nodes) nodes with colluding adversaries",
+            xLabel: "adversary fraction", yLabel: "true holder's record returned")
+        chart.yRange = 0...1
+        let pathCounts = Array(Set(results.map(\.paths))).sorted()
+        for (number, d) in pathCounts.enumerated() {
+            for shared in [false, true] {
+                let points = results.filter { $0.paths == d && $0.sharedKey == shared }
+                    .map { (x: Double($0.fraction) / 100, y: $0.summary.successRate) }
+                guard !points.isEmpty else { continue }
+                chart.add("d = \(d), " + (shared ? "one shared key" : "own keys"), points, dashed: shared, colour: number)
+            }
+        }
+        return chart
     }
 
     static func run(

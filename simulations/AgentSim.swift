@@ -62,7 +62,7 @@ struct ChurnCommand: AsyncParsableCommand {
             options: options, replicationFactors: try list(replication), losses: try list(loss),
             gradualFactors: try list(gradualReplication), churnPercentPerMinute: churnRate, hours: hours,
             probes: probes)
-        await experiment.run().print(json: options.json)
+        try await experiment.run().output(options)
     }
 }
 
@@ -96,7 +96,7 @@ struct LookupsCommand: AsyncParsableCommand {
         if let nodes = options.nodes { sizes = sizes.filter { $0 < nodes } + [nodes] }
         let experiment = LookupsExperiment(
             options: options, sizes: sizes, lookups: lookups, build: LookupsExperiment.Build(rawValue: build))
-        await experiment.run().print(json: options.json)
+        try experiment.run().output(options)
     }
 }
 
@@ -119,7 +119,7 @@ struct AdversariesCommand: AsyncParsableCommand {
     func run() async throws {
         let experiment = AdversaryExperiment(
             options: options, fractions: try list(fractions), paths: try list(paths), quorum: quorum)
-        await experiment.run().print(json: options.json)
+        try await experiment.run().output(options)
     }
 }
 

@@ -29,6 +29,19 @@ struct ChurnExperiment: Sendable {
         let summary: ResolveSummary
         /// Messages of the re-replication round, per surviving node.
         let repairMessagesPerNode: Double
+
+        /// The figures `--json` and `--out` write; a success is a resolve that returned the
+        /// owner's record.
+        func record(nodes: Int) -> ResultRecord {
+            var record = summary.record(nodes: nodes)
+            record["scenario"] = .text(repaired ? "abrupt_loss_repaired" : "abrupt_loss")
+            record["replication"] = .integer(replicationFactor)
+            let f = Double(loss) / 100
+            record["loss_fraction"] = .number(f)
+            record["expected_success_rate"] = .number(1 - pow(f, Double(replicationFactor)))
+            if repaired { record["repair_messages_per_node"] = .number(repairMessagesPerNode) }
+            return record
+        }
     }
 
     func run() async -> Report {
@@ -80,6 +93,10 @@ struct ChurnExperiment: Sendable {
             }
         }
         abrupt.sort { ($0.replicationFactor, $0.loss) < ($1.replicationFactor, $1.loss) }
+        report.results =
+            abrupt.map { $0.record(nodes: count) }
+            + gradual.map { $0.record(nodes: count, percentPerMinute: rate, hours: hours) }
+        report.charts = Self.charts(abrupt: abrupt, gradual: gradual, nodes: count, percentPerMinute: rate)
         report.tables.append(abruptTable(abrupt, repaired: false))
         report.tables.append(abruptTable(abrupt, repaired: true))
         if !gradual.isEmpty {
@@ -87,6 +104,36 @@ struct ChurnExperiment: Sendable {
         }
         report.finish(stopwatch)
         return report
+    }
+
+    /// Success against the fraction lost at once, per r, without and with repair; success over
+    /// the hours of continuous churn, per r.
+    static func charts(
+        abrupt: [AbruptResult], gradual: [ContinuousChurn.Result], nodes: Int, percentPerMinute: Double
+    ) -> [LineChart] {
+        var loss = LineChart(
+            name: "churn-abrupt", title: "Abrupt loss of a fraction of \(nodes) nodes: names resolved",
+            xLabel: "fraction of nodes lost at once", yLabel: "success rate")
+        loss.yRange = 0...1
+        let factors = Array(Set(abrupt.map(\.replicationFactor))).sorted()
+        for (number, r) in factors.enumerated() {
+            for repaired in [false, true] {
+                let points = abrupt.filter { $0.replicationFactor == r && $0.repaired == repaired }
+                    .map { (x: Double($0.loss) / 100, y: $0.summary.successRate) }
+                loss.add("r = \(r)" + (repaired ? ", repaired" : ""), points, dashed: repaired, colour: number)
+            }
+        }
+        var continuous = LineChart(
+            name: "churn-continuous",
+            title: String(format: "Continuous churn, %.2g%% of %d nodes per minute: names resolved", percentPerMinute, nodes),
+            xLabel: "virtual hours", yLabel: "success rate")
+        continuous.yRange = 0...1
+        for (number, result) in gradual.enumerated() {
+            continuous.add(
+                "r = \(result.replicationFactor)", result.points.map { (x: $0.hours, y: $0.summary.successRate) },
+                colour: number)
+        }
+        return gradual.isEmpty ? [loss] : [loss, continuous]
     }
 
     /// Publishes with factor `r`, then for each loss fraction removes those nodes and resolves,

@@ -34,6 +34,31 @@ struct ContinuousChurn: Sendable {
         /// Mean routing-table entries at the end, and the share of them that are offline.
         let tableSize: Double
         let deadEntries: Double
+
+        /// Every probe's resolves together.
+        var total: ResolveSummary {
+            var total = ResolveSummary()
+            for point in points { total.merge(point.summary) }
+            return total
+        }
+
+        /// The figures `--json` and `--out` write: the probes together, and each probe's success
+        /// rate (`success_by_probe`, at `probe_hours`).
+        func record(nodes: Int, percentPerMinute: Double, hours: Double) -> ResultRecord {
+            var record = total.record(nodes: nodes)
+            record["scenario"] = .text("continuous")
+            record["replication"] = .integer(replicationFactor)
+            record["churn_percent_per_minute"] = .number(percentPerMinute)
+            record["hours"] = .number(hours)
+            record["messages_per_node_hour"] = .number(messagesPerNodeHour)
+            record["puts_per_node_hour"] = .number(putsPerNodeHour)
+            record["nodes_joined"] = .integer(nodesJoined)
+            record["table_entries_mean"] = .number(tableSize)
+            record["dead_entry_fraction"] = .number(deadEntries)
+            record["probe_hours"] = .numbers(points.map(\.hours))
+            record["success_by_probe"] = .numbers(points.map(\.summary.successRate))
+            return record
+        }
     }
 
     func run() -> Result {
@@ -184,14 +209,7 @@ struct ContinuousChurn: Sendable {
                 "joined", "table size", "dead entries",
             ])
         for result in results {
-            var total = ResolveSummary()
-            for point in result.points {
-                total.attempts += point.summary.attempts
-                total.resolvedToHolder += point.summary.resolvedToHolder
-                for value in point.summary.hops.values { total.hops.add(value) }
-                for value in point.summary.requests.values { total.requests.add(value) }
-                for value in point.summary.milliseconds.values { total.milliseconds.add(value) }
-            }
+            let total = result.total
             costs.add([
                 .integer(result.replicationFactor), .integer(total.attempts),
                 .ratio(total.resolvedToHolder, of: total.attempts), .mean(total.hops, decimals: 2),

@@ -39,9 +39,37 @@ struct LookupsExperiment: Sendable {
         var tableBytes = Distribution()
         /// Resident memory the built network added, per node (nil where it cannot be read).
         var residentBytesPerNode: Double?
+        /// Wall-clock seconds the network's build took, and the lookups after it.
+        var buildSeconds = 0.0
+        var lookupSeconds = 0.0
+
+        /// log2(N)/log2(k)+1 (DESIGN §6).
+        func theory(bucketSize k: Int) -> Double { log2(Double(nodes)) / log2(Double(k)) + 1 }
+
+        /// The figures `--json` and `--out` write; a success is a lookup that found exactly the
+        /// true k closest.
+        func record(bucketSize k: Int) -> ResultRecord {
+            var record = ResultRecord(
+                nodes: nodes, successes: exact, attempts: hopsSeen.count, hops: hopsSeen, messages: requests)
+            record["build"] = .text(build.rawValue)
+            record["hops_theory"] = .number(theory(bucketSize: k))
+            record["hops_p99"] = .number(hopsSeen.percentile(0.99))
+            record["messages_p99"] = .number(requests.percentile(0.99))
+            record["milliseconds_mean"] = .number(milliseconds.mean)
+            record["milliseconds_p99"] = .number(milliseconds.percentile(0.99))
+            record["recall"] = .number(recall.mean)
+            record["table_entries_mean"] = .number(tableSize.mean)
+            record["table_bytes_per_node"] = .number(tableBytes.mean)
+            record["rss_bytes_per_node"] = .number(residentBytesPerNode ?? .nan)
+            record["build_messages_per_node"] = .number(buildMessagesPerNode)
+            record["build_seconds"] = .number(buildSeconds)
+            record["build_microseconds_per_node"] = .number(buildSeconds * 1e6 / Double(nodes))
+            record["lookup_seconds"] = .number(lookupSeconds)
+            return record
+        }
     }
 
-    func run() async -> Report {
+    func run() -> Report {
         let stopwatch = Stopwatch()
         var report = Report(experiment: "lookups", parameters: options.summary)
         report.parameters["lookups_per_size"] = String(lookups)
@@ -49,10 +77,14 @@ struct LookupsExperiment: Sendable {
         let options = self.options
         let lookups = self.lookups
         let build = self.build
-        let results = await parallelMap(sizes) { size in
-            Self.measure(
-                nodes: size, lookups: lookups, options: options,
-                build: build ?? (size <= Self.largestGrownByJoins ? .joins : .direct))
+        // One size at a time, so that each one's resident memory per node is its own (and the time
+        // of a size is not shared with another's): the largest size dominates the run anyway.
+        var results: [Result] = []
+        for size in sizes {
+            results.append(
+                Self.measure(
+                    nodes: size, lookups: lookups, options: options,
+                    build: build ?? (size <= Self.largestGrownByJoins ? .joins : .direct)))
         }
 
         var table = ReportTable(
@@ -62,8 +94,11 @@ struct LookupsExperiment: Sendable {
                 "ms p99", "exact k closest", "recall", "table size", "join msgs/node", "table B/node",
                 "RSS B/node",
             ])
+        let k = options.parameters.bucketSize
+        report.results = results.map { $0.record(bucketSize: k) }
+        report.charts = Self.charts(results, bucketSize: k)
         for result in results {
-            let theory = log2(Double(result.nodes)) / log2(20) + 1
+            let theory = result.theory(bucketSize: k)
             table.add([
                 .integer(result.nodes), .text(result.build.rawValue), .number(theory, decimals: 2), .mean(result.hopsSeen, decimals: 2),
                 .percentile(result.hopsSeen, 0.5, decimals: 0), .percentile(result.hopsSeen, 0.99, decimals: 0),
@@ -80,16 +115,58 @@ struct LookupsExperiment: Sendable {
             "referrals to a peer in the result. exact: result = the true 20 closest (brute force); recall: share of them found.",
             "join msgs/node: messages per node while the network grew (self-lookup, bucket refresh, pings).",
             "table B/node: heap bytes of a node's buckets (entries, replacement caches, bucket records; peers are shared).",
-            "RSS B/node: resident memory the built network added / N (the whole node: table, store, identity, index);",
-            "  measured around the build, so exact only when one size runs (--sizes N): sizes run in parallel.",
+            "RSS B/node: resident memory the built network added / N (the whole node: table, store, identity, index),",
+            "  measured around the build after returning freed memory to the system; sizes run one after another.",
         ]
         report.tables.append(table)
         report.finish(stopwatch)
         return report
     }
 
+    /// Hops against N beside the theory, memory per node against N, time against N; a series per
+    /// build when sizes were built both ways.
+    static func charts(_ results: [Result], bucketSize k: Int) -> [LineChart] {
+        var hops = LineChart(
+            name: "lookups-hops", title: "FIND_NODE lookups: hops against network size (k = \(k))",
+            xLabel: "nodes N", yLabel: "hops")
+        var memory = LineChart(
+            name: "lookups-memory", title: "Memory per virtual node against network size", xLabel: "nodes N",
+            yLabel: "bytes per node")
+        var time = LineChart(
+            name: "lookups-time", title: "Wall-clock time against network size", xLabel: "nodes N",
+            yLabel: "seconds")
+        hops.xScale = .logarithmic
+        memory.xScale = .logarithmic
+        time.xScale = .logarithmic
+        time.yScale = .logarithmic
+        hops.yRange = 0...1
+        memory.yRange = 0...8192
+        let builds = Build.allCases.filter { build in results.contains { $0.build == build } }
+        for (number, build) in builds.enumerated() {
+            let part = results.filter { $0.build == build }
+            let suffix = builds.count > 1 ? " (\(build.rawValue))" : ""
+            func series(_ value: (Result) -> Double?) -> [(x: Double, y: Double)] {
+                part.compactMap { result in value(result).map { (Double(result.nodes), $0) } }
+            }
+            let colour = 2 * number
+            hops.add("mean" + suffix, series { $0.hopsSeen.mean }, colour: colour)
+            hops.add("p99" + suffix, series { $0.hopsSeen.percentile(0.99) }, dashed: true, colour: colour)
+            memory.add("RSS growth" + suffix, series { $0.residentBytesPerNode }, colour: colour)
+            memory.add("routing table" + suffix, series { $0.tableBytes.mean }, dashed: true, colour: colour)
+            time.add("build" + suffix, series { $0.buildSeconds }, colour: colour)
+            time.add("lookups" + suffix, series { $0.lookupSeconds }, dashed: true, colour: colour)
+        }
+        let sizes = results.map { Double($0.nodes) }
+        hops.add(
+            "log2(N)/log2(k)+1", sizes.map { ($0, log2($0) / log2(Double(k)) + 1) }, dashed: true, colour: 7)
+        memory.add("goal: 8 KiB", sizes.map { ($0, 8192) }, dashed: true, colour: 7)
+        return [hops, memory, time]
+    }
+
     static func measure(nodes count: Int, lookups: Int, options: SimulationOptions, build: Build) -> Result {
+        ProcessMemory.releaseFreeMemory()
         let residentBefore = ProcessMemory.residentBytes
+        let buildStopwatch = Stopwatch()
         let (base, buildTraffic) =
             switch build {
             case .joins: Simulation.build(nodes: count, parameters: options.parameters, seed: options.seed)
@@ -97,6 +174,10 @@ struct LookupsExperiment: Sendable {
                 (Simulation.buildDirect(nodes: count, parameters: options.parameters, seed: options.seed), TrafficCounters())
             }
         var result = Result(nodes: count, build: build)
+        result.buildSeconds = buildStopwatch.seconds
+        // What the build freed (the sorted keys, its bookkeeping) is not the network's.
+        ProcessMemory.releaseFreeMemory()
+        let lookupStopwatch = Stopwatch()
         if let before = residentBefore, let after = ProcessMemory.residentBytes {
             result.residentBytesPerNode = Double(after - before) / Double(count)
         }
@@ -132,6 +213,7 @@ struct LookupsExperiment: Sendable {
             }
         }
         simulation.runUntilIdle()
+        collected.value.lookupSeconds = lookupStopwatch.seconds
         return collected.value
     }
 }

@@ -1,3 +1,4 @@
+import CAgentSystem
 import Foundation
 
 /// The process's resident memory, from /proc/self/status (Linux): what memory per node is measured
@@ -7,6 +8,12 @@ enum ProcessMemory {
     static var residentBytes: Int? { field("VmRSS:") }
     /// The peak resident set size of the process so far, in bytes (`VmHWM`).
     static var peakResidentBytes: Int? { field("VmHWM:") }
+
+    /// Returns the heap's free memory to the system (glibc's `malloc_trim`), so that a resident
+    /// size read next counts memory in use, not memory freed by an earlier simulation.
+    static func releaseFreeMemory() {
+        _ = agentd_malloc_trim()
+    }
 
     private static func field(_ name: String) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }

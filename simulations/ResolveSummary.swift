@@ -26,6 +26,33 @@ struct ResolveSummary: Sendable {
     }
 
     var successRate: Double { attempts == 0 ? .nan : Double(resolvedToHolder) / Double(attempts) }
+
+    /// Adds another batch's outcomes.
+    mutating func merge(_ other: ResolveSummary) {
+        attempts += other.attempts
+        resolvedToHolder += other.resolvedToHolder
+        rivalChosen += other.rivalChosen
+        notFound += other.notFound
+        stoppedEarly += other.stoppedEarly
+        hops.merge(other.hops)
+        requests.merge(other.requests)
+        milliseconds.merge(other.milliseconds)
+    }
+
+    /// The contract's figures for these resolves (a success returned the true holder's latest
+    /// record; messages are the requests a resolve sent), with the other outcomes' shares.
+    func record(nodes: Int) -> ResultRecord {
+        var record = ResultRecord(
+            nodes: nodes, successes: resolvedToHolder, attempts: attempts, hops: hops, messages: requests)
+        let share = { (part: Int) -> ResultRecord.Value in .number(attempts == 0 ? .nan : Double(part) / Double(attempts)) }
+        record["rival_chosen_rate"] = share(rivalChosen)
+        record["not_found_rate"] = share(notFound)
+        record["stopped_early_rate"] = share(stoppedEarly)
+        record["hops_p99"] = .number(hops.percentile(0.99))
+        record["milliseconds_mean"] = .number(milliseconds.mean)
+        record["milliseconds_p99"] = .number(milliseconds.percentile(0.99))
+        return record
+    }
 }
 
 /// Collects results of actions that finish later, inside one simulation.

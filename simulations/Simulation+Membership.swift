@@ -107,49 +107,98 @@ extension Simulation {
     /// part of the keyspace, and the replacement cache the next ones, all seen now. A bucket whose
     /// part holds k or fewer nodes takes them all, so the deepest buckets hold all of a node's
     /// nearest neighbours, as self-lookups leave them.
+    ///
+    /// One walk down the binary trie of the sorted keys (`SortedKeys.forEachBranching`) gives every
+    /// node its buckets, shallowest first: at each branching, the keys of one half take the
+    /// earliest nodes of the other half (`EarliestNodes`, merged bottom-up once), so the work is
+    /// the `add` calls themselves. Each table gets room for exactly what it will hold first.
     static func buildDirect(nodes count: Int, parameters: NetworkParameters, seed: UInt64) -> NetworkSnapshot {
         let simulation = Simulation(
             parameters: parameters, seed: seed, generator: SimulationGenerator(seed: seed, 0x6469_7265_6374))
         for _ in 0..<count { simulation.createNode() }
-        let keys = simulation.keySpace.keys
-        let sorted = SortedKeys(keys)
+        let sorted = SortedKeys(simulation.keySpace.keys)
         let wanted = parameters.routingTable.bucketSize + parameters.routingTable.replacementCacheSize
-        var picks: [Int] = []
-        picks.reserveCapacity(4 * wanted)
+        // Every bucket takes min(part, k + cache) nodes: k entries, the rest cached, none dropped.
+        var slots = [Int](repeating: 0, count: count)
+        sorted.forEachBranching { half, sibling, _ in
+            for position in half { slots[sorted.nodes[position]] += min(sibling.count, wanted) }
+        }
         for index in 0..<count {
-            let key = keys[index]
-            var outer = 0..<sorted.count
-            for length in 0..<KademliaKey.bitCount {
-                guard outer.count > 1 else { break }
-                let inner = sorted.block(of: key, prefixLength: length + 1)
-                // The keys sharing exactly `length` bits with ours: `outer` without `inner`, on one side.
-                let bucket =
-                    inner.lowerBound > outer.lowerBound
-                    ? outer.lowerBound..<inner.lowerBound : inner.upperBound..<outer.upperBound
-                outer = inner
-                guard !bucket.isEmpty else { continue }
-                // The `wanted` earliest nodes of the bucket's part: from the part itself when it is
-                // small, else by walking nodes in order until enough fell in the part (about
-                // wanted · count / part nodes); either way at most about sqrt(wanted · count) steps.
-                picks.removeAll(keepingCapacity: true)
-                if bucket.count * bucket.count <= wanted * count {
-                    picks.append(contentsOf: sorted.nodes[bucket])
-                    picks.sort()
-                    if picks.count > wanted { picks.removeLast(picks.count - wanted) }
-                } else {
-                    var node = 0
-                    while picks.count < wanted, node < count {
-                        if node != index, keys[node].commonPrefixLength(with: key) == length { picks.append(node) }
-                        node += 1
+            simulation.withNode(index) { $0.table.reserveCapacity(slots[index]) }
+        }
+        slots = []
+        let earliest = EarliestNodes(sorted, count: wanted)
+        let now = simulation.now
+        sorted.forEachBranching { half, sibling, _ in
+            let picks = earliest.nodes(in: sibling)
+            for position in half {
+                simulation.withNode(sorted.nodes[position]) { node in
+                    for pick in picks {
+                        _ = node.table.add(VirtualPeer(index: Int(pick)), evidence: .answeredRequest, now: now)
                     }
                 }
-                let now = simulation.now
-                simulation.withNode(index) { node in
-                    for pick in picks { _ = node.table.add(VirtualPeer(index: pick), evidence: .answeredRequest, now: now) }
+            }
+        }
+        for index in 0..<count { simulation.setOnline(index, true) }
+        return simulation.snapshot
+    }
+}
+
+/// The `count` earliest nodes (smallest node numbers), ascending, of every block of the sorted
+/// keys that `SortedKeys.forEachBranching` yields: merged bottom-up from the two halves of each
+/// block, so computing all of them costs O(count) per block. Blocks of at most `count` keys are
+/// sorted when asked for; the larger ones are kept (about 2N / count of them).
+struct EarliestNodes {
+    let sorted: SortedKeys
+    let count: Int
+    /// By block, `lowerBound * (N + 1) + upperBound`.
+    private var lists: [Int: [UInt32]] = [:]
+
+    init(_ sorted: SortedKeys, count: Int) {
+        self.sorted = sorted
+        self.count = count
+        _ = collect(0..<sorted.count, depth: 0)
+    }
+
+    /// The earliest nodes of `block`, a block `forEachBranching` yielded.
+    func nodes(in block: Range<Int>) -> [UInt32] {
+        if block.count <= count { return small(block) }
+        guard let list = lists[key(block)] else { preconditionFailure("\(block) is not a block of the key trie") }
+        return list
+    }
+
+    private func key(_ block: Range<Int>) -> Int { block.lowerBound * (sorted.count + 1) + block.upperBound }
+
+    private func small(_ block: Range<Int>) -> [UInt32] {
+        sorted.nodes[block].map { UInt32($0) }.sorted()
+    }
+
+    /// The earliest nodes of `block`, whose keys share their first `depth` bits; keeps those of
+    /// every block larger than `count` below it.
+    private mutating func collect(_ block: Range<Int>, depth: Int) -> [UInt32] {
+        guard block.count > count else { return small(block) }
+        var depth = depth
+        while depth < KademliaKey.bitCount {
+            let split = sorted.split(block, atBit: depth)
+            depth += 1
+            guard split > block.lowerBound, split < block.upperBound else { continue }
+            let left = collect(block.lowerBound..<split, depth: depth)
+            let right = collect(split..<block.upperBound, depth: depth)
+            var merged: [UInt32] = []
+            merged.reserveCapacity(count)
+            var (i, j) = (0, 0)
+            while merged.count < count, i < left.count || j < right.count {
+                if j == right.count || (i < left.count && left[i] < right[j]) {
+                    merged.append(left[i])
+                    i += 1
+                } else {
+                    merged.append(right[j])
+                    j += 1
                 }
             }
-            simulation.setOnline(index, true)
+            lists[key(block)] = merged
+            return merged
         }
-        return simulation.snapshot
+        preconditionFailure("keys of \(block) do not differ: node keys are distinct")
     }
 }

@@ -13,6 +13,10 @@ struct SimulationOptions: ParsableArguments {
     @Flag(help: "Print one JSON document with all tables instead of text.")
     var json = false
 
+    @Option(
+        help: "Directory to write the results (<experiment>.csv) and charts (*.svg) into; created if missing.")
+    var out: String?
+
     @Option(help: "One-way message latency in milliseconds, uniform in MIN-MAX.")
     var latency = "5-50"
 
@@ -30,6 +34,7 @@ struct SimulationOptions: ParsableArguments {
         guard latencyRange != nil else { throw ValidationError("--latency must be MIN-MAX in ms, e.g. 5-50") }
         guard (0...1).contains(refused) else { throw ValidationError("--refused must be between 0 and 1") }
         guard names > 0 else { throw ValidationError("--names must be positive") }
+        if let out, out.isEmpty { throw ValidationError("--out must name a directory") }
     }
 
     var nodeCount: Int { nodes ?? 2000 }

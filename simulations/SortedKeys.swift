@@ -47,6 +47,41 @@ struct SortedKeys: Sendable {
         return lower..<max(lower, upper)
     }
 
+    /// The first position of `range` whose key has bit `depth` (0 is the most significant) set.
+    /// The keys of `range` must share their first `depth` bits: then the bit is 0 before that
+    /// position and 1 from it on, and the two parts are the blocks of prefix length `depth + 1`.
+    func split(_ range: Range<Int>, atBit depth: Int) -> Int {
+        var (low, high) = (range.lowerBound, range.upperBound)
+        while low < high {
+            let middle = (low + high) / 2
+            if values[middle].bit(KademliaKey.bitCount - 1 - depth) { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
+    /// Calls `body(half, sibling, depth)` for every branching of the binary trie of the keys in
+    /// `range` (which share their first `depth` bits): `half` and `sibling` are the two blocks of
+    /// prefix length `depth + 1` below it, each in turn, so `sibling` is the part of the keyspace
+    /// that a key of `half` holds in its bucket for common prefix length `depth`. Parents come
+    /// before their children, so each key meets its buckets in order of common prefix length.
+    func forEachBranching(
+        in range: Range<Int>? = nil, depth: Int = 0, _ body: (_ half: Range<Int>, _ sibling: Range<Int>, _ depth: Int) -> Void
+    ) {
+        var range = range ?? 0..<keys.count
+        var depth = depth
+        while range.count > 1, depth < KademliaKey.bitCount {
+            let split = split(range, atBit: depth)
+            let (left, right) = (range.lowerBound..<split, split..<range.upperBound)
+            if !left.isEmpty, !right.isEmpty {
+                body(left, right, depth)
+                body(right, left, depth)
+                forEachBranching(in: left, depth: depth + 1, body)
+                range = right
+            }
+            depth += 1
+        }
+    }
+
     /// The `count` nodes closest to `target`, closest first, without node `excluded`: exact (the
     /// deepest block around `target` that holds `count + 1` keys holds them all, since every key
     /// in it is closer to `target` than every key outside).
