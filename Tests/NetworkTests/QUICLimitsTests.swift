@@ -178,4 +178,27 @@ struct QUICLimitsTests {
         await b.shutdown()
         try await group.shutdownGracefully()
     }
+
+    @Test("the QUIC socket asks for 4 MiB receive and send buffers and gets what the kernel's caps allow")
+    func socketBuffers() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let logger = Logger(label: "test")
+        let configuration = QUICEndpoint.Configuration()
+        let certificates = QUICCertificates(identity: Ed25519.PrivateKey(), configuration: configuration, logger: logger)
+        let (channel, _) = try await QUICEndpoint.bind(
+            host: "127.0.0.1", port: 0, group: group, certificates: certificates, configuration: configuration,
+            logger: logger)
+        // Linux grants twice what is asked, up to twice net.core.{r,w}mem_max.
+        func expected(_ cap: String) throws -> Int {
+            let text = try String(contentsOfFile: "/proc/sys/net/core/\(cap)", encoding: .utf8)
+            let limit = try #require(Int(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+            return 2 * min(QUICEndpoint.socketBufferSize, limit)
+        }
+        let receive = try await channel.getOption(.socketOption(.so_rcvbuf)).get()
+        let send = try await channel.getOption(.socketOption(.so_sndbuf)).get()
+        #expect(Int(receive) == (try expected("rmem_max")))
+        #expect(Int(send) == (try expected("wmem_max")))
+        try await channel.close()
+        try await group.shutdownGracefully()
+    }
 }

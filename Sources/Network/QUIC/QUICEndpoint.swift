@@ -70,6 +70,12 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
 
     /// Datagrams written per `cq_conn_write` call.
     static let sendBatch: Int32 = 32
+    /// SO_RCVBUF and SO_SNDBUF asked for on the socket (the kernel caps them at
+    /// `net.core.rmem_max` / `wmem_max`, and doubles what it grants). The default receive buffer
+    /// (`rmem_default`, 208 KiB) holds ~170 full datagrams, under a millisecond of a fast sender:
+    /// while the event loop is off the CPU, datagrams past it are dropped and congestion control
+    /// backs off. The plain C baseline asks for the same.
+    static let socketBufferSize = 4 * 1024 * 1024
 
     let eventLoop: EventLoop
     /// The host's certificates (renewed before they expire; `QUICCertificates`).
@@ -152,6 +158,8 @@ final class QUICEndpoint: ChannelInboundHandler, @unchecked Sendable {
         // veth links) failed with GRO on the receiving sockets (UDPHolePunchLabTests, cone NATs),
         // and passed with either one alone; GSO is the one kept.
         let channel = try await bootstrap
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(Self.socketBufferSize))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(Self.socketBufferSize))
             .channelOption(.maxMessagesPerRead, value: 16)
             .channelOption(.datagramVectorReadMessageCount, value: 16)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16 * 2048))
