@@ -195,18 +195,21 @@ struct LookupsExperiment: Sendable {
         let sorted = SortedKeys(base.keySpace.keys)
         for number in 0..<lookups {
             let origin = Int.random(in: 0..<count, using: &simulation.generator)
-            let target =
+            // FIND_NODE keys, as agentd sends them: random bytes, or a node's peer id (whose hash
+            // is its key).
+            let key =
                 number % 2 == 0
-                ? KademliaKey.random(using: &simulation.generator)
-                : base.nodes[Int.random(in: 0..<count, using: &simulation.generator)].peer.key
+                ? simulation.generator.bytes(32)
+                : base.nodes[Int.random(in: 0..<count, using: &simulation.generator)].peer.id.multihash.bytes
+            let target = KademliaKey(hashing: key)
             let truth = Set(sorted.closest(to: target, count: k, excluding: origin).map { base.nodes[$0].peer.key })
             simulation.schedule(after: .milliseconds(50) * Int64(number)) { simulation in
-                simulation.startLookup(from: origin, target: target, request: .findNode) { _, outcome in
-                    let statistics = outcome.result.statistics
+                simulation.findClosest(from: origin, key: key) { simulation, result in
+                    let statistics = result.statistics
                     collected.value.hopsSeen.add(statistics.hops)
                     collected.value.requests.add(statistics.requests)
                     collected.value.milliseconds.add(Double(statistics.duration.nanoseconds) / 1e6)
-                    let found = Set(outcome.result.closest.map(\.key))
+                    let found = Set(result.closest.map { simulation.keySpace.keys[$0.index] })
                     if found == truth { collected.value.exact += 1 }
                     collected.value.recall.add(Double(found.intersection(truth).count) / Double(truth.count))
                 }

@@ -7,9 +7,8 @@ extension Simulation {
     /// own name, and its maintenance rounds start a round later.
     func join(_ index: Int, through bootstrap: Int?, completion: ((Simulation) -> Void)? = nil) {
         setOnline(index, true)
-        let seeds = bootstrap.map { [nodes[$0].peer] } ?? []
-        startLookup(from: index, target: nodes[index].peer.key, request: .findNode, extraSeeds: seeds) {
-            simulation, _ in
+        let seeds = bootstrap.map { [nodes[$0].handle] } ?? []
+        findClosest(from: index, key: nodes[index].peer.id.multihash.bytes, extraSeeds: seeds) { simulation, _ in
             if simulation.nodes[index].ownName != nil {
                 simulation.publishOwnRecord(of: index) { simulation in
                     simulation.withNode(index) { $0.publishedAt = simulation.now }
@@ -45,7 +44,10 @@ extension Simulation {
         if maintenance.refreshBuckets {
             let targets = withNode(index) { node in node.table.refreshTargets(now: now, using: &generator) }
             if !targets.isEmpty {
-                runLookups([nodes[index].peer.key] + targets.map(\.key), from: index)
+                // As `DHT.refresh`: a self-lookup, then for each bucket a key whose hash lies in it.
+                let localKey = nodes[index].table.localKey
+                let keys = targets.compactMap { DHT.preimage(inBucket: $0.bucket, from: localKey, using: &generator) }
+                runLookups([nodes[index].peer.id.multihash.bytes] + keys, from: index)
             }
         }
         if maintenance.republishOwnRecords, let record = nodes[index].ownRecord {
@@ -66,9 +68,9 @@ extension Simulation {
     }
 
     /// FIND_NODE lookups for `targets`, one after the other (as `DHT.refreshBuckets` awaits each).
-    private func runLookups(_ targets: [KademliaKey], from index: Int) {
+    private func runLookups(_ targets: [[UInt8]], from index: Int) {
         guard let target = targets.first else { return }
-        startLookup(from: index, target: target, request: .findNode) { simulation, _ in
+        findClosest(from: index, key: target) { simulation, _ in
             simulation.runLookups(Array(targets.dropFirst()), from: index)
         }
     }

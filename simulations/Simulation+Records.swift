@@ -85,10 +85,9 @@ extension Simulation {
 
     func publish(_ record: SignedAgentRecord, from index: Int, completion: ((Simulation) -> Void)? = nil) {
         offer(record, to: index)
-        let target = KademliaKey(hashing: record.record.name.recordKey)
-        startLookup(from: index, target: target, request: .findNode) { simulation, outcome in
-            for peer in outcome.result.closest.prefix(simulation.parameters.replicationFactor) {
-                simulation.put(record, from: index, to: peer)
+        findClosest(from: index, key: record.record.name.recordKey) { simulation, result in
+            for peer in result.closest.prefix(simulation.parameters.replicationFactor) {
+                simulation.put(record, from: index, to: simulation.nodes[peer.index].peer)
             }
             completion?(simulation)
         }
@@ -110,10 +109,9 @@ extension Simulation {
             completion?(self)
             return
         }
-        let target = KademliaKey(hashing: record.record.name.recordKey)
-        startLookup(from: index, target: target, request: .findNode) { simulation, outcome in
-            for peer in outcome.result.closest.prefix(simulation.parameters.replicationFactor) {
-                simulation.put(record, from: index, to: peer)
+        findClosest(from: index, key: record.record.name.recordKey) { simulation, result in
+            for peer in result.closest.prefix(simulation.parameters.replicationFactor) {
+                simulation.put(record, from: index, to: simulation.nodes[peer.index].peer)
             }
             simulation.pushRecords(records.dropFirst(), from: index, completion: completion)
         }

@@ -30,9 +30,10 @@ struct NetworkSnapshot: Sendable {
     }
 }
 
-/// The discrete-event simulator: virtual nodes that run the real sans-I/O Kademlia code
-/// (`RoutingTable`, `ClosestPeersLookup`, `RecordSelection`, `ReplicaSelection`), connected by a
-/// virtual network with per-message latency, on a virtual clock advanced from event to event.
+/// The discrete-event simulator: virtual nodes that run agentd's sans-I/O Kademlia code
+/// (`KademliaBehaviour` with its routing table and lookups, driven by Simulation+Kademlia.swift;
+/// `ValueLookup`, `RecordSelection`, `ReplicaSelection` for records), connected by a virtual
+/// network with per-message latency, on a virtual clock advanced from event to event.
 ///
 /// Everything a node does (lookups, puts, pings, maintenance) is a chain of scheduled actions; the
 /// clock jumps to the next one. Nothing reads the real clock or a shared random source: a run is a
@@ -68,6 +69,11 @@ final class Simulation {
     var nearJunk: [KademliaKey: [KademliaPeer]] = [:]
     /// Adversaries, for colluders' answers.
     var adversaries: [Int] = []
+    /// Queries running in nodes' behaviours, with what to do when each ends (Simulation+Kademlia).
+    var kadQueries: [KadQueryKey: KadQuery] = [:]
+    /// Buffers the behaviours write their actions into, reused: one per level of nested feeding.
+    var actionBuffers: [[KademliaAction<VirtualPeer>]] = []
+    var nextRequestID: UInt64 = 0
 
     private var online: [Int] = []
     private var onlinePosition: [Int] = []
@@ -162,7 +168,7 @@ final class Simulation {
         keySpace.append(KademliaKey(peer: PeerID(publicKey: publicKey)))
         let node = VirtualNode(
             serial: serial, index: nodes.count, publicKey: publicKey, keySpace: keySpace,
-            routingTable: parameters.routingTable)
+            configuration: parameters.dhtConfiguration)
         indexByKey[node.peer.key] = nodes.count
         nodes.append(node)
         onlinePosition.append(-1)

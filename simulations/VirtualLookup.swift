@@ -4,7 +4,9 @@ import Resolution
 
 /// One running lookup of a virtual node: the real `ClosestPeersLookup` plus, for a value lookup,
 /// the real `ValueLookup` (the records collected, the early stop, the decision), as `DHT.resolve`
-/// drives them on a host.
+/// drives them on a host. Only GET_VALUE resolves still run here (issue #14: to move into the
+/// nodes' `KademliaBehaviour` with the records); every FIND_NODE query is the behaviour's
+/// (`Simulation.findClosest`).
 final class VirtualLookup {
     enum Request: Hashable {
         case findNode

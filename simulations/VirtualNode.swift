@@ -7,18 +7,35 @@ import Resolution
 /// of the simulation shares (`VirtualKeySpace`). Entry times are milliseconds of virtual time in 4
 /// bytes, so an entry is 16 bytes instead of a peer id, a key and an address list. Virtual nodes
 /// have no addresses, so the subnet limits never count them.
-struct VirtualPeer: RoutingTablePeer {
-    /// The node's index in `Simulation.nodes` and in the key space.
+///
+/// Numbers from `phantomBase` up name phantoms: made-up peers of adversaries' junk answers, which
+/// have a key (`VirtualKeySpace.phantoms`) but no node, so every request to one fails.
+struct VirtualPeer: KademliaPeerHandle {
+    /// The node's index in `Simulation.nodes` and in the key space (a phantom's number from
+    /// `phantomBase` up).
     let number: UInt32
+
+    static let phantomBase: UInt32 = 1 << 31
 
     var index: Int { Int(number) }
 
     init(index: Int) {
-        precondition(index >= 0 && index <= Int(UInt32.max), "virtual node \(index) beyond 2^32")
+        precondition(index >= 0 && index < Int(Self.phantomBase), "virtual node \(index) beyond 2^31")
         self.number = UInt32(index)
     }
 
-    func key(in keySpace: VirtualKeySpace) -> KademliaKey { keySpace.keys[Int(number)] }
+    init(phantom: Int) {
+        precondition(phantom >= 0 && phantom < Int(Self.phantomBase), "phantom \(phantom) beyond 2^31")
+        self.number = Self.phantomBase + UInt32(phantom)
+    }
+
+    func key(in keySpace: VirtualKeySpace) -> KademliaKey {
+        number < Self.phantomBase ? keySpace.keys[Int(number)] : keySpace.phantoms[Int(number - Self.phantomBase)]
+    }
+
+    /// Virtual nodes have no peer ids: records they PUT count under no sender (the store's
+    /// per-sender quota does not apply in the simulator).
+    func peerID(in keySpace: VirtualKeySpace) -> PeerID? { nil }
 
     var addresses: [Multiaddr] { [] }
 
@@ -49,9 +66,12 @@ struct VirtualPeer: RoutingTablePeer {
 /// copy before it writes. So no read of `keys` races a write.
 final class VirtualKeySpace: @unchecked Sendable {
     private(set) var keys: [KademliaKey]
+    /// Keys of phantoms (`VirtualPeer(phantom:)`), written like `keys`.
+    private(set) var phantoms: [KademliaKey]
 
-    init(keys: [KademliaKey] = []) {
+    init(keys: [KademliaKey] = [], phantoms: [KademliaKey] = []) {
         self.keys = keys
+        self.phantoms = phantoms
     }
 
     /// Adds the key of the next node.
@@ -59,15 +79,22 @@ final class VirtualKeySpace: @unchecked Sendable {
         keys.append(key)
     }
 
-    /// A space with the same keys (the array is shared until one of them appends).
+    /// A phantom at `key`.
+    func phantom(at key: KademliaKey) -> VirtualPeer {
+        phantoms.append(key)
+        return VirtualPeer(phantom: phantoms.count - 1)
+    }
+
+    /// A space with the same keys (the arrays are shared until one of them appends).
     func copy() -> VirtualKeySpace {
-        VirtualKeySpace(keys: keys)
+        VirtualKeySpace(keys: keys, phantoms: phantoms)
     }
 }
 
-/// One virtual DHT node: a real routing table (`KBucketsTable`, agentd's code, over `VirtualPeer`
-/// handles), a record store (a dictionary keyed by name, with
-/// the ownership rules of the real store) and what it does when asked.
+/// One virtual DHT node: agentd's `KademliaBehaviour` over `VirtualPeer` handles (its routing
+/// table, lookups and server answers; `Simulation+Kademlia.swift` drives it), a record store (a
+/// dictionary keyed by name, with the ownership rules of the real store) and what it does when
+/// asked.
 struct VirtualNode: Sendable {
     /// How a node answers requests.
     enum Behaviour: Hashable, Sendable {
@@ -84,7 +111,13 @@ struct VirtualNode: Sendable {
     /// What other nodes' routing tables hold for this one.
     let handle: VirtualPeer
     let publicKey: Ed25519.PublicKey
-    var table: KBucketsTable<VirtualPeer>
+    /// agentd's DHT state machine for this node.
+    var kad: KademliaBehaviour<VirtualPeer>
+    /// The behaviour's routing table.
+    var table: KBucketsTable<VirtualPeer> {
+        get { kad.table }
+        _modify { yield &kad.table }
+    }
     var store: [AgentName: SignedAgentRecord] = [:]
     var isOnline = false
     /// Once offline: refuses connections at once rather than never answering.
@@ -105,14 +138,15 @@ struct VirtualNode: Sendable {
     /// Node number `index` of the simulation; its key is `keySpace.keys[index]` already.
     init(
         serial: UInt64, index: Int, publicKey: Ed25519.PublicKey, keySpace: VirtualKeySpace,
-        routingTable: RoutingTable.Configuration
+        configuration: DHTConfiguration
     ) {
         self.serial = serial
         self.publicKey = publicKey
         let id = PeerID(publicKey: publicKey)
         self.peer = KademliaPeer(id: id)
         self.handle = VirtualPeer(index: index)
-        self.table = KBucketsTable(local: handle, keySpace: keySpace, configuration: routingTable)
+        self.kad = KademliaBehaviour(
+            local: handle, keySpace: keySpace, configuration: configuration, store: MemoryRecordStore(), seed: serial)
         precondition(table.localKey == peer.key, "key space out of step with the nodes")
     }
 

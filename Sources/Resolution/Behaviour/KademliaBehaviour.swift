@@ -26,10 +26,10 @@ import NIOCore
 ///
 /// Drivers: `DHT` (agentd: the kad protocol on the host), agent-sim (virtual nodes on a virtual
 /// clock) and the unit tests (`KademliaBehaviourTests`, virtual time, no sockets).
-struct KademliaBehaviour<Peer: KademliaPeerHandle> {
-    typealias Table = KBucketsTable<Peer>
-    typealias Event = KademliaEvent<Peer>
-    typealias Action = KademliaAction<Peer>
+package struct KademliaBehaviour<Peer: KademliaPeerHandle>: Sendable {
+    package typealias Table = KBucketsTable<Peer>
+    package typealias Event = KademliaEvent<Peer>
+    package typealias Action = KademliaAction<Peer>
 
     /// This node as its own table knows it.
     let local: Peer
@@ -39,7 +39,7 @@ struct KademliaBehaviour<Peer: KademliaPeerHandle> {
     /// that sees one record many times may remember the verdicts).
     let verify: @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void
 
-    var table: Table
+    package var table: Table
     var cache: ResolutionCache
     var providers: ProviderStore<Peer>
     /// The names this node publishes and the races on them.
@@ -55,7 +55,7 @@ struct KademliaBehaviour<Peer: KademliaPeerHandle> {
     var jobs = JobSchedule()
 
     /// A behaviour for `local`, whose peers' keys are found in `keySpace`.
-    init(
+    package init(
         local: Peer, keySpace: Peer.KeySpace, configuration: DHTConfiguration, store: any RecordStoring, seed: UInt64,
         verify: @escaping @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void = {
             record, now throws(ResolutionError) in
@@ -78,7 +78,7 @@ struct KademliaBehaviour<Peer: KademliaPeerHandle> {
     }
 
     /// A new query id (never reused).
-    mutating func makeQueryID() -> KademliaQueryID {
+    package mutating func makeQueryID() -> KademliaQueryID {
         nextQueryID &+= 1
         return KademliaQueryID(raw: nextQueryID)
     }
@@ -86,7 +86,7 @@ struct KademliaBehaviour<Peer: KademliaPeerHandle> {
     /// Feeds one event at `now` (monotonic) and `unixNow` (seconds since the epoch, for record
     /// validity); appends what the caller must do to `actions` (not cleared: one buffer serves many
     /// events).
-    mutating func handle(_ event: Event, now: NIODeadline, unixNow: UInt64, into actions: inout [Action]) {
+    package mutating func handle(_ event: Event, now: NIODeadline, unixNow: UInt64, into actions: inout [Action]) {
         switch event {
         case .startQuery(let id, let query):
             startQuery(id, query, now: now, unixNow: unixNow, into: &actions)
@@ -124,7 +124,7 @@ struct KademliaBehaviour<Peer: KademliaPeerHandle> {
     var nextDeadline: NIODeadline? { jobs.nextDeadline }
 
     /// The key of `peer`.
-    func key(of peer: Peer) -> KademliaKey { table.key(of: peer) }
+    package func key(of peer: Peer) -> KademliaKey { table.key(of: peer) }
 }
 
 extension KademliaBehaviour where Peer == KademliaPeer {
@@ -145,29 +145,33 @@ extension KademliaBehaviour where Peer == KademliaPeer {
 }
 
 /// What `KademliaBehaviour` needs of a peer handle beyond what the routing table does.
-protocol KademliaPeerHandle: RoutingTablePeer {
+package protocol KademliaPeerHandle: RoutingTablePeer {
     /// The peer id the record store counts a PUT_VALUE's sender under (its per-sender quota,
     /// `RecordStoring.put(_:from:now:)`); nil where the driver knows none.
     func peerID(in keySpace: KeySpace) -> PeerID?
 }
 
 extension KademliaPeer: KademliaPeerHandle {
-    func peerID(in keySpace: IntrinsicKeySpace) -> PeerID? { id }
+    package func peerID(in keySpace: IntrinsicKeySpace) -> PeerID? { id }
 }
 
 /// Identifies a query of one `KademliaBehaviour`.
-struct KademliaQueryID: Hashable, Sendable, CustomStringConvertible {
+package struct KademliaQueryID: Hashable, Sendable, CustomStringConvertible {
     let raw: UInt64
-    var description: String { "q\(raw)" }
+    package var description: String { "q\(raw)" }
 }
 
 /// Identifies an inbound request until it is answered.
-struct KademliaRequestID: Hashable, Sendable {
+package struct KademliaRequestID: Hashable, Sendable {
     let raw: UInt64
+
+    package init(raw: UInt64) {
+        self.raw = raw
+    }
 }
 
 /// What a query looks for.
-enum KademliaQuery<Peer: Sendable>: Sendable {
+package enum KademliaQuery<Peer: Sendable>: Sendable {
     /// The k peers closest to `key` (FIND_NODE). `extraSeeds` are peers the caller supplied
     /// (bootstrap addresses): their addresses are dialled as given, not as hearsay.
     case closestPeers(key: [UInt8], extraSeeds: [Peer])
@@ -178,7 +182,7 @@ enum KademliaQuery<Peer: Sendable>: Sendable {
 }
 
 /// How a query ended.
-enum KademliaQueryOutcome<Peer: RoutingTablePeer>: Sendable {
+package enum KademliaQueryOutcome<Peer: RoutingTablePeer>: Sendable {
     case closestPeers(LookupResult<Peer>)
     /// The lookup, and the value side that collected the replicas' answers (`decide` it).
     case value(LookupResult<Peer>, ValueLookup<Peer>)
@@ -187,7 +191,7 @@ enum KademliaQueryOutcome<Peer: RoutingTablePeer>: Sendable {
 }
 
 /// What the driver knows of how it reached a peer, for routing-table admission (spec/dht.md §4).
-struct PeerContact: Hashable, Sendable {
+package struct PeerContact: Hashable, Sendable {
     /// Addresses a handshake verified: the remote address of a connection we dialled.
     var verified: [Multiaddr] = []
     /// Where a peer that dialled us could be dialled back: its identify listen addresses the scope
@@ -198,14 +202,14 @@ struct PeerContact: Hashable, Sendable {
     var reachedWithoutAddresses = false
 
     /// A contact the driver vouches for without addresses (`reachedWithoutAddresses`).
-    static let addressless = PeerContact(reachedWithoutAddresses: true)
+    package static let addressless = PeerContact(reachedWithoutAddresses: true)
 
     /// Whether the contact proves the peer reachable: a verified address, or the driver's word.
     var isVerified: Bool { !verified.isEmpty || reachedWithoutAddresses }
 }
 
 /// The periodic jobs a `.runJob` action starts.
-enum KademliaJob: Hashable, Sendable {
+package enum KademliaJob: Hashable, Sendable {
     /// Every `maintenanceInterval`: refresh the due buckets (`targets`, plus a self-lookup),
     /// republish due own records, retry failed restores.
     case upkeep(refresh: [RoutingTable.RefreshTarget])
@@ -214,7 +218,7 @@ enum KademliaJob: Hashable, Sendable {
     /// Soon after the table grew while own names reached fewer than r replicas.
     case republishAfterGrowth
 
-    var kind: KademliaJobKind {
+    package var kind: KademliaJobKind {
         switch self {
         case .upkeep: .upkeep
         case .replication: .replication
@@ -224,12 +228,12 @@ enum KademliaJob: Hashable, Sendable {
 }
 
 /// The kinds of job rounds, for `.jobFinished`.
-enum KademliaJobKind: Hashable, Sendable {
+package enum KademliaJobKind: Hashable, Sendable {
     case upkeep, replication, republishAfterGrowth
 }
 
 /// What to do with one inbound request.
-enum KademliaReply<Peer: Sendable>: Sendable {
+package enum KademliaReply<Peer: Sendable>: Sendable {
     case answer(KademliaResponse<Peer>)
     case none
     /// Reset the stream (the kad-dht convention for a refused request), with the reason for the log.
@@ -237,7 +241,7 @@ enum KademliaReply<Peer: Sendable>: Sendable {
 }
 
 /// Inputs of `KademliaBehaviour.handle`.
-enum KademliaEvent<Peer: Sendable>: Sendable {
+package enum KademliaEvent<Peer: Sendable>: Sendable {
     /// An API call starts a query (`makeQueryID` gives the id).
     case startQuery(KademliaQueryID, KademliaQuery<Peer>)
     /// A peer answered a request of the query (its addresses already filtered by the scope rule).
@@ -265,7 +269,7 @@ enum KademliaEvent<Peer: Sendable>: Sendable {
 }
 
 /// Outputs of `KademliaBehaviour.handle`.
-enum KademliaAction<Peer: RoutingTablePeer>: Sendable {
+package enum KademliaAction<Peer: RoutingTablePeer>: Sendable {
     /// Send `request` to `peer` for the query, and report `.response` or `.requestFailed`.
     /// `hearsay`: the peer's addresses were named by a third party (spec/dht.md §6.4).
     case send(KademliaQueryID, Peer, KademliaRequest<Peer>, hearsay: Bool)

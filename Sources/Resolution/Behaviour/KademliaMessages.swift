@@ -5,7 +5,7 @@ import Identity
 /// at its edge (`KadMessage(_:)`, `KademliaRequest.decoding(_:)`, KademliaMessages+Wire.swift);
 /// the simulator hands them from one virtual node to another as they are. `Peer` is the handle the
 /// behaviour knows peers by.
-enum KademliaRequest<Peer: Sendable>: Sendable {
+package enum KademliaRequest<Peer: Sendable>: Sendable {
     /// PING.
     case ping
     /// FIND_NODE: the peers closest to `key` (arbitrary bytes; the point is their SHA-256).
@@ -21,7 +21,7 @@ enum KademliaRequest<Peer: Sendable>: Sendable {
     case addProvider(key: [UInt8], providers: [Peer])
 
     /// The request's kind, for logs and for matching an answer to its request.
-    var kind: KademliaMessageKind {
+    package var kind: KademliaMessageKind {
         switch self {
         case .ping: .ping
         case .findNode: .findNode
@@ -34,7 +34,7 @@ enum KademliaRequest<Peer: Sendable>: Sendable {
 }
 
 /// An answer to a `KademliaRequest` (ADD_PROVIDER has none).
-enum KademliaResponse<Peer: Sendable>: Sendable {
+package enum KademliaResponse<Peer: Sendable>: Sendable {
     /// PING answered.
     case pong
     /// FIND_NODE: the peers closest to the key the answerer knows.
@@ -47,7 +47,7 @@ enum KademliaResponse<Peer: Sendable>: Sendable {
     /// GET_PROVIDERS: closer peers and the providers the answerer knows.
     case providers(closerPeers: [Peer], providers: [Peer])
 
-    var kind: KademliaMessageKind {
+    package var kind: KademliaMessageKind {
         switch self {
         case .pong: .ping
         case .closerPeers: .findNode
@@ -58,7 +58,7 @@ enum KademliaResponse<Peer: Sendable>: Sendable {
     }
 
     /// The peers the answer names as closer to the key (none for PING and PUT_VALUE).
-    var closerPeers: [Peer] {
+    package var closerPeers: [Peer] {
         switch self {
         case .closerPeers(let peers), .value(let peers, _), .providers(let peers, _): peers
         case .pong, .stored: []
@@ -67,7 +67,7 @@ enum KademliaResponse<Peer: Sendable>: Sendable {
 }
 
 /// The kinds of kad requests (KadMessage.MessageType without its encoding).
-enum KademliaMessageKind: String, Hashable, Sendable {
+package enum KademliaMessageKind: String, Hashable, Sendable {
     case ping = "PING"
     case findNode = "FIND_NODE"
     case getValue = "GET_VALUE"

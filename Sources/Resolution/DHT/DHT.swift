@@ -239,6 +239,13 @@ public final class DHT: Sendable {
     /// (2^(cpl+1) hashes on average; `nil` after 2^22 tries, which only very deep buckets need).
     static func preimage(inBucket bucket: Int, from localKey: KademliaKey) -> [UInt8]? {
         var generator = SystemRandomNumberGenerator()
+        return preimage(inBucket: bucket, from: localKey, using: &generator)
+    }
+
+    /// `preimage(inBucket:from:)` drawing from `generator` (the simulator's seeded one).
+    package static func preimage<G: RandomNumberGenerator>(
+        inBucket bucket: Int, from localKey: KademliaKey, using generator: inout G
+    ) -> [UInt8]? {
         var bytes = [UInt8](repeating: 0, count: 32)
         for _ in 0..<(1 << 22) {
             for index in bytes.indices { bytes[index] = generator.next() }

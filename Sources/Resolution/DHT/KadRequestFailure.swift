@@ -9,8 +9,8 @@
 /// Finding 13 of issue #10: py-libp2p refuses FIND_NODE for keys longer than 50 bytes that are not
 /// multihashes (our record keys), by resetting the stream; when refusals evicted, every py peer
 /// left the table a second after it joined.
-struct KadRequestFailure: Error, CustomStringConvertible {
-    enum Kind: Hashable, Sendable {
+package struct KadRequestFailure: Error, CustomStringConvertible {
+    package enum Kind: Hashable, Sendable {
         /// The peer was reached and reset or closed the stream instead of answering (the kad-dht
         /// refusal), e.g. a PUT of a record it will not store, a key it will not look up.
         case refused
@@ -32,12 +32,12 @@ struct KadRequestFailure: Error, CustomStringConvertible {
     let kind: Kind
     let message: String
 
-    init(_ kind: Kind, _ message: String) {
+    package init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
     }
 
-    var description: String { message }
+    package var description: String { message }
 
     /// Whether the failure is evidence that the peer is gone, so that it leaves the routing table.
     var countsAgainstLiveness: Bool { Self.countsAgainstLiveness(kind) }
