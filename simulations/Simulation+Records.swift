@@ -127,10 +127,9 @@ extension Simulation {
         _ name: AgentName, from index: Int, holder: Ed25519.PublicKey,
         completion: @escaping (Simulation, ResolveOutcome) -> Void
     ) {
-        let target = KademliaKey(hashing: name.recordKey)
-        startLookup(from: index, target: target, request: .getValue(name)) { simulation, outcome in
+        startValueLookup(from: index, name: name) { simulation, outcome in
             let local = simulation.storedRecord(at: index, for: name)
-            let decision = outcome.value?.decide(closest: outcome.result.closest, local: local)
+            let decision = outcome.value.decide(closest: outcome.result.closest, local: local)
             if let decision {
                 for peer in decision.staleReplicas {
                     simulation.put(decision.choice.record, from: index, to: peer)

@@ -2,23 +2,18 @@ import Identity
 import NIOCore
 import Resolution
 
-/// One running lookup of a virtual node: the real `ClosestPeersLookup` plus, for a value lookup,
-/// the real `ValueLookup` (the records collected, the early stop, the decision), as `DHT.resolve`
-/// drives them on a host. Only GET_VALUE resolves still run here (issue #14: to move into the
-/// nodes' `KademliaBehaviour` with the records); every FIND_NODE query is the behaviour's
+/// One running GET_VALUE lookup of a virtual node: the real `ClosestPeersLookup` and the real
+/// `ValueLookup` (the records collected, the early stop, the decision), as `DHT.resolve` drives
+/// them on a host. Only resolves still run here (issue #14: to move into the nodes'
+/// `KademliaBehaviour` with the records); every FIND_NODE query is the behaviour's
 /// (`Simulation.findClosest`).
 final class VirtualLookup {
-    enum Request: Hashable {
-        case findNode
-        case getValue(AgentName)
-    }
-
     let origin: Int
     let target: KademliaKey
-    let request: Request
+    let name: AgentName
     var lookup: ClosestPeersLookup<KademliaPeer>
-    /// The value side of a GET_VALUE lookup; nil for FIND_NODE.
-    var value: ValueLookup<KademliaPeer>?
+    /// The value side.
+    var value: ValueLookup<KademliaPeer>
     var isDone = false
     /// The time of the earliest timer armed for `lookup.nextTimeout`, if any.
     var armedTimer: UInt64?
@@ -28,17 +23,17 @@ final class VirtualLookup {
     struct Outcome {
         let origin: Int
         let result: LookupResult<KademliaPeer>
-        /// The value lookup's collected answers, for a GET_VALUE lookup.
-        let value: ValueLookup<KademliaPeer>?
+        /// The value lookup's collected answers.
+        let value: ValueLookup<KademliaPeer>
     }
 
     init(
-        origin: Int, target: KademliaKey, request: Request, lookup: ClosestPeersLookup<KademliaPeer>, value: ValueLookup<KademliaPeer>?,
+        origin: Int, name: AgentName, lookup: ClosestPeersLookup<KademliaPeer>, value: ValueLookup<KademliaPeer>,
         completion: @escaping (Simulation, Outcome) -> Void
     ) {
         self.origin = origin
-        self.target = target
-        self.request = request
+        self.target = value.target
+        self.name = name
         self.lookup = lookup
         self.value = value
         self.completion = completion
@@ -46,34 +41,23 @@ final class VirtualLookup {
 }
 
 extension Simulation {
-    /// Starts a lookup at node `origin`, seeded as `DHT.lookup` seeds it: the routing table's k
-    /// closest entries to `target` plus `extraSeeds` (bootstrap), one per peer. `completion` runs
-    /// when the lookup finishes; never if `origin` goes offline first.
-    func startLookup(
-        from origin: Int, target: KademliaKey, request: VirtualLookup.Request, extraSeeds: [KademliaPeer] = [],
-        completion: @escaping (Simulation, VirtualLookup.Outcome) -> Void
+    /// Starts a GET_VALUE lookup of `name` at node `origin`, seeded as `DHT.resolve` seeds it: the
+    /// routing table's k closest entries to the record key. `completion` runs when the lookup
+    /// finishes; never if `origin` goes offline first.
+    func startValueLookup(
+        from origin: Int, name: AgentName, completion: @escaping (Simulation, VirtualLookup.Outcome) -> Void
     ) {
-        let configuration: LookupConfiguration
-        let value: ValueLookup<KademliaPeer>?
-        switch request {
-        case .findNode:
-            configuration = parameters.closestPeersLookup
-            value = nil
-        case .getValue(let name):
-            configuration = parameters.valueLookup
-            value = ValueLookup(
-                name: name, quorum: parameters.valueQuorum, replicationFactor: parameters.replicationFactor)
-        }
+        let configuration = parameters.valueLookup
+        let value = ValueLookup<KademliaPeer>(
+            name: name, quorum: parameters.valueQuorum, replicationFactor: parameters.replicationFactor)
+        let target = value.target
         withNode(origin) { node in node.table.recordLookup(of: target, now: now) }
         let seeds = nodes[origin].table.closestPeers(to: target, count: configuration.resultCount).map {
             nodes[$0.peer.index].peer
         }
-        var seen = Set(seeds.map(\.key))
-        let allSeeds = seeds + extraSeeds.filter { seen.insert($0.key).inserted }
         let lookup = ClosestPeersLookup(
-            target: target, seeds: allSeeds, localKey: nodes[origin].peer.key, configuration: configuration)
-        let task = VirtualLookup(
-            origin: origin, target: target, request: request, lookup: lookup, value: value, completion: completion)
+            target: target, seeds: seeds, localKey: nodes[origin].peer.key, configuration: configuration)
+        let task = VirtualLookup(origin: origin, name: name, lookup: lookup, value: value, completion: completion)
         pump(task)
     }
 
@@ -109,13 +93,10 @@ extension Simulation {
             VirtualLookup.Outcome(origin: task.origin, result: result, value: task.value))
     }
 
-    /// A FIND_NODE or GET_VALUE request over the virtual network. A peer that is offline, or made
-    /// up, fails the request: at once if it refuses connections, else at the hard timeout.
+    /// A GET_VALUE request over the virtual network. A peer that is offline, or made up, fails the
+    /// request: at once if it refuses connections, else at the hard timeout.
     private func send(_ task: VirtualLookup, to peer: KademliaPeer) {
-        switch task.request {
-        case .findNode: traffic.findNode += 1
-        case .getValue: traffic.getValue += 1
-        }
+        traffic.getValue += 1
         let sentAt = now
         guard let target = indexByKey[peer.key], nodes[target].isOnline else {
             let refuses =
@@ -143,8 +124,7 @@ extension Simulation {
         let requester = nodes[task.origin].peer
         // The requester opened a kad stream in server mode: it enters the server's table (§4).
         if nodes[task.origin].isOnline { noteContact(at: node, with: requester, evidence: .inboundStream(.server)) }
-        let name: AgentName?
-        if case .getValue(let asked) = task.request { name = asked } else { name = nil }
+        let name: AgentName? = task.name
         let closer: [KademliaPeer]
         let record: SignedAgentRecord?
         if case .adversary(let sharedKey) = nodes[node].behaviour {
@@ -167,13 +147,13 @@ extension Simulation {
         guard !task.isDone, nodes[task.origin].isOnline else { return }
         var foundValue = false
         var quorumReached = false
-        if let record, task.value != nil {
+        if let record {
             // Signatures are verified once per run (`isValid` remembers them), expiry every time.
-            let verdict = task.value!.receive(record, from: peer, key: peer.key) { record throws(ResolutionError) in
+            let verdict = task.value.receive(record, from: peer, key: peer.key) { record throws(ResolutionError) in
                 guard isValid(record) else { throw ResolutionError(.badSignature, "invalid record") }
             }
             foundValue = verdict == .valid
-            quorumReached = foundValue && task.value!.mayStop
+            quorumReached = foundValue && task.value.mayStop
         }
         task.lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: now)
         noteContact(at: task.origin, with: peer, evidence: .answeredRequest)
