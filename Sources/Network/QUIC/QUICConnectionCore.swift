@@ -358,7 +358,18 @@ final class QUICConnectionCore: @unchecked Sendable {
             reservedMemory = nil
         }
         endpoint.remove(self)
+        // Readers that data reached in this batch get it first (their wake-up would otherwise be
+        // dropped with `readersToWake`); every other waiting reader and writer fails with `error`.
+        // No continuation may outlive the streams table: a reader left parked in it was never
+        // resumed (its task, identify's among them, hung and held up the host's shutdown).
+        wakeReaders()
         for id in Array(streams.keys) { fail(id, with: error) }
+        for stream in streams.values {
+            if let reader = stream.reader {
+                stream.reader = nil
+                reader.resume(throwing: error)
+            }
+        }
         streams.removeAll()
         readersToWake.removeAll()
         if let conn { cq_conn_free(conn) }
