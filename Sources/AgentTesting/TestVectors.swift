@@ -64,7 +64,7 @@ public struct Vector: Sendable, CustomStringConvertible {
 extension Vector {
     /// The string under `key`, or a `VectorError`.
     public func string(_ key: String) throws -> String {
-        guard let value = self[key] as? String else { throw VectorError("vector has no string \"\(key)\": \(self)") }
+        guard let value = self[key] else { throw VectorError("vector has no string \"\(key)\": \(self)") }
         return value
     }
 
