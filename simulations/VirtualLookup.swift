@@ -146,16 +146,15 @@ extension Simulation {
     ) {
         guard !task.isDone, nodes[task.origin].isOnline else { return }
         var foundValue = false
-        var quorumReached = false
         if let record {
             // Signatures are verified once per run (`isValid` remembers them), expiry every time.
             let verdict = task.value.receive(record, from: peer, key: peer.key) { record throws(ResolutionError) in
                 guard isValid(record) else { throw ResolutionError(.badSignature, "invalid record") }
             }
             foundValue = verdict == .valid
-            quorumReached = foundValue && task.value.mayStop
         }
         task.lookup.received(from: peer.id, closerPeers: closer, foundValue: foundValue, now: now)
+        let quorumReached = foundValue && task.value.mayStop(task.lookup)
         noteContact(at: task.origin, with: peer, evidence: .answeredRequest)
         if quorumReached {
             finish(task, task.lookup.stop(now: now))

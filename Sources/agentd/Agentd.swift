@@ -122,6 +122,11 @@ struct Agentd: AsyncParsableCommand {
     @Option(name: .customLong("dht-replication"), help: "Nodes each record is stored at (1-20).")
     var dhtReplication: Int = DHTConfiguration().replicationFactor
 
+    @Option(
+        name: .customLong("dht-disjoint-paths"),
+        help: "Disjoint lookup paths of value lookups (1-8; S/Kademlia, spec/dht.md §6.5): more resist eclipse, each costs about one lookup's requests.")
+    var dhtDisjointPaths: Int = DHTConfiguration().disjointPaths
+
     @Flag(name: .customLong("perf"), help: "Serve libp2p perf (/perf/1.0.0) to peers; off by default (it is a load generator).")
     var perf = false
 
@@ -151,6 +156,9 @@ struct Agentd: AsyncParsableCommand {
         }
         guard (1...20).contains(dhtReplication) else {
             throw ValidationError("--dht-replication must be 1 to 20")
+        }
+        guard (1...8).contains(dhtDisjointPaths) else {
+            throw ValidationError("--dht-disjoint-paths must be 1 to 8")
         }
         guard ["on", "off"].contains(autonatServer) else {
             throw ValidationError("--autonat-server must be on or off")
@@ -244,6 +252,7 @@ struct Agentd: AsyncParsableCommand {
         configuration.dht.mode = DHTMode(rawValue: dhtMode)!
         configuration.dht.protocolID = dhtProtocol
         configuration.dht.replicationFactor = dhtReplication
+        configuration.dht.disjointPaths = dhtDisjointPaths
         configuration.names = try names.map { try AgentName(Self.withSuffix($0)) }
         configuration.perf = perf
         configuration.servesAutoNAT = autonatServer == "on"

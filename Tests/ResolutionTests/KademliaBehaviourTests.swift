@@ -149,26 +149,28 @@ struct KademliaBehaviourTests {
         }
     }
 
-    @Test("replicas refuse a forged PUT_VALUE; a value query collects a quorum from the others and stops early")
-    func valueQuery() throws {
-        var network = Network(count: 200, seed: 7)
-        let record = Fixtures.record(seq: 5)
+    /// Puts `record` to the 5 nodes closest to the fixture name's key, the one of rank `forgedRank`
+    /// (if any) getting a forgery instead, which it refuses; returns the outcome of a value query from a
+    /// node that is not one of them.
+    static func valueQuery(
+        _ network: inout Network, _ record: SignedAgentRecord, forgedRank: Int?
+    ) throws -> (LookupResult<KademliaPeer>, ValueLookup<KademliaPeer>)? {
         let key = Fixtures.name.recordKey
         let replicas = network.closest(to: KademliaKey(hashing: key), count: 5)
         var forged = Fixtures.record(seq: 9).bytes
         forged[forged.count - 1] ^= 0xff
         for (rank, replica) in replicas.enumerated() {
-            let value = rank == 0 ? forged : record.bytes
+            let value = rank == forgedRank ? forged : record.bytes
             var actions: [KademliaAction<KademliaPeer>] = []
             let put = KademliaRequest<KademliaPeer>.putValue(try SignedAgentRecord(bytes: value))
             network.nodes[network.index[replica]!].handle(
-                .request(KademliaRequestID(raw: 1), from: KademliaPeer(id: network.ids[0]), put), now: Self.t0, unixNow: Fixtures.now,
-                into: &actions)
-            if rank == 0 {
-                // The server refuses what it cannot verify; store the forgery behind its back.
+                .request(KademliaRequestID(raw: 1), from: KademliaPeer(id: network.ids[0]), put), now: Self.t0,
+                unixNow: Fixtures.now, into: &actions)
+            if rank == forgedRank {
+                // The server refuses what it cannot verify, and holds nothing for the name.
                 guard case .respond(_, .refuse) = actions.last else {
                     Issue.record("a forged PUT_VALUE was accepted")
-                    return
+                    return nil
                 }
             } else {
                 #expect(actions.last.map { if case .respond(_, .answer) = $0 { true } else { false } } == true)
@@ -178,10 +180,30 @@ struct KademliaBehaviourTests {
         let (outcome, _) = network.run(.value(Fixtures.name), from: origin)
         guard case .value(let result, let value) = outcome else {
             Issue.record("wrong outcome")
-            return
+            return nil
         }
+        return (result, value)
+    }
+
+    @Test("a value query stops early once the quorum closest peers it knows agree (spec/dht.md §8.2)")
+    func valueQueryStopsEarly() throws {
+        var network = Network(count: 200, seed: 7)
+        let record = Fixtures.record(seq: 5)
+        let (result, value) = try #require(try Self.valueQuery(&network, record, forgedRank: nil))
         #expect(result.termination == .quorumReached)
-        #expect(value.validAnswers == 3)
+        #expect((3...5).contains(value.validAnswers))
+        #expect(value.decide(closest: result.closest, local: nil)?.choice.record == record)
+    }
+
+    @Test("replicas refuse a forged PUT_VALUE; the closest node, holding nothing, holds the early stop off")
+    func valueQuery() throws {
+        var network = Network(count: 200, seed: 7)
+        let record = Fixtures.record(seq: 5)
+        let (result, value) = try #require(try Self.valueQuery(&network, record, forgedRank: 0))
+        // The closest node refused the forgery and answers without a record, so the three closest
+        // never agree: the query runs to its end and hears the four others.
+        #expect(result.termination == .converged)
+        #expect(value.validAnswers == 4)
         let decision = try #require(value.decide(closest: result.closest, local: nil))
         #expect(decision.choice.record == record)
     }

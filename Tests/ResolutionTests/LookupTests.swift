@@ -339,6 +339,49 @@ struct LookupTests {
         #expect(then.result?.statistics.requests == 4)
     }
 
+    @Test("closestAnswered: the closest live peers once all answered; failed and silent ones left out")
+    func closestAnswered() {
+        var lookup = scenario.lookup(seeds: Array(10..<16), k: 5)
+        #expect(scenario.drain(&lookup, now: t0).queried == [10, 11, 12])
+        #expect(lookup.closestAnswered(count: 2) == nil)
+        // 12 answers first and names closer peers: nothing is settled until the closest answer.
+        #expect(scenario.answer(&lookup, from: 12, naming: [2, 4], at: t0))
+        #expect(lookup.closestAnswered(count: 1) == nil)
+        #expect(scenario.drain(&lookup, now: t0).queried == [2])
+        let failureTaken = lookup.failed(scenario.peers[10].id, now: t0)
+        #expect(failureTaken)
+        #expect(scenario.drain(&lookup, now: t0).queried == [4])
+        #expect(scenario.answer(&lookup, from: 2, at: t0))
+        #expect(lookup.closestAnswered(count: 1) == [scenario.peers[2].key])
+        // 4 and 11 are still out: the two closest are not settled.
+        #expect(lookup.closestAnswered(count: 2) == nil)
+        #expect(scenario.answer(&lookup, from: 4, at: t0))
+        // 10 failed, so it is no longer among the closest.
+        #expect(lookup.closestAnswered(count: 2) == [2, 4].map { scenario.peers[$0].key })
+        #expect(lookup.closestAnswered(count: 3) == nil)
+        // 11 times out: it leaves the closest, and 12, which answered, takes its place.
+        #expect(scenario.drain(&lookup, now: t0 + .seconds(10)).queried == [13, 14])
+        #expect(lookup.closestAnswered(count: 3) == [2, 4, 12].map { scenario.peers[$0].key })
+        #expect(lookup.closestAnswered(count: 9) == nil)
+    }
+
+    @Test("closestAnswered over disjoint paths: a peer counts once, by the path that asked it")
+    func closestAnsweredDisjoint() {
+        var lookup = scenario.lookup(seeds: [13, 12, 11, 10], k: 2, alpha: 1) { $0.disjointPaths = 2 }
+        #expect(scenario.drain(&lookup, now: t0) == ([10, 11], .waiting))
+        // Both paths hear of 5; path 0 also of 3.
+        #expect(scenario.answer(&lookup, from: 10, naming: [5, 3], at: t0))
+        #expect(scenario.answer(&lookup, from: 11, naming: [5], at: t0))
+        #expect(lookup.closestAnswered(count: 1) == nil)
+        #expect(scenario.drain(&lookup, now: t0) == ([3, 5], .waiting))
+        #expect(scenario.answer(&lookup, from: 5, at: t0))
+        // 3 (path 0) has not answered; 5 answered on path 1 and is still "not contacted" on path 0.
+        #expect(lookup.closestAnswered(count: 1) == nil)
+        let failureTaken = lookup.failed(scenario.peers[3].id, now: t0)
+        #expect(failureTaken)
+        #expect(lookup.closestAnswered(count: 2) == [5, 10].map { scenario.peers[$0].key })
+    }
+
     @Test("addresses are kept, bounded")
     func addresses() {
         var configuration = LookupConfiguration()

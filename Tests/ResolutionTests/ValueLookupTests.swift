@@ -1,4 +1,5 @@
 import Identity
+import NIOCore
 import Testing
 
 @testable import Resolution
@@ -44,28 +45,86 @@ struct ValueLookupTests {
         #expect(value.invalidAnswers.map(\.kind) == [.malformed, .expired, .malformed])
     }
 
-    @Test("the lookup may stop at the quorum of one key, never while two keys were heard")
+    /// A GET_VALUE lookup of the fixture name seeded with `replicas[seeds]`, k = 5, α = 3.
+    static func closestPeers(seeds: [Int]) -> ClosestPeersLookup<KademliaPeer> {
+        var configuration = LookupConfiguration()
+        configuration.resultCount = 5
+        configuration.parallelism = 3
+        let local = KademliaPeer(
+            id: PeerID(publicKey: try! Ed25519.PrivateKey(seed: [UInt8](repeating: 99, count: 32)).publicKey))
+        return ClosestPeersLookup(
+            target: KademliaKey(hashing: Fixtures.name.recordKey), seeds: seeds.map { replicas[$0] },
+            localKey: local.key, configuration: configuration)
+    }
+
+    /// Asks until the lookup waits; the ranks asked.
+    static func drain(_ lookup: inout ClosestPeersLookup<KademliaPeer>) -> [Int] {
+        var asked: [Int] = []
+        while case .query(let peer) = lookup.next(now: KadFixtures.start) {
+            asked.append(replicas.firstIndex { $0.id == peer.id }!)
+        }
+        return asked
+    }
+
+    /// Replica `rank` answers with `record` (or none), naming `naming`; returns `mayStop` after it.
+    static func answer(
+        _ value: inout ValueLookup<KademliaPeer>, _ lookup: inout ClosestPeersLookup<KademliaPeer>, from rank: Int,
+        _ record: SignedAgentRecord?, naming: [Int] = []
+    ) -> Bool {
+        let peer = replicas[rank]
+        var found = false
+        if let record { found = value.receive(record, from: peer, key: peer.key, verify: verify) == .valid }
+        lookup.received(from: peer, closerPeers: naming.map { replicas[$0] }, foundValue: found, now: KadFixtures.start)
+        return value.mayStop(lookup)
+    }
+
+    @Test("the lookup stops when the quorum closest peers it knows answered under one key")
     func earlyStop() {
         var value = Self.lookup(quorum: 3)
-        for index in 0..<2 {
-            value.receive(
-                Fixtures.record(seq: 1), from: Self.replicas[index], key: Self.replicas[index].key,
-                verify: Self.verify)
-            #expect(!value.mayStop)
+        var lookup = Self.closestPeers(seeds: [0, 1, 2, 3, 4])
+        #expect(Self.drain(&lookup) == [0, 1, 2])
+        #expect(!Self.answer(&value, &lookup, from: 2, Fixtures.record(seq: 1)))
+        #expect(!Self.answer(&value, &lookup, from: 0, Fixtures.record(seq: 2)))
+        // The three closest known (0, 1, 2) agree: another seq of one key is the same claim.
+        #expect(Self.answer(&value, &lookup, from: 1, Fixtures.record(seq: 1)))
+    }
+
+    @Test("colluders answering first with one rival key do not end the lookup; the closest do not agree")
+    func colludersDoNotStopIt() {
+        var value = Self.lookup(quorum: 3)
+        var lookup = Self.closestPeers(seeds: [10, 11, 12, 13, 14])
+        #expect(Self.drain(&lookup) == [10, 11, 12])
+        // Three far peers answer first, one rival key, each naming the others and closer peers.
+        let rival = Fixtures.record(Fixtures.bob, seq: 9)
+        for rank in [10, 11, 12] {
+            #expect(!Self.answer(&value, &lookup, from: rank, rival, naming: [5, 6, 7]))
         }
-        value.receive(
-            Fixtures.record(seq: 2), from: Self.replicas[2], key: Self.replicas[2].key, verify: Self.verify)
-        #expect(value.mayStop)
-        value.receive(
-            Fixtures.record(Fixtures.bob, seq: 9), from: Self.replicas[3], key: Self.replicas[3].key,
-            verify: Self.verify)
-        #expect(!value.mayStop)
-        for index in 4..<10 {
-            value.receive(
-                Fixtures.record(seq: 2), from: Self.replicas[index], key: Self.replicas[index].key,
-                verify: Self.verify)
+        #expect(value.validAnswers == 3)
+        #expect(Self.drain(&lookup) == [5, 6, 7])
+        // The closer peers hold the holder's record: two keys, so no early stop at all.
+        for rank in [5, 6, 7] {
+            #expect(!Self.answer(&value, &lookup, from: rank, Fixtures.record(seq: 1)))
         }
-        #expect(!value.mayStop)
+    }
+
+    @Test("a close peer without the record holds the early stop off; a rival answer anywhere ends it")
+    func closestWithoutRecord() {
+        var value = Self.lookup(quorum: 3)
+        var lookup = Self.closestPeers(seeds: [0, 1, 2, 3, 4])
+        #expect(Self.drain(&lookup) == [0, 1, 2])
+        #expect(!Self.answer(&value, &lookup, from: 0, nil))
+        #expect(!Self.answer(&value, &lookup, from: 1, Fixtures.record(seq: 1)))
+        #expect(!Self.answer(&value, &lookup, from: 2, Fixtures.record(seq: 1)))
+        #expect(Self.drain(&lookup) == [3, 4])
+        #expect(!Self.answer(&value, &lookup, from: 3, Fixtures.record(seq: 1)))
+        // 0 has no record: the three closest (0, 1, 2) are not three agreeing answers.
+        #expect(value.validAnswers == 3)
+        var fresh = Self.lookup(quorum: 3)
+        var again = Self.closestPeers(seeds: [0, 1, 2, 3, 4])
+        _ = Self.drain(&again)
+        #expect(!Self.answer(&fresh, &again, from: 0, Fixtures.record(Fixtures.bob, seq: 9)))
+        #expect(!Self.answer(&fresh, &again, from: 1, Fixtures.record(seq: 1)))
+        #expect(!Self.answer(&fresh, &again, from: 2, Fixtures.record(seq: 1)))
     }
 
     @Test("the decision: the closest replicas vote, the stale ones are named, the local copy follows")

@@ -124,7 +124,7 @@ extension KademliaBehaviour {
             return
         }
         var foundValue = false
-        var mayStop = false
+        var providersComplete = false
         switch (query.kind, response) {
         case (.value(var value, let recordKey, let queryUnixNow), .value(_, let answered?)):
             switch answered {
@@ -137,24 +137,31 @@ extension KademliaBehaviour {
             case .failure(let error):
                 value.receiveInvalid(from: peer, error.kind)
             }
-            mayStop = value.mayStop
             query.kind = .value(value, key: recordKey, unixNow: queryUnixNow)
-        case (.value(let value, _, _), _):
-            mayStop = value.mayStop
+        case (.value, _):
+            break
         case (.providers(var found, let limit), .providers(_, let providers)):
             if !providers.isEmpty {
                 foundValue = true
                 addProviders(providers, to: &found, limit: limit)
             }
-            mayStop = found.count >= limit
+            providersComplete = found.count >= limit
             query.kind = .providers(found: found, limit: limit)
         case (.providers(let found, let limit), _):
-            mayStop = found.count >= limit
+            providersComplete = found.count >= limit
         case (.closestPeers, _):
             break
         }
         // A late answer (after the lookup's timeout) still counts.
         query.lookup.received(from: peer, closerPeers: response.closerPeers, foundValue: foundValue, now: now)
+        // The early stop of a value lookup is judged with this answer in the lookup: the agreeing
+        // answers must be those of the closest peers it knows (spec/dht.md §8.2).
+        let mayStop: Bool
+        switch query.kind {
+        case .value(let value, _, _): mayStop = foundValue && value.mayStop(query.lookup)
+        case .providers: mayStop = providersComplete
+        case .closestPeers: mayStop = false
+        }
         if foundValue, mayStop {
             queries[id] = nil
             actions.append(.finished(id, Self.outcome(of: query, query.lookup.stop(now: now))))

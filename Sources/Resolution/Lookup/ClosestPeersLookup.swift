@@ -107,6 +107,39 @@ public struct ClosestPeersLookup<Peer: RoutingTablePeer>: Sendable {
         return paths.compactMap(\.nextTimeout).min()
     }
 
+    /// The keys of the `count` closest peers the lookup knows of, over all paths, leaving out those
+    /// whose request failed or timed out, if every one of them has answered; `nil` while one of
+    /// them is still to be asked or to answer, or while fewer than `count` are known.
+    ///
+    /// This is what a value lookup's early stop rests on (spec/dht.md §8.2): the answers that end
+    /// it must come from the peers closest to the key among those the lookup has heard of, not from
+    /// whichever peers answered first (colluders steering the lookup toward one another answer
+    /// first).
+    public func closestAnswered(count: Int) -> [KademliaKey]? {
+        precondition(count > 0, "count must be positive")
+        // A peer is in one path's candidates as asked (waiting, answered, failed or timed out) and
+        // may sit in other paths' as not contacted or claimed elsewhere: it answered if some path
+        // holds its answer, and is out if some path saw it fail or time out.
+        var known: [KademliaKey: (distance: KademliaDistance, answered: Bool, out: Bool)] = [:]
+        // At most `maximumTrackedPeers` per path, so this is bounded; a driver asks only after an
+        // answer with a value.
+        for path in paths {
+            for candidate in path.candidates {
+                var entry = known[candidate.key] ?? (candidate.distance, false, false)
+                switch candidate.state {
+                case .succeeded: entry.answered = true
+                case .failed, .unresponsive: entry.out = true
+                case .notContacted, .waiting, .claimedElsewhere: break
+                }
+                known[candidate.key] = entry
+            }
+        }
+        let closest = known.filter { !$0.value.out || $0.value.answered }
+            .sorted { $0.value.distance < $1.value.distance }.prefix(count)
+        guard closest.count == count, closest.allSatisfy({ $0.value.answered }) else { return nil }
+        return closest.map(\.key)
+    }
+
     /// Advances the lookup at `now`: times out overdue requests, then returns the next request to
     /// send, or that the lookup waits, or its result. Call it repeatedly until it stops returning
     /// `.query`.

@@ -93,10 +93,22 @@ public struct ValueLookup<Peer: RoutingTablePeer>: Sendable {
         return .invalid(kind)
     }
 
-    /// The early stop (spec/dht.md §8.2): `quorum` valid answers, all under one key. Any rival
-    /// claim means the lookup runs until the k closest answered, so that the replicas closest to
-    /// the key (who vote in `ReplicaSelection`) are heard.
-    public var mayStop: Bool { !keysDiffer && answers.count >= quorum }
+    /// The early stop (spec/dht.md §8.2): the `quorum` closest peers the lookup knows of (leaving
+    /// out those that failed or timed out) have all answered with a valid record, and every valid
+    /// answer so far is under one key. Any rival claim means the lookup runs until the k closest
+    /// answered, so that the replicas closest to the key (who vote in `ReplicaSelection`) are heard.
+    ///
+    /// The agreeing answers must be the closest ones, not merely the first: adversaries that answer
+    /// every request with their fellows closest to the key are asked early and, answering with one
+    /// rival key, would otherwise end the lookup before any true replica was heard. Measured with
+    /// `agent-sim adversaries` (2000 nodes, 20 % colluders sharing one rival key): with "any
+    /// `quorum` answers" 54 of 76 wrong resolves (d = 1), 120 of 139 (d = 3) were such early stops.
+    public func mayStop(_ lookup: ClosestPeersLookup<Peer>) -> Bool {
+        guard !keysDiffer, answers.count >= quorum, let closest = lookup.closestAnswered(count: quorum) else {
+            return false
+        }
+        return closest.allSatisfy { answers[$0] != nil }
+    }
 
     /// The outcome once the lookup finished with `closest` (the peers that answered, closest
     /// first), given the record our own store holds (`local`); nil when no valid record exists.
