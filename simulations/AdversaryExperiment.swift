@@ -153,8 +153,10 @@ struct AdversaryExperiment: Sendable {
         var stored = 0
         var storedByAdversaries = 0
         for node in published.nodes.indices {
-            for record in published.nodes[node].store.values
-            where record.record.publicKey != published.nodes[node].publicKey {
+            let held = simulation.storage("list records") { () throws(ResolutionError) in
+                try published.nodes[node].records.records(now: simulation.unixNow, limit: .max)
+            }
+            for record in held where record.record.publicKey != published.nodes[node].publicKey {
                 stored += 1
                 if published.nodes[node].isAdversary { storedByAdversaries += 1 }
             }

@@ -9,9 +9,9 @@ struct AgentSim: AsyncParsableCommand {
         commandName: "agent-sim",
         abstract: "Simulates the .agent DHT with thousands of virtual nodes on a virtual clock.",
         discussion: """
-            Every node runs agentd's own KademliaBehaviour for its routing table and FIND_NODE queries \
-            and answers; resolves (GET_VALUE) still run in the simulator's own loop around ValueLookup; \
-            records are real signed records chosen with RecordSelection and ReplicaSelection. Networks grow by joins (a \
+            Every node runs agentd's own KademliaBehaviour: its routing table, FIND_NODE and GET_VALUE \
+            queries, answers to FIND_NODE, GET_VALUE and PUT_VALUE, and its MemoryRecordStore; records \
+            are real signed records chosen with RecordSelection and ReplicaSelection. Networks grow by joins (a \
             self-lookup through a bootstrap node, then bucket refresh). Messages take 5-50 ms one way; \
             a request holds its lookup slot 3 s; departed nodes never answer (10 s hard timeout) or \
             refuse at once (--refused). Output is deterministic for a given --seed.

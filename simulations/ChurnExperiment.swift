@@ -167,7 +167,12 @@ struct ChurnExperiment: Sendable {
                 for (node, refuses) in leaving { simulation.leave(node, refuses: refuses) }
                 var repairMessages = 0.0
                 if repaired {
-                    let storers = simulation.onlineNodes.filter { !simulation.nodes[$0].store.isEmpty }
+                    let unixNow = simulation.unixNow
+                    let storers = simulation.onlineNodes.filter { storer in
+                        simulation.storage("count records") { () throws(ResolutionError) in
+                            try simulation.nodes[storer].records.count(now: unixNow) > 0
+                        }
+                    }
                     for (offset, storer) in storers.enumerated() {
                         simulation.schedule(after: .milliseconds(5) * Int64(offset)) {
                             $0.replicateStoredRecords(of: storer)

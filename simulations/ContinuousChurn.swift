@@ -89,7 +89,7 @@ struct ContinuousChurn: Sendable {
             simulation.assignName(simulatedName(of: simulation.nodes[owner].serial), to: owner)
             let delay = TimeAmount.milliseconds(Int64.random(in: 0..<60_000, using: &simulation.generator))
             simulation.schedule(after: delay) { simulation in
-                simulation.publishOwnRecord(of: owner) { simulation in
+                simulation.publishOwnRecord(of: owner) { simulation, _ in
                     simulation.withNode(owner) { $0.publishedAt = simulation.now }
                 }
             }

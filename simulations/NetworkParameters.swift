@@ -35,6 +35,10 @@ struct NetworkParameters: Sendable {
     /// Owners re-sign and republish once this fraction of the TTL has passed (12 h for 24 h).
     var republishFraction = 0.5
 
+    /// The quotas of every node's record store (agentd's defaults: 100,000 records, 1,000 per
+    /// sender).
+    var recordStore = RecordStoreConfiguration()
+
     var bucketSize: Int { routingTable.bucketSize }
 
     /// Settings of FIND_NODE lookups, as `DHTConfiguration.closestPeersLookup` makes them.

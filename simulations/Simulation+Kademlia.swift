@@ -38,7 +38,8 @@ extension NetworkParameters {
 /// network. Requests and answers travel as the behaviour's own values (`KademliaRequest`,
 /// `KademliaResponse`) with the latency model; peers are `VirtualPeer` handles, vouched for
 /// without addresses (`PeerContact.addressless`). What only the simulator does: adversaries'
-/// answers (`junk`), and departed or made-up peers that refuse at once or never answer.
+/// answers (`junk`, `rivalRecord`), and departed or made-up peers that refuse at once or never
+/// answer.
 extension Simulation {
     /// A FIND_NODE query from node `origin` for the peers closest to `key` (bytes whose SHA-256 is
     /// the point), seeded by the behaviour from its table plus `extraSeeds` (bootstrap).
@@ -164,7 +165,8 @@ extension Simulation {
         let node = peer.index
         guard nodes[node].isOnline else {
             let refuses = nodes[node].refusesWhenOffline
-            let delay = refuses ? parameters.latency(using: &generator) : max(sentAt + parameters.hardTimeout - now, .zero)
+            let delay =
+                refuses ? parameters.latency(using: &generator) : max(sentAt + parameters.hardTimeout - now, .zero)
             schedule(after: delay) { $0.fail(query, peer, refused: refuses) }
             return
         }
@@ -174,6 +176,13 @@ extension Simulation {
         let answer: KademliaResponse<VirtualPeer>?
         if case .adversary = nodes[node].behaviour, case .findNode(let key) = request {
             answer = .closerPeers(junkHandles(near: KademliaKey(hashing: key), from: node, excluding: requester))
+        } else if case .adversary(let sharedKey) = nodes[node].behaviour, case .getValue(let key) = request,
+            let name = AgentName(recordKey: key)
+        {
+            // A rival claim to every name, and junk closer peers.
+            answer = .value(
+                closerPeers: junkHandles(near: KademliaKey(hashing: key), from: node, excluding: requester),
+                record: .success(rivalRecord(for: name, by: node, sharedKey: sharedKey)))
         } else {
             nextRequestID &+= 1
             let reply = feed(node, .request(KademliaRequestID(raw: nextRequestID), from: requester, request))

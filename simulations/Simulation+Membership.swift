@@ -10,7 +10,7 @@ extension Simulation {
         let seeds = bootstrap.map { [nodes[$0].handle] } ?? []
         findClosest(from: index, key: nodes[index].peer.id.multihash.bytes, extraSeeds: seeds) { simulation, _ in
             if simulation.nodes[index].ownName != nil {
-                simulation.publishOwnRecord(of: index) { simulation in
+                simulation.publishOwnRecord(of: index) { simulation, _ in
                     simulation.withNode(index) { $0.publishedAt = simulation.now }
                     completion?(simulation)
                 }
@@ -50,7 +50,9 @@ extension Simulation {
                 runLookups([nodes[index].peer.id.multihash.bytes] + keys, from: index)
             }
         }
-        if maintenance.republishOwnRecords, let record = nodes[index].ownRecord {
+        if maintenance.republishOwnRecords, let name = nodes[index].ownName,
+            let record = ownRecord(of: index, for: name)
+        {
             let age = Double(unixNow - record.record.timestamp)
             if age >= Double(record.record.ttl) * parameters.republishFraction { publishOwnRecord(of: index) }
         }

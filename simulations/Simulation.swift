@@ -12,8 +12,9 @@ struct TrafficCounters: Sendable {
     var total: Int { findNode + getValue + put + ping }
 }
 
-/// A state of the virtual network that experiments copy and continue from (routing tables and
-/// stores are values, so a copy shares storage until it diverges).
+/// A state of the virtual network that experiments copy and continue from (routing tables are
+/// values, so a copy shares storage until it diverges; record stores are objects, so each copy
+/// gets its own, `rebinding`).
 struct NetworkSnapshot: Sendable {
     /// The nodes; their routing tables find keys in `keySpace`.
     var nodes: [VirtualNode]
@@ -21,19 +22,27 @@ struct NetworkSnapshot: Sendable {
     var nanoseconds: UInt64
     /// The nodes' keys, by node number; written by nobody (see `VirtualKeySpace`).
     let keySpace: VirtualKeySpace
+    /// The signature verdicts the nodes' behaviours share (and so every network continued from
+    /// this one).
+    let verdicts: SignatureVerdicts
 
-    /// `nodes` with their tables finding keys in `keySpace` instead.
+    /// `nodes` with their tables finding keys in `keySpace` instead, and each record store a copy
+    /// of its own.
     static func rebinding(_ nodes: [VirtualNode], to keySpace: VirtualKeySpace) -> [VirtualNode] {
         var nodes = nodes
-        for index in nodes.indices { nodes[index].table.replaceKeySpace(keySpace) }
+        for index in nodes.indices {
+            nodes[index].table.replaceKeySpace(keySpace)
+            nodes[index].kad.replaceStore(nodes[index].records.copy())
+        }
         return nodes
     }
 }
 
 /// The discrete-event simulator: virtual nodes that run agentd's sans-I/O Kademlia code
-/// (`KademliaBehaviour` with its routing table and lookups, driven by Simulation+Kademlia.swift;
-/// `ValueLookup`, `RecordSelection`, `ReplicaSelection` for records), connected by a virtual
-/// network with per-message latency, on a virtual clock advanced from event to event.
+/// (`KademliaBehaviour` with its routing table, lookups, server answers and `MemoryRecordStore`,
+/// driven by Simulation+Kademlia.swift and Simulation+Records.swift as agentd's `DHT` drives it),
+/// connected by a virtual network with per-message latency, on a virtual clock advanced from
+/// event to event.
 ///
 /// Everything a node does (lookups, puts, pings, maintenance) is a chain of scheduled actions; the
 /// clock jumps to the next one. Nothing reads the real clock or a shared random source: a run is a
@@ -60,9 +69,11 @@ final class Simulation {
     var traffic = TrafficCounters()
     /// What nodes do in their maintenance rounds; `.none` lets the rounds lapse.
     var maintenance = MaintenancePlan.none
-    /// Signature validity of records seen so far (each record is verified once, like a cache of
-    /// `SignedAgentRecord.validate`; expiry is checked on every use).
-    var verifiedSignatures: [[UInt8]: Bool] = [:]
+    /// Signature verdicts of records seen so far, which every node's behaviour consults (each
+    /// record is verified once; expiry is checked on every use).
+    let verdicts: SignatureVerdicts
+    /// `verdicts.validate`, as the closure every node created here checks records with.
+    let verify: @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void
     /// Rival records adversaries made, by signing identity and name.
     var rivalRecords: [RivalRecordKey: SignedAgentRecord] = [:]
     /// Made-up peers placed near record keys, for adversaries' junk answers.
@@ -84,7 +95,15 @@ final class Simulation {
         self.generator = generator
         let keySpace = snapshot.keySpace.copy()
         self.keySpace = keySpace
-        self.nodes = NetworkSnapshot.rebinding(snapshot.nodes, to: keySpace)
+        let verdicts = snapshot.verdicts
+        self.verdicts = verdicts
+        self.verify = { record, now throws(ResolutionError) in try verdicts.validate(record, now: now) }
+        var nodes = NetworkSnapshot.rebinding(snapshot.nodes, to: keySpace)
+        // The nodes run this simulation's settings (r, quorum, paths and intervals may differ from
+        // those of the network the snapshot was taken of).
+        let configuration = parameters.dhtConfiguration
+        for index in nodes.indices { nodes[index].kad.replaceConfiguration(configuration) }
+        self.nodes = nodes
         self.indexByKey = snapshot.indexByKey
         self.nanoseconds = snapshot.nanoseconds
         self.onlinePosition = Array(repeating: -1, count: snapshot.nodes.count)
@@ -98,7 +117,9 @@ final class Simulation {
     /// An empty network at virtual time zero.
     convenience init(parameters: NetworkParameters, seed: UInt64, generator: SimulationGenerator) {
         self.init(
-            snapshot: NetworkSnapshot(nodes: [], indexByKey: [:], nanoseconds: Self.origin, keySpace: VirtualKeySpace()),
+            snapshot: NetworkSnapshot(
+                nodes: [], indexByKey: [:], nanoseconds: Self.origin, keySpace: VirtualKeySpace(),
+                verdicts: SignatureVerdicts()),
             parameters: parameters,
             seed: seed, generator: generator)
     }
@@ -108,7 +129,7 @@ final class Simulation {
         let frozen = keySpace.copy()
         return NetworkSnapshot(
             nodes: NetworkSnapshot.rebinding(nodes, to: frozen), indexByKey: indexByKey, nanoseconds: nanoseconds,
-            keySpace: frozen)
+            keySpace: frozen, verdicts: verdicts)
     }
 
     var now: NIODeadline { .uptimeNanoseconds(nanoseconds) }
@@ -168,7 +189,8 @@ final class Simulation {
         keySpace.append(KademliaKey(peer: PeerID(publicKey: publicKey)))
         let node = VirtualNode(
             serial: serial, index: nodes.count, publicKey: publicKey, keySpace: keySpace,
-            configuration: parameters.dhtConfiguration)
+            configuration: parameters.dhtConfiguration, storeConfiguration: parameters.recordStore,
+            verify: verify)
         indexByKey[node.peer.key] = nodes.count
         nodes.append(node)
         onlinePosition.append(-1)
@@ -200,51 +222,6 @@ final class Simulation {
     func setBehaviour(_ behaviour: VirtualNode.Behaviour, of index: Int) {
         nodes[index].behaviour = behaviour
         adversaries = nodes.indices.filter { nodes[$0].isAdversary }
-    }
-
-    /// Node `index` heard from `peer` (a virtual node: only those answer or open streams) with
-    /// `evidence`: the routing table's admission rules decide, and a full bucket's liveness check is
-    /// run as a ping over the virtual network.
-    func noteContact(at index: Int, with peer: KademliaPeer, evidence: RoutingTable.Evidence) {
-        let handle = nodes[indexByKey[peer.key]!].handle
-        let update = nodes[index].table.add(handle, evidence: evidence, now: now)
-        guard case .pendingLivenessCheck(let oldest) = update else { return }
-        traffic.ping += 1
-        let oldestKey = nodes[oldest.index].peer.key
-        let answers = nodes[oldest.index].isOnline
-        let refuses = nodes[oldest.index].refusesWhenOffline
-        let delay: TimeAmount =
-            answers || refuses
-            ? parameters.latency(using: &generator) + parameters.latency(using: &generator) : parameters.hardTimeout
-        schedule(after: delay) { simulation in
-            guard simulation.nodes[index].isOnline else { return }
-            if answers {
-                simulation.nodes[index].table.livenessCheckSucceeded(key: oldestKey, now: simulation.now)
-            } else {
-                _ = simulation.nodes[index].table.livenessCheckFailed(key: oldestKey, now: simulation.now)
-            }
-        }
-    }
-
-    /// Node `index` saw a request to `peer` fail: it leaves the table (spec/dht.md §6.3).
-    func noteFailure(at index: Int, of peer: KademliaPeer) {
-        _ = nodes[index].table.remove(key: peer.key)
-    }
-
-    /// The `count` entries of node `index`'s routing table closest to `target`, closest first,
-    /// without `excluded`: `closestPeers` of the table (agentd's code), as a server answers.
-    func closestPeers(at index: Int, to target: KademliaKey, count: Int, excluding excluded: KademliaKey?)
-        -> [KademliaPeer]
-    {
-        var result: [KademliaPeer] = []
-        result.reserveCapacity(count)
-        for entry in nodes[index].table.closestPeers(to: target, count: count + 1) {
-            let peer = nodes[entry.peer.index].peer
-            guard peer.key != excluded else { continue }
-            guard result.count < count else { break }
-            result.append(peer)
-        }
-        return result
     }
 
     /// Mutable access for the experiments' bookkeeping.

@@ -33,9 +33,14 @@ struct VirtualPeer: KademliaPeerHandle {
         number < Self.phantomBase ? keySpace.keys[Int(number)] : keySpace.phantoms[Int(number - Self.phantomBase)]
     }
 
-    /// Virtual nodes have no peer ids: records they PUT count under no sender (the store's
-    /// per-sender quota does not apply in the simulator).
-    func peerID(in keySpace: VirtualKeySpace) -> PeerID? { nil }
+    /// The peer id a replica's store counts this node's PUT_VALUEs under (its per-sender quota):
+    /// a `sha2-256` multihash whose digest is the node's key. Not the node's real peer id (an
+    /// `identity` multihash of its public key), but as stable and as distinct, and made from what
+    /// a handle reaches: the key space's 32 bytes, so that no node keeps a peer id for it.
+    func peerID(in keySpace: VirtualKeySpace) -> PeerID? {
+        let digest = key(in: keySpace).bytes
+        return try! PeerID(multihash: Multihash(code: Multicodec.sha2_256, digest: digest))
+    }
 
     var addresses: [Multiaddr] { [] }
 
@@ -92,9 +97,8 @@ final class VirtualKeySpace: @unchecked Sendable {
 }
 
 /// One virtual DHT node: agentd's `KademliaBehaviour` over `VirtualPeer` handles (its routing
-/// table, lookups and server answers; `Simulation+Kademlia.swift` drives it), a record store (a
-/// dictionary keyed by name, with the ownership rules of the real store) and what it does when
-/// asked.
+/// table, lookups, server answers and `MemoryRecordStore`; `Simulation+Kademlia.swift` and
+/// `Simulation+Records.swift` drive it) and what the experiments ask of it.
 struct VirtualNode: Sendable {
     /// How a node answers requests.
     enum Behaviour: Hashable, Sendable {
@@ -118,15 +122,16 @@ struct VirtualNode: Sendable {
         get { kad.table }
         _modify { yield &kad.table }
     }
-    var store: [AgentName: SignedAgentRecord] = [:]
+    /// The behaviour's record store (records stored for others, own records): agentd's
+    /// in-memory store with the SQLite store's rules and quotas.
+    var records: MemoryRecordStore { kad.store as! MemoryRecordStore }
     var isOnline = false
     /// Once offline: refuses connections at once rather than never answering.
     var refusesWhenOffline = false
     var behaviour = Behaviour.honest
-    /// The name this node owns and keeps published, if any.
+    /// The name this node owns and keeps published, if any (its last record is the store's own
+    /// record for it).
     var ownName: AgentName?
-    /// The last record it signed for `ownName`.
-    var ownRecord: SignedAgentRecord?
     /// When the first publish of `ownName` finished.
     var publishedAt: NIODeadline?
     /// When the node last pushed its stored records (nil: not yet; the first push comes one
@@ -135,10 +140,13 @@ struct VirtualNode: Sendable {
     /// Whether a maintenance round is scheduled.
     var maintenanceScheduled = false
 
-    /// Node number `index` of the simulation; its key is `keySpace.keys[index]` already.
+    /// Node number `index` of the simulation; its key is `keySpace.keys[index]` already. Its
+    /// behaviour checks records with `verify` (one closure for the whole network, so that no node
+    /// pays for a closure context of its own: `Simulation.verify`).
     init(
         serial: UInt64, index: Int, publicKey: Ed25519.PublicKey, keySpace: VirtualKeySpace,
-        configuration: DHTConfiguration
+        configuration: DHTConfiguration, storeConfiguration: RecordStoreConfiguration,
+        verify: @escaping @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void
     ) {
         self.serial = serial
         self.publicKey = publicKey
@@ -146,7 +154,9 @@ struct VirtualNode: Sendable {
         self.peer = KademliaPeer(id: id)
         self.handle = VirtualPeer(index: index)
         self.kad = KademliaBehaviour(
-            local: handle, keySpace: keySpace, configuration: configuration, store: MemoryRecordStore(), seed: serial)
+            local: handle, keySpace: keySpace, configuration: configuration,
+            store: MemoryRecordStore(configuration: storeConfiguration), seed: serial,
+            verify: verify)
         precondition(table.localKey == peer.key, "key space out of step with the nodes")
     }
 

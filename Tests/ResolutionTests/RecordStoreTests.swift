@@ -191,6 +191,29 @@ struct RecordStoreTests {
         #expect(try store.count(now: Self.now) == 3)
     }
 
+    @Test("MemoryRecordStore.copy: the copy holds the same records, senders and own records, then goes its own way")
+    func memoryCopy() throws {
+        var configuration = RecordStore.Configuration()
+        configuration.maximumRecordsPerSender = 1
+        let store = MemoryRecordStore(configuration: configuration)
+        try store.put(Fixtures.record(name: Self.name("c0")), from: Self.bobPeer, now: Self.now)
+        try store.setOwnRecord(Fixtures.record(name: Self.name("mine")))
+        let copy = store.copy()
+        #expect(try copy.get(Self.name("c0"), now: Self.now) != nil)
+        #expect(try copy.ownRecord(for: Self.name("mine")) != nil)
+        // The sender's share came along: bob is at his quota in the copy too.
+        let quota = #expect(throws: ResolutionError.self) {
+            try copy.put(Fixtures.record(name: Self.name("c1")), from: Self.bobPeer, now: Self.now)
+        }
+        #expect(quota?.kind == .storeFull)
+        // Writes to one are not seen by the other.
+        try copy.put(Fixtures.record(name: Self.name("c2")), from: Self.carolPeer, now: Self.now)
+        try store.removeOwnRecord(for: Self.name("mine"))
+        #expect(try store.get(Self.name("c2"), now: Self.now) == nil)
+        #expect(try copy.ownRecord(for: Self.name("mine")) != nil)
+        #expect(try store.count(now: Self.now) == 1 && copy.count(now: Self.now) == 2)
+    }
+
     @Test("quotas count live records only: expired ones make room for new names", arguments: StoreKind.allCases)
     func quotaAfterExpiry(kind: StoreKind) throws {
         var configuration = RecordStore.Configuration()

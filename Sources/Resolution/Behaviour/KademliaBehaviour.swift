@@ -33,8 +33,9 @@ package struct KademliaBehaviour<Peer: KademliaPeerHandle>: Sendable {
 
     /// This node as its own table knows it.
     let local: Peer
-    let configuration: DHTConfiguration
-    let store: any RecordStoring
+    package private(set) var configuration: DHTConfiguration
+    /// The node's records (`replaceStore` swaps it for a copy).
+    package private(set) var store: any RecordStoring
     /// Checks a record a replica sent, at a Unix time (`SignedAgentRecord.validate(now:)`; a driver
     /// that sees one record many times may remember the verdicts).
     let verify: @Sendable (SignedAgentRecord, UInt64) throws(ResolutionError) -> Void
@@ -75,6 +76,25 @@ package struct KademliaBehaviour<Peer: KademliaPeerHandle>: Sendable {
             rules: .init(
                 replicationFactor: configuration.replicationFactor, republishFraction: configuration.republishFraction))
         self.random = SplitMix64(seed: seed)
+    }
+
+    /// Makes `store` the behaviour's record store instead: for a driver that copies behaviours (the
+    /// simulator continues many runs from one snapshot of a network), whose copies must not share
+    /// one store object. agentd's `DHT` never calls it.
+    package mutating func replaceStore(_ store: any RecordStoring) {
+        self.store = store
+    }
+
+    /// Runs the behaviour with `configuration` from now on, keeping its state: for a driver that
+    /// continues one network under other settings (the simulator varies r, the value quorum and
+    /// the disjoint paths between runs from one snapshot). The routing table keeps the settings it
+    /// was made with, which must not change; running queries keep theirs. agentd's `DHT` never
+    /// calls it.
+    package mutating func replaceConfiguration(_ configuration: DHTConfiguration) {
+        precondition(
+            configuration.routingTable == self.configuration.routingTable,
+            "a behaviour's routing table settings cannot change")
+        self.configuration = configuration
     }
 
     /// A new query id (never reused).

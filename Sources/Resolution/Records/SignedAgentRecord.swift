@@ -49,6 +49,16 @@ public struct SignedAgentRecord: Hashable, Sendable {
     /// endorsement, self-certifying name, TTL range, age, expiry and clock skew.
     /// - Throws: `ResolutionError` of the first rule broken, in the order of spec/records.md.
     public func validate(now: UInt64) throws(ResolutionError) {
+        try validateContent()
+        try validateTiming(now: now)
+    }
+
+    /// The rules of `validate(now:)` that do not depend on the time: signature, rotation
+    /// endorsement, self-certifying name, TTL range. Their verdict on given bytes never changes, so
+    /// a caller that sees one record many times may remember it (the simulator does, by record
+    /// hash) and check only `validateTiming(now:)` on each use.
+    /// - Throws: `ResolutionError` of the first rule broken, in the order of spec/records.md.
+    public func validateContent() throws(ResolutionError) {
         let record = self.record
         guard record.publicKey.isValidSignature(signature, for: signedPayload) else {
             throw ResolutionError(
@@ -74,6 +84,12 @@ public struct SignedAgentRecord: Hashable, Sendable {
                 .ttlOutOfRange,
                 "record for \(record.name) has ttl \(record.ttl) s; allowed is \(RecordLimits.minimumTTL) to \(RecordLimits.maximumTTL) s")
         }
+    }
+
+    /// The rules of `validate(now:)` that depend on the time `now`: clock skew, age, expiry.
+    /// - Throws: `ResolutionError` of the first rule broken, in the order of spec/records.md.
+    public func validateTiming(now: UInt64) throws(ResolutionError) {
+        let record = self.record
         if record.timestamp > now, record.timestamp - now > RecordLimits.maximumClockSkew {
             throw ResolutionError(
                 .fromTheFuture,

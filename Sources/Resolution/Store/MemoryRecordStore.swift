@@ -69,6 +69,18 @@ public final class MemoryRecordStore: RecordStoring {
         self.state = NIOLockedValueBox(State())
     }
 
+    private init(configuration: RecordStoreConfiguration, state: State) {
+        self.configuration = configuration
+        self.state = NIOLockedValueBox(state)
+    }
+
+    /// A store holding what this one holds now (records with their senders and times, own
+    /// records, registrations), which then goes its own way: the simulator continues several runs
+    /// from one snapshot of a network.
+    public func copy() -> MemoryRecordStore {
+        MemoryRecordStore(configuration: configuration, state: state.withLockedValue { $0 })
+    }
+
     @discardableResult
     public func put(_ record: SignedAgentRecord, from sender: PeerID?, now: UInt64) throws(ResolutionError)
         -> RecordAcceptance
