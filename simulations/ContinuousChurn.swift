@@ -3,12 +3,15 @@ import NIOCore
 import Resolution
 
 /// Continuous churn: nodes leave abruptly and new ones join, both as Poisson processes at
-/// `percentPerMinute` of the initial size per virtual minute, while every node runs agentd's
-/// maintenance (spec/dht.md §10): bucket refresh, republishing its own record at half its TTL
-/// (12 h), re-replicating what it stores every hour. A joining node owns a name with the same
-/// probability as the initial ones and publishes it after its bootstrap. Every 30 virtual minutes
-/// a sample of the names of online owners (published at least a minute ago) is resolved from
-/// random online nodes.
+/// `percentPerMinute` of the initial size per virtual minute, while every node runs its
+/// behaviour's jobs as agentd does (spec/dht.md §7, `Simulation+Jobs.swift`): upkeep every minute
+/// (bucket refresh, republishing its own record at half its TTL, 12 h), re-replicating what it
+/// stores every hour. The jobs start during a warm-up of one replication interval, each node at a
+/// random moment of it (a network whose nodes started at different times), while the owners
+/// publish; churn and probes start after it. A joining node owns a name with the same probability
+/// as the initial ones and publishes it after its bootstrap. Every 30 virtual minutes a sample of
+/// the names of online owners (published at least a minute ago) is resolved from random online
+/// nodes.
 struct ContinuousChurn: Sendable {
     let base: NetworkSnapshot
     let owners: [Int]
@@ -67,23 +70,23 @@ struct ContinuousChurn: Sendable {
         let simulation = Simulation(
             snapshot: base, parameters: parameters, seed: seed,
             generator: SimulationGenerator(seed: seed, 0x6772_6164, UInt64(replicationFactor)))
-        let start = simulation.now
+        let warmUp = parameters.replicationInterval
+        let start = simulation.now + warmUp
         let end = start + .nanoseconds(Int64(hours * 3600e9))
         // Churn and maintenance go on a little past the last probe, so that its resolves run in the
         // same conditions as the others.
         let horizon = end + Self.tail
         let ownership = Double(owners.count) / Double(base.nodes.count)
-        simulation.maintenance = .everything
+        simulation.startsJobsOnJoin = true
 
-        // Everyone is mid-way through its hourly cycle: maintenance phases and replication clocks
-        // are spread, as in a network whose nodes started at different times.
+        // Jobs start at random moments of the warm-up, so that upkeep and re-replication rounds
+        // are spread over the hour, as in a network whose nodes started at different times.
         for index in simulation.onlineNodes {
-            let phase = TimeAmount.nanoseconds(Int64.random(in: 0..<3_600_000_000_000, using: &simulation.generator))
-            simulation.withNode(index) { $0.lastReplication = start - phase }
-            simulation.scheduleMaintenance(
-                of: index,
-                after: .nanoseconds(
-                    Int64.random(in: 0..<parameters.maintenanceInterval.nanoseconds, using: &simulation.generator)))
+            let phase = TimeAmount.nanoseconds(Int64.random(in: 0..<warmUp.nanoseconds, using: &simulation.generator))
+            simulation.schedule(after: phase) { simulation in
+                guard simulation.nodes[index].isOnline else { return }
+                simulation.startJobs(of: index)
+            }
         }
         for owner in owners {
             simulation.assignName(simulatedName(of: simulation.nodes[owner].serial), to: owner)
@@ -122,8 +125,12 @@ struct ContinuousChurn: Sendable {
                 scheduleJoin(simulation)
             }
         }
-        scheduleLeave(simulation)
-        scheduleJoin(simulation)
+        simulation.schedule(at: start) { simulation in
+            // Costs are counted from here: the warm-up's publishing is not churn's.
+            simulation.traffic = TrafficCounters()
+            scheduleLeave(simulation)
+            scheduleJoin(simulation)
+        }
 
         // Probes.
         let points = Collector([ResolveSummary]())
@@ -151,7 +158,6 @@ struct ContinuousChurn: Sendable {
             }
         }
 
-        simulation.traffic = TrafficCounters()
         simulation.run(until: horizon)
         let traffic = simulation.traffic
         let online = simulation.onlineNodes
@@ -163,7 +169,8 @@ struct ContinuousChurn: Sendable {
                 if !simulation.nodes[entry.peer.index].isOnline { dead += 1 }
             }
         }
-        simulation.maintenance = .none
+        simulation.startsJobsOnJoin = false
+        for index in simulation.nodes.indices { simulation.stopJobs(of: index) }
         simulation.runUntilIdle()
 
         let nodeHours = Double(base.nodes.count) * Double((horizon - start).nanoseconds) / 3.6e12

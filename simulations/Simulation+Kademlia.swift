@@ -83,6 +83,7 @@ extension Simulation {
         }
         actions.removeAll(keepingCapacity: true)
         actionBuffers.append(actions)
+        rearmJobTimer(of: index)
         return reply
     }
 
@@ -109,9 +110,7 @@ extension Simulation {
             // Never asked for: virtual peers come vouched for (`PeerContact.addressless`).
             feed(index, .dialBackFinished(peer, evidence, proven: nil))
         case .runJob(let job):
-            // The behaviours' own jobs are not started (the experiments' `MaintenancePlan` runs
-            // maintenance); a growth republish of names they do not own is over at once.
-            feed(index, .jobFinished(job.kind))
+            runJob(job, at: index)
         case .removed, .respond:
             break
         case .storageFailed(let what, let error, _):

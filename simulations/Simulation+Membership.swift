@@ -4,7 +4,8 @@ import Resolution
 extension Simulation {
     /// Node `index` comes online and bootstraps as agentd does (spec/dht.md §10): a self-lookup
     /// seeded with `bootstrap`, whose answering peers fill its routing table; then it publishes its
-    /// own name, and its maintenance rounds start a round later.
+    /// own name; its behaviour's jobs start with it when the simulation runs them
+    /// (`startsJobsOnJoin`), the first upkeep a `maintenanceInterval` later.
     func join(_ index: Int, through bootstrap: Int?, completion: ((Simulation) -> Void)? = nil) {
         setOnline(index, true)
         let seeds = bootstrap.map { [nodes[$0].handle] } ?? []
@@ -18,7 +19,7 @@ extension Simulation {
                 completion?(simulation)
             }
         }
-        scheduleMaintenance(of: index, after: parameters.maintenanceInterval)
+        if startsJobsOnJoin { startJobs(of: index) }
     }
 
     /// Node `index` leaves abruptly: it stops answering and never says goodbye. Afterwards it
@@ -28,67 +29,18 @@ extension Simulation {
         withNode(index) { $0.refusesWhenOffline = refuses }
     }
 
-    /// Starts node `index`'s maintenance rounds (if not running) after `delay`.
-    func scheduleMaintenance(of index: Int, after delay: TimeAmount) {
-        guard maintenance.isActive, !nodes[index].maintenanceScheduled else { return }
-        withNode(index) { $0.maintenanceScheduled = true }
-        schedule(after: delay) { $0.maintain(index) }
-    }
-
-    /// One maintenance round (spec/dht.md §10): bucket refresh (lookups for buckets no lookup
-    /// touched for an hour, plus a self-lookup), republishing own records at half their TTL,
-    /// and once an hour pushing stored records to the current closest nodes.
-    private func maintain(_ index: Int) {
-        withNode(index) { $0.maintenanceScheduled = false }
-        guard nodes[index].isOnline, maintenance.isActive else { return }
-        if maintenance.refreshBuckets {
-            let targets = withNode(index) { node in node.table.refreshTargets(now: now, using: &generator) }
-            if !targets.isEmpty {
-                // As `DHT.refresh`: a self-lookup, then for each bucket a key whose hash lies in it.
-                let localKey = nodes[index].table.localKey
-                let keys = targets.compactMap { DHT.preimage(inBucket: $0.bucket, from: localKey, using: &generator) }
-                runLookups([nodes[index].peer.id.multihash.bytes] + keys, from: index)
-            }
-        }
-        if maintenance.republishOwnRecords, let name = nodes[index].ownName,
-            let record = ownRecord(of: index, for: name)
-        {
-            let age = Double(unixNow - record.record.timestamp)
-            if age >= Double(record.record.ttl) * parameters.republishFraction { publishOwnRecord(of: index) }
-        }
-        if maintenance.replicateStoredRecords {
-            if let last = nodes[index].lastReplication {
-                if now - last >= parameters.replicationInterval {
-                    withNode(index) { $0.lastReplication = now }
-                    replicateStoredRecords(of: index)
-                }
-            } else {
-                withNode(index) { $0.lastReplication = now }
-            }
-        }
-        scheduleMaintenance(of: index, after: parameters.maintenanceInterval)
-    }
-
-    /// FIND_NODE lookups for `targets`, one after the other (as `DHT.refreshBuckets` awaits each).
-    private func runLookups(_ targets: [[UInt8]], from index: Int) {
-        guard let target = targets.first else { return }
-        findClosest(from: index, key: target) { simulation, _ in
-            simulation.runLookups(Array(targets.dropFirst()), from: index)
-        }
-    }
-
     /// Builds a network of `count` nodes the way a real one grows: node 0 starts alone, the others
     /// join one every `spacing` through one of the first four nodes (the bootstrap list), and every
-    /// node runs its maintenance rounds (bucket refresh) while the network grows and for
-    /// `settle` after the last join. Returns the network idle, maintenance off, and the messages the
-    /// growth took.
+    /// node runs its behaviour's jobs (upkeep: bucket refresh; nothing to republish or re-replicate)
+    /// while the network grows and for `settle` after the last join. Returns the network idle, the
+    /// jobs stopped, and the messages the growth took.
     static func build(
         nodes count: Int, parameters: NetworkParameters, seed: UInt64, spacing: TimeAmount = .seconds(1),
         settle: TimeAmount = .minutes(5)
     ) -> (snapshot: NetworkSnapshot, traffic: TrafficCounters) {
         let simulation = Simulation(
             parameters: parameters, seed: seed, generator: SimulationGenerator(seed: seed, 0x6275_696c_64))
-        simulation.maintenance = .refreshOnly
+        simulation.startsJobsOnJoin = true
         for _ in 0..<count { simulation.createNode() }
         let bootstrapCount = 4
         for index in 0..<count {
@@ -99,7 +51,8 @@ extension Simulation {
             }
         }
         simulation.run(until: simulation.now + spacing * Int64(count) + settle)
-        simulation.maintenance = .none
+        simulation.startsJobsOnJoin = false
+        for index in 0..<count { simulation.stopJobs(of: index) }
         simulation.runUntilIdle()
         return (simulation.snapshot, simulation.traffic)
     }

@@ -67,8 +67,8 @@ final class Simulation {
     private var queue = EventQueue<Action>()
     /// Messages sent since the counters were last reset.
     var traffic = TrafficCounters()
-    /// What nodes do in their maintenance rounds; `.none` lets the rounds lapse.
-    var maintenance = MaintenancePlan.none
+    /// Whether a node that joins starts its behaviour's jobs (`startJobs`).
+    var startsJobsOnJoin = false
     /// Signature verdicts of records seen so far, which every node's behaviour consults (each
     /// record is verified once; expiry is checked on every use).
     let verdicts: SignatureVerdicts
@@ -159,7 +159,8 @@ final class Simulation {
         nanoseconds = max(nanoseconds, limit)
     }
 
-    /// Runs until nothing is scheduled. Maintenance must be off (`.none`), or this never ends.
+    /// Runs until nothing is scheduled. The nodes' jobs must be stopped (`stopJobs`), or this never
+    /// ends.
     func runUntilIdle() {
         while let (time, action) = queue.popFirst() {
             nanoseconds = time
@@ -228,20 +229,6 @@ final class Simulation {
     func withNode<Result>(_ index: Int, _ body: (inout VirtualNode) -> Result) -> Result {
         body(&nodes[index])
     }
-}
-
-/// What nodes do in their periodic maintenance rounds (spec/dht.md §10).
-struct MaintenancePlan: Hashable, Sendable {
-    var refreshBuckets = false
-    var republishOwnRecords = false
-    var replicateStoredRecords = false
-
-    static let none = MaintenancePlan()
-    static let refreshOnly = MaintenancePlan(refreshBuckets: true)
-    static let everything = MaintenancePlan(
-        refreshBuckets: true, republishOwnRecords: true, replicateStoredRecords: true)
-
-    var isActive: Bool { refreshBuckets || republishOwnRecords || replicateStoredRecords }
 }
 
 /// Identifies a rival record: the signing identity (a node's serial, or `UInt64.max` for the

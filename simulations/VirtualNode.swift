@@ -134,11 +134,8 @@ struct VirtualNode: Sendable {
     var ownName: AgentName?
     /// When the first publish of `ownName` finished.
     var publishedAt: NIODeadline?
-    /// When the node last pushed its stored records (nil: not yet; the first push comes one
-    /// replication interval after the first maintenance round).
-    var lastReplication: NIODeadline?
-    /// Whether a maintenance round is scheduled.
-    var maintenanceScheduled = false
+    /// The time the node's job timer is armed for (its behaviour's `nextDeadline` when armed).
+    var jobTimer: NIODeadline?
 
     /// Node number `index` of the simulation; its key is `keySpace.keys[index]` already. Its
     /// behaviour checks records with `verify` (one closure for the whole network, so that no node

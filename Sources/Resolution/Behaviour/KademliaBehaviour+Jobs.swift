@@ -23,14 +23,18 @@ struct JobSchedule: Sendable {
     var replicationRunning = false
     var growthRepublishAt: NIODeadline?
 
+    /// The earliest of the pending deadlines (no allocation: drivers ask after every event).
     var nextDeadline: NIODeadline? {
-        var deadlines: [NIODeadline] = []
-        if let growthRepublishAt { deadlines.append(growthRepublishAt) }
-        if maintenanceEnabled {
-            if !upkeepRunning, let nextUpkeep { deadlines.append(nextUpkeep) }
-            if !replicationRunning, let nextReplication { deadlines.append(nextReplication) }
+        var earliest = growthRepublishAt
+        func consider(_ deadline: NIODeadline?) {
+            guard let deadline else { return }
+            earliest = earliest.map { Swift.min($0, deadline) } ?? deadline
         }
-        return deadlines.min()
+        if maintenanceEnabled {
+            if !upkeepRunning { consider(nextUpkeep) }
+            if !replicationRunning { consider(nextReplication) }
+        }
+        return earliest
     }
 }
 

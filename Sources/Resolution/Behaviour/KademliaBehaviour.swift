@@ -141,7 +141,7 @@ package struct KademliaBehaviour<Peer: KademliaPeerHandle>: Sendable {
 
     /// The earliest time the caller must send `.timer` (the jobs' schedule); `nil` for none.
     /// Query timeouts come as `.armQueryTimer` actions instead, to the query's owner.
-    var nextDeadline: NIODeadline? { jobs.nextDeadline }
+    package var nextDeadline: NIODeadline? { jobs.nextDeadline }
 
     /// The key of `peer`.
     package func key(of peer: Peer) -> KademliaKey { table.key(of: peer) }
