@@ -108,27 +108,70 @@ struct AdversariesCommand: AsyncParsableCommand {
 
     @OptionGroup var options: SimulationOptions
 
-    @Option(help: "Percentages of adversarial nodes.")
+    @Option(help: "Percentages of adversarial nodes (0-90), placed at random.")
     var fractions = "5,10,20"
 
     @Option(help: "Disjoint lookup paths to compare.")
     var paths = "1,3"
 
-    @Option(help: "Value quorum: the lead over every rival claim at which a resolve stops.")
+    @Option(
+        help:
+            "Value quorum: a resolve stops early once this many of the closest peers it knows answered, all under one key."
+    )
     var quorum = 4
 
+    @Option(help: "Replication factors r to compare: a record is put to the r closest nodes; the r closest replicas vote.")
+    var replication = "5"
+
+    @Option(help: "Rival keys of randomly placed adversaries: own (each its own), shared (one for all) or both.")
+    var rivalKeys = "both"
+
+    @Option(
+        help:
+            "Targeted (Sybil) placement: colluders per attacked name, placed closer to its point than every honest node (comma-separated; empty: none)."
+    )
+    var targeted = ""
+
+    @Option(help: "Targeted placement: names attacked.")
+    var targetedNames = 20
+
+    @Option(help: "Targeted placement: resolves per attacked name by fresh resolvers.")
+    var resolvesPerName = 10
+
+    func validate() throws {
+        guard targetedNames > 0, resolvesPerName > 0 else {
+            throw ValidationError("--targeted-names and --resolves-per-name must be positive")
+        }
+        for fraction in try list(fractions, allowingZero: true) where fraction > 90 {
+            throw ValidationError("--fractions values must be at most 90 (got \(fraction))")
+        }
+        guard ["own", "shared", "both"].contains(rivalKeys) else {
+            throw ValidationError("--rival-keys must be own, shared or both")
+        }
+        for r in try list(replication) where r > 20 {
+            throw ValidationError("--replication values must be at most k = 20 (got \(r))")
+        }
+    }
+
     func run() async throws {
-        let experiment = AdversaryExperiment(
-            options: options, fractions: try list(fractions), paths: try list(paths), quorum: quorum)
+        var experiment = AdversaryExperiment(
+            options: options, fractions: try list(fractions, allowingZero: true), paths: try list(paths),
+            quorum: quorum)
+        experiment.replicationFactors = try list(replication)
+        experiment.sharedKeys = rivalKeys == "both" ? [false, true] : [rivalKeys == "shared"]
+        experiment.targetedNodes = targeted.isEmpty ? [] : try list(targeted)
+        experiment.targetedNames = targetedNames
+        experiment.resolvesPerTargetedName = resolvesPerName
         try await experiment.run().output(options)
     }
 }
 
-/// "1,2,3" as integers.
-func list(_ text: String) throws -> [Int] {
+/// "1,2,3" as integers (positive ones, or with `allowingZero` also 0).
+func list(_ text: String, allowingZero: Bool = false) throws -> [Int] {
     try text.split(separator: ",").map {
-        guard let value = Int($0.trimmingPrefix(" ")), value > 0 else {
-            throw ValidationError("\"\(text)\" is not a comma-separated list of positive integers")
+        guard let value = Int($0.trimmingPrefix(" ")), value > 0 || (allowingZero && value == 0) else {
+            let kind = allowingZero ? "non-negative" : "positive"
+            throw ValidationError("\"\(text)\" is not a comma-separated list of \(kind) integers")
         }
         return value
     }

@@ -182,10 +182,11 @@ final class Simulation {
         }
     }
 
-    /// Creates a node (offline until it joins) with the next identity.
+    /// Creates a node (offline until it joins) with the next identity, or with identity `serial`
+    /// (targeted placement picks identities whose keys lie where it wants them).
     @discardableResult
-    func createNode() -> Int {
-        let serial = UInt64(nodes.count)
+    func createNode(serial: UInt64? = nil) -> Int {
+        let serial = serial ?? UInt64(nodes.count)
         let publicKey = VirtualNode.privateKey(seed: seed, serial: serial).publicKey
         keySpace.append(KademliaKey(peer: PeerID(publicKey: publicKey)))
         let node = VirtualNode(

@@ -1,4 +1,5 @@
 import Foundation
+import Resolution
 import Testing
 
 @testable import agent_sim
@@ -80,6 +81,51 @@ struct ReportContractTests {
         #expect(results.count == 4)
         #expect(results.allSatisfy { $0["adversary_fraction"] as? Double == 0.1 })
         #expect(results.compactMap { $0["paths"] as? Int }.sorted() == [1, 1, 2, 2])
+    }
+
+    @Test("adversaries, targeted placement: the contract, r, and the colluders' key generations")
+    func targetedAdversaries() async throws {
+        let options = try SimulationOptions.parse(["--nodes", "60", "--names", "6", "--seed", "5"])
+        var experiment = AdversaryExperiment(options: options, fractions: [10], paths: [1], quorum: 4)
+        experiment.replicationFactors = [3]
+        // One colluder per name: some honest replica holds the record in every run, so every
+        // configuration has resolves (a configuration without any reports null figures).
+        experiment.targetedNodes = [1]
+        experiment.targetedNames = 2
+        experiment.resolvesPerTargetedName = 2
+        let report = await experiment.run()
+        let results = try Self.results(of: report, adding: ["adversary_fraction", "paths", "replication"], nodes: [60])
+        #expect(results.allSatisfy { $0["replication"] as? Int == 3 })
+        let random = results.filter { $0["placement"] as? String == "random" }
+        let targeted = results.filter { $0["placement"] as? String == "targeted" }
+        #expect(random.count == 2)
+        // (before or after publishing) x (fresh resolver or a replica).
+        #expect(targeted.count == 4)
+        for result in targeted {
+            #expect((result["key_generations_per_node"] as? Double).map { $0 >= 1 } == true)
+            #expect(result["targeted_nodes"] as? Int == 1)
+            #expect(["before_publish", "after_publish"].contains(result["colluders_came"] as? String ?? ""))
+        }
+        // Fresh resolvers: 2 names x 2 resolves each.
+        #expect(targeted.filter { $0["resolver"] as? String == "fresh" }.allSatisfy { $0["attempts"] as? Int == 4 })
+        #expect(report.tables.count == 2)
+    }
+
+    @Test("targeted placement: every colluder's point is closer to its target than every node's")
+    func colludersArePlacedClosest() {
+        let network = Simulation.buildDirect(nodes: 60, parameters: NetworkParameters(), seed: 9)
+        let targets = (0..<3).map { KademliaKey(hashing: [UInt8]("target \($0)".utf8)) }
+        let placements = AdversaryExperiment.placeColluders(near: targets, count: 2, in: network, seed: 9)
+        #expect(placements.count == 3)
+        var serials = Set<UInt64>()
+        for (target, placement) in zip(targets, placements) {
+            #expect(placement.serials.count == 2 && placement.generations.allSatisfy { $0 >= 1 })
+            for serial in placement.serials {
+                #expect(serials.insert(serial).inserted)
+                let key = AdversaryExperiment.key(seed: 9, serial: serial)
+                #expect(network.nodes.allSatisfy { target.distance(to: key) < target.distance(to: $0.peer.key) })
+            }
+        }
     }
 
     @Test("a figure with nothing measured is null, never NaN (which JSON cannot hold)")
