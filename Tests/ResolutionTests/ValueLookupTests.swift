@@ -89,6 +89,18 @@ struct ValueLookupTests {
         #expect(Self.answer(&value, &lookup, from: 1, Fixtures.record(seq: 1)))
     }
 
+    @Test("with r = 7 the early stop needs a majority of the voters, 4, even at quorum 3")
+    func earlyStopNeedsMajority() {
+        var value = Self.lookup(quorum: 3, replicationFactor: 7)
+        var lookup = Self.closestPeers(seeds: [0, 1, 2, 3, 4])
+        #expect(Self.drain(&lookup) == [0, 1, 2])
+        for rank in [0, 1, 2] {
+            #expect(!Self.answer(&value, &lookup, from: rank, Fixtures.record(Fixtures.bob, seq: 9)))
+        }
+        #expect(Self.drain(&lookup) == [3, 4])
+        #expect(Self.answer(&value, &lookup, from: 3, Fixtures.record(Fixtures.bob, seq: 9)))
+    }
+
     @Test("colluders answering first with one rival key do not end the lookup; the closest do not agree")
     func colludersDoNotStopIt() {
         var value = Self.lookup(quorum: 3)
