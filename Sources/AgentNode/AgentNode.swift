@@ -118,139 +118,144 @@ public final class AgentNode: Service, Sendable {
         }
         let dht = DHT(host: host, store: store, configuration: configuration.dht, logger: logger)
         dht.start()
-        if configuration.mdns {
+        // The DHT's service runs beside the node (a child task: it ends on the graceful shutdown,
+        // before the host, or with the host on an early failure below), so nothing of the DHT
+        // outlives the node.
+        try await withThrowingTaskGroup(of: Void.self) { services in
+            defer { services.cancelAll() }
+            services.addTask { try await dht.run() }
+            if configuration.mdns {
+                do {
+                    // Never on a loopback-only node: its peers are on this machine, and its multicast
+                    // would go to real links it does not listen on. After the DHT started, so that it
+                    // sees the peers mDNS connects.
+                    guard bound.contains(where: { IPAddress($0).map { AddressScope.of($0) != .loopback } ?? false }) else {
+                        throw NodeError(.invalidConfiguration, "--mdns needs a listen address other than loopback")
+                    }
+                    // A peer found joins the DHT as a bootstrap peer would (a self-lookup through it).
+                    _ = try await MDNSService.start(host: host, logger: logger) { _, addresses in
+                        await dht.bootstrap(addresses)
+                    }
+                } catch {
+                    await host.shutdown()
+                    try? await group.shutdownGracefully()
+                    throw error
+                }
+            }
+            let cards: CardService
+            do throws(CardError) {
+                // Next to the record store (in memory when it is), in its own file: spec/cards.md §7.
+                let path = configuration.databasePath.map { _ in configuration.dataDirectory.path + "/cards.db" }
+                cards = CardService(
+                    host: host, dht: dht, store: try CardStore(path: path), identity: identity, logger: logger,
+                    now: { UInt64(Date().timeIntervalSince1970) })
+            } catch {
+                await host.shutdown()
+                try? await group.shutdownGracefully()
+                throw NodeError(.fileSystem, "cannot open the card store: \(error.message)")
+            }
+            cards.start()
+            // Before bootstrap: the bootstrap peers are the first servers asked.
+            var autonatConfiguration = configuration.autonat
+            autonatConfiguration.tracker.scopeRule = scopeRule
+            let autonat = AutoNATService.start(on: host, configuration: autonatConfiguration, logger: logger)
+            let events = NodeEvents(onPublish: onEvent)
+            relaying.keep(configuration.relayAddresses)
+
+            let messaging: NodeMessaging
             do {
-                // Never on a loopback-only node: its peers are on this machine, and its multicast
-                // would go to real links it does not listen on. After the DHT started, so that it
-                // sees the peers mDNS connects.
-                guard bound.contains(where: { IPAddress($0).map { AddressScope.of($0) != .loopback } ?? false }) else {
-                    throw NodeError(.invalidConfiguration, "--mdns needs a listen address other than loopback")
-                }
-                // A peer found joins the DHT as a bootstrap peer would (a self-lookup through it).
-                _ = try await MDNSService.start(host: host, logger: logger) { _, addresses in
-                    await dht.bootstrap(addresses)
-                }
+                var messagingConfiguration = NodeMessaging.Configuration()
+                messagingConfiguration.messagesPath = configuration.messagesDatabasePath
+                messagingConfiguration.mailboxPath = configuration.mailboxDatabasePath
+                messaging = try NodeMessaging(
+                    host: host, dht: dht, identity: identity, configuration: messagingConfiguration, logger: logger)
             } catch {
                 await host.shutdown()
                 try? await group.shutdownGracefully()
                 throw error
             }
-        }
-        let cards: CardService
-        do {
-            // Next to the record store (in memory when it is), in its own file: spec/cards.md §7.
-            let path = configuration.databasePath.map { _ in configuration.dataDirectory.path + "/cards.db" }
-            cards = CardService(
-                host: host, dht: dht, store: try CardStore(path: path), identity: identity, logger: logger,
-                now: { UInt64(Date().timeIntervalSince1970) })
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw NodeError(.fileSystem, "cannot open the card store: \(error.message)")
-        }
-        cards.start()
-        // Before bootstrap: the bootstrap peers are the first servers asked.
-        var autonatConfiguration = configuration.autonat
-        autonatConfiguration.tracker.scopeRule = scopeRule
-        let autonat = AutoNATService.start(on: host, configuration: autonatConfiguration, logger: logger)
-        let events = NodeEvents(onPublish: onEvent)
-        relaying.keep(configuration.relayAddresses)
-
-        let messaging: NodeMessaging
-        do {
-            var messagingConfiguration = NodeMessaging.Configuration()
-            messagingConfiguration.messagesPath = configuration.messagesDatabasePath
-            messagingConfiguration.mailboxPath = configuration.mailboxDatabasePath
-            messaging = try NodeMessaging(
-                host: host, dht: dht, identity: identity, configuration: messagingConfiguration, logger: logger)
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        let fileMode: NodeFileMode?
-        do {
-            fileMode = try configuration.inboxDirectory.map { try NodeFileMode(directory: $0, messaging: messaging, logger: logger) }
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-
-        var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
-        NodeControlAPI.registerNATMethods(
-            &methods, events: events, autonat: autonat, server: autonatServer, relaying: relaying)
-        NodeControlAPI.registerDHTMethods(&methods, dht: dht, namesChanged: { messaging.syncLocalNames() })
-        NodeControlAPI.registerMessageMethods(&methods, messaging: messaging)
-        NodeControlAPI.registerCardMethods(&methods, cards: cards, dht: dht, host: host)
-        NodeControlAPI.registerLimitsMethods(
-            &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
-        let server: ControlAPIServer
-        do {
-            server = try await ControlAPIServer.bind(
-                socketPath: configuration.apiSocketPath, methods: methods, logger: logger, eventLoopGroup: group)
-        } catch {
-            await host.shutdown()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-
-        // Join the network and publish our names before announcing readiness, so that a script
-        // that waits for the ready line can resolve them at once.
-        if !configuration.bootstrapAddresses.isEmpty {
-            let entries = await dht.bootstrap(configuration.bootstrapAddresses)
-            if entries == 0 {
-                logger.warning(
-                    "bootstrap: no peer answered; the node runs alone until peers connect",
-                    metadata: ["bootstrap": "\(configuration.bootstrapAddresses.map(\.description))"])
-            }
-        }
-        for name in [AgentName(selfCertifying: host.peerID)] + configuration.names {
+            let fileMode: NodeFileMode?
             do {
-                let report = try await dht.register(name)
-                logger.info(
-                    "published", metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+                fileMode = try configuration.inboxDirectory.map { try NodeFileMode(directory: $0, messaging: messaging, logger: logger) }
             } catch {
-                logger.error("cannot publish \(name): \(error.message)")
+                await host.shutdown()
+                try? await group.shutdownGracefully()
+                throw error
             }
-        }
-        // Names registered through the control API before a restart.
-        for (name, result) in await dht.restoreRegistrations() {
-            if case .success(let report) = result {
-                logger.info(
-                    "published registered name",
-                    metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+
+            var methods = NodeControlAPI.methods(host: host, identity: identity, dht: dht)
+            NodeControlAPI.registerNATMethods(
+                &methods, events: events, autonat: autonat, server: autonatServer, relaying: relaying)
+            NodeControlAPI.registerDHTMethods(&methods, dht: dht, namesChanged: { messaging.syncLocalNames() })
+            NodeControlAPI.registerMessageMethods(&methods, messaging: messaging)
+            NodeControlAPI.registerCardMethods(&methods, cards: cards, dht: dht, host: host)
+            NodeControlAPI.registerLimitsMethods(
+                &methods, host: host, denyListPath: configuration.dataDirectory.denyListPath)
+            let server: ControlAPIServer
+            do {
+                server = try await ControlAPIServer.bind(
+                    socketPath: configuration.apiSocketPath, methods: methods, logger: logger, eventLoopGroup: group)
+            } catch {
+                await host.shutdown()
+                try? await group.shutdownGracefully()
+                throw error
             }
+
+            // Join the network and publish our names before announcing readiness, so that a script
+            // that waits for the ready line can resolve them at once.
+            if !configuration.bootstrapAddresses.isEmpty {
+                let entries = await dht.bootstrap(configuration.bootstrapAddresses)
+                if entries == 0 {
+                    logger.warning(
+                        "bootstrap: no peer answered; the node runs alone until peers connect",
+                        metadata: ["bootstrap": "\(configuration.bootstrapAddresses.map(\.description))"])
+                }
+            }
+            for name in [AgentName(selfCertifying: host.peerID)] + configuration.names {
+                do throws(ResolutionError) {
+                    let report = try await dht.register(name)
+                    logger.info(
+                        "published", metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+                } catch {
+                    logger.error("cannot publish \(name): \(error.message)")
+                }
+            }
+            // Names registered through the control API before a restart.
+            for (name, result) in await dht.restoreRegistrations() {
+                if case .success(let report) = result {
+                    logger.info(
+                        "published registered name",
+                        metadata: ["name": "\(name)", "seq": "\(report.record.record.seq)", "replicas": "\(report.storedAt.count)"])
+                }
+            }
+
+            // Messages: served from here on; the first mailbox drain of every name starts now.
+            messaging.start()
+            if let fileMode { host.spawn("file mode") { await fileMode.run() } }
+
+            let addresses = host.advertisedAddresses.map { $0.appending(.p2p(host.peerID.multihash)) }
+            onReady(
+                Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
+            logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
+            Self.followReachability(host: host, autonat: autonat, dht: dht, events: events)
+            relaying.follow(dht: dht, autonat: autonat, nodeEvents: events)
+            host.spawn("card providers") { await cards.runRepublishing() }
+
+            await withGracefulShutdownHandler {
+                await server.run()
+            } onGracefulShutdown: {
+                Task { await server.shutdown() }
+            }
+            logger.info("shutting down")
+            await server.shutdown()
+            messaging.stop()
+            // The DHT's service (its jobs, liveness checks, dial-backs) ends before the host.
+            services.cancelAll()
+            try? await services.next()
+            await host.shutdown()
+            events.finish()
+            try? await group.shutdownGracefully()
         }
-
-        // Messages: served from here on; the first mailbox drain of every name starts now.
-        messaging.start()
-        if let fileMode { host.spawn("file mode") { await fileMode.run() } }
-
-        let addresses = host.advertisedAddresses.map { $0.appending(.p2p(host.peerID.multihash)) }
-        onReady(
-            Ready(peerID: host.peerID, addresses: addresses, listenAddresses: bound, apiSocketPath: server.socketPath))
-        logger.info("ready", metadata: ["peer": "\(host.peerID)", "api": "\(server.socketPath)", "dht": "\(dht.mode.rawValue)"])
-        Self.followReachability(host: host, autonat: autonat, dht: dht, events: events)
-        relaying.follow(dht: dht, autonat: autonat, nodeEvents: events)
-        host.spawn("card providers") { await cards.runRepublishing() }
-
-        let maintenance = Task { await dht.runMaintenance() }
-        await withGracefulShutdownHandler {
-            await server.run()
-        } onGracefulShutdown: {
-            Task { await server.shutdown() }
-        }
-        maintenance.cancel()
-        logger.info("shutting down")
-        await server.shutdown()
-        messaging.stop()
-        await host.shutdown()
-        events.finish()
-        // The maintenance loops (cancelled above) end with the host: nothing of the DHT outlives
-        // the node.
-        await maintenance.value
-        try? await group.shutdownGracefully()
     }
 
     /// From the ready line on: each change of AutoNAT's verdict (or confidence) becomes an

@@ -46,7 +46,8 @@ public final class DHTLoopbackNetwork: Sendable {
     private let logger: Logger
 
     /// A network on a new group of `threads` event loops. `logger` is every host's and DHT's
-    /// (default: critical only, as tests want).
+    /// (default: critical only, as tests want). Each node's DHT service runs as a task of its
+    /// host, its periodic jobs off until `DHT.setMaintenance(true)`.
     public init(threads: Int = 2, logger: Logger? = nil) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.logger =
@@ -101,6 +102,7 @@ public final class DHTLoopbackNetwork: Sendable {
                 host: host, store: try store ?? RecordStore(path: nil), configuration: configuration,
                 logger: dhtLogger ?? logger, unixClock: unixClock)
             dht.start()
+            host.spawn("dht service") { try? await dht.run(maintenance: false) }
             let node = Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
             state.withLockedValue { $0.nodes.append(node) }
             return node
@@ -112,15 +114,18 @@ public final class DHTLoopbackNetwork: Sendable {
 
     /// Starts `count` nodes; each bootstraps from node 0 and one random earlier node, then every
     /// node looks itself up once more. With `seed`, keys and choices come from a seeded generator.
-    public func build(count: Int, seed: UInt64? = nil) async throws {
+    public func build(
+        count: Int, seed: UInt64? = nil, configuration: DHTConfiguration = DHTLoopbackNetwork.configuration()
+    ) async throws {
         var generator = seed.map { SeededGenerator(seed: $0) }
         for index in 0..<count {
             let node: Node
             if var seeded = generator {
-                node = try await addNode(identity: try Ed25519.PrivateKey(seed: seeded.bytes(32)))
+                node = try await addNode(
+                    configuration: configuration, identity: try Ed25519.PrivateKey(seed: seeded.bytes(32)))
                 generator = seeded
             } else {
-                node = try await addNode()
+                node = try await addNode(configuration: configuration)
             }
             guard index > 0 else { continue }
             let nodes = self.nodes
@@ -174,6 +179,7 @@ public final class DHTLoopbackNetwork: Sendable {
         }
         let dht = DHT(host: host, store: old.dht.store, configuration: Self.configuration(), logger: logger)
         dht.start()
+        host.spawn("dht service") { try? await dht.run(maintenance: false) }
         if index != 0 { await dht.bootstrap([nodes[0].address]) }
         let node = Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
         state.withLockedValue { state in

@@ -35,6 +35,7 @@ extension CardServiceTests {
         configuration.requestHardTimeout = .seconds(20)
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: configuration, logger: logger)
         dht.start()
+        host.spawn("dht service") { try? await dht.run(maintenance: false) }
         if let bootstrap { await dht.bootstrap([bootstrap]) }
         let cards = CardService(
             host: host, dht: dht, store: try CardStore(path: nil), identity: key, logger: logger,

@@ -36,6 +36,7 @@ struct DHTAddressScopeTests {
         configuration.requestHardTimeout = .seconds(60)
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: configuration, logger: logger)
         dht.start()
+        host.spawn("dht service") { try? await dht.run(maintenance: false) }
         return DHTLoopbackNetwork.Node(host: host, dht: dht, address: bound.appending(.p2p(host.peerID.multihash)))
     }
 
@@ -133,6 +134,7 @@ struct AnnouncedAddressTests {
 
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: DHTLoopbackNetwork.configuration(), logger: logger)
         dht.start()
+        host.spawn("dht service") { try? await dht.run(maintenance: false) }
         let other = try await network.addNode()
         _ = try await other.host.connect(to: bound.appending(.p2p(host.peerID.multihash)))
         #expect(try await DHTLivenessTests.eventually { other.host.peerInfo(host.peerID) != nil })

@@ -152,6 +152,7 @@ struct DHTLivenessTests {
             host: hiddenHost, store: try RecordStore(path: nil), configuration: DHTLoopbackNetwork.configuration(),
             logger: logger)
         hidden.start()
+        hiddenHost.spawn("dht service") { try? await hidden.run(maintenance: false) }
         await hidden.bootstrap([server.address])
         #expect(try await Self.eventually { server.host.peerInfo(hiddenHost.peerID) != nil })
         // Identify is known now: this request is judged at once.

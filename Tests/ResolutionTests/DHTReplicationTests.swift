@@ -130,7 +130,7 @@ struct DHTReplicationTests {
         let firstSeq = first.record.record.seq
 
         let started = NIODeadline.now()
-        let maintenance = Task { await node.dht.runMaintenance() }
+        node.dht.setMaintenance(true)
         // The re-replication round is under way: the slow peer holds a stored record's lookup.
         #expect(try await Self.eventually { !slow.seen.withLockedValue { $0.arrivals.isEmpty } })
         offset.withLockedValue { $0 = 0 }
@@ -151,8 +151,7 @@ struct DHTReplicationTests {
             #expect(arrival >= earliest, "record \(index) started \((earliest - arrival).nanoseconds / 1_000_000) ms early")
         }
 
-        maintenance.cancel()
-        await maintenance.value
+        node.dht.setMaintenance(false)
         await slow.host.shutdown()
         try await network.shutdown()
     }
@@ -182,14 +181,13 @@ struct DHTReplicationTests {
         }
         #expect(joined == 2)
 
-        let maintenance = Task { await node.dht.runMaintenance() }
+        node.dht.setMaintenance(true)
         #expect(try await Self.eventually { slow.seen.withLockedValue { $0.arrivals.count } >= 4 })
         // Unpaced, the fifth would follow within 20 ms (50 per second).
         try await Task.sleep(for: .seconds(1))
         #expect(slow.seen.withLockedValue { $0.arrivals.count } == 4)
 
-        maintenance.cancel()
-        await maintenance.value
+        node.dht.setMaintenance(false)
         await slow.host.shutdown()
         try await network.shutdown()
     }

@@ -26,6 +26,36 @@ struct OwnNamesTests {
         #expect(!names.mustUndoSave(ticket))
     }
 
+    @Test("a republish signs the entry kept now, and nothing while a register or unregister of the name is in progress")
+    func republishSeesTheNewestEntry() throws {
+        var names = OwnNames(rules: Self.rules)
+        #expect(names.republishable(Self.name) == nil, "a name never registered")
+        let first = names.beginRegister(Self.name)
+        #expect(names.republishable(Self.name) == nil, "a register still publishing")
+        var kept = names.finishRegister(try #require(first), entry: Self.entry)
+        #expect(kept)
+        #expect(names.republishable(Self.name) == Self.entry)
+
+        // A register with explicit addresses starts: an upkeep round that found the old entry
+        // must not sign it now (seen in the 100-node test: the round's republish replaced the
+        // addresses a register had just published).
+        let moved = OwnNames.Entry(addresses: [try Multiaddr("/ip4/127.0.0.1/tcp/65000")], protocols: nil, ttl: 3600)
+        let second = names.beginRegister(Self.name)
+        #expect(names.republishable(Self.name) == nil)
+        kept = names.finishRegister(try #require(second), entry: moved)
+        #expect(kept)
+        #expect(names.republishable(Self.name) == moved)
+
+        // An unregister: nothing to republish, and a later register brings it back.
+        let unregistered = names.unregister(Self.name)
+        #expect(unregistered)
+        #expect(names.republishable(Self.name) == nil)
+        let third = names.beginRegister(Self.name)
+        kept = names.finishRegister(try #require(third), entry: Self.entry)
+        #expect(kept)
+        #expect(names.republishable(Self.name) == Self.entry)
+    }
+
     @Test("an unregister while the register is still publishing wins: nothing is kept (ebdac28)")
     func unregisterDuringPublish() throws {
         var names = OwnNames(rules: Self.rules)

@@ -38,6 +38,7 @@ struct PyKadInteropTests {
         configuration.mode = .server
         let dht = DHT(host: host, store: try RecordStore(path: nil), configuration: configuration, logger: logger)
         dht.start()
+        host.spawn("dht service") { try? await dht.run(maintenance: false) }
         return (host, dht, bound.appending(.p2p(host.peerID.multihash)))
     }
 

@@ -52,6 +52,9 @@ struct OwnNames {
     private(set) var epochs: [AgentName: UInt64] = [:]
     /// Bumped by each `unregister`.
     private var unregistrations: [AgentName: UInt64] = [:]
+    /// The epoch of the register that kept each name: while `epochs` holds a later one, a call on
+    /// the name is in progress.
+    private var keptEpochs: [AgentName: UInt64] = [:]
     /// Saved names whose restore failed: failures in a row, and when the next try is due.
     private var restoreFailures: [AgentName: (count: Int, retryAt: NIODeadline)] = [:]
     /// A republish after the table grew is pending (at most one at a time).
@@ -82,6 +85,7 @@ struct OwnNames {
     mutating func finishRegister(_ ticket: Ticket, entry: Entry) -> Bool {
         guard epochs[ticket.name, default: 0] == ticket.epoch else { return false }
         names[ticket.name] = entry
+        keptEpochs[ticket.name] = ticket.epoch
         return true
     }
 
@@ -97,6 +101,7 @@ struct OwnNames {
     mutating func unregister(_ name: AgentName) -> Bool {
         epochs[name, default: 0] &+= 1
         unregistrations[name, default: 0] &+= 1
+        keptEpochs[name] = nil
         return names.removeValue(forKey: name) != nil
     }
 
@@ -121,6 +126,16 @@ struct OwnNames {
     }
 
     // MARK: Republishing
+
+    /// What a republish of `name` signs now: its kept entry, or nil when the name is no longer
+    /// kept or a `register` or `unregister` of it is in progress (a call started after the name
+    /// was kept wins, and publishes what its caller asked for). The republish of an upkeep round
+    /// reads this when it signs, not when the round started: a `register` with new addresses that
+    /// finished meanwhile must not be overwritten by the round's stale copy of the entry.
+    func republishable(_ name: AgentName) -> Entry? {
+        guard let entry = names[name], epochs[name, default: 0] == keptEpochs[name] else { return nil }
+        return entry
+    }
 
     /// A publish of `name` reached `replicas` replicas while the table held `tableSize` peers.
     mutating func published(_ name: AgentName, replicas: Int, tableSize: Int) {

@@ -4,6 +4,7 @@ import Multiformats
 import NIOConcurrencyHelpers
 import NIOCore
 import Network
+import ServiceLifecycle
 
 /// The DHT as the thin driver of `KademliaBehaviour`: it feeds the behaviour events with the time,
 /// and performs its actions: requests of a query run as child tasks of the query's caller, the
@@ -99,21 +100,23 @@ extension DHT {
         logger.error("\(what)", metadata: metadata)
     }
 
-    /// The job deadline to arm, when it is earlier than the one armed.
     /// Hands `work` to the service. Its queue is bounded; work it cannot take is not lost
     /// silently: the behaviour hears the outcome it waits for (a liveness check counts as alive,
     /// since our own backlog says nothing against the peer; a dial-back as unproven; a job round as
     /// over, so the next one is scheduled), a lost timer is armed again at the next event, and an
     /// error is logged.
+    /// After the service ended (`.terminated`), work is refused the same way, without the error.
     func enqueue(_ work: ServiceWork) {
-        guard case .dropped = serviceWork.yield(work) else { return }  // `.terminated`: the service ended with the host
-        let dropped = state.withLockedValue { state -> Int in
-            state.droppedServiceWork += 1
+        let result = serviceWork.yield(work)
+        if case .enqueued = result { return }
+        let dropped = state.withLockedValue { state -> Int? in
             if case .arm = work { state.armedDeadline = nil }
             if case .timerFired = work { state.armedDeadline = nil }
+            guard case .dropped = result else { return nil }
+            state.droppedServiceWork += 1
             return state.droppedServiceWork
         }
-        if dropped & (dropped - 1) == 0 {
+        if let dropped, dropped & (dropped - 1) == 0 {
             logger.error(
                 "DHT service queue full: work dropped (its outcome reported as failed)",
                 metadata: ["dropped": "\(dropped)", "work": "\(work)"])
@@ -126,6 +129,7 @@ extension DHT {
         }
     }
 
+    /// The job deadline to arm, when it is earlier than the one armed.
     private static func rearm(_ state: inout State) -> NIODeadline? {
         guard let next = state.behaviour.nextDeadline else { return nil }
         if let armed = state.armedDeadline, armed <= next { return nil }
@@ -271,12 +275,60 @@ extension DHT {
 
     // MARK: The service
 
-    /// The DHT's service, until the host shuts down (which cancels it): the identify watcher,
-    /// liveness checks, dial-backs, stale-replica corrections, job rounds and the job timer, each a
-    /// child task of one group.
-    func runService(_ inbox: AsyncStream<ServiceWork>, identifyEvents: AsyncStream<HostEvent>) async {
+    /// The DHT's service: the identify watcher, liveness checks, dial-backs, stale-replica
+    /// corrections, the periodic jobs (spec/dht.md §7: upkeep every `maintenanceInterval`,
+    /// re-replication every `replicationInterval`, as `KademliaBehaviour` schedules them) and
+    /// their timer, each a child task of one task group. Runs until a graceful shutdown
+    /// (swift-service-lifecycle), the cancellation of its task, or the host's shutdown, whichever
+    /// comes first; a job round in progress is cancelled then, and nothing of the service outlives
+    /// the call. Calls `start()` if the caller has not.
+    ///
+    /// Work the DHT needs done before the service runs (a dial-back of a peer that connected
+    /// early) waits in its queue. One service per DHT.
+    /// - Throws: `DHTServiceError` when the service runs already (or ran).
+    public func run() async throws {
+        try await run(maintenance: true)
+    }
+
+    /// `run()`, with the periodic jobs started (`maintenance`) or not (until `setMaintenance`):
+    /// tests that start them at a moment of their choosing.
+    public func run(maintenance: Bool) async throws {
+        start()
+        let inputs = serviceInputs.withLockedValue { inputs -> (AsyncStream<ServiceWork>, AsyncStream<HostEvent>)? in
+            guard !inputs.running, let inbox = inputs.inbox, let events = inputs.identifyEvents else { return nil }
+            inputs.running = true
+            inputs.inbox = nil
+            inputs.identifyEvents = nil
+            return (inbox, events)
+        }
+        guard let (inbox, events) = inputs else { throw DHTServiceError() }
+        if maintenance { feed(.maintenance(enabled: true)) }
+        await cancelWhenGracefulShutdown { [self] in
+            await runService(inbox, identifyEvents: events)
+        }
+        feed(.maintenance(enabled: false))
+        logger.debug("DHT service stopped")
+    }
+
+    /// Upkeep rounds (refresh, republish, restore) the service finished since the start.
+    public var upkeepRoundsFinished: Int { state.withLockedValue { $0.upkeepRounds } }
+    /// Re-replication rounds the service finished since the start.
+    public var replicationRoundsFinished: Int { state.withLockedValue { $0.replicationRounds } }
+
+    /// Starts (true) or stops (false) the periodic jobs of a running service; a round under way
+    /// ends normally.
+    public func setMaintenance(_ enabled: Bool) {
+        feed(.maintenance(enabled: enabled))
+    }
+
+    private func runService(_ inbox: AsyncStream<ServiceWork>, identifyEvents: AsyncStream<HostEvent>) async {
         await withDiscardingTaskGroup { group in
-            group.addTask { [self] in await watchIdentify(identifyEvents) }
+            group.addTask { [self] in
+                await watchIdentify(identifyEvents)
+                // The host's events end when it shuts down: so does the service (its queue
+                // refuses work from now on, which reports it as failed).
+                if !Task.isCancelled { serviceWork.finish() }
+            }
             for await work in inbox {
                 switch work {
                 case .checkLiveness(let peer):
@@ -320,27 +372,24 @@ extension DHT {
             // Saved names whose publish at start failed (a storage error, say) are tried again,
             // with back-off; those published already are skipped.
             await restoreRegistrations(backingOff: true)
+            state.withLockedValue { $0.upkeepRounds += 1 }
             feed(.jobFinished(.upkeep))
         case .replication:
             let pushed = await replicateStoredRecords()
             logger.debug("re-replication round done", metadata: ["pushed": "\(pushed)"])
+            state.withLockedValue { $0.replicationRounds += 1 }
             feed(.jobFinished(.replication))
         case .republishAfterGrowth:
             await republishOwnRecords()
             feed(.jobFinished(.republishAfterGrowth))
         }
     }
-
-    /// Runs the periodic jobs (spec/dht.md §7: upkeep every `maintenanceInterval`, re-replication
-    /// every `replicationInterval`, as `KademliaBehaviour` schedules them) until the task is
-    /// cancelled. The rounds run in the DHT's service (started by `start()`); a round in progress
-    /// when this is cancelled ends with the host.
-    public func runMaintenance() async {
-        feed(.maintenance(enabled: true))
-        let (wait, continuation) = AsyncStream.makeStream(of: Never.self)
-        // Ends when the task is cancelled.
-        for await _ in wait {}
-        continuation.finish()
-        feed(.maintenance(enabled: false))
-    }
 }
+
+/// `DHT.run()` was called while the DHT's service runs, or after it ran.
+public struct DHTServiceError: Error, CustomStringConvertible {
+    public var description: String { "the DHT service runs already, or ran and ended: it runs once per DHT" }
+}
+
+/// The DHT's service (`run()`) under a `ServiceGroup`, or as a child task of the node.
+extension DHT: Service {}

@@ -81,7 +81,10 @@ extension DHT {
         // held by another key), nothing is kept, and our store does not start believing our claim.
         let previous = try store.ownRecord(for: name)
         let isNewClaim = name.selfCertifyingPeerID == nil && previous == nil
-        let record = try signOwnRecord(name, own)
+        ownRecordSigning.lock()
+        let signed = Result { () throws(ResolutionError) in try signOwnRecord(name, own) }
+        ownRecordSigning.unlock()
+        let record = try signed.get()
         let report: PublishReport
         do {
             report = try await publish(record, replicasFirst: isNewClaim)
@@ -228,21 +231,32 @@ extension DHT {
         let (ownNames, tableSize) = state.withLockedValue { ($0.ownNames, $0.table.count) }
         let hostAddresses = Self.dialable(host.advertisedAddresses)
         var republished = 0
-        for (name, own) in ownNames.names {
-            let current: SignedAgentRecord?
+        for name in ownNames.names.keys.sorted() {
             do {
-                current = try store.ownRecord(for: name)
-            } catch {
-                // Without the last record its seq is unknown: signing a new one could go backwards.
-                storageFailed("cannot read own record; not republished this round", error, name: name)
-                continue
-            }
-            let due = ownNames.isDue(
-                own, current: current, hostAddresses: hostAddresses, tableSize: tableSize, unixNow: unixClock(),
-                force: force)
-            guard due else { continue }
-            do {
-                let record = try signOwnRecord(name, own)
+                // Decided and signed from the entry and own record as they are now, not as the
+                // round found them (a register with new addresses may have finished since), and
+                // not while a register or unregister of the name is in progress (it publishes its
+                // own record): one signer at a time, so that a register that starts while this
+                // one signs gets the higher seq and wins.
+                ownRecordSigning.lock()
+                let signed = Result { () throws(ResolutionError) -> SignedAgentRecord? in
+                    guard let own = state.withLockedValue({ $0.ownNames.republishable(name) }) else { return nil }
+                    let current: SignedAgentRecord?
+                    do throws(ResolutionError) {
+                        current = try store.ownRecord(for: name)
+                    } catch {
+                        // Without the last record its seq is unknown: signing a new one could go
+                        // backwards.
+                        storageFailed("cannot read own record; not republished this round", error, name: name)
+                        return nil
+                    }
+                    let due = ownNames.isDue(
+                        own, current: current, hostAddresses: hostAddresses, tableSize: tableSize,
+                        unixNow: unixClock(), force: force)
+                    return due ? try signOwnRecord(name, own) : nil
+                }
+                ownRecordSigning.unlock()
+                guard let record = try signed.get() else { continue }
                 let report = try await publish(record)
                 state.withLockedValue {
                     $0.ownNames.published(name, replicas: report.storedAt.count, tableSize: tableSize)

@@ -13,7 +13,14 @@ import Network
 /// The decisions are `KademliaBehaviour`'s (a sans-I/O state machine, spec/dht.md §10.1); this class
 /// is its driver: it holds the behaviour behind one lock, feeds it events with the time, and
 /// performs its actions (requests as child tasks of the query's caller; liveness checks, dial-backs
-/// and job rounds in the service task, which ends with the host).
+/// and job rounds in its service, `run()`, a swift-service-lifecycle `Service` that ends on a
+/// graceful shutdown, when its task is cancelled, or with the host).
+///
+/// ```swift
+/// let dht = DHT(host: host, store: store)
+/// dht.start()                       // serve kad (server mode) from now on
+/// group.addTask { try await dht.run() }   // the service: jobs, liveness checks, dial-backs
+/// ```
 public final class DHT: Sendable {
     public let host: Network.Host
     public let store: any RecordStoring
@@ -44,6 +51,9 @@ public final class DHT: Sendable {
         var armedDeadline: NIODeadline?
         /// Service work the full queue refused (`enqueue`), since the start.
         var droppedServiceWork = 0
+        /// Job rounds the service finished, since the start.
+        var upkeepRounds = 0
+        var replicationRounds = 0
 
         var table: RoutingTable {
             get { behaviour.table }
@@ -65,7 +75,19 @@ public final class DHT: Sendable {
 
     /// Work for the DHT's service task (`runService`).
     let serviceWork: AsyncStream<ServiceWork>.Continuation
-    private let serviceInbox: NIOLockedValueBox<AsyncStream<ServiceWork>?>
+    /// What the service (`run()`) consumes: its work queue and the host events it watches
+    /// (subscribed by `start()`); taken by the one `run()`.
+    let serviceInputs: NIOLockedValueBox<ServiceInputs>
+
+    struct ServiceInputs {
+        var inbox: AsyncStream<ServiceWork>?
+        var identifyEvents: AsyncStream<HostEvent>?
+        var running = false
+    }
+    /// Held while an own record is signed (`register`, republish): signing reads the last seq and
+    /// saves the next, so two signers of one name must not interleave, and a republish must see
+    /// whether a register started (`OwnNames.republishable`) in the same step as it signs.
+    let ownRecordSigning = NIOLock()
     /// Record-store failures seen since the start (each also logged as an error).
     public var storageFailures: Int { storageFailureCount.withLockedValue { $0 } }
     let storageFailureCount = NIOLockedValueBox(0)
@@ -97,7 +119,7 @@ public final class DHT: Sendable {
                         perIP: configuration.maximumInboundStreamsPerIP))))
         let (inbox, work) = AsyncStream.makeStream(of: ServiceWork.self, bufferingPolicy: .bufferingOldest(4096))
         self.serviceWork = work
-        self.serviceInbox = NIOLockedValueBox(inbox)
+        self.serviceInputs = NIOLockedValueBox(ServiceInputs(inbox: inbox))
     }
 
     /// Resolves the mode and, in server mode, starts answering kad requests. Call after the host
@@ -118,19 +140,11 @@ public final class DHT: Sendable {
             }
             return state.mode
         }
-        // The service (once): the identify watcher, liveness checks, dial-backs, stale-replica
-        // corrections and job rounds run in its task group, which the host cancels and awaits
-        // when it shuts down.
-        let inbox = serviceInbox.withLockedValue { box in
-            let inbox = box
-            box = nil
-            return inbox
-        }
-        if let inbox {
-            // Subscribed before kad streams are served (in either mode: `auto` may become server
-            // later): an identify that completes after a stream found no peer info is seen here.
-            let events = host.events(label: "dht")
-            host.spawn("dht: service") { [self] in await runService(inbox, identifyEvents: events) }
+        // Subscribed before kad streams are served (in either mode: `auto` may become server
+        // later): an identify that completes after a stream found no peer info is seen by the
+        // service (`run()`), whenever it starts.
+        serviceInputs.withLockedValue { inputs in
+            if inputs.identifyEvents == nil, !inputs.running { inputs.identifyEvents = host.events(label: "dht") }
         }
         if mode == .server {
             host.handle(configuration.protocolID) { [self] stream in

@@ -48,7 +48,7 @@ public struct DHTConfiguration: Sendable {
     /// Whether loopback entries are left out of the routing table's subnet limits.
     public var loopbackExemption = LoopbackExemption.whenLoopbackOnly
     public var cache = ResolutionCache.Configuration()
-    /// How often the maintenance loop wakes up to refresh buckets, republish and re-replicate.
+    /// How long after an upkeep round ended the next one starts (bucket refresh, republishing, restores; spec/dht.md §10).
     public var maintenanceInterval: TimeAmount = .seconds(60)
     /// Own records are re-signed and republished when this fraction of their TTL has passed.
     public var republishFraction = 0.5
