@@ -81,13 +81,22 @@ struct LookupsCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "How networks are made: joins (grown one join a virtual second, with bucket refresh), direct (tables filled from the sorted keyspace as joins in node order leave them), or auto (joins up to 5000 nodes, direct above)."
+            "How networks are made: joins (grown one join a virtual second, with bucket refresh), direct (tables filled from the sorted keyspace as joins in node order leave them), both (each size both ways, side by side in the table and charts), or auto (joins up to 5000 nodes, direct above)."
     )
     var build = "auto"
 
+    /// The builds `--build` names; empty for auto.
+    var builds: [LookupsExperiment.Build] {
+        switch build {
+        case "both": LookupsExperiment.Build.allCases
+        case "auto": []
+        default: LookupsExperiment.Build(rawValue: build).map { [$0] } ?? []
+        }
+    }
+
     func validate() throws {
-        guard build == "auto" || LookupsExperiment.Build(rawValue: build) != nil else {
-            throw ValidationError("--build must be joins, direct or auto")
+        guard ["auto", "both"].contains(build) || LookupsExperiment.Build(rawValue: build) != nil else {
+            throw ValidationError("--build must be joins, direct, both or auto")
         }
         guard lookups > 0 else { throw ValidationError("--lookups must be positive") }
     }
@@ -96,7 +105,7 @@ struct LookupsCommand: AsyncParsableCommand {
         var sizes = try list(sizes)
         if let nodes = options.nodes { sizes = sizes.filter { $0 < nodes } + [nodes] }
         let experiment = LookupsExperiment(
-            options: options, sizes: sizes, lookups: lookups, build: LookupsExperiment.Build(rawValue: build))
+            options: options, sizes: sizes, lookups: lookups, builds: builds)
         try experiment.run().output(options)
     }
 }

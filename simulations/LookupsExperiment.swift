@@ -20,8 +20,10 @@ struct LookupsExperiment: Sendable {
     let options: SimulationOptions
     let sizes: [Int]
     let lookups: Int
-    /// nil: joins up to `largestGrownByJoins` nodes, direct above.
-    var build: Build?
+    /// The builds each size is measured with; empty: joins up to `largestGrownByJoins` nodes,
+    /// direct above. Both: the same sizes (and seeds, so the same keys) built both ways, side by
+    /// side in the table and the charts.
+    var builds: [Build]
 
     struct Result: Sendable {
         let nodes: Int
@@ -73,18 +75,18 @@ struct LookupsExperiment: Sendable {
         let stopwatch = Stopwatch()
         var report = Report(experiment: "lookups", parameters: options.summary)
         report.parameters["lookups_per_size"] = String(lookups)
-        report.parameters["build"] = build?.rawValue ?? "joins up to \(Self.largestGrownByJoins) nodes, direct above"
+        report.parameters["build"] =
+            builds.isEmpty
+            ? "joins up to \(Self.largestGrownByJoins) nodes, direct above" : builds.map(\.rawValue).joined(separator: ",")
         let options = self.options
         let lookups = self.lookups
-        let build = self.build
         // One size at a time, so that each one's resident memory per node is its own (and the time
         // of a size is not shared with another's): the largest size dominates the run anyway.
         var results: [Result] = []
         for size in sizes {
-            results.append(
-                Self.measure(
-                    nodes: size, lookups: lookups, options: options,
-                    build: build ?? (size <= Self.largestGrownByJoins ? .joins : .direct)))
+            for build in builds.isEmpty ? [size <= Self.largestGrownByJoins ? .joins : .direct] : builds {
+                results.append(Self.measure(nodes: size, lookups: lookups, options: options, build: build))
+            }
         }
 
         var table = ReportTable(

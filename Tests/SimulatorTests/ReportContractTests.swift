@@ -44,7 +44,7 @@ struct ReportContractTests {
     @Test("lookups: one result per network size, success = the exact k closest found")
     func lookups() throws {
         let options = try SimulationOptions.parse(["--seed", "7"])
-        let report = LookupsExperiment(options: options, sizes: [80, 150], lookups: 40, build: .direct).run()
+        let report = LookupsExperiment(options: options, sizes: [80, 150], lookups: 40, builds: [.direct]).run()
         let results = try Self.results(of: report, adding: ["hops_theory", "build_seconds"], nodes: [80, 150])
         #expect(results.map { $0["nodes"] as? Int } == [80, 150])
         for result in results {
@@ -56,6 +56,21 @@ struct ReportContractTests {
         // The tables people read are still there.
         #expect((try Self.document(report)["tables"] as? [[String: Any]])?.isEmpty == false)
         #expect(report.charts.map(\.name) == ["lookups-hops", "lookups-memory", "lookups-time"])
+    }
+
+    @Test("lookups --build both: each size grown by joins and built directly, one series each in the hops chart")
+    func lookupsBothBuilds() throws {
+        let options = try SimulationOptions.parse(["--seed", "7"])
+        let report = LookupsExperiment(options: options, sizes: [60, 120], lookups: 20, builds: [.joins, .direct]).run()
+        let results = try Self.results(of: report, adding: ["hops_theory", "build_messages_per_node"], nodes: [60, 120])
+        #expect(results.map { $0["nodes"] as? Int } == [60, 60, 120, 120])
+        #expect(results.map { $0["build"] as? String } == ["joins", "direct", "joins", "direct"])
+        // Joins send messages to grow the network; the direct build sends none.
+        let joinMessages = results.map { $0["build_messages_per_node"] as? Double ?? -1 }
+        #expect(joinMessages[0] > 0 && joinMessages[2] > 0 && joinMessages[1] == 0 && joinMessages[3] == 0)
+        let hops = try #require(report.charts.first { $0.name == "lookups-hops" })
+        let names = hops.series.map(\.name)
+        #expect(names.contains("mean (joins)") && names.contains("mean (direct)"), "\(names)")
     }
 
     @Test("churn: replication in every result, one per (r, loss, repair)")
@@ -165,7 +180,7 @@ struct ReportContractTests {
             .appendingPathComponent("agent-sim-out-\(UInt64.random(in: 0...UInt64.max))")
         defer { try? FileManager.default.removeItem(at: directory) }
         let options = try SimulationOptions.parse(["--seed", "7"])
-        let report = LookupsExperiment(options: options, sizes: [60], lookups: 10, build: .direct).run()
+        let report = LookupsExperiment(options: options, sizes: [60], lookups: 10, builds: [.direct]).run()
         let written = try report.write(to: directory.path)
         #expect(written.map { URL(fileURLWithPath: $0).lastPathComponent }.sorted()
             == ["lookups-hops.svg", "lookups-memory.svg", "lookups-time.svg", "lookups.csv"])
