@@ -45,12 +45,21 @@ struct ChurnCommand: AsyncParsableCommand {
     @Option(help: "Continuous churn: names resolved per probe (every 30 virtual minutes).")
     var probes = 100
 
+    @Option(
+        help:
+            "How the network is made: joins (grown one join a virtual second, with bucket refresh) or direct (tables filled from the sorted keyspace as joins in node order leave them; for large N)."
+    )
+    var build = "joins"
+
     func validate() throws {
         guard !(try list(replication)).isEmpty, !(try list(loss)).isEmpty else {
             throw ValidationError("--replication and --loss need at least one value")
         }
         guard try list(loss).allSatisfy({ (1...99).contains($0) }) else {
             throw ValidationError("--loss values are percentages from 1 to 99")
+        }
+        guard LookupsExperiment.Build(rawValue: build) != nil else {
+            throw ValidationError("--build must be joins or direct")
         }
         guard churnRate > 0, churnRate < 50 else { throw ValidationError("--churn-rate must be in (0, 50)") }
         // Routing-table entries store virtual time in 32-bit milliseconds (49.7 days): room for a
@@ -62,7 +71,7 @@ struct ChurnCommand: AsyncParsableCommand {
         let experiment = ChurnExperiment(
             options: options, replicationFactors: try list(replication), losses: try list(loss),
             gradualFactors: try list(gradualReplication), churnPercentPerMinute: churnRate, hours: hours,
-            probes: probes)
+            probes: probes, build: LookupsExperiment.Build(rawValue: build)!)
         try await experiment.run().output(options)
     }
 }

@@ -20,6 +20,8 @@ struct ChurnExperiment: Sendable {
     let churnPercentPerMinute: Double
     let hours: Double
     let probes: Int
+    /// How the network is made (`--build`): grown by joins, or filled directly (large N).
+    var build = LookupsExperiment.Build.joins
 
     /// One (r, f, repair) configuration of the abrupt-loss experiment.
     struct AbruptResult: Sendable {
@@ -52,7 +54,11 @@ struct ChurnExperiment: Sendable {
         var report = Report(experiment: "churn", parameters: options.summary)
         report.parameters["nodes"] = String(count)
         report.parameters["names"] = String(min(options.names, count))
-        let base = Simulation.build(nodes: count, parameters: parameters, seed: seed).snapshot
+        report.parameters["build"] = build.rawValue
+        let base =
+            build == .direct
+            ? Simulation.buildDirect(nodes: count, parameters: parameters, seed: seed)
+            : Simulation.build(nodes: count, parameters: parameters, seed: seed).snapshot
         var ownerGenerator = SimulationGenerator(seed: seed, 0x6f77_6e65_72)
         let owners = Array(base.nodes.indices.shuffled(using: &ownerGenerator).prefix(options.names)).sorted()
 

@@ -72,4 +72,20 @@ struct JobsTests {
         #expect(holders.count >= parameters.replicationFactor)
         #expect(simulation.traffic.put > before)
     }
+
+    @Test("churn --build direct: continuous churn on a directly built network, jobs running, names resolved")
+    func churnOnDirectBuild() async throws {
+        let options = try SimulationOptions.parse(["--nodes", "80", "--names", "16", "--seed", "4"])
+        let report = await ChurnExperiment(
+            options: options, replicationFactors: [3], losses: [30], gradualFactors: [5], churnPercentPerMinute: 1,
+            hours: 1, probes: 10, build: .direct
+        ).run()
+        #expect(report.parameters["build"] == "direct")
+        let continuous = try #require(
+            try ReportContractTests.results(of: report, adding: ["replication"], nodes: [80])
+                .first { $0["scenario"] as? String == "continuous" })
+        #expect((continuous["attempts"] as? Int ?? 0) > 0)
+        // Owners' names stay resolvable under 1 %/min churn with r = 5 and the jobs running.
+        #expect((continuous["success_rate"] as? Double ?? 0) >= 0.9)
+    }
 }
