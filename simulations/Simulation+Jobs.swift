@@ -2,7 +2,7 @@ import NIOCore
 import Resolution
 
 /// The behaviour's own jobs (spec/dht.md §7, `KademliaBehaviour+Jobs.swift`) on the virtual
-/// clock, as agentd's `DHT` runs them (`runMaintenance`, `rearm`, `run(_ job:)`): the driver turns
+/// clock, as agentd's `DHT` service runs them (`run()`, `rearm`, `run(_ job:)`): the driver turns
 /// them on with `.maintenance(enabled:)`, keeps one timer per node at the behaviour's
 /// `nextDeadline` and sends `.timer` when it comes; each `.runJob` round is performed and reported
 /// with `.jobFinished`:
@@ -15,7 +15,7 @@ import Resolution
 /// A node that goes offline in the middle of a round never finishes it: its queries are dropped,
 /// as a stopped host's tasks are.
 extension Simulation {
-    /// Starts node `index`'s jobs (`DHT.runMaintenance`): the first upkeep comes one
+    /// Starts node `index`'s jobs (`DHT.run()`, `setMaintenance`): the first upkeep comes one
     /// `maintenanceInterval` later, the first re-replication one `replicationInterval` later.
     func startJobs(of index: Int) {
         feed(index, .maintenance(enabled: true))
